@@ -1,0 +1,1 @@
+//! providers (placeholder while the crate is being written).

@@ -1,0 +1,1 @@
+//! provisioner (placeholder while the crate is being written).

@@ -1,0 +1,1 @@
+//! saga (placeholder while the crate is being written).
