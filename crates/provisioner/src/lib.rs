@@ -1,1 +1,5 @@
-//! provisioner (placeholder while the crate is being written).
+//! The client stack: the provision and deprovision sagas over the four providers, the
+//! templates they apply, configuration, the CLI and (later) the HTTP API. It knows the
+//! providers only through `providers` and durability only through `saga`.
+
+pub mod tenant_db;
