@@ -2,4 +2,6 @@
 //! templates they apply, configuration, the CLI and (later) the HTTP API. It knows the
 //! providers only through `providers` and durability only through `saga`.
 
+pub mod client;
+pub mod config;
 pub mod tenant_db;

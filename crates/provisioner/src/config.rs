@@ -1,0 +1,632 @@
+//! Configuration: secrets and provider endpoints from the environment (the seed's variable
+//! names), everything else from `provisioner.toml`. All of it is validated before the first
+//! side effect, and every problem is reported in one message.
+
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::client::Tier;
+
+/// Region codes the Management API's create-project schema accepts (`region_selection.code`,
+/// enum in the Supabase Management API v1 OpenAPI). `doctor` checks the live list as well,
+/// since the spec calls the codes "not a stable API".
+pub const SUPABASE_REGIONS: &[&str] = &[
+    "us-east-1",
+    "us-east-2",
+    "us-west-1",
+    "us-west-2",
+    "ap-east-1",
+    "ap-southeast-1",
+    "ap-northeast-1",
+    "ap-northeast-2",
+    "ap-southeast-2",
+    "eu-west-1",
+    "eu-west-2",
+    "eu-west-3",
+    "eu-north-1",
+    "eu-central-1",
+    "eu-central-2",
+    "ca-central-1",
+    "ap-south-1",
+    "sa-east-1",
+];
+
+/// `desired_instance_size` values in the same schema.
+pub const SUPABASE_INSTANCE_SIZES: &[&str] = &[
+    "nano",
+    "micro",
+    "small",
+    "medium",
+    "large",
+    "xlarge",
+    "2xlarge",
+    "4xlarge",
+    "8xlarge",
+    "12xlarge",
+    "16xlarge",
+    "24xlarge",
+    "24xlarge_optimized_memory",
+    "24xlarge_optimized_cpu",
+    "24xlarge_high_memory",
+    "48xlarge",
+    "48xlarge_optimized_memory",
+    "48xlarge_optimized_cpu",
+    "48xlarge_high_memory",
+];
+
+pub const DEFAULT_SUPABASE_API_URL: &str = "https://api.supabase.com";
+pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
+pub const DEFAULT_VERCEL_API_URL: &str = "https://api.vercel.com";
+/// Supabase's direct connection: user `postgres` on `db.<ref>.supabase.co`. The sandbox
+/// points this at its own databases.
+pub const DEFAULT_SUPABASE_DB_URL_TEMPLATE: &str =
+    "postgresql://postgres:{password}@{host}:5432/postgres";
+
+/// Everything that was wrong, in one error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration is not usable:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    pub problems: Vec<String>,
+}
+
+/// `provisioner.toml`. Unknown keys are errors, so a typo does not silently fall back to a
+/// default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Settings {
+    pub supabase: SupabaseSettings,
+    pub github: GithubSettings,
+    pub vercel: VercelSettings,
+    pub n8n: N8nSettings,
+    pub templates: TemplateSettings,
+    pub schema_checks: SchemaCheckSettings,
+    pub journal: JournalSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SupabaseSettings {
+    pub region: String,
+    /// Instance size per tier.
+    pub instance_size: BTreeMap<String, String>,
+    /// How long a new project may take to become ACTIVE_HEALTHY.
+    pub ready_timeout_secs: u64,
+}
+
+impl Default for SupabaseSettings {
+    fn default() -> Self {
+        Self {
+            region: "us-east-1".into(),
+            instance_size: [
+                ("starter", "micro"),
+                ("professional", "small"),
+                ("enterprise", "medium"),
+            ]
+            .into_iter()
+            .map(|(t, s)| (t.to_owned(), s.to_owned()))
+            .collect(),
+            ready_timeout_secs: 600,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GithubSettings {
+    /// `X-GitHub-Api-Version`.
+    pub api_version: String,
+    /// How long a generated repository may stay empty.
+    pub branch_timeout_secs: u64,
+}
+
+impl Default for GithubSettings {
+    fn default() -> Self {
+        Self {
+            api_version: "2022-11-28".into(),
+            branch_timeout_secs: 300,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VercelSettings {
+    /// Vercel's `framework` preset; empty means auto-detect.
+    pub framework: String,
+    pub production_branch: String,
+    /// Wait for the first deployment to be READY before the step succeeds.
+    pub wait_for_ready: bool,
+    pub deploy_timeout_secs: u64,
+}
+
+impl Default for VercelSettings {
+    fn default() -> Self {
+        Self {
+            framework: "nextjs".into(),
+            production_branch: "main".into(),
+            wait_for_ready: false,
+            deploy_timeout_secs: 900,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct N8nSettings {
+    /// `v1` (n8n 1.x: activate/deactivate) or `v2` (n8n 2.x: publish/unpublish).
+    pub api_version: String,
+}
+
+impl Default for N8nSettings {
+    fn default() -> Self {
+        Self {
+            api_version: "v2".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplateSettings {
+    /// Replaces the built-in `templates/schema.sql`.
+    pub schema: Option<PathBuf>,
+    /// Replaces the built-in `templates/n8n-workflow.json`.
+    pub n8n_workflow: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchemaCheckSettings {
+    /// `table.column` pairs that may be readable by `anon` although they look secret.
+    pub allow_anon_secret_columns: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSettings {
+    /// `sqlite://PATH` or `postgres://...`; default: an SQLite file in the user's data dir.
+    pub url: Option<String>,
+}
+
+/// Provider credentials and endpoints, from the environment.
+#[derive(Debug, Clone)]
+pub struct ProviderEnv {
+    pub supabase_api_url: String,
+    pub supabase_token: SecretString,
+    pub supabase_org_slug: String,
+    pub supabase_db_url_template: String,
+    pub github_api_url: String,
+    pub github_token: SecretString,
+    pub github_org: String,
+    /// `owner/name` of the template repository.
+    pub github_template: (String, String),
+    pub vercel_api_url: String,
+    pub vercel_token: SecretString,
+    pub vercel_team_id: Option<String>,
+    /// Base URL of the n8n instance (without `/api/v1`).
+    pub n8n_base_url: String,
+    pub n8n_api_key: SecretString,
+}
+
+/// Validated configuration: what a provision or deprovision run needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub settings: Settings,
+    pub providers: ProviderEnv,
+}
+
+impl Config {
+    /// Reads `provisioner.toml` (when given) and the environment through `env`, and validates
+    /// both together.
+    pub fn load(
+        toml_path: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let settings = match toml_path {
+            Some(path) => Settings::from_file(path)?,
+            None => Settings::default(),
+        };
+        let mut problems = settings.problems();
+        let providers = ProviderEnv::from_env(env, &mut problems);
+        match providers {
+            Some(providers) if problems.is_empty() => Ok(Self {
+                settings,
+                providers,
+            }),
+            _ => Err(ConfigError { problems }),
+        }
+    }
+
+    pub fn instance_size(&self, tier: Tier) -> &str {
+        // `problems()` refused a configuration without a size for every tier.
+        self.settings
+            .supabase
+            .instance_size
+            .get(tier.as_str())
+            .map_or("micro", String::as_str)
+    }
+}
+
+impl Settings {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            problems: vec![format!(
+                "{}: cannot be read ({e}); check the path given with --config or PROVISIONER_CONFIG",
+                path.display()
+            )],
+        })?;
+        Self::from_toml(&text).map_err(|mut e| {
+            for p in &mut e.problems {
+                *p = format!("{}: {p}", path.display());
+            }
+            e
+        })
+    }
+
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        let settings: Settings = toml::from_str(text).map_err(|e| ConfigError {
+            problems: vec![
+                e.message().to_owned()
+                    + &e.span()
+                        .map(|s| format!(" (at byte {})", s.start))
+                        .unwrap_or_default(),
+            ],
+        })?;
+        let problems = settings.problems();
+        if problems.is_empty() {
+            Ok(settings)
+        } else {
+            Err(ConfigError { problems })
+        }
+    }
+
+    /// Every rule the settings break.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let region = &self.supabase.region;
+        if !SUPABASE_REGIONS.contains(&region.as_str()) {
+            problems.push(format!(
+                "supabase.region: {region:?} is not a region Supabase offers; use one of {}",
+                SUPABASE_REGIONS.join(", ")
+            ));
+        }
+        for tier in ["starter", "professional", "enterprise"] {
+            match self.supabase.instance_size.get(tier) {
+                None => problems.push(format!(
+                    "supabase.instance_size.{tier}: missing; set it to one of {}",
+                    SUPABASE_INSTANCE_SIZES.join(", ")
+                )),
+                Some(size) if !SUPABASE_INSTANCE_SIZES.contains(&size.as_str()) => {
+                    problems.push(format!(
+                        "supabase.instance_size.{tier}: {size:?} is not an instance size; use one of {}",
+                        SUPABASE_INSTANCE_SIZES.join(", ")
+                    ))
+                }
+                Some(_) => {}
+            }
+        }
+        for key in self.supabase.instance_size.keys() {
+            if Tier::parse(key).is_err() {
+                problems.push(format!(
+                    "supabase.instance_size.{key}: not a tier; use starter, professional, enterprise"
+                ));
+            }
+        }
+        if !matches!(self.n8n.api_version.as_str(), "v1" | "v2") {
+            problems.push(format!(
+                "n8n.api_version: {:?} is not supported; use \"v1\" (n8n 1.x) or \"v2\" (n8n 2.x)",
+                self.n8n.api_version
+            ));
+        }
+        for (name, secs) in [
+            (
+                "supabase.ready_timeout_secs",
+                self.supabase.ready_timeout_secs,
+            ),
+            (
+                "github.branch_timeout_secs",
+                self.github.branch_timeout_secs,
+            ),
+            (
+                "vercel.deploy_timeout_secs",
+                self.vercel.deploy_timeout_secs,
+            ),
+        ] {
+            if secs == 0 {
+                problems.push(format!("{name}: must be at least 1 second"));
+            }
+        }
+        if self.vercel.production_branch.trim().is_empty() {
+            problems.push("vercel.production_branch: must not be empty (e.g. \"main\")".into());
+        }
+        for (name, path) in [
+            ("templates.schema", &self.templates.schema),
+            ("templates.n8n_workflow", &self.templates.n8n_workflow),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                problems.push(format!(
+                    "{name}: {} is not a readable file; fix the path or remove the key to use the built-in template",
+                    path.display()
+                ));
+            }
+        }
+        for entry in &self.schema_checks.allow_anon_secret_columns {
+            if entry.split('.').count() != 2 || entry.split('.').any(str::is_empty) {
+                problems.push(format!(
+                    "schema_checks.allow_anon_secret_columns: {entry:?} must be \"table.column\""
+                ));
+            }
+        }
+        if let Some(url) = &self.journal.url
+            && !(url.starts_with("sqlite:")
+                || url.starts_with("postgres://")
+                || url.starts_with("postgresql://"))
+        {
+            problems.push(format!(
+                "journal.url: must start with sqlite:, postgres:// or postgresql:// (got a value starting {:?})",
+                url.chars().take(12).collect::<String>()
+            ));
+        }
+        problems
+    }
+
+    pub fn ready_timeout(&self) -> Duration {
+        Duration::from_secs(self.supabase.ready_timeout_secs)
+    }
+}
+
+impl ProviderEnv {
+    fn from_env(env: &dyn Fn(&str) -> Option<String>, problems: &mut Vec<String>) -> Option<Self> {
+        let get = |name: &str| {
+            env(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let mut required = |name: &str, what: &str| {
+            let value = get(name);
+            if value.is_none() {
+                problems.push(format!("{name}: not set; {what}"));
+            }
+            value
+        };
+        let supabase_token = required(
+            "SUPABASE_MANAGEMENT_TOKEN",
+            "a Supabase personal access token (sbp_...)",
+        );
+        let supabase_org = required("SUPABASE_ORG_ID", "the Supabase organization slug");
+        let github_token = required(
+            "GITHUB_TOKEN",
+            "a GitHub token with repo and delete_repo scopes",
+        );
+        let github_org = required(
+            "GITHUB_ORG",
+            "the GitHub organization that owns client repositories",
+        );
+        let template = required(
+            "GITHUB_TEMPLATE_REPO",
+            "the template repository as owner/name",
+        );
+        let vercel_token = required("VERCEL_TOKEN", "a Vercel access token");
+        let n8n_key = required("N8N_API_KEY", "an n8n public API key");
+        let n8n_host = required(
+            "N8N_HOST",
+            "the n8n host (e.g. n8n.example.com) or its base URL",
+        );
+
+        let mut url = |name: &str, default: &str| {
+            let value = get(name).unwrap_or_else(|| default.to_owned());
+            match url::Url::parse(&value) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {
+                    Some(value.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    problems.push(format!("{name}: {value:?} is not an http(s) URL"));
+                    None
+                }
+            }
+        };
+        let supabase_api_url = url("SUPABASE_API_URL", DEFAULT_SUPABASE_API_URL);
+        let github_api_url = url("GITHUB_API_URL", DEFAULT_GITHUB_API_URL);
+        let vercel_api_url = url("VERCEL_API_URL", DEFAULT_VERCEL_API_URL);
+
+        let github_template = template.and_then(|t| match t.split_once('/') {
+            Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
+                Some((owner.to_owned(), name.to_owned()))
+            }
+            _ => {
+                problems.push(format!(
+                    "GITHUB_TEMPLATE_REPO: {t:?} must be owner/name, e.g. agency/client-app-template"
+                ));
+                None
+            }
+        });
+        if let Some(org) = &supabase_org
+            && !org
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            // organization_slug pattern in the create-project schema: ^[\w-]+$
+            problems.push(format!(
+                "SUPABASE_ORG_ID: {org:?} is not an organization slug (letters, digits, '_' and '-')"
+            ));
+        }
+        let n8n_base_url = n8n_host.and_then(|host| match n8n_base_url(&host) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                problems.push(format!("N8N_HOST: {e}"));
+                None
+            }
+        });
+        let db_template = get("SUPABASE_DB_URL_TEMPLATE")
+            .unwrap_or_else(|| DEFAULT_SUPABASE_DB_URL_TEMPLATE.to_owned());
+        if !db_template.contains("{password}")
+            || !(db_template.contains("{ref}") || db_template.contains("{host}"))
+        {
+            problems.push(
+                "SUPABASE_DB_URL_TEMPLATE: must contain {password} and {ref} or {host}".into(),
+            );
+        }
+        Some(Self {
+            supabase_api_url: supabase_api_url?,
+            supabase_token: SecretString::from(supabase_token?),
+            supabase_org_slug: supabase_org?,
+            supabase_db_url_template: db_template,
+            github_api_url: github_api_url?,
+            github_token: SecretString::from(github_token?),
+            github_org: github_org?,
+            github_template: github_template?,
+            vercel_api_url: vercel_api_url?,
+            vercel_token: SecretString::from(vercel_token?),
+            vercel_team_id: get("VERCEL_TEAM_ID"),
+            n8n_base_url: n8n_base_url?,
+            n8n_api_key: SecretString::from(n8n_key?),
+        })
+    }
+}
+
+/// `N8N_HOST` is a bare host (https assumed, as the seed did) or a full base URL.
+fn n8n_base_url(host: &str) -> Result<String, String> {
+    let candidate = if host.contains("://") {
+        host.to_owned()
+    } else {
+        format!("https://{host}")
+    };
+    match url::Url::parse(&candidate) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
+            Ok(candidate.trim_end_matches('/').to_owned())
+        }
+        _ => Err(format!(
+            "{host:?} is neither a host name (n8n.example.com) nor an http(s) base URL"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const FULL: &[(&str, &str)] = &[
+        ("SUPABASE_MANAGEMENT_TOKEN", "sbp_canary_supabase_token"),
+        ("SUPABASE_ORG_ID", "agency-org"),
+        ("GITHUB_TOKEN", "ghp_canary_github_token"),
+        ("GITHUB_ORG", "agency"),
+        ("GITHUB_TEMPLATE_REPO", "agency/client-app-template"),
+        ("VERCEL_TOKEN", "vercel_canary_token"),
+        ("N8N_API_KEY", "n8n_canary_key"),
+        ("N8N_HOST", "n8n.agency.example"),
+    ];
+
+    #[test]
+    fn defaults_and_seed_environment_make_a_config() {
+        let config = Config::load(None, &env_of(FULL)).unwrap();
+        assert_eq!(config.providers.supabase_api_url, DEFAULT_SUPABASE_API_URL);
+        assert_eq!(config.providers.n8n_base_url, "https://n8n.agency.example");
+        assert_eq!(config.providers.github_template.1, "client-app-template");
+        assert_eq!(config.instance_size(Tier::Professional), "small");
+        assert_eq!(
+            config.providers.github_token.expose_secret(),
+            "ghp_canary_github_token"
+        );
+    }
+
+    #[test]
+    fn debug_output_hides_every_token() {
+        let config = Config::load(None, &env_of(FULL)).unwrap();
+        let debug = format!("{config:?}");
+        for (_, value) in FULL
+            .iter()
+            .filter(|(k, _)| k.contains("TOKEN") || k.contains("KEY"))
+        {
+            assert!(!debug.contains(value), "{value} leaked into Debug output");
+        }
+    }
+
+    #[test]
+    fn every_missing_variable_is_named_in_one_error() {
+        let err = Config::load(None, &env_of(&[])).unwrap_err();
+        for name in [
+            "SUPABASE_MANAGEMENT_TOKEN",
+            "SUPABASE_ORG_ID",
+            "GITHUB_TOKEN",
+            "GITHUB_ORG",
+            "GITHUB_TEMPLATE_REPO",
+            "VERCEL_TOKEN",
+            "N8N_API_KEY",
+            "N8N_HOST",
+        ] {
+            assert!(
+                err.problems.iter().any(|p| p.starts_with(name)),
+                "{name} not reported: {err}"
+            );
+        }
+        assert_eq!(err.problems.len(), 8, "{err}");
+    }
+
+    #[test]
+    fn seed_region_is_refused_with_the_valid_list() {
+        let err = Settings::from_toml("[supabase]\nregion = \"af-south-1\"\n").unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.problems[0].contains("\"af-south-1\" is not a region"));
+        assert!(err.problems[0].contains("eu-central-1"));
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_reported() {
+        let err = Settings::from_toml("[supabase]\nregoin = \"us-east-1\"\n").unwrap_err();
+        assert!(err.problems[0].contains("regoin"), "{err}");
+
+        let toml = r#"
+            [supabase.instance_size]
+            starter = "tiny"
+            professional = "small"
+            enterprise = "medium"
+            [n8n]
+            api_version = "v3"
+            [journal]
+            url = "mysql://x"
+        "#;
+        let err = Settings::from_toml(toml).unwrap_err();
+        assert_eq!(err.problems.len(), 3, "{err}");
+        assert!(err.to_string().contains("\"tiny\" is not an instance size"));
+    }
+
+    #[test]
+    fn n8n_host_may_be_a_host_or_a_url() {
+        assert_eq!(
+            n8n_base_url("n8n.example.com").unwrap(),
+            "https://n8n.example.com"
+        );
+        assert_eq!(
+            n8n_base_url("http://127.0.0.1:5678/").unwrap(),
+            "http://127.0.0.1:5678"
+        );
+        assert!(n8n_base_url("not a host").is_err());
+    }
+
+    #[test]
+    fn bad_urls_and_template_are_reported_without_values_of_secrets() {
+        let mut pairs = FULL.to_vec();
+        pairs.push(("SUPABASE_API_URL", "ftp://x"));
+        pairs.push(("GITHUB_TEMPLATE_REPO", "just-a-name"));
+        let err = Config::load(None, &env_of(&pairs)).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("SUPABASE_API_URL"), "{text}");
+        assert!(text.contains("GITHUB_TEMPLATE_REPO"), "{text}");
+        assert!(!text.contains("canary"), "{text}");
+    }
+}
