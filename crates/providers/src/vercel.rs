@@ -1,0 +1,352 @@
+//! Vercel REST: a project linked to a GitHub repository, its environment variables, and its
+//! first deployment. Shapes follow `vercel-rest-subset.json` and API-CONTRACTS §3.
+
+use reqwest::Method;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use url::Url;
+
+use crate::error::{Provider, ProviderError};
+use crate::http_policy::{Call, Credential, HttpPolicy, Transport, expose_for_body};
+use crate::rate_budget::RateBudgetConfig;
+
+#[derive(Debug, Clone)]
+pub struct VercelConfig {
+    /// `https://api.vercel.com` in production.
+    pub base_url: Url,
+    pub token: SecretString,
+    /// Sent as `?teamId=` on every call when set.
+    pub team_id: Option<String>,
+    pub policy: HttpPolicy,
+    pub budget: RateBudgetConfig,
+}
+
+impl VercelConfig {
+    pub fn new(base_url: Url, token: SecretString) -> Self {
+        VercelConfig {
+            base_url,
+            token,
+            team_id: None,
+            policy: HttpPolicy::default(),
+            budget: RateBudgetConfig::default_for(Provider::Vercel),
+        }
+    }
+}
+
+/// Body of `POST /v11/projects` (`additionalProperties: false`; only `name` is required).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateProject {
+    pub name: String,
+    /// `nextjs`, …; `None` lets Vercel detect it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub framework: Option<String>,
+    #[serde(rename = "gitRepository")]
+    pub git_repository: GitRepository,
+}
+
+/// `gitRepository`: `{type, repo: "owner/name"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitRepository {
+    #[serde(rename = "type")]
+    pub provider: String,
+    pub repo: String,
+}
+
+impl GitRepository {
+    pub fn github(owner: &str, name: &str) -> Self {
+        GitRepository {
+            provider: "github".to_owned(),
+            repo: format!("{owner}/{name}"),
+        }
+    }
+}
+
+/// The fields of a project the client stack reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    #[serde(rename = "accountId")]
+    pub account_id: String,
+    #[serde(default)]
+    pub framework: Option<String>,
+    #[serde(default)]
+    pub link: Option<ProjectLink>,
+}
+
+/// `link` of a project connected to a Git repository (GitHub variant fields).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ProjectLink {
+    #[serde(rename = "type")]
+    pub provider: String,
+    #[serde(default)]
+    pub org: Option<String>,
+    #[serde(default)]
+    pub repo: Option<String>,
+    /// What a deployment's `gitSource.repoId` wants.
+    #[serde(default, rename = "repoId")]
+    pub repo_id: Option<u64>,
+    #[serde(default, rename = "productionBranch")]
+    pub production_branch: Option<String>,
+}
+
+impl Project {
+    /// True when the project is linked to GitHub repository `owner/name`.
+    pub fn linked_to(&self, owner: &str, name: &str) -> bool {
+        self.link.as_ref().is_some_and(|link| {
+            link.provider == "github"
+                && link
+                    .org
+                    .as_deref()
+                    .is_some_and(|o| o.eq_ignore_ascii_case(owner))
+                && link
+                    .repo
+                    .as_deref()
+                    .is_some_and(|r| r.eq_ignore_ascii_case(name))
+        })
+    }
+}
+
+/// `type` of an environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvType {
+    Plain,
+    Encrypted,
+    Sensitive,
+}
+
+/// `target` of an environment variable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnvTarget {
+    Production,
+    Preview,
+    Development,
+}
+
+/// One entry of the env batch. The value is secret: it goes into the body and nowhere else.
+#[derive(Debug, Clone, Serialize)]
+pub struct EnvVar {
+    pub key: String,
+    #[serde(serialize_with = "expose_for_body")]
+    pub value: SecretString,
+    #[serde(rename = "type")]
+    pub env_type: EnvType,
+    pub target: Vec<EnvTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvBatchAnswer {
+    #[serde(default)]
+    failed: Vec<EnvFailure>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvFailure {
+    error: EnvFailureDetail,
+}
+
+/// Deliberately without the spec's `value` field: it can echo what was sent.
+#[derive(Debug, Deserialize)]
+struct EnvFailureDetail {
+    code: String,
+    #[serde(default)]
+    key: Option<String>,
+    #[serde(default, rename = "envVarKey")]
+    env_var_key: Option<String>,
+}
+
+/// Body of `POST /v13/deployments`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CreateDeployment {
+    /// The project's name.
+    pub name: String,
+    /// The project id; overrides `name` for the project choice.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
+    /// `production`; `None` makes a preview deployment.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    #[serde(rename = "gitSource")]
+    pub git_source: GitSource,
+}
+
+/// `gitSource` `{type: "github", ref, repoId}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GitSource {
+    #[serde(rename = "type")]
+    pub provider: String,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    #[serde(rename = "repoId")]
+    pub repo_id: u64,
+}
+
+impl GitSource {
+    pub fn github(git_ref: &str, repo_id: u64) -> Self {
+        GitSource {
+            provider: "github".to_owned(),
+            git_ref: git_ref.to_owned(),
+            repo_id,
+        }
+    }
+}
+
+/// `readyState` of a deployment; BLOCKED comes from Vercel's newer SDK, later values read
+/// as `Unrecognised`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ReadyState {
+    Queued,
+    Building,
+    Initializing,
+    Ready,
+    Error,
+    Canceled,
+    Blocked,
+    #[serde(other)]
+    Unrecognised,
+}
+
+impl ReadyState {
+    /// The deployment will not become READY.
+    pub fn is_terminal_failure(self) -> bool {
+        matches!(
+            self,
+            ReadyState::Error | ReadyState::Canceled | ReadyState::Blocked
+        )
+    }
+}
+
+/// The fields of a deployment the client stack reads.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Deployment {
+    pub id: String,
+    pub url: String,
+    #[serde(rename = "readyState")]
+    pub ready_state: ReadyState,
+    #[serde(default, rename = "projectId")]
+    pub project_id: Option<String>,
+    #[serde(default, rename = "aliasAssigned")]
+    pub alias_assigned: Option<serde_json::Value>,
+    #[serde(default, rename = "errorCode")]
+    pub error_code: Option<String>,
+    #[serde(default, rename = "errorMessage")]
+    pub error_message: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct VercelClient {
+    transport: Transport,
+}
+
+impl VercelClient {
+    pub fn new(config: VercelConfig) -> Result<Self, ProviderError> {
+        let mut transport = Transport::new(
+            Provider::Vercel,
+            &config.base_url,
+            Credential::Bearer(config.token),
+            config.policy,
+            config.budget,
+        )?;
+        if let Some(team_id) = config.team_id {
+            transport = transport.with_default_query("teamId", team_id);
+        }
+        Ok(VercelClient { transport })
+    }
+
+    pub fn budget(&self) -> &std::sync::Arc<crate::rate_budget::RateBudget> {
+        self.transport.budget()
+    }
+
+    /// `POST /v11/projects` → 200. A taken name is `Conflict` (409): look the project up and
+    /// check [`Project::linked_to`] before adopting it.
+    pub async fn create_project(&self, body: &CreateProject) -> Result<Project, ProviderError> {
+        const OP: &str = "POST /v11/projects";
+        let call =
+            Call::new(Method::POST, OP, vec!["v11", "projects"]).json(Provider::Vercel, body)?;
+        self.transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)
+    }
+
+    /// `GET /v9/projects/{idOrName}`; `NotFound` when absent.
+    pub async fn get_project(&self, id_or_name: &str) -> Result<Project, ProviderError> {
+        const OP: &str = "GET /v9/projects/{idOrName}";
+        let call = Call::new(Method::GET, OP, vec!["v9", "projects", id_or_name]);
+        self.transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)
+    }
+
+    /// `POST /v10/projects/{idOrName}/env?upsert=true` with the whole batch in one array.
+    /// Any `failed[]` entry makes the call fail with the keys and codes (never the values).
+    pub async fn upsert_env(&self, id_or_name: &str, vars: &[EnvVar]) -> Result<(), ProviderError> {
+        const OP: &str = "POST /v10/projects/{idOrName}/env";
+        let mut call = Call::new(Method::POST, OP, vec!["v10", "projects", id_or_name, "env"])
+            .query("upsert", "true")
+            .json(Provider::Vercel, vars)?;
+        for var in vars {
+            call = call.secret(&var.value);
+        }
+        let answer: EnvBatchAnswer = self
+            .transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)?;
+        if answer.failed.is_empty() {
+            return Ok(());
+        }
+        let entries = answer
+            .failed
+            .into_iter()
+            .map(|f| {
+                let key = f
+                    .error
+                    .key
+                    .or(f.error.env_var_key)
+                    .unwrap_or_else(|| "(unnamed)".to_owned());
+                format!("{key}: {}", f.error.code)
+            })
+            .collect();
+        Err(ProviderError::PartiallyRejected {
+            provider: Provider::Vercel,
+            entries,
+        })
+    }
+
+    /// `POST /v13/deployments` → 200 with the new deployment (usually QUEUED).
+    pub async fn create_deployment(
+        &self,
+        body: &CreateDeployment,
+    ) -> Result<Deployment, ProviderError> {
+        const OP: &str = "POST /v13/deployments";
+        let call =
+            Call::new(Method::POST, OP, vec!["v13", "deployments"]).json(Provider::Vercel, body)?;
+        self.transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)
+    }
+
+    /// `GET /v13/deployments/{idOrUrl}`: poll `ready_state` until READY or a terminal failure.
+    pub async fn get_deployment(&self, id_or_url: &str) -> Result<Deployment, ProviderError> {
+        const OP: &str = "GET /v13/deployments/{idOrUrl}";
+        let call = Call::new(Method::GET, OP, vec!["v13", "deployments", id_or_url]);
+        self.transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)
+    }
+
+    /// `DELETE /v9/projects/{idOrName}` → 204 (env vars and deployments go with it);
+    /// `NotFound` when already gone.
+    pub async fn delete_project(&self, id_or_name: &str) -> Result<(), ProviderError> {
+        const OP: &str = "DELETE /v9/projects/{idOrName}";
+        let call = Call::new(Method::DELETE, OP, vec!["v9", "projects", id_or_name]);
+        self.transport.execute(call).await.map(|_| ())
+    }
+}
