@@ -648,6 +648,39 @@ fn a_status_the_real_service_answers_outside_its_spec_is_accepted_with_its_envel
                      "status": "422" }),
         ),
     ));
+    let vercel_missing = |body: Value| {
+        exchange(
+            Provider::Vercel,
+            "GET",
+            "/v9/projects/client-acme",
+            404,
+            None,
+            Some(body),
+        )
+    };
+    assert_clean(&vercel_missing(
+        json!({ "error": { "code": "not_found", "message": "Project not found" } }),
+    ));
+    assert_caught(
+        &vercel_missing(json!({ "message": "Project not found" })),
+        Direction::Response,
+        "`/error`",
+        "required",
+    );
+    // Only the listed operation: a 404 on Vercel's project delete is still undocumented.
+    assert_caught(
+        &exchange(
+            Provider::Vercel,
+            "DELETE",
+            "/v9/projects/client-acme",
+            404,
+            None,
+            Some(json!({ "error": { "code": "not_found", "message": "Project not found" } })),
+        ),
+        Direction::Response,
+        "status 404 is not documented",
+        "DELETE /v9/projects/{idOrName}",
+    );
 }
 
 #[test]
