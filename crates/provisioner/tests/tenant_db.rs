@@ -1,0 +1,1005 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! The schema step's database work against a real PostgreSQL.
+//!
+//! Every test makes its own project database the way the Supabase simulator does (owner role,
+//! `CREATE DATABASE ... OWNER`, the bootstrap script as superuser; see the top of
+//! `supabase_bootstrap.sql`), then works as the owner role, as the schema step will.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use provisioner::tenant_db::{
+    CheckName, CheckOptions, CheckReport, TenantDbError, apply_schema, check_schema,
+    schema_checksum,
+};
+use secrecy::SecretString;
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+
+const BOOTSTRAP_SQL: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../sandbox/sql/supabase_bootstrap.sql"
+));
+const TEMPLATE_SCHEMA: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../templates/schema.sql"
+));
+const N8N_TEMPLATE: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../templates/n8n-workflow.json"
+));
+const N8N_SPEC: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../sandbox/specs/n8n-public-api-v1-subset.n8n-2.41.3.json"
+));
+
+const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+
+/// The PostgreSQL server the tests create their databases on.
+struct Cluster {
+    admin_url: url::Url,
+}
+
+impl Cluster {
+    /// The server from `DATABASE_URL`, else the local one. `None` (test skipped) only when
+    /// neither answers and nobody asked for PostgreSQL to be required.
+    async fn find() -> Option<Self> {
+        let from_env = std::env::var("DATABASE_URL").ok();
+        let raw = from_env.clone().unwrap_or_else(|| LOCAL_URL.to_owned());
+        let admin_url = url::Url::parse(&raw).expect("DATABASE_URL is a URL");
+        let answered = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&raw))
+            .await
+            .map(|r| r.is_ok())
+            .unwrap_or(false);
+        if answered {
+            return Some(Self { admin_url });
+        }
+        let required = std::env::var_os("PROVISIONER_TEST_REQUIRE_POSTGRES").is_some()
+            || std::env::var("CI").as_deref() == Ok("true");
+        if from_env.is_some() || required {
+            panic!("PostgreSQL does not answer at DATABASE_URL or {LOCAL_URL}, and it is required");
+        }
+        eprintln!("skipped: no PostgreSQL (DATABASE_URL unset and {LOCAL_URL} does not answer)");
+        None
+    }
+
+    fn url_for(&self, user: &str, password: Option<&str>, database: &str) -> url::Url {
+        let mut url = self.admin_url.clone();
+        url.set_username(user).unwrap();
+        url.set_password(password).unwrap();
+        url.set_path(database);
+        url
+    }
+
+    async fn admin(&self) -> PgConnection {
+        PgConnection::connect(self.admin_url.as_str())
+            .await
+            .unwrap()
+    }
+
+    /// Steps 1 and 2 of the simulator's sequence: the project's owner role and its database.
+    async fn create_project(&self) -> Project {
+        let suffix = uuid::Uuid::new_v4().simple().to_string();
+        let project = Project {
+            database: format!("tenantdb_{}", &suffix[..16]),
+            owner: format!("tenantdb_owner_{}", &suffix[..16]),
+            password: format!("pw-{}", &suffix[16..]),
+        };
+        let mut admin = self.admin().await;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE ROLE \"{}\" LOGIN PASSWORD '{}'",
+            project.owner, project.password
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "CREATE DATABASE \"{}\" OWNER \"{}\"",
+            project.database, project.owner
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        project
+    }
+
+    /// All three steps: a project database ready for the schema step.
+    async fn bootstrapped_project(&self) -> Project {
+        let project = self.create_project().await;
+        project.bootstrap(self).await;
+        project
+    }
+}
+
+struct Project {
+    database: String,
+    owner: String,
+    password: String,
+}
+
+impl Project {
+    /// Step 3: the bootstrap script, as superuser, connected to the project database.
+    async fn bootstrap(&self, cluster: &Cluster) {
+        let mut conn = self.superuser(cluster).await;
+        sqlx::raw_sql(BOOTSTRAP_SQL)
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("bootstrap of {} failed: {e}", self.database));
+    }
+
+    /// What the schema step gets: a direct URL as the owner role.
+    fn owner_url(&self, cluster: &Cluster) -> SecretString {
+        SecretString::from(
+            cluster
+                .url_for(&self.owner, Some(&self.password), &self.database)
+                .to_string(),
+        )
+    }
+
+    async fn superuser(&self, cluster: &Cluster) -> PgConnection {
+        let mut url = cluster.admin_url.clone();
+        url.set_path(&self.database);
+        PgConnection::connect(url.as_str()).await.unwrap()
+    }
+
+    async fn owner(&self, cluster: &Cluster) -> PgConnection {
+        let url = cluster.url_for(&self.owner, Some(&self.password), &self.database);
+        PgConnection::connect(url.as_str()).await.unwrap()
+    }
+
+    async fn drop(self, cluster: &Cluster) {
+        let mut admin = cluster.admin().await;
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+            self.database
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "DROP ROLE IF EXISTS \"{}\"",
+            self.owner
+        )))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    }
+}
+
+async fn public_tables(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT tablename::text FROM pg_tables WHERE schemaname = 'public' ORDER BY 1",
+    )
+    .fetch_all(conn)
+    .await
+    .unwrap()
+}
+
+fn failures_of(report: &CheckReport, check: CheckName) -> Vec<(String, Option<String>, String)> {
+    report
+        .failures()
+        .filter(|(c, _)| *c == check)
+        .map(|(_, f)| (f.table.clone(), f.column.clone(), f.message.clone()))
+        .collect()
+}
+
+fn check_passed(report: &CheckReport, check: CheckName) -> bool {
+    report
+        .checks
+        .iter()
+        .find(|c| c.check == check)
+        .expect("every check is reported")
+        .passed
+}
+
+#[tokio::test]
+async fn the_template_applies_and_passes_every_check() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+
+    let applied = apply_schema(&url, TEMPLATE_SCHEMA).await.unwrap();
+    assert!(!applied.already_applied);
+    assert_eq!(applied.checksum, schema_checksum(TEMPLATE_SCHEMA));
+
+    let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
+    assert!(report.passed, "template failed its checks:\n{report}");
+    let mut owner = project.owner(&cluster).await;
+    let tables = public_tables(&mut owner).await;
+    assert!(
+        tables.len() >= 20,
+        "only {} tables: {tables:?}",
+        tables.len()
+    );
+    for wanted in [
+        "organisations",
+        "members",
+        "contacts",
+        "companies",
+        "deals",
+        "pipelines",
+        "pipeline_stages",
+        "tasks",
+        "notes",
+        "content_posts",
+        "campaigns",
+        "email_templates",
+        "social_accounts",
+        "media",
+        "invoices",
+        "subscriptions",
+        "usage_events",
+        "audit_log",
+        "webhooks",
+        "automations",
+        "settings",
+    ] {
+        assert!(tables.iter().any(|t| t == wanted), "no table {wanted}");
+    }
+    for check in &report.checks {
+        assert_eq!(
+            check.relations_examined > 0,
+            check.check != CheckName::NoAnonSecretColumns,
+            "{:?} examined {} relations",
+            check.check,
+            check.relations_examined
+        );
+    }
+
+    // Every foreign key's columns lead some index of its table.
+    let unindexed: Vec<String> = sqlx::query_scalar(
+        "SELECT format('%s(%s)', c.conrelid::regclass, c.conkey::text)
+         FROM pg_constraint c
+         JOIN pg_namespace n ON n.oid = c.connamespace
+         WHERE c.contype = 'f' AND n.nspname = 'public'
+           AND NOT EXISTS (
+               SELECT 1 FROM pg_index i
+               WHERE i.indrelid = c.conrelid
+                 AND (i.indkey::int2[])[0:array_length(c.conkey, 1) - 1] = c.conkey
+           )",
+    )
+    .fetch_all(&mut owner)
+    .await
+    .unwrap();
+    assert!(
+        unindexed.is_empty(),
+        "foreign keys without an index: {unindexed:?}"
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn the_template_keeps_organisations_apart() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    apply_schema(&project.owner_url(&cluster), TEMPLATE_SCHEMA)
+        .await
+        .unwrap();
+    let alice = uuid::Uuid::new_v4();
+    let bob = uuid::Uuid::new_v4();
+    let mut admin = project.superuser(&cluster).await;
+    sqlx::query("INSERT INTO auth.users (id, email) VALUES ($1, 'alice@example.test'), ($2, 'bob@example.test')")
+        .bind(alice)
+        .bind(bob)
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let mut owner = project.owner(&cluster).await;
+    let as_user =
+        |user: uuid::Uuid| serde_json::json!({"sub": user, "role": "authenticated"}).to_string();
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE authenticated")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("SELECT set_config('request.jwt.claims', $1, true)")
+        .bind(as_user(alice))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "INSERT INTO public.organisations (name, slug) VALUES ('Acme', 'acme');
+         INSERT INTO public.contacts (organisation_id, email)
+             SELECT id, 'c@acme.test' FROM public.organisations;
+         INSERT INTO public.webhooks (organisation_id, target_url)
+             SELECT id, 'https://hooks.acme.test' FROM public.organisations;",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    let alice_sees: i64 = sqlx::query_scalar("SELECT count(*) FROM public.contacts")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let alice_role: String = sqlx::query_scalar("SELECT role::text FROM public.members")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!((alice_sees, alice_role.as_str()), (1, "owner"));
+
+    sqlx::query("SELECT set_config('request.jwt.claims', $1, true)")
+        .bind(as_user(bob))
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for table in ["organisations", "members", "contacts", "webhooks"] {
+        let seen: i64 = sqlx::query_scalar(AssertSqlSafe(format!(
+            "SELECT count(*) FROM public.{table}"
+        )))
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        assert_eq!(seen, 0, "bob sees {seen} rows of {table}");
+    }
+    let bob_insert = sqlx::raw_sql(
+        "INSERT INTO public.contacts (organisation_id, email)
+         SELECT id, 'x@x.test' FROM public.organisations WHERE slug = 'acme'",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    assert_eq!(
+        bob_insert.rows_affected(),
+        0,
+        "bob cannot even see acme to write into it"
+    );
+    tx.rollback().await.unwrap();
+
+    // anon reads nothing at all.
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE anon")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let anon = sqlx::raw_sql("SELECT * FROM public.contacts")
+        .execute(&mut *tx)
+        .await;
+    assert!(anon.unwrap_err().to_string().contains("permission denied"));
+    drop(tx);
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_second_apply_is_a_no_op_and_the_version_is_private() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    let schema = "CREATE TABLE public.things (id bigint PRIMARY KEY);
+                  ALTER TABLE public.things ENABLE ROW LEVEL SECURITY;";
+
+    let first = apply_schema(&url, schema).await.unwrap();
+    let second = apply_schema(&url, schema).await.unwrap();
+    assert!(!first.already_applied);
+    assert!(second.already_applied);
+    assert_eq!(first.checksum, second.checksum);
+
+    let mut owner = project.owner(&cluster).await;
+    let versions: Vec<String> =
+        sqlx::query_scalar("SELECT checksum FROM provisioner.schema_versions")
+            .fetch_all(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(versions, vec![first.checksum.clone()]);
+
+    for role in ["anon", "authenticated"] {
+        let mut tx = owner.begin().await.unwrap();
+        sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let read = sqlx::raw_sql("SELECT * FROM provisioner.schema_versions")
+            .execute(&mut *tx)
+            .await;
+        let message = read
+            .expect_err("the API roles cannot read the version table")
+            .to_string();
+        assert!(message.contains("permission denied"), "{role}: {message}");
+    }
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_different_schema_on_an_applied_database_is_refused() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    apply_schema(&url, "CREATE TABLE public.v1 (id int);")
+        .await
+        .unwrap();
+    let err = apply_schema(&url, "CREATE TABLE public.v2 (id int);")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, TenantDbError::DifferentVersionApplied { .. }),
+        "{err}"
+    );
+    let mut owner = project.owner(&cluster).await;
+    assert_eq!(public_tables(&mut owner).await, vec!["v1".to_owned()]);
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_broken_schema_leaves_nothing_behind() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    let broken = "CREATE TABLE public.first_half (id bigint PRIMARY KEY);\n\
+                  CREATE INDEX first_half_id ON public.first_half (id);\n\
+                  INSERT INTO public.first_half VALUES (1);\n\
+                  SELECT * FROM public.no_such_table;\n\
+                  CREATE TABLE public.second_half (id bigint PRIMARY KEY);\n";
+
+    let err = apply_schema(&url, broken).await.unwrap_err();
+    match &err {
+        TenantDbError::SchemaFailed {
+            message,
+            line,
+            code,
+            ..
+        } => {
+            assert!(message.contains("no_such_table"), "{message}");
+            assert_eq!(*line, Some(4));
+            assert_eq!(code.as_deref(), Some("42P01"));
+        }
+        other => panic!("expected SchemaFailed, got {other}"),
+    }
+    assert!(err.to_string().contains("at line 4"), "{err}");
+
+    let mut owner = project.owner(&cluster).await;
+    assert!(public_tables(&mut owner).await.is_empty());
+    let version_table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('provisioner.schema_versions')::text")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        version_table, None,
+        "no version recorded for a failed schema"
+    );
+
+    // And the real schema still applies afterwards.
+    assert!(
+        !apply_schema(&url, TEMPLATE_SCHEMA)
+            .await
+            .unwrap()
+            .already_applied
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_schema_that_commits_midway_is_reported() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let err = apply_schema(
+        &project.owner_url(&cluster),
+        "CREATE TABLE public.early (id int); COMMIT; CREATE TABLE public.late (id int);",
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, TenantDbError::SchemaEndsTransaction), "{err}");
+    project.drop(&cluster).await;
+}
+
+const RECURSIVE_POLICY_FIXTURE: &str = "
+CREATE TABLE public.teams (id uuid PRIMARY KEY, name text);
+CREATE TABLE public.team_members (team_id uuid NOT NULL, user_id uuid NOT NULL);
+ALTER TABLE public.teams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.team_members ENABLE ROW LEVEL SECURITY;
+CREATE POLICY teams_select ON public.teams FOR SELECT TO authenticated USING (true);
+-- The classic mistake: the membership policy looks itself up.
+CREATE POLICY team_members_select ON public.team_members FOR SELECT TO authenticated
+    USING (team_id IN (SELECT team_id FROM public.team_members WHERE user_id = auth.uid()));
+";
+
+#[tokio::test]
+async fn a_recursive_policy_fails_the_authenticated_check() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    apply_schema(&url, RECURSIVE_POLICY_FIXTURE).await.unwrap();
+
+    let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
+    assert!(!report.passed);
+    assert!(check_passed(&report, CheckName::RlsEnabled));
+    let failures = failures_of(&report, CheckName::SelectableAsAuthenticated);
+    assert_eq!(failures.len(), 1, "{report}");
+    let (table, column, message) = &failures[0];
+    assert_eq!((table.as_str(), column), ("team_members", &None));
+    assert!(message.contains("infinite recursion"), "{message}");
+    assert!(report.to_string().contains("SECURITY DEFINER"), "{report}");
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_table_without_rls_fails_the_rls_check() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    apply_schema(
+        &url,
+        "CREATE TABLE public.guarded (id int);
+         ALTER TABLE public.guarded ENABLE ROW LEVEL SECURITY;
+         CREATE TABLE public.open_notes (id int, body text);",
+    )
+    .await
+    .unwrap();
+
+    let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
+    assert!(!report.passed);
+    let failures = failures_of(&report, CheckName::RlsEnabled);
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0].0, "open_notes");
+    // Readable, but nothing in it looks secret.
+    assert!(check_passed(&report, CheckName::SelectableAsAuthenticated));
+    assert!(check_passed(&report, CheckName::NoAnonSecretColumns));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["checks"][0]["check"], "rlsEnabled");
+    assert_eq!(json["checks"][0]["failures"][0]["table"], "open_notes");
+    assert!(
+        json["checks"][0]["failures"][0]["remedy"]
+            .as_str()
+            .unwrap()
+            .contains("ENABLE ROW LEVEL SECURITY")
+    );
+    project.drop(&cluster).await;
+}
+
+const ANON_SECRET_FIXTURE: &str = "
+CREATE TABLE public.integrations (id int PRIMARY KEY, monkey text, api_token text);
+ALTER TABLE public.integrations ENABLE ROW LEVEL SECURITY;
+CREATE POLICY integrations_public ON public.integrations FOR SELECT TO anon USING (true);
+CREATE TABLE public.team_logins (id int PRIMARY KEY, password_hash text);
+ALTER TABLE public.team_logins ENABLE ROW LEVEL SECURITY;
+CREATE POLICY team_logins_everyone ON public.team_logins FOR SELECT USING (true);
+CREATE TABLE public.vault (id int PRIMARY KEY, client_secret text);
+ALTER TABLE public.vault ENABLE ROW LEVEL SECURITY;
+CREATE POLICY vault_users ON public.vault FOR SELECT TO authenticated USING (true);
+";
+
+#[tokio::test]
+async fn an_anon_readable_secret_column_fails_unless_allowed() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    apply_schema(&url, ANON_SECRET_FIXTURE).await.unwrap();
+
+    let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
+    assert!(!report.passed);
+    assert!(check_passed(&report, CheckName::RlsEnabled));
+    assert!(check_passed(&report, CheckName::SelectableAsAuthenticated));
+    let failures = failures_of(&report, CheckName::NoAnonSecretColumns);
+    let located: Vec<(&str, Option<&str>)> = failures
+        .iter()
+        .map(|(t, c, _)| (t.as_str(), c.as_deref()))
+        .collect();
+    // Not `monkey`; not `vault`, which only authenticated may read.
+    assert_eq!(
+        located,
+        vec![
+            ("integrations", Some("api_token")),
+            ("team_logins", Some("password_hash"))
+        ],
+        "{report}"
+    );
+    assert!(
+        failures[0].2.contains("integrations_public"),
+        "{}",
+        failures[0].2
+    );
+
+    let allowing = CheckOptions {
+        allow_anon_secret_columns: vec![
+            "integrations.api_token".to_owned(),
+            "public.team_logins.password_hash".to_owned(),
+        ],
+    };
+    let report = check_schema(&url, &allowing).await.unwrap();
+    assert!(report.passed, "{report}");
+    let anon_check = report
+        .checks
+        .iter()
+        .find(|c| c.check == CheckName::NoAnonSecretColumns)
+        .unwrap();
+    assert_eq!(
+        anon_check.allowed,
+        vec!["integrations.api_token", "team_logins.password_hash"]
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn the_bootstrap_runs_concurrently_on_five_fresh_databases() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let cluster = Arc::new(cluster);
+    let mut projects = Vec::new();
+    for _ in 0..5 {
+        projects.push(cluster.create_project().await);
+    }
+    // Connect first, then release all five scripts at once so they overlap.
+    let start = Arc::new(tokio::sync::Barrier::new(5));
+    let mut runs = Vec::new();
+    for project in &projects {
+        let mut conn = project.superuser(&cluster).await;
+        let start = Arc::clone(&start);
+        runs.push(tokio::spawn(async move {
+            start.wait().await;
+            sqlx::raw_sql(BOOTSTRAP_SQL).execute(&mut conn).await
+        }));
+    }
+    for run in runs {
+        run.await
+            .unwrap()
+            .expect("every concurrent bootstrap succeeds");
+    }
+
+    let mut admin = cluster.admin().await;
+    let roles: Vec<(String, bool, bool, bool)> = sqlx::query_as(
+        "SELECT rolname::text, rolcanlogin, rolinherit, rolbypassrls FROM pg_roles
+         WHERE rolname IN ('anon', 'authenticated', 'service_role', 'authenticator')
+         ORDER BY rolname",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(
+        roles,
+        vec![
+            ("anon".to_owned(), false, false, false),
+            ("authenticated".to_owned(), false, false, false),
+            ("authenticator".to_owned(), true, false, false),
+            ("service_role".to_owned(), false, false, true),
+        ]
+    );
+
+    for project in &projects {
+        let mut owner = project.owner(&cluster).await;
+        let row = sqlx::query(
+            "SELECT current_setting('search_path') AS search_path,
+                    pg_has_role('authenticator', 'authenticated', 'MEMBER') AS authenticator_member,
+                    pg_has_role(current_user, 'service_role', 'MEMBER') AS owner_member,
+                    (SELECT count(*) FROM pg_extension
+                     WHERE extname IN ('uuid-ossp', 'pgcrypto')
+                       AND extnamespace = 'extensions'::regnamespace) AS extensions,
+                    has_table_privilege('anon', 'auth.users', 'SELECT') AS anon_reads_users,
+                    extensions.uuid_generate_v4() IS NOT NULL AS uuid_ossp_works",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        assert_eq!(
+            row.get::<String, _>("search_path"),
+            "\"$user\", public, extensions"
+        );
+        assert!(row.get::<bool, _>("authenticator_member"));
+        assert!(row.get::<bool, _>("owner_member"));
+        assert_eq!(row.get::<i64, _>("extensions"), 2);
+        assert!(!row.get::<bool, _>("anon_reads_users"));
+        assert!(row.get::<bool, _>("uuid_ossp_works"));
+
+        // Default privileges: what the owner creates later is granted to the API roles.
+        sqlx::raw_sql("CREATE TABLE public.later (id int)")
+            .execute(&mut owner)
+            .await
+            .unwrap();
+        let granted: bool = sqlx::query_scalar(
+            "SELECT has_table_privilege('authenticated', 'public.later', 'SELECT')
+                AND has_table_privilege('service_role', 'public.later', 'INSERT')",
+        )
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+        assert!(granted);
+    }
+
+    // Running it again on a bootstrapped database changes nothing and does not fail.
+    projects[0].bootstrap(&cluster).await;
+    for project in projects {
+        project.drop(&cluster).await;
+    }
+}
+
+#[tokio::test]
+async fn auth_uid_returns_the_synthetic_users_id_under_the_claims() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let mut owner = project.owner(&cluster).await;
+    let user = uuid::Uuid::new_v4();
+
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE authenticated")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let before: Option<uuid::Uuid> = sqlx::query_scalar("SELECT auth.uid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!(before, None, "no claims, no user");
+    sqlx::query("SELECT set_config('request.jwt.claims', $1, true)")
+        .bind(
+            serde_json::json!({"sub": user, "role": "authenticated", "email": "u@x.test"})
+                .to_string(),
+        )
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let (uid, role, email): (Option<uuid::Uuid>, Option<String>, Option<String>) =
+        sqlx::query_as("SELECT auth.uid(), auth.role(), auth.jwt() ->> 'email'")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!(uid, Some(user));
+    assert_eq!(role.as_deref(), Some("authenticated"));
+    assert_eq!(email.as_deref(), Some("u@x.test"));
+    tx.rollback().await.unwrap();
+
+    // The claims were transaction-local; the older per-claim settings still work.
+    let older = uuid::Uuid::new_v4();
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::query("SELECT set_config('request.jwt.claim.sub', $1, true), set_config('request.jwt.claim.role', 'anon', true)")
+        .bind(older.to_string())
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let (uid, role): (Option<uuid::Uuid>, Option<String>) =
+        sqlx::query_as("SELECT auth.uid(), auth.role()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    assert_eq!((uid, role.as_deref()), (Some(older), Some("anon")));
+    tx.rollback().await.unwrap();
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn errors_never_contain_the_connection_password() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    const CANARY: &str = "CANARY-pw-7f3a91";
+    let project = cluster.bootstrapped_project().await;
+    let mut admin = cluster.admin().await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "ALTER ROLE \"{}\" PASSWORD '{CANARY}'",
+        project.owner
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    // A loopback port that was free a moment ago: nothing listens there.
+    let closed_port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let mut unreachable = cluster.url_for(&project.owner, Some(CANARY), &project.database);
+    unreachable.set_host(Some("127.0.0.1")).unwrap();
+    unreachable.set_port(Some(closed_port)).unwrap();
+    let missing_db = cluster.url_for(&project.owner, Some(CANARY), "tenantdb_no_such_database");
+    let good = cluster.url_for(&project.owner, Some(CANARY), &project.database);
+    // PostgreSQL quotes the offending value back, so without scrubbing this error would carry it.
+    let echoing_schema = format!("CREATE TABLE public.t (note text);\nSELECT '{CANARY}'::int;");
+
+    let mut errors: Vec<TenantDbError> = Vec::new();
+    let as_secret = |u: &url::Url| SecretString::from(u.to_string());
+    errors.push(
+        apply_schema(&as_secret(&unreachable), "SELECT 1")
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        check_schema(&as_secret(&unreachable), &CheckOptions::default())
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        apply_schema(&as_secret(&missing_db), "SELECT 1")
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        apply_schema(&as_secret(&good), &echoing_schema)
+            .await
+            .unwrap_err(),
+    );
+    errors.push(
+        apply_schema(
+            &SecretString::from(format!("postgres://u:{CANARY}@127.0.0.1:notaport/db")),
+            "SELECT 1",
+        )
+        .await
+        .unwrap_err(),
+    );
+
+    assert!(
+        matches!(errors[0], TenantDbError::Connect { .. }),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        matches!(errors[2], TenantDbError::Connect { .. }),
+        "{}",
+        errors[2]
+    );
+    assert!(
+        matches!(errors[3], TenantDbError::SchemaFailed { .. }),
+        "{}",
+        errors[3]
+    );
+    assert!(
+        errors[3].to_string().contains("[REDACTED]"),
+        "{}",
+        errors[3]
+    );
+    assert!(
+        matches!(errors[4], TenantDbError::InvalidUrl { .. }),
+        "{}",
+        errors[4]
+    );
+    for err in &errors {
+        let shown = format!("{err} / {err:?}");
+        assert!(!shown.contains(CANARY), "password leaked: {shown}");
+    }
+    let url_debug = format!("{:?}", as_secret(&good));
+    assert!(!url_debug.contains(CANARY));
+    drop(admin);
+    project.drop(&cluster).await;
+}
+
+/// Replaces the template's placeholders inside string values, so a client name with quotes or
+/// backslashes cannot break the JSON.
+fn fill_placeholders(value: &mut serde_json::Value, fills: &[(&str, &str)]) {
+    match value {
+        serde_json::Value::String(s) => {
+            for (placeholder, fill) in fills {
+                *s = s.replace(placeholder, fill);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            items.iter_mut().for_each(|v| fill_placeholders(v, fills))
+        }
+        serde_json::Value::Object(map) => {
+            map.values_mut().for_each(|v| fill_placeholders(v, fills))
+        }
+        _ => {}
+    }
+}
+
+/// Properties marked `readOnly` that `instance` carries, at the top level and in each node:
+/// the real n8n rejects them ("request/body/active is read-only").
+fn read_only_fields_present(
+    schema: &serde_json::Value,
+    instance: &serde_json::Value,
+) -> Vec<String> {
+    let read_only =
+        |props: &serde_json::Value, object: &serde_json::Value, at: &str| -> Vec<String> {
+            props
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter(|(name, p)| p["readOnly"] == true && object.get(name.as_str()).is_some())
+                .map(|(name, _)| format!("{at}{name}"))
+                .collect()
+        };
+    let mut found = read_only(&schema["properties"], instance, "");
+    for (i, node) in instance["nodes"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        found.extend(read_only(
+            &schema["properties"]["nodes"]["items"]["properties"],
+            node,
+            &format!("nodes[{i}]."),
+        ));
+    }
+    found
+}
+
+#[test]
+fn the_n8n_template_is_a_valid_create_workflow_body() {
+    for placeholder in [
+        "{{slug}}",
+        "{{clientName}}",
+        "{{webhookId}}",
+        "{{webhookPath}}",
+    ] {
+        assert!(
+            N8N_TEMPLATE.contains(placeholder),
+            "template lacks {placeholder}"
+        );
+    }
+    let mut body: serde_json::Value = serde_json::from_str(N8N_TEMPLATE).unwrap();
+    let webhook_id = "4c1f9a52-8d7e-4b3a-9f10-2e6d5c7b8a90";
+    fill_placeholders(
+        &mut body,
+        &[
+            ("{{slug}}", "acme"),
+            ("{{clientName}}", "Acme \"Rockets\" Ltd"),
+            ("{{webhookId}}", webhook_id),
+            ("{{webhookPath}}", "client-acme/content"),
+        ],
+    );
+    assert!(
+        !body.to_string().contains("{{"),
+        "a placeholder was left: {body}"
+    );
+
+    let spec: serde_json::Value = serde_json::from_str(N8N_SPEC).unwrap();
+    let schema = &spec["paths"]["/workflows"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"];
+    assert_eq!(
+        schema["additionalProperties"], false,
+        "the spec's body schema as expected"
+    );
+    let validator = jsonschema::validator_for(schema).unwrap();
+    let problems: Vec<String> = validator
+        .iter_errors(&body)
+        .map(|e| e.to_string())
+        .collect();
+    assert!(problems.is_empty(), "{problems:?}");
+    assert!(read_only_fields_present(schema, &body).is_empty());
+
+    // The validation can fail: an unknown field and a read-only one are both caught.
+    let mut with_extra = body.clone();
+    with_extra["owner"] = serde_json::json!("someone");
+    assert!(!validator.is_valid(&with_extra));
+    let mut with_active = body.clone();
+    with_active["active"] = serde_json::json!(true);
+    assert_eq!(
+        read_only_fields_present(schema, &with_active),
+        vec!["active"]
+    );
+
+    assert_eq!(body["name"], "Client acme - Acme \"Rockets\" Ltd");
+    assert_eq!(
+        body["settings"],
+        serde_json::json!({"executionOrder": "v1"})
+    );
+    let nodes = body["nodes"].as_array().unwrap();
+    let webhook = nodes
+        .iter()
+        .find(|n| n["type"] == "n8n-nodes-base.webhook")
+        .expect("a Webhook node");
+    assert_eq!(webhook["webhookId"], webhook_id);
+    assert_eq!(webhook["parameters"]["httpMethod"], "POST");
+    assert_eq!(webhook["parameters"]["path"], "client-acme/content");
+    assert_eq!(webhook["parameters"]["responseMode"], "responseNode");
+    let respond = nodes
+        .iter()
+        .find(|n| n["type"] == "n8n-nodes-base.respondToWebhook")
+        .expect("a Respond to Webhook node");
+    assert_eq!(respond["parameters"]["respondWith"], "json");
+    let answer: serde_json::Value =
+        serde_json::from_str(respond["parameters"]["responseBody"].as_str().unwrap()).unwrap();
+    assert_eq!(answer["client"], "acme");
+    let webhook_name = webhook["name"].as_str().unwrap();
+    assert_eq!(
+        body["connections"][webhook_name]["main"][0][0]["node"],
+        respond["name"]
+    );
+}
