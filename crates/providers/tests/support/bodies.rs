@@ -1,4 +1,6 @@
 //! Request bodies as the client stack sends them, shared by the contract and simulator tests.
+// Each test binary includes this module and uses a different subset of it.
+#![allow(dead_code)]
 
 use providers::n8n::{NewWorkflow, Node, WEBHOOK_NODE_TYPE, WorkflowSettings};
 use providers::supabase::{CreateProject, RegionSelection};

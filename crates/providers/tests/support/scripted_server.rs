@@ -1,4 +1,6 @@
 //! A tiny HTTP/1.1 server on a loopback socket that answers from a script, for tests that
+// Each test binary includes this module and uses a different subset of it.
+#![allow(dead_code)]
 //! need answers no well-behaved simulator gives (a dropped connection at a chosen moment,
 //! a body echoing a secret, a hang).
 
