@@ -8,6 +8,11 @@
 --   3. As a superuser, connected to "<db>": run this whole file as one script (it needs no
 --      parameters; sqlx `raw_sql` or `psql -f` both work, and it may run inside a transaction).
 --   4. The app schema is then applied by connecting to "<db>" as "<owner>".
+-- Step 3 may instead run as the owner itself (superuser connection, then SET ROLE "<owner>")
+-- once the four API roles exist and the owner is a member of anon, authenticated and
+-- service_role: everything else here is within a database owner's rights (uuid-ossp and
+-- pgcrypto are trusted extensions). Only creating a missing role needs a superuser
+-- (BYPASSRLS), and that fails loudly rather than leaving a half-made project.
 --
 -- The database's owner (from pg_database.datdba) is the role this file prepares: it is made a
 -- member of anon, authenticated and service_role (so it can `SET ROLE authenticated` to test
@@ -21,9 +26,9 @@
 -- (duplicate_object / unique_violation) counts as success. Roles are never dropped here: other
 -- projects' databases use them.
 --
--- Facts: Supabase's role attributes and auth helpers as in supabase/postgres
--- (migrations/db/init-scripts); the claim fallback order (`request.jwt.claim.*` first, then
--- `request.jwt.claims`) is the one Supabase's auth.uid()/auth.role() use.
+-- Facts: the claim fallback order (`request.jwt.claim.*` first, then `request.jwt.claims`) is
+-- that of Supabase's own auth.uid() (supabase/auth, migrations/tenant/
+-- 20211202183645_update_auth_uid.up.sql); an empty setting counts as unset there too.
 
 -- Cluster-wide roles ------------------------------------------------------------------------
 
