@@ -720,6 +720,138 @@ async fn the_bootstrap_runs_concurrently_on_five_fresh_databases() {
 }
 
 #[tokio::test]
+async fn the_bootstrap_also_works_run_as_the_owner_once_the_roles_exist() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    // Make sure the cluster-wide roles exist (a no-op on a database already bootstrapped).
+    let first = cluster.bootstrapped_project().await;
+    first.drop(&cluster).await;
+
+    let project = cluster.create_project().await;
+    let mut admin = cluster.admin().await;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "GRANT anon, authenticated, service_role TO \"{}\"",
+        project.owner
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    let mut conn = project.superuser(&cluster).await;
+    let mut tx = conn.begin().await.unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "SET LOCAL ROLE \"{}\"",
+        project.owner
+    )))
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::raw_sql(BOOTSTRAP_SQL)
+        .execute(&mut *tx)
+        .await
+        .expect("the bootstrap runs as the database owner");
+    tx.commit().await.unwrap();
+
+    let url = project.owner_url(&cluster);
+    apply_schema(&url, TEMPLATE_SCHEMA).await.unwrap();
+    let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
+    assert!(report.passed, "{report}");
+    project.drop(&cluster).await;
+}
+
+/// The bootstrap's role and membership blocks, with the four role names made unique, so the
+/// race between bootstraps that all find the roles missing can be run for real on a cluster
+/// where the real roles already exist (they are never dropped).
+fn role_blocks_with_suffix(suffix: &str) -> String {
+    let start = BOOTSTRAP_SQL
+        .find("DO $roles$")
+        .expect("the bootstrap has a $roles$ block");
+    let end_marker = "$memberships$;";
+    let end = BOOTSTRAP_SQL[start..]
+        .rfind(end_marker)
+        .expect("the bootstrap has a $memberships$ block after it")
+        + start
+        + end_marker.len();
+    let mut blocks = BOOTSTRAP_SQL[start..end].to_owned();
+    for role in ["service_role", "authenticator", "authenticated", "anon"] {
+        blocks = blocks.replace(&format!("'{role}'"), &format!("'{role}_{suffix}'"));
+    }
+    assert!(
+        blocks.contains(&format!("'anon_{suffix}'")),
+        "role names were renamed"
+    );
+    blocks
+}
+
+#[tokio::test]
+async fn roles_missing_everywhere_are_created_once_by_racing_bootstraps() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let suffix = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let blocks = Arc::new(role_blocks_with_suffix(suffix));
+    let start = Arc::new(tokio::sync::Barrier::new(5));
+    let mut runs = Vec::new();
+    for _ in 0..5 {
+        let mut conn = cluster.admin().await;
+        let (start, blocks) = (Arc::clone(&start), Arc::clone(&blocks));
+        runs.push(tokio::spawn(async move {
+            start.wait().await;
+            // One implicit transaction, as when the whole bootstrap runs: every run checks,
+            // finds the roles missing, and creates them at the same moment.
+            sqlx::raw_sql(AssertSqlSafe(blocks.as_str()))
+                .execute(&mut conn)
+                .await
+        }));
+    }
+    let outcomes: Vec<Result<_, sqlx::Error>> = futures::future::join_all(runs)
+        .await
+        .into_iter()
+        .map(|joined| joined.unwrap())
+        .collect();
+
+    let mut admin = cluster.admin().await;
+    let created: Vec<(String, bool, bool)> = sqlx::query_as(
+        "SELECT rolname::text, rolcanlogin, rolbypassrls FROM pg_roles
+         WHERE rolname LIKE '%\\_' || $1 ORDER BY rolname",
+    )
+    .bind(suffix)
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    let memberships: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_auth_members m
+         JOIN pg_roles member ON member.oid = m.member
+         WHERE member.rolname = 'authenticator_' || $1",
+    )
+    .bind(suffix)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "DROP ROLE IF EXISTS anon_{suffix}, authenticated_{suffix}, service_role_{suffix}, \
+         authenticator_{suffix}"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+
+    for outcome in outcomes {
+        outcome.expect("no bootstrap loses the race");
+    }
+    assert_eq!(
+        created,
+        vec![
+            (format!("anon_{suffix}"), false, false),
+            (format!("authenticated_{suffix}"), false, false),
+            (format!("authenticator_{suffix}"), true, false),
+            (format!("service_role_{suffix}"), false, true),
+        ]
+    );
+    assert_eq!(memberships, 3);
+}
+
+#[tokio::test]
 async fn auth_uid_returns_the_synthetic_users_id_under_the_claims() {
     let Some(cluster) = Cluster::find().await else {
         return;
