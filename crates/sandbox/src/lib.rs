@@ -4,7 +4,37 @@
 //! production code path. Knows nothing of the provisioner or its clients: it is built from the
 //! providers' contracts, so that a client bug and a simulator bug do not cancel out.
 
+// GitHub's full-repository object is one large `json!` literal.
+#![recursion_limit = "512"]
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub mod config;
 pub mod contract;
+mod control;
+pub mod faults;
+mod github;
+mod listener;
+mod n8n;
+mod project_db;
+pub mod request_log;
+mod supabase;
+mod vercel;
+mod world;
+
+pub use config::{
+    Credentials, DEFAULT_POSTGRES_ADMIN_URL, LatencyProfile, N8nVersion, SandboxConfig,
+};
+pub use faults::{FaultKind, FaultRule, Faults};
+pub use github::RepoSummary;
+pub use n8n::WorkflowSummary;
+pub use project_db::{NAME_PREFIX, ProjectDbError};
+pub use request_log::LoggedRequest;
+pub use supabase::ProjectSummary;
+pub use vercel::VercelSummary;
 
 /// What a fresh Supabase project's database already contains (roles, `auth`, `extensions`,
 /// grants); applied to every simulated project's database on create.
@@ -18,4 +48,228 @@ pub enum Provider {
     Github,
     Vercel,
     N8n,
+}
+
+/// Base URLs (`http://127.0.0.1:PORT`, no trailing slash) of the listeners.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SandboxUrls {
+    pub supabase: String,
+    pub github: String,
+    pub vercel: String,
+    /// The n8n instance; its API is under `/api/v1`, production webhooks under `/webhook/`.
+    pub n8n: String,
+    /// `/_sandbox/inventory`, `/_sandbox/requests`, `/_sandbox/faults`.
+    pub control: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot bind a loopback listener: {0}")]
+    Bind(#[from] std::io::Error),
+    #[error("cannot prepare the PostgreSQL server for project databases: {0}")]
+    Databases(#[from] ProjectDbError),
+}
+
+/// Every live resource of every provider, and the project databases still on the server.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Inventory {
+    pub supabase_projects: Vec<ProjectSummary>,
+    /// Databases this sandbox created that still exist on the PostgreSQL server.
+    pub supabase_databases: Vec<String>,
+    /// Generated repositories (the pre-existing template is not listed).
+    pub github_repos: Vec<RepoSummary>,
+    pub vercel_projects: Vec<VercelSummary>,
+    pub vercel_deployments: Vec<VercelSummary>,
+    pub n8n_workflows: Vec<WorkflowSummary>,
+    /// Set when the database server could not be asked; an inventory with this set is not
+    /// proof of anything.
+    pub database_error: Option<String>,
+}
+
+impl Inventory {
+    /// Nothing left anywhere (and the database server was asked).
+    pub fn is_empty(&self) -> bool {
+        self.resource_names().is_empty() && self.database_error.is_none()
+    }
+
+    /// One readable line per live resource.
+    pub fn resource_names(&self) -> Vec<String> {
+        let mut names = Vec::new();
+        names.extend(
+            self.supabase_projects
+                .iter()
+                .map(|p| format!("supabase project {} ({})", p.name, p.reference)),
+        );
+        names.extend(
+            self.supabase_databases
+                .iter()
+                .map(|d| format!("postgres database {d}")),
+        );
+        names.extend(
+            self.github_repos
+                .iter()
+                .map(|r| format!("github repo {}", r.full_name)),
+        );
+        names.extend(
+            self.vercel_projects
+                .iter()
+                .map(|p| format!("vercel project {} ({})", p.name, p.id)),
+        );
+        names.extend(
+            self.vercel_deployments
+                .iter()
+                .map(|d| format!("vercel deployment {} of {}", d.id, d.name)),
+        );
+        names.extend(
+            self.n8n_workflows
+                .iter()
+                .map(|w| format!("n8n workflow {} ({})", w.name, w.id)),
+        );
+        names
+    }
+}
+
+/// A running set of simulators. Dropping it without `shutdown` leaves the listeners running
+/// until the runtime stops and the project databases on the server.
+#[derive(Debug)]
+pub struct Sandbox {
+    shared: Arc<world::Shared>,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Sandbox {
+    /// Binds one loopback listener per provider plus the control listener, prepares the
+    /// database server (when project databases are on) and starts serving.
+    pub async fn start(config: SandboxConfig) -> Result<Sandbox, SandboxError> {
+        let databases = if config.supabase_databases {
+            Some(project_db::ProjectDatabases::connect(&config.postgres_admin_url).await?)
+        } else {
+            None
+        };
+        let (supabase_listener, supabase_addr) = listener::bind().await?;
+        let (github_listener, github_addr) = listener::bind().await?;
+        let (vercel_listener, vercel_addr) = listener::bind().await?;
+        let (n8n_listener, n8n_addr) = listener::bind().await?;
+        let (control_listener, control_addr) = listener::bind().await?;
+        let urls = SandboxUrls {
+            supabase: format!("http://{supabase_addr}"),
+            github: format!("http://{github_addr}"),
+            vercel: format!("http://{vercel_addr}"),
+            n8n: format!("http://{n8n_addr}"),
+            control: format!("http://{control_addr}"),
+        };
+        let shared = Arc::new(world::Shared::new(config, urls, databases));
+        let (shutdown, watcher) = watch::channel(false);
+        let tasks = vec![
+            listener::serve(
+                supabase_listener,
+                supabase::router(shared.clone()),
+                watcher.clone(),
+            ),
+            listener::serve(
+                github_listener,
+                github::router(shared.clone()),
+                watcher.clone(),
+            ),
+            listener::serve(
+                vercel_listener,
+                vercel::router(shared.clone()),
+                watcher.clone(),
+            ),
+            listener::serve(n8n_listener, n8n::router(shared.clone()), watcher.clone()),
+            listener::serve(control_listener, control::router(shared.clone()), watcher),
+        ];
+        Ok(Sandbox {
+            shared,
+            shutdown,
+            tasks,
+        })
+    }
+
+    pub fn urls(&self) -> &SandboxUrls {
+        &self.shared.urls
+    }
+
+    pub fn credentials(&self) -> &Credentials {
+        &self.shared.config.credentials
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.shared.config
+    }
+
+    /// The environment a provisioner needs to talk to this sandbox instead of the real
+    /// services.
+    pub fn env_exports(&self) -> Vec<(String, String)> {
+        let urls = &self.shared.urls;
+        let credentials = &self.shared.config.credentials;
+        let db_template = match &self.shared.databases {
+            Some(databases) => format!(
+                "postgresql://{prefix}{{ref}}:{{password}}@{{host}}:{port}/{prefix}{{ref}}",
+                prefix = NAME_PREFIX,
+                port = databases.port()
+            ),
+            None => "postgresql://postgres:{password}@{host}:5432/postgres".to_owned(),
+        };
+        [
+            ("SUPABASE_API_URL", urls.supabase.clone()),
+            (
+                "SUPABASE_MANAGEMENT_TOKEN",
+                credentials.supabase_token.clone(),
+            ),
+            ("SUPABASE_ORG_ID", credentials.supabase_org_slug.clone()),
+            ("SUPABASE_DB_URL_TEMPLATE", db_template),
+            ("GITHUB_API_URL", urls.github.clone()),
+            ("GITHUB_TOKEN", credentials.github_token.clone()),
+            ("GITHUB_ORG", credentials.github_org.clone()),
+            (
+                "GITHUB_TEMPLATE_REPO",
+                credentials.github_template_repo.clone(),
+            ),
+            ("VERCEL_API_URL", urls.vercel.clone()),
+            ("VERCEL_TOKEN", credentials.vercel_token.clone()),
+            ("VERCEL_TEAM_ID", credentials.vercel_team_id.clone()),
+            ("N8N_HOST", urls.n8n.clone()),
+            ("N8N_API_KEY", credentials.n8n_api_key.clone()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect()
+    }
+
+    pub fn faults(&self) -> &Faults {
+        &self.shared.faults
+    }
+
+    pub async fn inventory(&self) -> Inventory {
+        control::inventory(&self.shared).await
+    }
+
+    /// Every call so far, in order. Never contains headers.
+    pub fn request_log(&self) -> Vec<LoggedRequest> {
+        self.shared.log.entries()
+    }
+
+    /// How many calls `endpoint` (`"POST /v1/projects"`, the route template with the spec's
+    /// parameter names; n8n's include `/api/v1`) of `provider` received.
+    pub fn calls(&self, provider: Provider, endpoint: &str) -> usize {
+        self.shared.log.count(provider, endpoint)
+    }
+
+    /// The request log as contract exchanges (n8n production-webhook calls left out).
+    pub fn exchanges(&self) -> Vec<contract::Exchange> {
+        request_log::exchanges(&self.shared.log.entries())
+    }
+
+    /// Stops every listener and drops the project databases still on the server.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Some(databases) = &self.shared.databases {
+            databases.drop_all().await;
+        }
+    }
 }

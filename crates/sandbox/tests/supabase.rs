@@ -1,0 +1,418 @@
+//! The Supabase Management API simulator over loopback HTTP, with real project databases.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use reqwest::StatusCode;
+use sandbox::{FaultKind, FaultRule, Provider, Sandbox};
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+fn create_body(sandbox: &Sandbox, name: &str) -> Value {
+    json!({
+        "name": name,
+        "organization_slug": sandbox.credentials().supabase_org_slug,
+        "db_pass": "s3cret-'pass",
+        "region": "us-east-1",
+        "desired_instance_size": "micro",
+    })
+}
+
+async fn create(sandbox: &Sandbox, name: &str) -> reqwest::Response {
+    support::client()
+        .post(format!("{}/v1/projects", sandbox.urls().supabase))
+        .bearer_auth(&sandbox.credentials().supabase_token)
+        .json(&create_body(sandbox, name))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn get(sandbox: &Sandbox, path: &str) -> reqwest::Response {
+    support::client()
+        .get(format!("{}{path}", sandbox.urls().supabase))
+        .bearer_auth(&sandbox.credentials().supabase_token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn delete(sandbox: &Sandbox, reference: &str) -> reqwest::Response {
+    support::client()
+        .delete(format!("{}/v1/projects/{reference}", sandbox.urls().supabase))
+        .bearer_auth(&sandbox.credentials().supabase_token)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn wait_status(sandbox: &Sandbox, reference: &str, wanted: &str) {
+    support::eventually(|| async {
+        let body: Value = get(sandbox, &format!("/v1/projects/{reference}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        (body["status"] == wanted).then_some(())
+    })
+    .await;
+}
+
+async fn delete_when_allowed(sandbox: &Sandbox, reference: &str) -> Value {
+    support::eventually(|| async {
+        let response = delete(sandbox, reference).await;
+        (response.status() == StatusCode::OK).then_some(())
+    })
+    .await;
+    Value::Null
+}
+
+#[tokio::test]
+async fn project_lifecycle_with_a_real_database() {
+    let Some(sandbox) = support::start().await else {
+        return;
+    };
+    let response = create(&sandbox, "acme-stack").await;
+    assert_eq!(response.status(), StatusCode::CREATED);
+    assert_eq!(
+        response.headers()["content-type"],
+        "application/json; charset=utf-8"
+    );
+    for header in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+        assert!(response.headers().contains_key(header), "missing {header}");
+    }
+    let created: Value = response.json().await.unwrap();
+    assert_eq!(created["status"], "UNKNOWN");
+    assert_eq!(created["name"], "acme-stack");
+    let reference = created["ref"].as_str().unwrap().to_owned();
+    assert_eq!(reference.len(), 20);
+    assert!(reference.chars().all(|c| c.is_ascii_lowercase()));
+    assert_eq!(created["id"], created["ref"]);
+
+    // Still coming up: GET says so, api-keys refuse, delete refuses with the recorded body.
+    let body: Value = get(&sandbox, &format!("/v1/projects/{reference}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "COMING_UP");
+    assert!(body["database"]["host"].is_string());
+    let keys = get(&sandbox, &format!("/v1/projects/{reference}/api-keys")).await;
+    assert!(keys.status().is_client_error());
+    let refused = delete(&sandbox, &reference).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap(),
+        json!({ "message": "Project not ready for deletion." })
+    );
+
+    wait_status(&sandbox, &reference, "ACTIVE_HEALTHY").await;
+    let keys: Value = support::eventually(|| async {
+        let response = get(&sandbox, &format!("/v1/projects/{reference}/api-keys")).await;
+        if response.status() == StatusCode::OK {
+            Some(response.json::<Value>().await.unwrap())
+        } else {
+            None
+        }
+    })
+    .await;
+    let keys = keys.as_array().unwrap();
+    assert_eq!(keys.len(), 4);
+    assert_eq!(keys[0]["name"], "anon");
+    assert_eq!(keys[1]["name"], "service_role");
+    assert_eq!(keys[2]["type"], "publishable");
+    assert_eq!(keys[3]["type"], "secret");
+    let masked = keys[3]["api_key"].as_str().unwrap();
+    assert!(masked.contains('·'), "secret key must be masked: {masked}");
+    let revealed: Value = get(&sandbox, &format!("/v1/projects/{reference}/api-keys?reveal=true"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let secret = revealed[3]["api_key"].as_str().unwrap();
+    assert!(!secret.contains('·'));
+    assert!(secret.starts_with(&masked[..masked.find('·').unwrap()]));
+
+    // The project database is real and reachable through the exported template.
+    let template = sandbox
+        .env_exports()
+        .into_iter()
+        .find(|(name, _)| name == "SUPABASE_DB_URL_TEMPLATE")
+        .unwrap()
+        .1;
+    let host = body["database"]["host"].as_str().unwrap();
+    let password: String = url::form_urlencoded::byte_serialize(b"s3cret-'pass").collect();
+    let database_url = template
+        .replace("{ref}", &reference)
+        .replace("{password}", &password)
+        .replace("{host}", host);
+    let mut connection = sqlx::PgConnection::connect(&database_url).await.unwrap();
+    let (user, database): (String, String) =
+        sqlx::query_as("SELECT current_user::text, current_database()::text")
+            .fetch_one(&mut connection)
+            .await
+            .unwrap();
+    assert_eq!(user, format!("sandbox_{reference}"));
+    assert_eq!(database, format!("sandbox_{reference}"));
+    let (members,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid \
+         WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = current_user) \
+         AND r.rolname IN ('anon', 'authenticated', 'service_role')",
+    )
+    .fetch_one(&mut connection)
+    .await
+    .unwrap();
+    assert_eq!(members, 3);
+    if !sandbox::SUPABASE_BOOTSTRAP_SQL.trim().is_empty() {
+        let (uid,): (Option<String>,) = sqlx::query_as(
+            "SELECT set_config('request.jwt.claims', '{\"sub\":\"7f1c5e2a-0000-4000-8000-000000000001\",\"role\":\"authenticated\"}', false), auth.uid()::text",
+        )
+        .fetch_one(&mut connection)
+        .await
+        .map(|(_, uid): (String, Option<String>)| (uid,))
+        .unwrap();
+        assert_eq!(uid.as_deref(), Some("7f1c5e2a-0000-4000-8000-000000000001"));
+    }
+    connection.close().await.unwrap();
+
+    let inventory = sandbox.inventory().await;
+    assert_eq!(inventory.supabase_projects.len(), 1);
+    assert_eq!(inventory.supabase_databases, vec![format!("sandbox_{reference}")]);
+
+    let deleted = delete(&sandbox, &reference).await;
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let deleted: Value = deleted.json().await.unwrap();
+    assert_eq!(deleted["ref"], reference.as_str());
+    assert_eq!(deleted["name"], "acme-stack");
+    assert!(deleted["id"].is_i64());
+    assert_eq!(
+        get(&sandbox, &format!("/v1/projects/{reference}")).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    let inventory = sandbox.inventory().await;
+    assert!(inventory.is_empty(), "left behind: {:?}", inventory.resource_names());
+    assert_eq!(sandbox.calls(Provider::Supabase, "POST /v1/projects"), 1);
+    assert_eq!(sandbox.calls(Provider::Supabase, "DELETE /v1/projects/{ref}"), 2);
+    support::assert_contracts(&sandbox);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn wrong_or_missing_token_gets_401() {
+    let sandbox = support::start_without_databases(|_| {}).await;
+    let url = format!("{}/v1/projects", sandbox.urls().supabase);
+    let missing = support::client().get(&url).send().await.unwrap();
+    assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(missing.json::<Value>().await.unwrap(), json!({ "message": "Unauthorized" }));
+    let wrong = support::client()
+        .get(&url)
+        .bearer_auth("sbp_not_the_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(wrong.json::<Value>().await.unwrap(), json!({ "message": "Unauthorized" }));
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn duplicate_names_create_distinct_projects_and_bodies_are_validated() {
+    let sandbox = support::start_without_databases(|_| {}).await;
+    let first: Value = create(&sandbox, "same-name").await.json().await.unwrap();
+    let second: Value = create(&sandbox, "same-name").await.json().await.unwrap();
+    assert_ne!(first["ref"], second["ref"]);
+    let mut extra = create_body(&sandbox, "x");
+    extra["unexpected"] = json!(true);
+    let response = support::client()
+        .post(format!("{}/v1/projects", sandbox.urls().supabase))
+        .bearer_auth(&sandbox.credentials().supabase_token)
+        .json(&extra)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+    assert!(response.json::<Value>().await.unwrap()["message"].is_string());
+    let listed: Value = get(&sandbox, "/v1/projects").await.json().await.unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 2);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn organization_list_pages_past_one_page_and_searches() {
+    // 130 projects without databases: this test is about paging, and 130 real databases
+    // would only make it slower.
+    let sandbox = support::start_without_databases(|config| {
+        config.supabase_rate_limit_per_minute = 1000;
+    })
+    .await;
+    for index in 0..130 {
+        assert_eq!(
+            create(&sandbox, &format!("client-{index:03}")).await.status(),
+            StatusCode::CREATED
+        );
+    }
+    create(&sandbox, "other-thing").await;
+    let slug = sandbox.credentials().supabase_org_slug.clone();
+    let mut seen = Vec::new();
+    let mut offset = 0;
+    loop {
+        let page: Value = get(
+            &sandbox,
+            &format!("/v1/organizations/{slug}/projects?search=client&limit=50&offset={offset}"),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        assert_eq!(page["pagination"]["count"], 130);
+        let projects = page["projects"].as_array().unwrap();
+        seen.extend(projects.iter().map(|p| p["name"].as_str().unwrap().to_owned()));
+        offset += 50;
+        if offset >= 130 {
+            break;
+        }
+    }
+    assert_eq!(seen.len(), 130);
+    let mut sorted = seen.clone();
+    sorted.sort();
+    assert_eq!(seen, sorted, "default sort is name_asc");
+    let too_big = get(&sandbox, &format!("/v1/organizations/{slug}/projects?limit=101")).await;
+    assert_eq!(too_big.status(), StatusCode::BAD_REQUEST);
+    let regions: Value = get(
+        &sandbox,
+        &format!("/v1/projects/available-regions?organization_slug={slug}"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(regions["all"]["specific"].as_array().unwrap().len(), 18);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn rate_limit_answers_429_with_headers() {
+    let sandbox = support::start_without_databases(|config| {
+        config.supabase_rate_limit_per_minute = 3;
+    })
+    .await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let response = get(&sandbox, "/v1/projects").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        remaining.push(response.headers()["x-ratelimit-remaining"].to_str().unwrap().to_owned());
+    }
+    assert_eq!(remaining, ["2", "1", "0"]);
+    let limited = get(&sandbox, "/v1/projects").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["x-ratelimit-limit"], "3");
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    let reset: u64 = limited.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&reset));
+    // Another endpoint is another budget.
+    assert_eq!(get(&sandbox, "/v1/organizations").await.status(), StatusCode::OK);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn stuck_and_failed_projects() {
+    let sandbox = support::start_without_databases(|_| {}).await;
+    sandbox.faults().add(
+        FaultRule::new(Provider::Supabase, "POST /v1/projects", FaultKind::StuckComingUp).times(1),
+    );
+    let stuck: Value = create(&sandbox, "stuck").await.json().await.unwrap();
+    sandbox.faults().add(
+        FaultRule::new(Provider::Supabase, "POST /v1/projects", FaultKind::InitFailed).times(1),
+    );
+    let failed: Value = create(&sandbox, "failed").await.json().await.unwrap();
+    let healthy: Value = create(&sandbox, "healthy").await.json().await.unwrap();
+    wait_status(&sandbox, healthy["ref"].as_str().unwrap(), "ACTIVE_HEALTHY").await;
+    wait_status(&sandbox, failed["ref"].as_str().unwrap(), "INIT_FAILED").await;
+    let stuck_now: Value = get(&sandbox, &format!("/v1/projects/{}", stuck["ref"].as_str().unwrap()))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stuck_now["status"], "COMING_UP");
+    for project in [&stuck, &failed, &healthy] {
+        delete_when_allowed(&sandbox, project["ref"].as_str().unwrap()).await;
+    }
+    assert!(sandbox.inventory().await.is_empty());
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn delete_fails_n_times_then_succeeds() {
+    let sandbox = support::start_without_databases(|_| {}).await;
+    let project: Value = create(&sandbox, "flaky-delete").await.json().await.unwrap();
+    let reference = project["ref"].as_str().unwrap();
+    wait_status(&sandbox, reference, "ACTIVE_HEALTHY").await;
+    sandbox.faults().add(
+        FaultRule::new(Provider::Supabase, "DELETE /v1/projects/{ref}", FaultKind::DeleteFails)
+            .times(2),
+    );
+    for _ in 0..2 {
+        let response = delete(&sandbox, reference).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(
+            response.json::<Value>().await.unwrap()["message"],
+            "Project not ready for deletion."
+        );
+    }
+    assert_eq!(delete(&sandbox, reference).await.status(), StatusCode::OK);
+    assert!(sandbox.inventory().await.is_empty());
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn error_status_fault_and_lost_response() {
+    let Some(sandbox) = support::start().await else {
+        return;
+    };
+    sandbox.faults().add(
+        FaultRule::new(
+            Provider::Supabase,
+            "GET /v1/projects",
+            FaultKind::Status { status: 503, message: None, retry_after_secs: None },
+        )
+        .times(1),
+    );
+    let failing = get(&sandbox, "/v1/projects").await;
+    assert_eq!(failing.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(failing.json::<Value>().await.unwrap()["message"].is_string());
+    assert_eq!(get(&sandbox, "/v1/projects").await.status(), StatusCode::OK);
+
+    sandbox.faults().add(
+        FaultRule::new(Provider::Supabase, "POST /v1/projects", FaultKind::DropConnection).times(1),
+    );
+    let lost = support::client()
+        .post(format!("{}/v1/projects", sandbox.urls().supabase))
+        .bearer_auth(&sandbox.credentials().supabase_token)
+        .json(&create_body(&sandbox, "lost-response"))
+        .send()
+        .await;
+    assert!(lost.is_err(), "the client must see a transport error");
+    // The side effect happened: a lookup by name finds exactly one project, with its database.
+    let slug = sandbox.credentials().supabase_org_slug.clone();
+    let found: Value = get(&sandbox, &format!("/v1/organizations/{slug}/projects?search=lost-response"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["projects"].as_array().unwrap().len(), 1);
+    let reference = found["projects"][0]["ref"].as_str().unwrap().to_owned();
+    assert_eq!(
+        sandbox.inventory().await.supabase_databases,
+        vec![format!("sandbox_{reference}")]
+    );
+    let logged = sandbox
+        .request_log()
+        .into_iter()
+        .find(|entry| entry.endpoint == "POST /v1/projects")
+        .unwrap();
+    assert!(logged.connection_dropped);
+    assert_eq!(logged.status, 201);
+    delete_when_allowed(&sandbox, &reference).await;
+    assert!(sandbox.inventory().await.is_empty());
+    sandbox.shutdown().await;
+}
