@@ -66,6 +66,8 @@ pub enum TenantDbError {
         host: String,
         database: String,
         message: String,
+        /// SQLSTATE when the server answered (e.g. `3D000` no such database); none for I/O.
+        code: Option<String>,
     },
 
     #[error("{what} did not finish within {after:?}")]
@@ -109,8 +111,36 @@ pub enum TenantDbError {
     Database {
         during: &'static str,
         message: String,
+        code: Option<String>,
     },
 }
+
+impl TenantDbError {
+    /// Whether trying again later may succeed: the server unreachable, starting up, out of
+    /// resources, or a deadlock. A broken schema, a refused login or a missing database stay
+    /// broken.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Connect { code, .. } | Self::Database { code, .. } => match code.as_deref() {
+                None => true,
+                Some(code) => TRANSIENT_SQLSTATE_CLASSES
+                    .iter()
+                    .any(|c| code.starts_with(c)),
+            },
+            Self::InvalidUrl { .. }
+            | Self::SchemaFailed { .. }
+            | Self::SchemaEndsTransaction
+            | Self::DifferentVersionApplied { .. }
+            | Self::CannotActAs { .. } => false,
+        }
+    }
+}
+
+/// SQLSTATE classes that describe the moment, not the request: 08 connection exception,
+/// 40 transaction rollback (deadlock, serialisation), 53 insufficient resources, 57 operator
+/// intervention (e.g. 57P03 "the database system is starting up").
+const TRANSIENT_SQLSTATE_CLASSES: &[&str] = &["08", "40", "53", "57"];
 
 /// The schema's version: SHA-256 of the script's bytes, lowercase hex.
 pub fn schema_checksum(schema_sql: &str) -> String {
@@ -212,7 +242,8 @@ async fn apply_in_transaction(
         .execute(&mut *tx)
         .await
     {
-        // Dropping `tx` rolls back; say so only after it has.
+        // Answer only once nothing of the script remains; should the rollback itself fail,
+        // the connection is closed on return, which rolls back too.
         let failure = target.schema_error(schema_sql, &e);
         let _ = tx.rollback().await;
         return Err(failure);
@@ -698,6 +729,7 @@ impl Target {
                 host: self.host.clone(),
                 database: self.database.clone(),
                 message: self.redact(&error_message(&e)),
+                code: sqlstate(&e),
             }),
             Ok(Ok(conn)) => Ok(conn),
         }
@@ -713,6 +745,7 @@ impl Target {
         TenantDbError::Database {
             during,
             message: self.redact(&error_message(e)),
+            code: sqlstate(e),
         }
     }
 
@@ -770,6 +803,12 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
 }
 
 /// PostgreSQL's own message when the server sent one, else sqlx's description.
@@ -854,6 +893,39 @@ mod tests {
         let bad = SecretString::from("postgres://owner:canary-4471@127.0.0.1:notaport/db");
         let err = Target::parse(&bad).err().expect("an invalid URL");
         assert!(!format!("{err} {err:?}").contains("canary-4471"));
+    }
+
+    #[test]
+    fn only_momentary_failures_are_retryable() {
+        let connect = |code: Option<&str>| TenantDbError::Connect {
+            host: "h:5432".into(),
+            database: "d".into(),
+            message: "m".into(),
+            code: code.map(str::to_owned),
+        };
+        assert!(connect(None).is_retryable(), "I/O: server not up yet");
+        assert!(connect(Some("57P03")).is_retryable(), "starting up");
+        assert!(
+            connect(Some("53300")).is_retryable(),
+            "too many connections"
+        );
+        assert!(!connect(Some("28P01")).is_retryable(), "wrong password");
+        assert!(!connect(Some("3D000")).is_retryable(), "no such database");
+        let deadlock = TenantDbError::Database {
+            during: "x",
+            message: "m".into(),
+            code: Some("40P01".into()),
+        };
+        assert!(deadlock.is_retryable());
+        let broken = TenantDbError::SchemaFailed {
+            message: "m".into(),
+            code: Some("42P01".into()),
+            line: Some(3),
+            detail: None,
+            hint: None,
+        };
+        assert!(!broken.is_retryable());
+        assert!(!TenantDbError::SchemaEndsTransaction.is_retryable());
     }
 
     #[test]

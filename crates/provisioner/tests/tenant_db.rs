@@ -526,6 +526,42 @@ async fn a_recursive_policy_fails_the_authenticated_check() {
 }
 
 #[tokio::test]
+async fn a_table_authenticated_may_not_select_fails_with_the_grant_to_add() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    apply_schema(
+        &url,
+        "CREATE TABLE public.reports (id int);
+         ALTER TABLE public.reports ENABLE ROW LEVEL SECURITY;
+         REVOKE ALL ON public.reports FROM authenticated;",
+    )
+    .await
+    .unwrap();
+
+    let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
+    let failure = report
+        .failures()
+        .find(|(check, _)| *check == CheckName::SelectableAsAuthenticated)
+        .map(|(_, f)| f.clone())
+        .expect("a failure for reports");
+    assert_eq!(failure.table, "reports");
+    assert!(
+        failure.message.contains("permission denied"),
+        "{}",
+        failure.message
+    );
+    assert!(
+        failure.remedy.starts_with("GRANT SELECT"),
+        "{}",
+        failure.remedy
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
 async fn a_table_without_rls_fails_the_rls_check() {
     let Some(cluster) = Cluster::find().await else {
         return;
@@ -991,6 +1027,10 @@ async fn errors_never_contain_the_connection_password() {
         "{}",
         errors[4]
     );
+    // Nothing listening may come up later; a database that does not exist will not.
+    assert!(errors[0].is_retryable(), "{}", errors[0]);
+    assert!(!errors[2].is_retryable(), "{}", errors[2]);
+    assert!(!errors[3].is_retryable(), "{}", errors[3]);
     for err in &errors {
         let shown = format!("{err} / {err:?}");
         assert!(!shown.contains(CANARY), "password leaked: {shown}");
