@@ -416,10 +416,10 @@ impl Spec {
             candidates.push(rest);
         }
         for candidate in candidates {
-            let segments: Vec<&str> = candidate.split('/').skip(1).collect();
             if !candidate.starts_with('/') {
                 continue;
             }
+            let segments: Vec<&str> = candidate.split('/').skip(1).collect();
             let mut best: Option<(Vec<bool>, &str)> = None;
             for operation in &self.operations {
                 let Some(score) = match_segments(&operation.segments, &segments) else {
