@@ -71,6 +71,9 @@ pub struct Repository {
     pub template_repository: Option<Box<TemplateOrigin>>,
     #[serde(default)]
     pub html_url: Option<String>,
+    /// RFC 3339; tells a repository this run made from one it found.
+    #[serde(default)]
+    pub created_at: Option<String>,
 }
 
 impl Repository {

@@ -53,8 +53,10 @@ impl N8nConfig {
     }
 }
 
-/// Body of `POST /workflows`: the four required fields and nothing read-only.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// Body of `POST /workflows`: the four required fields and nothing read-only. Deserialisable
+/// so a workflow template can be read into it (unknown template fields are refused).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct NewWorkflow {
     pub name: String,
     pub nodes: Vec<Node>,
@@ -93,7 +95,8 @@ impl Node {
 }
 
 /// `settings`, limited to keys both 1.x and 2.x accept.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkflowSettings {
     /// e.g. "v1".
     #[serde(rename = "executionOrder", skip_serializing_if = "Option::is_none")]

@@ -297,7 +297,10 @@ impl SupabaseClient {
                 vec!["v1", "organizations", organization_slug, "projects"],
             )
             .query("offset", all.len().to_string())
-            .query("limit", PAGE_LIMIT.to_string());
+            .query("limit", PAGE_LIMIT.to_string())
+            // Oldest first: projects created while we page land after our offset instead of
+            // shifting the pages we have not read yet.
+            .query("sort", "created_asc");
             if let Some(search) = search {
                 call = call.query("search", search);
             }

@@ -72,6 +72,9 @@ pub struct Project {
     pub framework: Option<String>,
     #[serde(default)]
     pub link: Option<ProjectLink>,
+    /// Milliseconds since the epoch; tells a project this run made from one it found.
+    #[serde(default, rename = "createdAt")]
+    pub created_at: Option<i64>,
 }
 
 /// `link` of a project connected to a Git repository (GitHub variant fields).
