@@ -195,6 +195,18 @@ pub const SIMULATOR_UNDOCUMENTED: &[Undocumented] = &[
     ),
 ];
 
+/// Response bodies the simulators give that the validator rejects for a reason that is not
+/// the client's: `(provider, METHOD, path template, message fragment)`. Reported, kept
+/// narrow, to be removed once fixed where it belongs:
+/// - Vercel `GET /v13/deployments/{idOrUrl}`: the spec's 200 body is a `oneOf` of two loose
+///   deployment shapes, and the simulated body satisfies both, which `oneOf` forbids.
+pub const SIMULATOR_BODY_GAPS: &[(Provider, &str, &str, &str)] = &[(
+    Provider::Vercel,
+    "GET",
+    "/v13/deployments/{idOrUrl}",
+    "valid under more than one of the schemas listed in the 'oneOf' keyword",
+)];
+
 /// Every exchange keeps its provider's contract both ways; the only violations accepted are
 /// "status N is not documented" for the listed (provider, method, template, status): the
 /// simulator gaps above and the statuses a test injected on purpose.
@@ -214,13 +226,27 @@ pub fn assert_contracts_allowing(sandbox: &Sandbox, injected: &[Undocumented]) {
                 },
             )
     };
+    let body_gap = |exchange: &sandbox::contract::Exchange, message: &str| {
+        let template = contracts.template(exchange.provider, &exchange.method, &exchange.path);
+        SIMULATOR_BODY_GAPS
+            .iter()
+            .any(|(provider, method, path, fragment)| {
+                *provider == exchange.provider
+                    && *method == exchange.method
+                    && Some(*path) == template
+                    && message.contains(fragment)
+            })
+    };
     let violations: Vec<String> = exchanges
         .iter()
         .flat_map(|exchange| {
             contracts
                 .check(exchange)
                 .into_iter()
-                .filter(|violation| !allowed(exchange, &violation.message))
+                .filter(|violation| {
+                    !allowed(exchange, &violation.message)
+                        && !body_gap(exchange, &violation.message)
+                })
                 .map(|violation| violation.to_string())
                 .collect::<Vec<_>>()
         })
