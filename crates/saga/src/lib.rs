@@ -1,1 +1,32 @@
-//! saga (placeholder while the crate is being written).
+//! A durable saga engine. A saga is a DAG of named steps, each with an action and an undo;
+//! the engine runs independent steps concurrently, journals every transition before and after
+//! each side effect (SQLite or PostgreSQL), retries with persisted timers, undoes everything
+//! in reverse dependency order when a run fails or is cancelled, and lets several workers
+//! share runs through fenced leases. [`testkit`] proves a saga survives failures and crashes.
+//!
+//! It knows nothing about providers, HTTP or the product's resources: steps bring those.
+
+mod backoff;
+mod clock;
+mod definition;
+mod engine;
+mod event;
+mod executor;
+pub mod journal;
+mod secret;
+mod state;
+mod step;
+pub mod testkit;
+mod worker;
+
+pub use backoff::next_delay;
+pub use definition::{DefinitionError, Registry, SagaBuilder, SagaDefinition, StepNode};
+pub use engine::{Engine, EngineBuilder, EngineError, RunSummary, RunView, Started, StepView};
+pub use event::{EventRecord, RunEvent, RunStatus, UnknownStatus};
+pub use journal::{Journal, JournalError, PostgresJournal, RunFilter, SqliteJournal};
+pub use secret::{SealError, SealingKey, Secret};
+pub use state::{RunState, StepPhase, StepState};
+pub use step::{
+    ErasedStep, RetryPolicy, Step, StepCall, StepContext, StepError, StepPolicy, erase,
+};
+pub use worker::Workers;

@@ -1,0 +1,15 @@
+WITH due AS (
+    SELECT id FROM saga_runs
+    WHERE wake_at IS NOT NULL AND wake_at <= $2
+      AND (lease_owner IS NULL OR lease_expires_at < $2)
+    ORDER BY wake_at
+    LIMIT $4
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE saga_runs r SET
+    lease_owner = $1,
+    lease_generation = r.lease_generation + 1,
+    lease_expires_at = $2 + $3
+FROM due
+WHERE r.id = due.id
+RETURNING r.id, r.lease_generation

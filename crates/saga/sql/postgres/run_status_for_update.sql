@@ -1,0 +1,1 @@
+SELECT status FROM saga_runs WHERE id = $1 FOR UPDATE

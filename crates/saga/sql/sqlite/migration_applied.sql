@@ -1,0 +1,1 @@
+SELECT COUNT(*) FROM saga_migrations WHERE version = ?1

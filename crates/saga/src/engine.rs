@@ -1,0 +1,651 @@
+//! The engine: starts runs, answers for their state, takes operator commands, and (with
+//! [`Engine::run_workers`]) drives runs to the end.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::AbortHandle;
+use uuid::Uuid;
+
+use crate::clock::now_ms;
+use crate::definition::{Registry, SagaDefinition};
+use crate::event::{EventRecord, RunEvent, RunStatus};
+use crate::journal::{
+    Append, CreateOutcome, Journal, JournalError, LeaseRequest, NewRun, PendingChange, RunFilter,
+    RunRow, Wake, Writer,
+};
+use crate::secret::{SealError, SealingKey, redact_sealed, unseal};
+use crate::state::{RunState, StepPhase};
+use crate::worker::{self, Workers};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("no saga named `{0}` is registered")]
+    UnknownSaga(String),
+    #[error("saga `{saga}` version {version} is not registered in this build")]
+    UnknownVersion { saga: String, version: u32 },
+    #[error("input does not fit saga `{saga}`: {message}")]
+    InvalidInput { saga: String, message: String },
+    #[error(
+        "idempotency key `{key}` already belongs to run {run_id} with a different saga or input"
+    )]
+    KeyConflict { key: String, run_id: Uuid },
+    #[error("run {0} not found")]
+    NotFound(Uuid),
+    #[error("run {run_id} has no output for step `{step}`")]
+    NoOutput { run_id: Uuid, step: String },
+    #[error("output of step `{step}` does not have the expected shape: {message}")]
+    OutputShape { step: String, message: String },
+    #[error(transparent)]
+    Sealing(#[from] SealError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+}
+
+/// What [`Engine::start`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Started {
+    pub run_id: Uuid,
+    /// False when the key already had a run (with the same input), which is returned instead.
+    pub created: bool,
+}
+
+/// A run as operators and APIs see it. Secret output fields stay sealed and redacted.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunView {
+    pub id: Uuid,
+    pub saga: String,
+    pub version: u32,
+    pub idempotency_key: String,
+    pub status: RunStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub last_seq: i64,
+    pub steps: Vec<StepView>,
+    pub pause_requested: bool,
+    pub cancel_requested: bool,
+    pub compensation_reason: Option<String>,
+    /// For `needs_attention`: the steps whose resources may still exist.
+    pub needs_attention: Option<Vec<String>>,
+    pub abandoned_reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepView {
+    pub name: String,
+    pub dependencies: Vec<String>,
+    pub phase: StepPhase,
+    pub attempt: u32,
+    pub undo_attempt: u32,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub last_error: Option<String>,
+    pub output: Option<Value>,
+}
+
+/// A run in a listing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunSummary {
+    pub id: Uuid,
+    pub saga: String,
+    pub version: u32,
+    pub idempotency_key: String,
+    pub status: RunStatus,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+pub(crate) fn time(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+#[derive(Debug)]
+pub(crate) struct ActiveRun {
+    pub(crate) generation: i64,
+    pub(crate) lost: Arc<AtomicBool>,
+    pub(crate) task: AbortHandle,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) journal: Arc<dyn Journal>,
+    pub(crate) registry: Registry,
+    pub(crate) key: Option<SealingKey>,
+    pub(crate) lease: LeaseRequest,
+    pub(crate) poll_interval: Duration,
+    pub(crate) max_active_runs: usize,
+    pub(crate) events: broadcast::Sender<EventRecord>,
+    pub(crate) active: Mutex<HashMap<Uuid, ActiveRun>>,
+    /// Workers are running in this process: new runs are claimed as they are created.
+    pub(crate) workers_running: AtomicBool,
+    /// Graceful shutdown: finish in-flight steps, start nothing new, hand leases back.
+    pub(crate) stopping: AtomicBool,
+    pub(crate) wakeup: Notify,
+}
+
+impl Inner {
+    pub(crate) fn active(&self) -> MutexGuard<'_, HashMap<Uuid, ActiveRun>> {
+        // A panic while holding this lock leaves a plain map behind, still consistent.
+        self.active
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(crate) fn publish(&self, run_id: Uuid, first_seq: i64, at_ms: i64, events: Vec<RunEvent>) {
+        for (seq, event) in (first_seq..).zip(events) {
+            // No subscriber is not an error.
+            let _ = self.events.send(EventRecord {
+                run_id,
+                seq,
+                at_ms,
+                event,
+            });
+        }
+    }
+}
+
+/// Configures an [`Engine`].
+#[derive(Debug)]
+pub struct EngineBuilder {
+    journal: Arc<dyn Journal>,
+    registry: Registry,
+    key: Option<SealingKey>,
+    lease: Duration,
+    worker_id: Option<String>,
+    poll_interval: Duration,
+    max_active_runs: usize,
+}
+
+impl EngineBuilder {
+    /// The key that seals secret output fields. Without one, a step that outputs a secret fails.
+    #[must_use]
+    pub fn sealing_key(mut self, key: SealingKey) -> Self {
+        self.key = Some(key);
+        self
+    }
+
+    /// How long a claimed run stays ours without a heartbeat (default 5 s).
+    #[must_use]
+    pub fn lease(mut self, lease: Duration) -> Self {
+        self.lease = lease;
+        self
+    }
+
+    /// Names this worker in leases (default: a random id).
+    #[must_use]
+    pub fn worker_id(mut self, id: impl Into<String>) -> Self {
+        self.worker_id = Some(id.into());
+        self
+    }
+
+    /// How often idle workers look for due runs (default 250 ms).
+    #[must_use]
+    pub fn poll_interval(mut self, every: Duration) -> Self {
+        self.poll_interval = every;
+        self
+    }
+
+    /// Most runs this process drives at once (default 1024).
+    #[must_use]
+    pub fn max_active_runs(mut self, n: usize) -> Self {
+        self.max_active_runs = n.max(1);
+        self
+    }
+
+    pub fn build(self) -> Engine {
+        let lease_ms = i64::try_from(self.lease.as_millis()).unwrap_or(i64::MAX);
+        let (events, _) = broadcast::channel(4096);
+        Engine {
+            inner: Arc::new(Inner {
+                journal: self.journal,
+                registry: self.registry,
+                key: self.key,
+                lease: LeaseRequest {
+                    worker: self
+                        .worker_id
+                        .unwrap_or_else(|| format!("worker-{}", Uuid::new_v4().simple())),
+                    lease_ms,
+                },
+                poll_interval: self.poll_interval,
+                max_active_runs: self.max_active_runs,
+                events,
+                active: Mutex::new(HashMap::new()),
+                workers_running: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                wakeup: Notify::new(),
+            }),
+        }
+    }
+}
+
+/// The saga engine. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl Engine {
+    pub fn builder(journal: Arc<dyn Journal>, registry: Registry) -> EngineBuilder {
+        EngineBuilder {
+            journal,
+            registry,
+            key: None,
+            lease: Duration::from_secs(5),
+            worker_id: None,
+            poll_interval: Duration::from_millis(250),
+            max_active_runs: 1024,
+        }
+    }
+
+    pub fn worker_id(&self) -> &str {
+        &self.inner.lease.worker
+    }
+
+    pub fn journal(&self) -> &Arc<dyn Journal> {
+        &self.inner.journal
+    }
+
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
+    }
+
+    /// Starts the claim, heartbeat and run loops of this process.
+    pub fn run_workers(&self) -> Workers {
+        worker::start(self.inner.clone())
+    }
+
+    /// Starts a run of the newest registered version of `saga`. Idempotent on `key`: the same
+    /// key returns the existing run, or [`EngineError::KeyConflict`] if its input differs.
+    pub async fn start<I: Serialize>(
+        &self,
+        saga: &str,
+        key: &str,
+        input: &I,
+    ) -> Result<Started, EngineError> {
+        let definition = self
+            .inner
+            .registry
+            .latest(saga)
+            .ok_or_else(|| EngineError::UnknownSaga(saga.to_owned()))?
+            .clone();
+        self.start_definition(definition, key, input).await
+    }
+
+    /// Starts a run of one particular version.
+    pub async fn start_version<I: Serialize>(
+        &self,
+        saga: &str,
+        version: u32,
+        key: &str,
+        input: &I,
+    ) -> Result<Started, EngineError> {
+        let definition = self
+            .inner
+            .registry
+            .get(saga, version)
+            .ok_or_else(|| EngineError::UnknownVersion {
+                saga: saga.to_owned(),
+                version,
+            })?
+            .clone();
+        self.start_definition(definition, key, input).await
+    }
+
+    async fn start_definition<I: Serialize>(
+        &self,
+        definition: Arc<SagaDefinition>,
+        key: &str,
+        input: &I,
+    ) -> Result<Started, EngineError> {
+        let input = serde_json::to_value(input).map_err(|e| EngineError::InvalidInput {
+            saga: definition.name().to_owned(),
+            message: e.to_string(),
+        })?;
+        definition
+            .check_input(&input)
+            .map_err(|e| EngineError::InvalidInput {
+                saga: definition.name().to_owned(),
+                message: e.to_string(),
+            })?;
+        let inner = &self.inner;
+        let claim = (inner.workers_running.load(Ordering::Acquire)
+            && !inner.stopping.load(Ordering::Acquire)
+            && inner.active().len() < inner.max_active_runs)
+            .then(|| inner.lease.clone());
+        let claimed = claim.is_some();
+        let now = now_ms();
+        let outcome = inner
+            .journal
+            .create_run(NewRun {
+                id: Uuid::now_v7(),
+                saga: definition.name().to_owned(),
+                version: definition.version(),
+                idempotency_key: key.to_owned(),
+                input: input.clone(),
+                now_ms: now,
+                claim,
+            })
+            .await?;
+        match outcome {
+            CreateOutcome::Created(row) => {
+                inner.publish(
+                    row.id,
+                    1,
+                    now,
+                    vec![RunEvent::RunCreated {
+                        saga: row.saga.clone(),
+                        version: row.version,
+                        idempotency_key: row.idempotency_key.clone(),
+                    }],
+                );
+                if claimed {
+                    worker::adopt_new_run(inner, &row, definition);
+                } else {
+                    inner.wakeup.notify_one();
+                }
+                Ok(Started {
+                    run_id: row.id,
+                    created: true,
+                })
+            }
+            CreateOutcome::Existing(row) => {
+                if row.saga != definition.name() || row.input != input {
+                    return Err(EngineError::KeyConflict {
+                        key: key.to_owned(),
+                        run_id: row.id,
+                    });
+                }
+                Ok(Started {
+                    run_id: row.id,
+                    created: false,
+                })
+            }
+        }
+    }
+
+    async fn row(&self, run_id: Uuid) -> Result<RunRow, EngineError> {
+        self.inner
+            .journal
+            .run(run_id)
+            .await?
+            .ok_or(EngineError::NotFound(run_id))
+    }
+
+    async fn state(&self, row: &RunRow) -> Result<RunState, EngineError> {
+        let events = self.inner.journal.events_since(row.id, 0).await?;
+        let definition = self.inner.registry.get(&row.saga, row.version);
+        Ok(RunState::fold(
+            definition.map(|d| d.as_ref()),
+            events.iter().map(|e| (e.seq, &e.event)),
+        ))
+    }
+
+    async fn operate(
+        &self,
+        run_id: Uuid,
+        allowed_from: Vec<RunStatus>,
+        event: RunEvent,
+        status: Option<RunStatus>,
+        wake: Wake,
+        pending: PendingChange,
+    ) -> Result<(), EngineError> {
+        let now = now_ms();
+        let receipt = self
+            .inner
+            .journal
+            .append(Append {
+                run_id,
+                writer: Writer::Operator { allowed_from },
+                now_ms: now,
+                events: vec![event.clone()],
+                status,
+                wake,
+                release: false,
+                pending,
+            })
+            .await
+            .map_err(|e| match e {
+                JournalError::NotFound(id) => EngineError::NotFound(id),
+                other => EngineError::Journal(other),
+            })?;
+        self.inner
+            .publish(run_id, receipt.first_seq, now, vec![event]);
+        self.inner.wakeup.notify_one();
+        Ok(())
+    }
+
+    /// Stops starting new steps; in-flight steps finish, then the run parks as `paused`.
+    pub async fn pause(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.operate(
+            run_id,
+            vec![
+                RunStatus::Queued,
+                RunStatus::Running,
+                RunStatus::Compensating,
+            ],
+            RunEvent::PauseRequested,
+            None,
+            Wake::Hasten(now_ms()),
+            PendingChange::Set(crate::journal::Command::Pause),
+        )
+        .await
+    }
+
+    /// Continues a paused run where it stopped.
+    pub async fn resume(&self, run_id: Uuid) -> Result<(), EngineError> {
+        let row = self.row(run_id).await?;
+        let state = self.state(&row).await?;
+        let back_to = state.status_before_pause.unwrap_or(RunStatus::Running);
+        self.operate(
+            run_id,
+            vec![RunStatus::Paused],
+            RunEvent::RunResumed,
+            Some(back_to),
+            Wake::At(now_ms()),
+            PendingChange::Keep,
+        )
+        .await
+    }
+
+    /// Cancels a run: after in-flight steps finish, everything done so far is undone.
+    pub async fn cancel(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.operate(
+            run_id,
+            vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
+            RunEvent::CancelRequested,
+            None,
+            Wake::At(now_ms()),
+            PendingChange::Set(crate::journal::Command::Cancel),
+        )
+        .await
+    }
+
+    /// Retries a run from where it stopped: a `needs_attention` run resumes its undo with
+    /// fresh budgets; a `compensated` run (everything undone) runs forward again.
+    pub async fn retry(&self, run_id: Uuid) -> Result<(), EngineError> {
+        let row = self.row(run_id).await?;
+        let next = match row.status {
+            RunStatus::NeedsAttention => RunStatus::Compensating,
+            _ => RunStatus::Running,
+        };
+        let from = if matches!(
+            row.status,
+            RunStatus::NeedsAttention | RunStatus::Compensated
+        ) {
+            row.status
+        } else {
+            RunStatus::Compensated
+        };
+        self.operate(
+            run_id,
+            vec![from],
+            RunEvent::RetryRequested,
+            Some(next),
+            Wake::At(now_ms()),
+            PendingChange::Clear,
+        )
+        .await
+    }
+
+    /// An operator gives up on a `needs_attention` or `paused` run, with a recorded reason.
+    pub async fn abandon(&self, run_id: Uuid, reason: &str) -> Result<(), EngineError> {
+        self.operate(
+            run_id,
+            vec![RunStatus::NeedsAttention, RunStatus::Paused],
+            RunEvent::RunAbandoned {
+                reason: reason.to_owned(),
+            },
+            Some(RunStatus::Abandoned),
+            Wake::Never,
+            PendingChange::Clear,
+        )
+        .await
+    }
+
+    /// The run with per-step state, derived from its events.
+    pub async fn status(&self, run_id: Uuid) -> Result<RunView, EngineError> {
+        let row = self.row(run_id).await?;
+        let state = self.state(&row).await?;
+        let definition = self.inner.registry.get(&row.saga, row.version);
+        let steps = state
+            .steps
+            .iter()
+            .map(|(name, s)| {
+                let mut output = s.output.clone();
+                if let Some(v) = output.as_mut() {
+                    redact_sealed(v);
+                }
+                StepView {
+                    name: name.clone(),
+                    dependencies: definition
+                        .and_then(|d| d.step(name))
+                        .map(|n| n.dependencies.to_vec())
+                        .unwrap_or_default(),
+                    phase: s.phase,
+                    attempt: s.attempt,
+                    undo_attempt: s.undo_attempt,
+                    next_attempt_at: s.retry_at.map(time),
+                    last_error: s.last_error.clone(),
+                    output,
+                }
+            })
+            .collect();
+        Ok(RunView {
+            id: row.id,
+            saga: row.saga,
+            version: row.version,
+            idempotency_key: row.idempotency_key,
+            status: state.status,
+            created_at: time(row.created_at_ms),
+            updated_at: time(row.updated_at_ms),
+            last_seq: state.last_seq,
+            steps,
+            pause_requested: state.pause_requested,
+            cancel_requested: state.cancel_requested,
+            compensation_reason: state.compensation_reason,
+            needs_attention: state.needs_attention,
+            abandoned_reason: state.abandoned_reason,
+        })
+    }
+
+    /// The unsealed output of `step` (needs the sealing key if it holds secrets).
+    pub async fn output<T: DeserializeOwned>(
+        &self,
+        run_id: Uuid,
+        step: &str,
+    ) -> Result<T, EngineError> {
+        let row = self.row(run_id).await?;
+        let state = self.state(&row).await?;
+        let mut output = state
+            .steps
+            .get(step)
+            .and_then(|s| s.output.clone())
+            .ok_or_else(|| EngineError::NoOutput {
+                run_id,
+                step: step.to_owned(),
+            })?;
+        unseal(self.inner.key.as_ref(), run_id, step, &mut output)?;
+        T::deserialize(&output).map_err(|e| EngineError::OutputShape {
+            step: step.to_owned(),
+            message: e.to_string(),
+        })
+    }
+
+    pub async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, EngineError> {
+        let mut filter = filter.clone();
+        if filter.limit == 0 {
+            filter.limit = 100;
+        }
+        let rows = self.inner.journal.list(&filter).await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| RunSummary {
+                id: r.id,
+                saga: r.saga,
+                version: r.version,
+                idempotency_key: r.idempotency_key,
+                status: r.status,
+                created_at: time(r.created_at_ms),
+                updated_at: time(r.updated_at_ms),
+            })
+            .collect())
+    }
+
+    /// Events of a run after sequence number `after_seq` (0 for all).
+    pub async fn events_since(
+        &self,
+        run_id: Uuid,
+        after_seq: i64,
+    ) -> Result<Vec<EventRecord>, EngineError> {
+        Ok(self.inner.journal.events_since(run_id, after_seq).await?)
+    }
+
+    /// Every event this process writes, as it is committed. Events written by other processes
+    /// are read with [`Engine::events_since`].
+    pub fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
+        self.inner.events.subscribe()
+    }
+
+    /// Waits until the run is settled: succeeded, compensated, needs_attention, abandoned
+    /// or paused. Works whichever process drives the run (it also polls the journal).
+    pub async fn wait_for(&self, run_id: Uuid) -> Result<RunView, EngineError> {
+        let mut events = self.subscribe();
+        loop {
+            let row = self.row(run_id).await?;
+            if row.status.is_settled() {
+                return self.status(run_id).await;
+            }
+            let settled = async {
+                loop {
+                    match events.recv().await {
+                        Ok(e) if e.run_id == run_id && settles(&e.event) => return,
+                        Ok(_) => {}
+                        // Lagged or closed: fall back to reading the journal.
+                        Err(_) => return,
+                    }
+                }
+            };
+            tokio::select! {
+                () = settled => {}
+                () = tokio::time::sleep(Duration::from_millis(250)) => {}
+            }
+        }
+    }
+}
+
+fn settles(event: &RunEvent) -> bool {
+    matches!(
+        event,
+        RunEvent::RunSucceeded
+            | RunEvent::RunCompensated
+            | RunEvent::RunNeedsAttention { .. }
+            | RunEvent::RunPaused
+            | RunEvent::RunAbandoned { .. }
+    )
+}

@@ -1,0 +1,644 @@
+//! Drives one leased run: decides what to do from the derived state, journals it, runs the
+//! steps, journals their outcomes, and repeats until the run settles or waits on a timer.
+//!
+//! Order of writes per step: `step_started` is committed before the action runs and
+//! `step_succeeded` after it returns; the events of steps that became ready are committed in
+//! the same write as the outcome that made them ready.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::task::{Id, JoinError, JoinSet};
+
+use crate::backoff::next_delay;
+use crate::clock::now_ms;
+use crate::definition::{SagaDefinition, StepNode};
+use crate::engine::Inner;
+use crate::event::{RunEvent, RunStatus};
+use crate::journal::{Append, Claim, Command, JournalError, PendingChange, Wake, Writer};
+use crate::secret::{SealError, seal, unseal};
+use crate::state::{RunState, StepPhase};
+use crate::step::{StepCall, StepError};
+
+/// How long a run waits before another try when its sealed data cannot be opened.
+const SEAL_BACKOFF_MS: i64 = 30_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Action,
+    Undo,
+}
+
+#[derive(Debug)]
+struct Completion {
+    step: String,
+    kind: Kind,
+    attempt: u32,
+    result: Result<Option<Value>, StepError>,
+}
+
+#[derive(Debug)]
+struct Launch {
+    step: String,
+    kind: Kind,
+    attempt: u32,
+    call: StepCall,
+    output: Option<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DriveError {
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("lease lost")]
+    LeaseLost,
+}
+
+#[derive(Debug)]
+pub(crate) struct Driver {
+    inner: Arc<Inner>,
+    claim: Claim,
+    definition: Arc<SagaDefinition>,
+    input: Arc<Value>,
+    idempotency_key: Arc<str>,
+    state: RunState,
+    in_flight: JoinSet<Completion>,
+    /// Steps started (or about to be) and not yet finished, by what is running.
+    running: HashMap<String, Kind>,
+    task_steps: HashMap<Id, (String, Kind, u32)>,
+    batch: Vec<RunEvent>,
+    launches: Vec<Launch>,
+    /// An operator command was acted on in this batch; the write clears it.
+    acknowledged: bool,
+    /// The earliest retry timer among steps that wait while others run.
+    next_timer: Option<i64>,
+}
+
+pub(crate) async fn drive(mut driver: Driver, lost: Arc<AtomicBool>) {
+    let run_id = driver.claim.run_id;
+    match driver.run(&lost).await {
+        Ok(()) => {}
+        Err(DriveError::LeaseLost | DriveError::Journal(JournalError::Fenced { .. })) => {
+            tracing::info!(%run_id, "run taken over by another worker; stopped here");
+        }
+        Err(e) => tracing::warn!(%run_id, error = %e, "run stopped; it resumes when claimed again"),
+    }
+}
+
+impl Driver {
+    pub(crate) fn new(
+        inner: Arc<Inner>,
+        claim: Claim,
+        definition: Arc<SagaDefinition>,
+        input: Arc<Value>,
+        idempotency_key: Arc<str>,
+        state: RunState,
+    ) -> Self {
+        Self {
+            inner,
+            claim,
+            definition,
+            input,
+            idempotency_key,
+            state,
+            in_flight: JoinSet::new(),
+            running: HashMap::new(),
+            task_steps: HashMap::new(),
+            batch: Vec::new(),
+            launches: Vec::new(),
+            acknowledged: false,
+            next_timer: None,
+        }
+    }
+
+    async fn run(&mut self, lost: &AtomicBool) -> Result<(), DriveError> {
+        let mut idle_rounds = 0;
+        loop {
+            if lost.load(Ordering::Acquire) {
+                return Err(DriveError::LeaseLost);
+            }
+            let now = now_ms();
+            let release = match self.plan(now) {
+                Ok(release) => release,
+                Err(e) => {
+                    // Keep what is already known, hand the run back, try again later.
+                    self.launches.clear();
+                    self.write(Some(Wake::At(now + SEAL_BACKOFF_MS))).await?;
+                    return Err(e.into());
+                }
+            };
+            self.write(release).await?;
+            if release.is_some() {
+                return Ok(());
+            }
+            self.launch();
+            if self.in_flight.is_empty() {
+                // A new operator command came back with the write: plan again. Anything else
+                // would be a planning gap; do not spin on it.
+                idle_rounds += 1;
+                if idle_rounds > 2 {
+                    tracing::warn!(run_id = %self.claim.run_id, "nothing to run or wait for; parking the run");
+                    self.write(Some(Wake::At(now + 1_000))).await?;
+                    return Ok(());
+                }
+                continue;
+            }
+            idle_rounds = 0;
+            let timer = self.next_timer.take();
+            let wait_timer = async {
+                match timer {
+                    Some(at) => {
+                        let ms = u64::try_from(at - now_ms()).unwrap_or(0);
+                        tokio::time::sleep(Duration::from_millis(ms)).await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                joined = self.in_flight.join_next_with_id() => {
+                    if let Some(joined) = joined {
+                        self.complete(joined);
+                    }
+                }
+                () = wait_timer => {}
+            }
+            while let Some(joined) = self.in_flight.try_join_next_with_id() {
+                self.complete(joined);
+            }
+        }
+    }
+
+    fn emit(&mut self, event: RunEvent) {
+        self.state.apply(&event);
+        self.batch.push(event);
+    }
+
+    fn stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::Acquire)
+    }
+
+    /// Decides the next events and launches. `Some(wake)`: hand the lease back with this timer.
+    fn plan(&mut self, now: i64) -> Result<Option<Wake>, SealError> {
+        if self.state.status == RunStatus::Queued {
+            self.emit(RunEvent::RunStarted);
+        }
+        match self.state.status {
+            RunStatus::Running | RunStatus::Paused => self.plan_forward(now),
+            RunStatus::Cancelled | RunStatus::Compensating => self.plan_compensation(now),
+            _ => Ok(Some(Wake::Never)),
+        }
+    }
+
+    fn plan_forward(&mut self, now: i64) -> Result<Option<Wake>, SealError> {
+        if self.state.cancel_requested {
+            if !self.running.is_empty() {
+                return Ok(None);
+            }
+            self.emit(RunEvent::RunCancelled);
+            self.acknowledged = true;
+            self.emit(RunEvent::CompensationStarted {
+                reason: "cancelled by an operator".into(),
+            });
+            return self.plan_compensation(now);
+        }
+        if self.state.status == RunStatus::Paused {
+            return Ok(Some(Wake::Never));
+        }
+        if self.state.pause_requested {
+            if !self.running.is_empty() {
+                return Ok(None);
+            }
+            self.emit(RunEvent::RunPaused);
+            self.acknowledged = true;
+            return Ok(Some(Wake::Never));
+        }
+        if self.stopping() {
+            return Ok(self.running.is_empty().then_some(Wake::Keep));
+        }
+        let definition = self.definition.clone();
+        let mut all_succeeded = true;
+        let mut timer: Option<i64> = None;
+        let mut ready: Vec<&StepNode> = Vec::new();
+        for node in definition.steps() {
+            let name = node.step.name();
+            let Some(s) = self.state.steps.get(name) else {
+                continue;
+            };
+            if s.phase == StepPhase::Succeeded {
+                continue;
+            }
+            all_succeeded = false;
+            if self.running.contains_key(name) || !self.dependencies_succeeded(node) {
+                continue;
+            }
+            match s.phase {
+                StepPhase::Pending | StepPhase::Running => {}
+                StepPhase::RetryWaiting => {
+                    let at = s.retry_at.unwrap_or(now);
+                    if at > now {
+                        timer = Some(timer.map_or(at, |t| t.min(at)));
+                        continue;
+                    }
+                }
+                StepPhase::Failed => {
+                    return self.begin_compensation(now, format!("step `{name}` failed"));
+                }
+                _ => continue,
+            }
+            let budget = node.step.policy().action.max_attempts;
+            if s.attempts_in_budget >= budget {
+                let attempt = s.attempt;
+                self.emit(RunEvent::StepFailed {
+                    step: name.to_owned(),
+                    attempt,
+                    error: format!(
+                        "attempt budget of {budget} spent (the last attempt was interrupted)"
+                    ),
+                    retry_at: None,
+                });
+                return self
+                    .begin_compensation(now, format!("step `{name}` spent its attempt budget"));
+            }
+            ready.push(node);
+        }
+        if all_succeeded {
+            self.emit(RunEvent::RunSucceeded);
+            return Ok(Some(Wake::Never));
+        }
+        for node in ready {
+            let name = node.step.name().to_owned();
+            let attempt = self.state.steps.get(&name).map_or(0, |s| s.attempt) + 1;
+            let call = self.call(node, attempt)?;
+            self.emit(RunEvent::StepStarted {
+                step: name.clone(),
+                attempt,
+            });
+            self.running.insert(name.clone(), Kind::Action);
+            self.launches.push(Launch {
+                step: name,
+                kind: Kind::Action,
+                attempt,
+                call,
+                output: None,
+            });
+        }
+        if self.running.is_empty() {
+            return Ok(Some(Wake::At(timer.unwrap_or(now + 1_000))));
+        }
+        self.next_timer = timer;
+        Ok(None)
+    }
+
+    fn begin_compensation(&mut self, now: i64, reason: String) -> Result<Option<Wake>, SealError> {
+        self.emit(RunEvent::CompensationStarted { reason });
+        self.plan_compensation(now)
+    }
+
+    fn dependencies_succeeded(&self, node: &StepNode) -> bool {
+        node.dependencies.iter().all(|d| {
+            self.state
+                .steps
+                .get(d)
+                .is_some_and(|s| s.phase == StepPhase::Succeeded)
+        })
+    }
+
+    fn plan_compensation(&mut self, now: i64) -> Result<Option<Wake>, SealError> {
+        if self.state.pause_requested {
+            if !self.running.is_empty() {
+                return Ok(None);
+            }
+            self.emit(RunEvent::RunPaused);
+            self.acknowledged = true;
+            return Ok(Some(Wake::Never));
+        }
+        // Undo starts only once every action in flight has landed in the journal.
+        if self.running.values().any(|k| *k == Kind::Action) {
+            return Ok(None);
+        }
+        if self.stopping() {
+            return Ok(self.running.is_empty().then_some(Wake::Keep));
+        }
+        let definition = self.definition.clone();
+        let mut timer: Option<i64> = None;
+        let mut ready: Vec<&StepNode> = Vec::new();
+        for node in definition.steps() {
+            let name = node.step.name();
+            let Some(s) = self.state.steps.get(name) else {
+                continue;
+            };
+            if !s.needs_undo() || self.running.contains_key(name) {
+                continue;
+            }
+            // Reverse dependency order: everything built on this step is undone first.
+            let blocked = definition
+                .dependents(name)
+                .iter()
+                .any(|d| self.state.steps.get(d).is_some_and(|x| x.needs_undo()));
+            if blocked {
+                continue;
+            }
+            match s.phase {
+                StepPhase::UndoFailed => continue,
+                StepPhase::UndoWaiting => {
+                    if let Some(at) = s.retry_at
+                        && at > now
+                    {
+                        timer = Some(timer.map_or(at, |t| t.min(at)));
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            ready.push(node);
+        }
+        for node in ready {
+            let name = node.step.name().to_owned();
+            let Some(s) = self.state.steps.get(&name) else {
+                continue;
+            };
+            let budget = node.step.policy().undo.max_attempts;
+            if s.undo_attempts_in_budget >= budget {
+                let attempt = s.undo_attempt;
+                self.emit(RunEvent::UndoFailed {
+                    step: name,
+                    attempt,
+                    error: format!(
+                        "undo budget of {budget} spent (the last attempt was interrupted)"
+                    ),
+                    retry_at: None,
+                });
+                continue;
+            }
+            let attempt = s.undo_attempt + 1;
+            let mut output = s.output.clone();
+            if let Some(v) = output.as_mut() {
+                unseal(self.inner.key.as_ref(), self.claim.run_id, &name, v)?;
+            }
+            let call = self.call(node, attempt)?;
+            self.emit(RunEvent::UndoStarted {
+                step: name.clone(),
+                attempt,
+            });
+            self.running.insert(name.clone(), Kind::Undo);
+            self.launches.push(Launch {
+                step: name,
+                kind: Kind::Undo,
+                attempt,
+                call,
+                output,
+            });
+        }
+        if self.running.is_empty() {
+            if let Some(at) = timer {
+                return Ok(Some(Wake::At(at)));
+            }
+            let remaining = self.state.remaining();
+            if remaining.is_empty() {
+                self.emit(RunEvent::RunCompensated);
+            } else {
+                let reason = remaining
+                    .iter()
+                    .map(|n| {
+                        let error = self
+                            .state
+                            .steps
+                            .get(n)
+                            .and_then(|s| s.last_error.clone())
+                            .unwrap_or_else(|| "waiting on a dependent's undo".into());
+                        format!("{n}: {error}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                self.emit(RunEvent::RunNeedsAttention { remaining, reason });
+            }
+            return Ok(Some(Wake::Never));
+        }
+        self.next_timer = timer;
+        Ok(None)
+    }
+
+    /// The call for `node`: its dependencies' outputs, unsealed, and nothing else.
+    fn call(&self, node: &StepNode, attempt: u32) -> Result<StepCall, SealError> {
+        let mut outputs = HashMap::with_capacity(node.dependencies.len());
+        for dep in node.dependencies.iter() {
+            if let Some(mut v) = self.state.steps.get(dep).and_then(|s| s.output.clone()) {
+                unseal(self.inner.key.as_ref(), self.claim.run_id, dep, &mut v)?;
+                outputs.insert(dep.clone(), v);
+            }
+        }
+        Ok(StepCall {
+            run_id: self.claim.run_id,
+            step: node.step.name().into(),
+            attempt,
+            idempotency_key: self.idempotency_key.clone(),
+            input: self.input.clone(),
+            dependency_outputs: outputs,
+            dependencies: node.dependencies.clone(),
+        })
+    }
+
+    async fn write(&mut self, release: Option<Wake>) -> Result<(), JournalError> {
+        if self.batch.is_empty() && release.is_none() {
+            return Ok(());
+        }
+        let events = std::mem::take(&mut self.batch);
+        let published = (self.inner.events.receiver_count() > 0).then(|| events.clone());
+        let now = now_ms();
+        let pending = if std::mem::take(&mut self.acknowledged) {
+            PendingChange::Clear
+        } else {
+            PendingChange::Keep
+        };
+        let receipt = self
+            .inner
+            .journal
+            .append(Append {
+                run_id: self.claim.run_id,
+                writer: Writer::Lease {
+                    worker: self.inner.lease.worker.clone(),
+                    generation: self.claim.generation,
+                },
+                now_ms: now,
+                events,
+                status: Some(self.state.status),
+                wake: release.unwrap_or(Wake::Keep),
+                release: release.is_some(),
+                pending,
+            })
+            .await?;
+        if let Some(events) = published {
+            self.inner
+                .publish(self.claim.run_id, receipt.first_seq, now, events);
+        }
+        match receipt.pending {
+            Some(Command::Pause) => self.state.pause_requested = true,
+            Some(Command::Cancel) if self.state.status == RunStatus::Running => {
+                self.state.cancel_requested = true;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn launch(&mut self) {
+        for launch in std::mem::take(&mut self.launches) {
+            let Some(node) = self.definition.step(&launch.step) else {
+                continue;
+            };
+            let step = node.step.clone();
+            let policy = step.policy();
+            let Launch {
+                step: name,
+                kind,
+                attempt,
+                call,
+                output,
+            } = launch;
+            let task_name = name.clone();
+            let handle = self.in_flight.spawn(async move {
+                let (timeout, outcome) = match kind {
+                    Kind::Action => {
+                        let t = policy.action.timeout;
+                        (
+                            t,
+                            tokio::time::timeout(t, step.action(&call))
+                                .await
+                                .map(|r| r.map(Some)),
+                        )
+                    }
+                    Kind::Undo => {
+                        let t = policy.undo.timeout;
+                        (
+                            t,
+                            tokio::time::timeout(t, step.undo(&call, output))
+                                .await
+                                .map(|r| r.map(|()| None)),
+                        )
+                    }
+                };
+                let result = outcome.unwrap_or_else(|_| {
+                    Err(StepError::retryable(format!(
+                        "attempt timed out after {} ms",
+                        timeout.as_millis()
+                    )))
+                });
+                Completion {
+                    step: task_name,
+                    kind,
+                    attempt,
+                    result,
+                }
+            });
+            self.task_steps.insert(handle.id(), (name, kind, attempt));
+        }
+    }
+
+    fn complete(&mut self, joined: Result<(Id, Completion), JoinError>) {
+        let completion = match joined {
+            Ok((id, completion)) => {
+                self.task_steps.remove(&id);
+                completion
+            }
+            Err(e) => {
+                let Some((step, kind, attempt)) = self.task_steps.remove(&e.id()) else {
+                    return;
+                };
+                Completion {
+                    step,
+                    kind,
+                    attempt,
+                    result: Err(StepError::permanent(if e.is_panic() {
+                        "the step panicked"
+                    } else {
+                        "the step was cancelled"
+                    })),
+                }
+            }
+        };
+        self.running.remove(&completion.step);
+        let now = now_ms();
+        let Completion {
+            step,
+            kind,
+            attempt,
+            result,
+        } = completion;
+        match (kind, result) {
+            (Kind::Action, Ok(output)) => {
+                let mut output = output.unwrap_or(Value::Null);
+                match seal(
+                    self.inner.key.as_ref(),
+                    self.claim.run_id,
+                    &step,
+                    &mut output,
+                ) {
+                    Ok(()) => self.emit(RunEvent::StepSucceeded {
+                        step,
+                        attempt,
+                        output,
+                    }),
+                    // Never write the plaintext: the action counts as failed and is undone.
+                    Err(e) => {
+                        self.action_failed(step, attempt, &StepError::permanent(e.to_string()), now)
+                    }
+                }
+            }
+            (Kind::Action, Err(e)) => self.action_failed(step, attempt, &e, now),
+            (Kind::Undo, Ok(_)) => self.emit(RunEvent::UndoSucceeded { step, attempt }),
+            (Kind::Undo, Err(e)) => self.undo_failed(step, attempt, &e, now),
+        }
+    }
+
+    fn retry_at(&self, step: &str, error: &StepError, kind: Kind, now: i64) -> Option<i64> {
+        let node = self.definition.step(step)?;
+        let s = self.state.steps.get(step)?;
+        let (policy, used) = match kind {
+            Kind::Action => (node.step.policy().action, s.attempts_in_budget),
+            Kind::Undo => (node.step.policy().undo, s.undo_attempts_in_budget),
+        };
+        let StepError::Retryable { after, .. } = error else {
+            return None;
+        };
+        if used >= policy.max_attempts {
+            return None;
+        }
+        let delay = next_delay(&policy, used, *after);
+        Some(now + i64::try_from(delay.as_millis()).unwrap_or(i64::MAX / 2))
+    }
+
+    fn action_failed(&mut self, step: String, attempt: u32, error: &StepError, now: i64) {
+        let forward = self.state.status == RunStatus::Running;
+        let retry_at = if forward {
+            self.retry_at(&step, error, Kind::Action, now)
+        } else {
+            None
+        };
+        let gave_up = retry_at.is_none();
+        let reason = format!("step `{step}` failed: {error}");
+        self.emit(RunEvent::StepFailed {
+            step,
+            attempt,
+            error: error.to_string(),
+            retry_at,
+        });
+        if gave_up && forward {
+            self.emit(RunEvent::CompensationStarted { reason });
+        }
+    }
+
+    fn undo_failed(&mut self, step: String, attempt: u32, error: &StepError, now: i64) {
+        let retry_at = self.retry_at(&step, error, Kind::Undo, now);
+        self.emit(RunEvent::UndoFailed {
+            step,
+            attempt,
+            error: error.to_string(),
+            retry_at,
+        });
+    }
+}

@@ -1,0 +1,276 @@
+//! The journal: append-only, sequence-numbered events per run, plus a small `runs` row per
+//! run that projects what workers need to find work (status, timer, lease) without reading
+//! events. Every write by a worker is fenced by its lease generation.
+//!
+//! Two implementations share this trait: [`SqliteJournal`] (one process) and
+//! [`PostgresJournal`] (several worker processes). Their SQL lives in `sql/<backend>/`.
+
+mod group_commit;
+mod postgres;
+mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::event::{EventRecord, RunEvent, RunStatus};
+
+pub use postgres::PostgresJournal;
+pub use sqlite::SqliteJournal;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum JournalError {
+    /// Fencing: the writer's lease generation is stale (or it no longer owns the run).
+    #[error(
+        "write refused: run {run_id} is no longer leased to this worker under generation {generation}"
+    )]
+    Fenced { run_id: Uuid, generation: i64 },
+    #[error("run {0} not found")]
+    NotFound(Uuid),
+    #[error("run {run_id} is {status}; this needs it to be one of: {allowed}")]
+    WrongState {
+        run_id: Uuid,
+        status: RunStatus,
+        allowed: String,
+    },
+    #[error("journal database error: {0}")]
+    Database(#[source] Arc<sqlx::Error>),
+    #[error("journal holds data this build cannot read: {0}")]
+    Corrupt(String),
+    #[error("journal unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl From<sqlx::Error> for JournalError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(Arc::new(e))
+    }
+}
+
+/// Who holds (or asks for) a lease, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseRequest {
+    pub worker: String,
+    pub lease_ms: i64,
+}
+
+/// A run to insert. With `claim`, the new run is leased to that worker in the same write.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    pub id: Uuid,
+    pub saga: String,
+    pub version: u32,
+    pub idempotency_key: String,
+    pub input: Value,
+    pub now_ms: i64,
+    pub claim: Option<LeaseRequest>,
+}
+
+/// The projected row of a run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunRow {
+    pub id: Uuid,
+    pub saga: String,
+    pub version: u32,
+    pub idempotency_key: String,
+    pub input: Value,
+    pub status: RunStatus,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub last_seq: i64,
+    pub wake_at_ms: Option<i64>,
+    pub lease_owner: Option<String>,
+    pub lease_generation: i64,
+    pub lease_expires_at_ms: Option<i64>,
+    pub pending_command: Option<Command>,
+}
+
+#[derive(Debug, Clone)]
+pub enum CreateOutcome {
+    /// Inserted; `run_created` has sequence 1.
+    Created(RunRow),
+    /// A run with this idempotency key already exists.
+    Existing(RunRow),
+}
+
+/// An operator request a worker must act on between steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Pause,
+    Cancel,
+}
+
+impl Command {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Pause => "pause",
+            Self::Cancel => "cancel",
+        }
+    }
+    pub(crate) fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pause" => Some(Self::Pause),
+            "cancel" => Some(Self::Cancel),
+            _ => None,
+        }
+    }
+}
+
+/// What an append does to the run's timer (`wake_at`, when a worker should pick it up).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    Keep,
+    /// Not runnable until an operator command.
+    Never,
+    At(i64),
+    /// The earlier of the current timer and this time; stays unset if unset.
+    Hasten(i64),
+}
+
+/// What an append does to the run's pending operator command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PendingChange {
+    Keep,
+    Clear,
+    /// Cancel is never downgraded to pause.
+    Set(Command),
+}
+
+/// Who writes, and the check the journal makes before accepting the write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Writer {
+    /// A worker under its lease: refused unless it still owns the run under `generation`.
+    Lease { worker: String, generation: i64 },
+    /// An operator command: refused unless the run's status is one of `allowed_from`.
+    Operator { allowed_from: Vec<RunStatus> },
+}
+
+#[derive(Debug, Clone)]
+pub struct Append {
+    pub run_id: Uuid,
+    pub writer: Writer,
+    pub now_ms: i64,
+    pub events: Vec<RunEvent>,
+    pub status: Option<RunStatus>,
+    pub wake: Wake,
+    /// Give the lease up in the same write.
+    pub release: bool,
+    pub pending: PendingChange,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendReceipt {
+    /// Sequence number of the first appended event; the rest follow consecutively.
+    pub first_seq: i64,
+    /// The operator command waiting for the owner, if any.
+    pub pending: Option<Command>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Claim {
+    pub run_id: Uuid,
+    pub generation: i64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RunFilter {
+    pub status: Option<RunStatus>,
+    pub saga: Option<String>,
+    /// Only runs whose id sorts after this one (ids are UUIDv7, so this pages by age).
+    pub after: Option<Uuid>,
+    pub limit: u32,
+}
+
+/// Storage for runs and their events.
+#[async_trait]
+pub trait Journal: Send + Sync + fmt::Debug + 'static {
+    /// Inserts a run and its `run_created` event, or returns the run holding the key.
+    async fn create_run(&self, run: NewRun) -> Result<CreateOutcome, JournalError>;
+
+    /// Appends events atomically, updating the run's projection, after the writer's check.
+    async fn append(&self, append: Append) -> Result<AppendReceipt, JournalError>;
+
+    /// Leases up to `limit` runs whose timer is due and whose lease is free or expired.
+    async fn claim(
+        &self,
+        lease: &LeaseRequest,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claim>, JournalError>;
+
+    /// Extends the leases in `held`; returns those `lease.worker` still holds.
+    async fn renew(
+        &self,
+        lease: &LeaseRequest,
+        held: &[Claim],
+        now_ms: i64,
+    ) -> Result<Vec<Claim>, JournalError>;
+
+    async fn run(&self, run_id: Uuid) -> Result<Option<RunRow>, JournalError>;
+
+    async fn events_since(
+        &self,
+        run_id: Uuid,
+        after_seq: i64,
+    ) -> Result<Vec<EventRecord>, JournalError>;
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRow>, JournalError>;
+}
+
+pub(crate) fn decode_event(
+    run_id: Uuid,
+    seq: i64,
+    at_ms: i64,
+    body: &str,
+) -> Result<EventRecord, JournalError> {
+    let event = serde_json::from_str(body)
+        .map_err(|e| JournalError::Corrupt(format!("event {run_id}/{seq}: {e}")))?;
+    Ok(EventRecord {
+        run_id,
+        seq,
+        at_ms,
+        event,
+    })
+}
+
+pub(crate) fn encode_event(event: &RunEvent) -> Result<String, JournalError> {
+    serde_json::to_string(event).map_err(|e| JournalError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn decode_status(s: &str) -> Result<RunStatus, JournalError> {
+    s.parse()
+        .map_err(|e: crate::event::UnknownStatus| JournalError::Corrupt(e.to_string()))
+}
+
+pub(crate) fn decode_input(s: &str) -> Result<Value, JournalError> {
+    serde_json::from_str(s).map_err(|e| JournalError::Corrupt(format!("run input: {e}")))
+}
+
+/// The textual form of a wake change, as the SQL expects it: (mode, time).
+pub(crate) fn wake_params(wake: Wake) -> (&'static str, Option<i64>) {
+    match wake {
+        Wake::Keep => ("keep", None),
+        Wake::Never => ("never", None),
+        Wake::At(t) => ("at", Some(t)),
+        Wake::Hasten(t) => ("hasten", Some(t)),
+    }
+}
+
+pub(crate) fn pending_param(pending: PendingChange) -> &'static str {
+    match pending {
+        PendingChange::Keep => "keep",
+        PendingChange::Clear => "clear",
+        PendingChange::Set(c) => c.as_str(),
+    }
+}
+
+pub(crate) fn allowed_text(allowed: &[RunStatus]) -> String {
+    allowed
+        .iter()
+        .map(|s| s.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,417 @@
+//! The PostgreSQL journal: several worker processes share it. Claims use
+//! `FOR UPDATE SKIP LOCKED` so workers never wait on each other's rows; writes are batched
+//! per process by group commit, and fenced per run by lease generation.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
+use super::{
+    Append, AppendReceipt, Claim, Command, CreateOutcome, Journal, JournalError, LeaseRequest,
+    NewRun, RunFilter, RunRow, Writer, allowed_text, decode_event, decode_input, decode_status,
+    encode_event, pending_param, wake_params,
+};
+use crate::event::{EventRecord, RunEvent, RunStatus};
+
+/// Every statement this backend runs.
+mod sql {
+    pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
+        1,
+        include_str!("../../sql/postgres/migrations/0001_journal.sql"),
+    )];
+    pub(super) const MIGRATIONS_TABLE: &str =
+        include_str!("../../sql/postgres/migrations_table.sql");
+    pub(super) const MIGRATION_LOCK: &str = include_str!("../../sql/postgres/migration_lock.sql");
+    pub(super) const MIGRATION_APPLIED: &str =
+        include_str!("../../sql/postgres/migration_applied.sql");
+    pub(super) const RECORD_MIGRATION: &str =
+        include_str!("../../sql/postgres/record_migration.sql");
+    pub(super) const INSERT_RUN: &str = include_str!("../../sql/postgres/insert_run.sql");
+    pub(super) const INSERT_EVENTS: &str = include_str!("../../sql/postgres/insert_events.sql");
+    pub(super) const APPEND_FENCED: &str = include_str!("../../sql/postgres/append_fenced.sql");
+    pub(super) const APPEND_OPERATOR: &str = include_str!("../../sql/postgres/append_operator.sql");
+    pub(super) const RUN_STATUS_FOR_UPDATE: &str =
+        include_str!("../../sql/postgres/run_status_for_update.sql");
+    pub(super) const SELECT_RUN: &str = include_str!("../../sql/postgres/select_run.sql");
+    pub(super) const SELECT_RUN_BY_KEY: &str =
+        include_str!("../../sql/postgres/select_run_by_key.sql");
+    pub(super) const LIST_RUNS: &str = include_str!("../../sql/postgres/list_runs.sql");
+    pub(super) const EVENTS_SINCE: &str = include_str!("../../sql/postgres/events_since.sql");
+    pub(super) const CLAIM: &str = include_str!("../../sql/postgres/claim.sql");
+    pub(super) const RENEW: &str = include_str!("../../sql/postgres/renew.sql");
+}
+
+#[derive(Debug, Clone)]
+pub struct PostgresJournal {
+    pool: PgPool,
+    committer: GroupCommitter,
+}
+
+impl PostgresJournal {
+    /// Connects to `url` and migrates the journal tables (safe with concurrent callers).
+    pub async fn connect(url: &str) -> Result<Self, JournalError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        Self::from_pool(pool).await
+    }
+
+    pub async fn from_pool(pool: PgPool) -> Result<Self, JournalError> {
+        migrate(&pool).await?;
+        Ok(Self {
+            committer: GroupCommitter::spawn(PostgresWriter { pool: pool.clone() }),
+            pool,
+        })
+    }
+}
+
+async fn migrate(pool: &PgPool) -> Result<(), JournalError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(sql::MIGRATION_LOCK).execute(&mut *tx).await?;
+    sqlx::query(sql::MIGRATIONS_TABLE).execute(&mut *tx).await?;
+    for &(version, script) in sql::MIGRATIONS {
+        let applied: i64 = sqlx::query_scalar(sql::MIGRATION_APPLIED)
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await?;
+        if applied == 0 {
+            sqlx::raw_sql(script).execute(&mut *tx).await?;
+            sqlx::query(sql::RECORD_MIGRATION)
+                .bind(version)
+                .bind(crate::clock::now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+fn run_row(row: &PgRow) -> Result<RunRow, JournalError> {
+    let input: String = row.try_get("input")?;
+    let status: String = row.try_get("status")?;
+    let version: i64 = row.try_get("saga_version")?;
+    let pending: Option<String> = row.try_get("pending_command")?;
+    Ok(RunRow {
+        id: row.try_get("id")?,
+        saga: row.try_get("saga_name")?,
+        version: u32::try_from(version)
+            .map_err(|_| JournalError::Corrupt(format!("saga version {version}")))?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        input: decode_input(&input)?,
+        status: decode_status(&status)?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        last_seq: row.try_get("last_seq")?,
+        wake_at_ms: row.try_get("wake_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_generation: row.try_get("lease_generation")?,
+        lease_expires_at_ms: row.try_get("lease_expires_at")?,
+        pending_command: pending.as_deref().and_then(Command::parse),
+    })
+}
+
+fn leases(rows: &[PgRow]) -> Result<Vec<Claim>, JournalError> {
+    rows.iter()
+        .map(|r| {
+            Ok(Claim {
+                run_id: r.try_get(0)?,
+                generation: r.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
+struct PostgresWriter {
+    pool: PgPool,
+}
+
+type Tx = Transaction<'static, Postgres>;
+
+async fn insert_events(
+    tx: &mut Tx,
+    run_id: Uuid,
+    first_seq: i64,
+    at: i64,
+    events: &[RunEvent],
+) -> Result<(), JournalError> {
+    let seqs: Vec<i64> = (first_seq..).take(events.len()).collect();
+    let kinds: Vec<&str> = events.iter().map(RunEvent::kind).collect();
+    let bodies = events
+        .iter()
+        .map(encode_event)
+        .collect::<Result<Vec<_>, _>>()?;
+    sqlx::query(sql::INSERT_EVENTS)
+        .bind(run_id)
+        .bind(at)
+        .bind(seqs)
+        .bind(kinds)
+        .bind(bodies)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
+    let (owner, generation, expires) = match &run.claim {
+        Some(l) => (Some(l.worker.clone()), 1_i64, Some(run.now_ms + l.lease_ms)),
+        None => (None, 0, None),
+    };
+    let input =
+        serde_json::to_string(&run.input).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+    let inserted = sqlx::query(sql::INSERT_RUN)
+        .bind(run.id)
+        .bind(&run.saga)
+        .bind(i64::from(run.version))
+        .bind(&run.idempotency_key)
+        .bind(&input)
+        .bind(run.now_ms)
+        .bind(&owner)
+        .bind(generation)
+        .bind(expires)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if inserted.is_none() {
+        let row = sqlx::query(sql::SELECT_RUN_BY_KEY)
+            .bind(&run.idempotency_key)
+            .fetch_one(&mut **tx)
+            .await?;
+        return Ok(WriteDone::Created(CreateOutcome::Existing(run_row(&row)?)));
+    }
+    let created = RunEvent::RunCreated {
+        saga: run.saga.clone(),
+        version: run.version,
+        idempotency_key: run.idempotency_key.clone(),
+    };
+    insert_events(tx, run.id, 1, run.now_ms, std::slice::from_ref(&created)).await?;
+    Ok(WriteDone::Created(CreateOutcome::Created(RunRow {
+        id: run.id,
+        saga: run.saga.clone(),
+        version: run.version,
+        idempotency_key: run.idempotency_key.clone(),
+        input: run.input.clone(),
+        status: RunStatus::Queued,
+        created_at_ms: run.now_ms,
+        updated_at_ms: run.now_ms,
+        last_seq: 1,
+        wake_at_ms: Some(run.now_ms),
+        lease_owner: owner,
+        lease_generation: generation,
+        lease_expires_at_ms: expires,
+        pending_command: None,
+    })))
+}
+
+async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
+    let count = i64::try_from(a.events.len())
+        .map_err(|_| JournalError::Corrupt("too many events".into()))?;
+    let (statement, generation, owner) = match &a.writer {
+        Writer::Lease { worker, generation } => {
+            (sql::APPEND_FENCED, Some(*generation), Some(worker.as_str()))
+        }
+        Writer::Operator { allowed_from } => {
+            let status: Option<String> = sqlx::query_scalar(sql::RUN_STATUS_FOR_UPDATE)
+                .bind(a.run_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let status = decode_status(&status.ok_or(JournalError::NotFound(a.run_id))?)?;
+            if !allowed_from.contains(&status) {
+                return Err(JournalError::WrongState {
+                    run_id: a.run_id,
+                    status,
+                    allowed: allowed_text(allowed_from),
+                });
+            }
+            (sql::APPEND_OPERATOR, None, None)
+        }
+    };
+    let (wake_mode, wake_at) = wake_params(a.wake);
+    let row = sqlx::query(statement)
+        .bind(a.run_id)
+        .bind(generation)
+        .bind(count)
+        .bind(a.status.map(RunStatus::as_str))
+        .bind(wake_mode)
+        .bind(wake_at)
+        .bind(a.release)
+        .bind(pending_param(a.pending))
+        .bind(a.now_ms)
+        .bind(owner)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Err(match &a.writer {
+            Writer::Lease { generation, .. } => JournalError::Fenced {
+                run_id: a.run_id,
+                generation: *generation,
+            },
+            Writer::Operator { .. } => JournalError::NotFound(a.run_id),
+        });
+    };
+    let last_seq: i64 = row.try_get(0)?;
+    let pending: Option<String> = row.try_get(1)?;
+    let first_seq = last_seq - count + 1;
+    if !a.events.is_empty() {
+        insert_events(tx, a.run_id, first_seq, a.now_ms, &a.events).await?;
+    }
+    Ok(WriteDone::Appended(AppendReceipt {
+        first_seq,
+        pending: pending.as_deref().and_then(Command::parse),
+    }))
+}
+
+async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
+    match op {
+        WriteOp::Create(run) => create(tx, run).await,
+        WriteOp::Append(a) => append(tx, a).await,
+        WriteOp::Claim {
+            lease,
+            now_ms,
+            limit,
+        } => {
+            let rows = sqlx::query(sql::CLAIM)
+                .bind(&lease.worker)
+                .bind(now_ms)
+                .bind(lease.lease_ms)
+                .bind(i64::from(*limit))
+                .fetch_all(&mut **tx)
+                .await?;
+            Ok(WriteDone::Leases(leases(&rows)?))
+        }
+        WriteOp::Renew {
+            lease,
+            held,
+            now_ms,
+        } => {
+            let ids: Vec<Uuid> = held.iter().map(|c| c.run_id).collect();
+            let generations: Vec<i64> = held.iter().map(|c| c.generation).collect();
+            let rows = sqlx::query(sql::RENEW)
+                .bind(&lease.worker)
+                .bind(now_ms)
+                .bind(lease.lease_ms)
+                .bind(ids)
+                .bind(generations)
+                .fetch_all(&mut **tx)
+                .await?;
+            Ok(WriteDone::Leases(leases(&rows)?))
+        }
+    }
+}
+
+#[async_trait]
+impl BatchWriter for PostgresWriter {
+    async fn write_batch(
+        &mut self,
+        ops: &[WriteOp],
+    ) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            match apply(&mut tx, op).await {
+                // PostgreSQL aborts the transaction on a failed statement: the batch is lost.
+                Err(e @ (JournalError::Database(_) | JournalError::Corrupt(_))) => return Err(e),
+                outcome => outcomes.push(outcome),
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+fn unexpected(done: WriteDone) -> JournalError {
+    JournalError::Unavailable(format!("journal writer answered out of turn: {done:?}"))
+}
+
+#[async_trait]
+impl Journal for PostgresJournal {
+    async fn create_run(&self, run: NewRun) -> Result<CreateOutcome, JournalError> {
+        match self.committer.submit(WriteOp::Create(run)).await? {
+            WriteDone::Created(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn append(&self, append: Append) -> Result<AppendReceipt, JournalError> {
+        match self.committer.submit(WriteOp::Append(append)).await? {
+            WriteDone::Appended(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn claim(
+        &self,
+        lease: &LeaseRequest,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claim>, JournalError> {
+        let op = WriteOp::Claim {
+            lease: lease.clone(),
+            now_ms,
+            limit,
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Leases(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn renew(
+        &self,
+        lease: &LeaseRequest,
+        held: &[Claim],
+        now_ms: i64,
+    ) -> Result<Vec<Claim>, JournalError> {
+        let op = WriteOp::Renew {
+            lease: lease.clone(),
+            held: held.to_vec(),
+            now_ms,
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Leases(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn run(&self, run_id: Uuid) -> Result<Option<RunRow>, JournalError> {
+        let row = sqlx::query(sql::SELECT_RUN)
+            .bind(run_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_row).transpose()
+    }
+
+    async fn events_since(
+        &self,
+        run_id: Uuid,
+        after_seq: i64,
+    ) -> Result<Vec<EventRecord>, JournalError> {
+        let rows = sqlx::query(sql::EVENTS_SINCE)
+            .bind(run_id)
+            .bind(after_seq)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get(2)?;
+                decode_event(run_id, r.try_get(0)?, r.try_get(1)?, &body)
+            })
+            .collect()
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRow>, JournalError> {
+        let rows = sqlx::query(sql::LIST_RUNS)
+            .bind(filter.status.map(RunStatus::as_str))
+            .bind(filter.saga.as_deref())
+            .bind(filter.after)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(run_row).collect()
+    }
+}

@@ -1,0 +1,426 @@
+//! The SQLite journal: the embedded default for one process. WAL with `synchronous = FULL`,
+//! so a committed event survives power loss; one writer connection fed by group commit,
+//! and a small pool of readers that WAL lets run beside it.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+use uuid::Uuid;
+
+use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
+use super::{
+    Append, AppendReceipt, Claim, Command, CreateOutcome, Journal, JournalError, LeaseRequest,
+    NewRun, RunFilter, RunRow, Writer, allowed_text, decode_event, decode_input, decode_status,
+    encode_event, pending_param, wake_params,
+};
+use crate::event::{EventRecord, RunEvent, RunStatus};
+
+/// Every statement this backend runs.
+mod sql {
+    pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
+        1,
+        include_str!("../../sql/sqlite/migrations/0001_journal.sql"),
+    )];
+    pub(super) const MIGRATIONS_TABLE: &str = include_str!("../../sql/sqlite/migrations_table.sql");
+    pub(super) const MIGRATION_APPLIED: &str =
+        include_str!("../../sql/sqlite/migration_applied.sql");
+    pub(super) const RECORD_MIGRATION: &str = include_str!("../../sql/sqlite/record_migration.sql");
+    pub(super) const INSERT_RUN: &str = include_str!("../../sql/sqlite/insert_run.sql");
+    pub(super) const INSERT_EVENT: &str = include_str!("../../sql/sqlite/insert_event.sql");
+    pub(super) const APPEND_FENCED: &str = include_str!("../../sql/sqlite/append_fenced.sql");
+    pub(super) const APPEND_OPERATOR: &str = include_str!("../../sql/sqlite/append_operator.sql");
+    pub(super) const RUN_STATUS: &str = include_str!("../../sql/sqlite/run_status.sql");
+    pub(super) const SELECT_RUN: &str = include_str!("../../sql/sqlite/select_run.sql");
+    pub(super) const SELECT_RUN_BY_KEY: &str =
+        include_str!("../../sql/sqlite/select_run_by_key.sql");
+    pub(super) const LIST_RUNS: &str = include_str!("../../sql/sqlite/list_runs.sql");
+    pub(super) const EVENTS_SINCE: &str = include_str!("../../sql/sqlite/events_since.sql");
+    pub(super) const CLAIM: &str = include_str!("../../sql/sqlite/claim.sql");
+    pub(super) const RENEW: &str = include_str!("../../sql/sqlite/renew.sql");
+}
+
+#[derive(Debug, Clone)]
+pub struct SqliteJournal {
+    reader: SqlitePool,
+    committer: GroupCommitter,
+}
+
+impl SqliteJournal {
+    /// Opens (creating if needed) the journal database file at `path` and migrates it.
+    pub async fn open(path: impl AsRef<Path>) -> Result<Self, JournalError> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(30))
+            .foreign_keys(true);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(Self {
+            reader,
+            committer: GroupCommitter::spawn(SqliteWriter { pool: writer }),
+        })
+    }
+}
+
+async fn migrate(pool: &SqlitePool) -> Result<(), JournalError> {
+    sqlx::query(sql::MIGRATIONS_TABLE).execute(pool).await?;
+    for &(version, script) in sql::MIGRATIONS {
+        let mut tx = pool.begin().await?;
+        let applied: i64 = sqlx::query_scalar(sql::MIGRATION_APPLIED)
+            .bind(version)
+            .fetch_one(&mut *tx)
+            .await?;
+        if applied == 0 {
+            sqlx::raw_sql(script).execute(&mut *tx).await?;
+            sqlx::query(sql::RECORD_MIGRATION)
+                .bind(version)
+                .bind(crate::clock::now_ms())
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(())
+}
+
+fn parse_id(s: &str) -> Result<Uuid, JournalError> {
+    Uuid::parse_str(s).map_err(|e| JournalError::Corrupt(format!("run id `{s}`: {e}")))
+}
+
+fn run_row(row: &SqliteRow) -> Result<RunRow, JournalError> {
+    let id: String = row.try_get("id")?;
+    let input: String = row.try_get("input")?;
+    let status: String = row.try_get("status")?;
+    let version: i64 = row.try_get("saga_version")?;
+    let pending: Option<String> = row.try_get("pending_command")?;
+    Ok(RunRow {
+        id: parse_id(&id)?,
+        saga: row.try_get("saga_name")?,
+        version: u32::try_from(version)
+            .map_err(|_| JournalError::Corrupt(format!("saga version {version}")))?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        input: decode_input(&input)?,
+        status: decode_status(&status)?,
+        created_at_ms: row.try_get("created_at")?,
+        updated_at_ms: row.try_get("updated_at")?,
+        last_seq: row.try_get("last_seq")?,
+        wake_at_ms: row.try_get("wake_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_generation: row.try_get("lease_generation")?,
+        lease_expires_at_ms: row.try_get("lease_expires_at")?,
+        pending_command: pending.as_deref().and_then(Command::parse),
+    })
+}
+
+fn leases(rows: &[SqliteRow]) -> Result<Vec<Claim>, JournalError> {
+    rows.iter()
+        .map(|r| {
+            let id: String = r.try_get(0)?;
+            Ok(Claim {
+                run_id: parse_id(&id)?,
+                generation: r.try_get(1)?,
+            })
+        })
+        .collect()
+}
+
+struct SqliteWriter {
+    pool: SqlitePool,
+}
+
+type Tx = Transaction<'static, Sqlite>;
+
+async fn insert_event(
+    tx: &mut Tx,
+    run_id: &str,
+    seq: i64,
+    at: i64,
+    event: &RunEvent,
+) -> Result<(), JournalError> {
+    sqlx::query(sql::INSERT_EVENT)
+        .bind(run_id)
+        .bind(seq)
+        .bind(at)
+        .bind(event.kind())
+        .bind(encode_event(event)?)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
+    let id = run.id.to_string();
+    let (owner, generation, expires) = match &run.claim {
+        Some(l) => (Some(l.worker.clone()), 1_i64, Some(run.now_ms + l.lease_ms)),
+        None => (None, 0, None),
+    };
+    let input =
+        serde_json::to_string(&run.input).map_err(|e| JournalError::Corrupt(e.to_string()))?;
+    let inserted = sqlx::query(sql::INSERT_RUN)
+        .bind(&id)
+        .bind(&run.saga)
+        .bind(i64::from(run.version))
+        .bind(&run.idempotency_key)
+        .bind(&input)
+        .bind(run.now_ms)
+        .bind(&owner)
+        .bind(generation)
+        .bind(expires)
+        .fetch_optional(&mut **tx)
+        .await?;
+    if inserted.is_none() {
+        let row = sqlx::query(sql::SELECT_RUN_BY_KEY)
+            .bind(&run.idempotency_key)
+            .fetch_one(&mut **tx)
+            .await?;
+        return Ok(WriteDone::Created(CreateOutcome::Existing(run_row(&row)?)));
+    }
+    let created = RunEvent::RunCreated {
+        saga: run.saga.clone(),
+        version: run.version,
+        idempotency_key: run.idempotency_key.clone(),
+    };
+    insert_event(tx, &id, 1, run.now_ms, &created).await?;
+    Ok(WriteDone::Created(CreateOutcome::Created(RunRow {
+        id: run.id,
+        saga: run.saga.clone(),
+        version: run.version,
+        idempotency_key: run.idempotency_key.clone(),
+        input: run.input.clone(),
+        status: RunStatus::Queued,
+        created_at_ms: run.now_ms,
+        updated_at_ms: run.now_ms,
+        last_seq: 1,
+        wake_at_ms: Some(run.now_ms),
+        lease_owner: owner,
+        lease_generation: generation,
+        lease_expires_at_ms: expires,
+        pending_command: None,
+    })))
+}
+
+async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
+    let id = a.run_id.to_string();
+    let count = i64::try_from(a.events.len())
+        .map_err(|_| JournalError::Corrupt("too many events".into()))?;
+    let (statement, generation, owner) = match &a.writer {
+        Writer::Lease { worker, generation } => {
+            (sql::APPEND_FENCED, Some(*generation), Some(worker.as_str()))
+        }
+        Writer::Operator { allowed_from } => {
+            let status: Option<String> = sqlx::query_scalar(sql::RUN_STATUS)
+                .bind(&id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            let status = decode_status(&status.ok_or(JournalError::NotFound(a.run_id))?)?;
+            if !allowed_from.contains(&status) {
+                return Err(JournalError::WrongState {
+                    run_id: a.run_id,
+                    status,
+                    allowed: allowed_text(allowed_from),
+                });
+            }
+            (sql::APPEND_OPERATOR, None, None)
+        }
+    };
+    let (wake_mode, wake_at) = wake_params(a.wake);
+    let row = sqlx::query(statement)
+        .bind(&id)
+        .bind(generation)
+        .bind(count)
+        .bind(a.status.map(RunStatus::as_str))
+        .bind(wake_mode)
+        .bind(wake_at)
+        .bind(a.release)
+        .bind(pending_param(a.pending))
+        .bind(a.now_ms)
+        .bind(owner)
+        .fetch_optional(&mut **tx)
+        .await?;
+    let Some(row) = row else {
+        return Err(match &a.writer {
+            Writer::Lease { generation, .. } => JournalError::Fenced {
+                run_id: a.run_id,
+                generation: *generation,
+            },
+            Writer::Operator { .. } => JournalError::NotFound(a.run_id),
+        });
+    };
+    let last_seq: i64 = row.try_get(0)?;
+    let pending: Option<String> = row.try_get(1)?;
+    let first_seq = last_seq - count + 1;
+    for (seq, event) in (first_seq..).zip(&a.events) {
+        insert_event(tx, &id, seq, a.now_ms, event).await?;
+    }
+    Ok(WriteDone::Appended(AppendReceipt {
+        first_seq,
+        pending: pending.as_deref().and_then(Command::parse),
+    }))
+}
+
+async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
+    match op {
+        WriteOp::Create(run) => create(tx, run).await,
+        WriteOp::Append(a) => append(tx, a).await,
+        WriteOp::Claim {
+            lease,
+            now_ms,
+            limit,
+        } => {
+            let rows = sqlx::query(sql::CLAIM)
+                .bind(&lease.worker)
+                .bind(now_ms)
+                .bind(lease.lease_ms)
+                .bind(i64::from(*limit))
+                .fetch_all(&mut **tx)
+                .await?;
+            Ok(WriteDone::Leases(leases(&rows)?))
+        }
+        WriteOp::Renew {
+            lease,
+            held,
+            now_ms,
+        } => {
+            let mut kept = Vec::with_capacity(held.len());
+            for claim in held {
+                let rows = sqlx::query(sql::RENEW)
+                    .bind(&lease.worker)
+                    .bind(now_ms)
+                    .bind(lease.lease_ms)
+                    .bind(claim.run_id.to_string())
+                    .bind(claim.generation)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                kept.extend(leases(&rows)?);
+            }
+            Ok(WriteDone::Leases(kept))
+        }
+    }
+}
+
+#[async_trait]
+impl BatchWriter for SqliteWriter {
+    async fn write_batch(
+        &mut self,
+        ops: &[WriteOp],
+    ) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes = Vec::with_capacity(ops.len());
+        for op in ops {
+            match apply(&mut tx, op).await {
+                // A failed statement may have left partial work: give up the whole batch.
+                Err(e @ (JournalError::Database(_) | JournalError::Corrupt(_))) => return Err(e),
+                outcome => outcomes.push(outcome),
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+fn unexpected(done: WriteDone) -> JournalError {
+    JournalError::Unavailable(format!("journal writer answered out of turn: {done:?}"))
+}
+
+#[async_trait]
+impl Journal for SqliteJournal {
+    async fn create_run(&self, run: NewRun) -> Result<CreateOutcome, JournalError> {
+        match self.committer.submit(WriteOp::Create(run)).await? {
+            WriteDone::Created(c) => Ok(c),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn append(&self, append: Append) -> Result<AppendReceipt, JournalError> {
+        match self.committer.submit(WriteOp::Append(append)).await? {
+            WriteDone::Appended(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn claim(
+        &self,
+        lease: &LeaseRequest,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Claim>, JournalError> {
+        let op = WriteOp::Claim {
+            lease: lease.clone(),
+            now_ms,
+            limit,
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Leases(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn renew(
+        &self,
+        lease: &LeaseRequest,
+        held: &[Claim],
+        now_ms: i64,
+    ) -> Result<Vec<Claim>, JournalError> {
+        let op = WriteOp::Renew {
+            lease: lease.clone(),
+            held: held.to_vec(),
+            now_ms,
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Leases(l) => Ok(l),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn run(&self, run_id: Uuid) -> Result<Option<RunRow>, JournalError> {
+        let row = sqlx::query(sql::SELECT_RUN)
+            .bind(run_id.to_string())
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(run_row).transpose()
+    }
+
+    async fn events_since(
+        &self,
+        run_id: Uuid,
+        after_seq: i64,
+    ) -> Result<Vec<EventRecord>, JournalError> {
+        let rows = sqlx::query(sql::EVENTS_SINCE)
+            .bind(run_id.to_string())
+            .bind(after_seq)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let body: String = r.try_get(2)?;
+                decode_event(run_id, r.try_get(0)?, r.try_get(1)?, &body)
+            })
+            .collect()
+    }
+
+    async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRow>, JournalError> {
+        let rows = sqlx::query(sql::LIST_RUNS)
+            .bind(filter.status.map(RunStatus::as_str))
+            .bind(filter.saga.as_deref())
+            .bind(filter.after.map(|id| id.to_string()))
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(run_row).collect()
+    }
+}

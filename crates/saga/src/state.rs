@@ -1,0 +1,256 @@
+//! Run and step state, derived by folding a run's events in sequence order.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::definition::SagaDefinition;
+use crate::event::{RunEvent, RunStatus};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepPhase {
+    /// Never started.
+    Pending,
+    /// `step_started` written, no outcome yet (in flight, or its worker died).
+    Running,
+    /// Failed an attempt; the next one is due at `retry_at`.
+    RetryWaiting,
+    Succeeded,
+    /// Gave up (permanent failure, timeout or budget spent).
+    Failed,
+    Undoing,
+    UndoWaiting,
+    Undone,
+    /// Undo gave up; the resource may still exist.
+    UndoFailed,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepState {
+    pub phase: StepPhase,
+    /// Number of the latest action attempt (keeps counting across operator retries).
+    pub attempt: u32,
+    /// Attempts spent against the current budget.
+    pub attempts_in_budget: u32,
+    pub undo_attempt: u32,
+    pub undo_attempts_in_budget: u32,
+    /// The action started at least once since the last full undo: its resource may exist.
+    pub started: bool,
+    /// Sealed output, as in the journal.
+    pub output: Option<Value>,
+    pub retry_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl StepState {
+    fn new() -> Self {
+        Self {
+            phase: StepPhase::Pending,
+            attempt: 0,
+            attempts_in_budget: 0,
+            undo_attempt: 0,
+            undo_attempts_in_budget: 0,
+            started: false,
+            output: None,
+            retry_at: None,
+            last_error: None,
+        }
+    }
+
+    /// Its resource may exist and has not been undone.
+    pub fn needs_undo(&self) -> bool {
+        self.started && self.phase != StepPhase::Undone
+    }
+}
+
+/// The derived state of one run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunState {
+    pub status: RunStatus,
+    pub steps: BTreeMap<String, StepState>,
+    pub pause_requested: bool,
+    pub cancel_requested: bool,
+    pub status_before_pause: Option<RunStatus>,
+    pub compensation_reason: Option<String>,
+    pub needs_attention: Option<Vec<String>>,
+    pub abandoned_reason: Option<String>,
+    pub last_seq: i64,
+}
+
+impl RunState {
+    /// A freshly created run of `definition` (steps appear as events name them when the
+    /// definition is not known to this build).
+    pub fn new(definition: Option<&SagaDefinition>) -> Self {
+        Self {
+            status: RunStatus::Queued,
+            steps: definition
+                .map(|d| d.steps())
+                .unwrap_or_default()
+                .iter()
+                .map(|n| (n.step.name().to_owned(), StepState::new()))
+                .collect(),
+            pause_requested: false,
+            cancel_requested: false,
+            status_before_pause: None,
+            compensation_reason: None,
+            needs_attention: None,
+            abandoned_reason: None,
+            last_seq: 0,
+        }
+    }
+
+    pub fn fold<'a>(
+        definition: Option<&SagaDefinition>,
+        events: impl IntoIterator<Item = (i64, &'a RunEvent)>,
+    ) -> Self {
+        let mut state = Self::new(definition);
+        for (seq, event) in events {
+            state.apply(event);
+            state.last_seq = seq;
+        }
+        state
+    }
+
+    fn step(&mut self, name: &str) -> &mut StepState {
+        self.steps
+            .entry(name.to_owned())
+            .or_insert_with(StepState::new)
+    }
+
+    pub fn apply(&mut self, event: &RunEvent) {
+        match event {
+            RunEvent::RunCreated { .. } => self.status = RunStatus::Queued,
+            RunEvent::RunStarted => self.status = RunStatus::Running,
+            RunEvent::StepStarted { step, attempt } => {
+                let s = self.step(step);
+                s.phase = StepPhase::Running;
+                s.attempt = *attempt;
+                s.attempts_in_budget += 1;
+                s.started = true;
+                s.retry_at = None;
+            }
+            RunEvent::StepSucceeded { step, output, .. } => {
+                let s = self.step(step);
+                s.phase = StepPhase::Succeeded;
+                s.output = Some(output.clone());
+                s.last_error = None;
+            }
+            RunEvent::StepFailed {
+                step,
+                error,
+                retry_at,
+                ..
+            } => {
+                let s = self.step(step);
+                s.phase = if retry_at.is_some() {
+                    StepPhase::RetryWaiting
+                } else {
+                    StepPhase::Failed
+                };
+                s.retry_at = *retry_at;
+                s.last_error = Some(error.clone());
+            }
+            RunEvent::CompensationStarted { reason } => {
+                self.status = RunStatus::Compensating;
+                self.compensation_reason = Some(reason.clone());
+            }
+            RunEvent::UndoStarted { step, attempt } => {
+                let s = self.step(step);
+                s.phase = StepPhase::Undoing;
+                s.undo_attempt = *attempt;
+                s.undo_attempts_in_budget += 1;
+                s.retry_at = None;
+            }
+            RunEvent::UndoSucceeded { step, .. } => {
+                let s = self.step(step);
+                s.phase = StepPhase::Undone;
+                s.last_error = None;
+            }
+            RunEvent::UndoFailed {
+                step,
+                error,
+                retry_at,
+                ..
+            } => {
+                let s = self.step(step);
+                s.phase = if retry_at.is_some() {
+                    StepPhase::UndoWaiting
+                } else {
+                    StepPhase::UndoFailed
+                };
+                s.retry_at = *retry_at;
+                s.last_error = Some(error.clone());
+            }
+            RunEvent::RunSucceeded => self.status = RunStatus::Succeeded,
+            RunEvent::RunCompensated => self.status = RunStatus::Compensated,
+            RunEvent::RunNeedsAttention { remaining, .. } => {
+                self.status = RunStatus::NeedsAttention;
+                self.needs_attention = Some(remaining.clone());
+            }
+            RunEvent::PauseRequested => self.pause_requested = true,
+            RunEvent::RunPaused => {
+                self.pause_requested = false;
+                self.status_before_pause = Some(self.status);
+                self.status = RunStatus::Paused;
+            }
+            RunEvent::RunResumed => {
+                self.status = self
+                    .status_before_pause
+                    .take()
+                    .unwrap_or(RunStatus::Running);
+            }
+            RunEvent::CancelRequested => self.cancel_requested = true,
+            RunEvent::RunCancelled => {
+                self.cancel_requested = false;
+                self.pause_requested = false;
+                self.status = RunStatus::Cancelled;
+            }
+            RunEvent::RetryRequested => self.apply_retry(),
+            RunEvent::RunAbandoned { reason } => {
+                self.status = RunStatus::Abandoned;
+                self.abandoned_reason = Some(reason.clone());
+            }
+        }
+    }
+
+    /// `needs_attention`: resume compensation with fresh undo budgets. `compensated`:
+    /// everything was undone, so "from where it stopped" is the beginning, with fresh budgets.
+    fn apply_retry(&mut self) {
+        match self.status {
+            RunStatus::NeedsAttention => {
+                for s in self.steps.values_mut() {
+                    if s.phase == StepPhase::UndoFailed {
+                        s.phase = StepPhase::UndoWaiting;
+                        s.retry_at = None;
+                    }
+                    s.undo_attempts_in_budget = 0;
+                }
+                self.needs_attention = None;
+                self.status = RunStatus::Compensating;
+            }
+            RunStatus::Compensated => {
+                for s in self.steps.values_mut() {
+                    let attempt = s.attempt;
+                    let undo_attempt = s.undo_attempt;
+                    *s = StepState::new();
+                    s.attempt = attempt;
+                    s.undo_attempt = undo_attempt;
+                }
+                self.compensation_reason = None;
+                self.status = RunStatus::Running;
+            }
+            _ => {}
+        }
+    }
+
+    /// Steps whose resources may still exist.
+    pub fn remaining(&self) -> Vec<String> {
+        self.steps
+            .iter()
+            .filter(|(_, s)| s.needs_undo())
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+}

@@ -1,0 +1,278 @@
+//! What a saga author writes: a typed step with an action and an undo, and its policy.
+//!
+//! The engine drives steps through [`ErasedStep`], which works on JSON; [`Step`] is the typed
+//! face authors implement and [`erase`] turns one into the other.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Timeout, attempt budget and backoff for one side of a step (its action or its undo).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// How long one attempt may take before it counts as a retryable failure.
+    pub timeout: Duration,
+    /// Attempts allowed before the step (or undo) is given up on.
+    pub max_attempts: u32,
+    /// First backoff ceiling; doubled after every failed attempt.
+    pub backoff_base: Duration,
+    /// The ceiling never grows past this.
+    pub backoff_cap: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(120),
+            max_attempts: 6,
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The policy of a step: one for its action, one for its undo.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StepPolicy {
+    pub action: RetryPolicy,
+    pub undo: RetryPolicy,
+}
+
+impl Default for StepPolicy {
+    fn default() -> Self {
+        Self {
+            action: RetryPolicy::default(),
+            // Undo is what keeps us from orphaning paid resources: try harder and longer.
+            undo: RetryPolicy {
+                max_attempts: 10,
+                ..RetryPolicy::default()
+            },
+        }
+    }
+}
+
+impl StepPolicy {
+    /// The same policy for action and undo.
+    pub fn uniform(policy: RetryPolicy) -> Self {
+        Self {
+            action: policy,
+            undo: policy,
+        }
+    }
+}
+
+/// How a step attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
+pub enum StepError {
+    /// Worth another attempt; `after` is the provider's own hint (e.g. `Retry-After`).
+    #[error("{message}")]
+    Retryable {
+        after: Option<Duration>,
+        message: String,
+    },
+    /// Another attempt would fail the same way.
+    #[error("{message}")]
+    Permanent { message: String },
+}
+
+impl StepError {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        Self::Retryable {
+            after: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn retry_after(after: Duration, message: impl Into<String>) -> Self {
+        Self::Retryable {
+            after: Some(after),
+            message: message.into(),
+        }
+    }
+
+    pub fn permanent(message: impl Into<String>) -> Self {
+        Self::Permanent {
+            message: message.into(),
+        }
+    }
+
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Retryable { .. })
+    }
+}
+
+/// Everything one attempt of an action or undo gets to see, in JSON form.
+#[derive(Debug, Clone)]
+pub struct StepCall {
+    pub(crate) run_id: Uuid,
+    pub(crate) step: Arc<str>,
+    pub(crate) attempt: u32,
+    pub(crate) idempotency_key: Arc<str>,
+    pub(crate) input: Arc<Value>,
+    /// Unsealed outputs of the step's declared dependencies, and nothing else.
+    pub(crate) dependency_outputs: HashMap<String, Value>,
+    pub(crate) dependencies: Arc<[String]>,
+}
+
+impl StepCall {
+    pub fn run_id(&self) -> Uuid {
+        self.run_id
+    }
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+    pub fn attempt(&self) -> u32 {
+        self.attempt
+    }
+    pub fn idempotency_key(&self) -> &str {
+        &self.idempotency_key
+    }
+    pub fn input(&self) -> &Value {
+        &self.input
+    }
+
+    /// The raw output of a declared dependency.
+    pub fn dependency_output(&self, step: &str) -> Result<&Value, StepError> {
+        if !self.dependencies.iter().any(|d| d == step) {
+            return Err(StepError::permanent(format!(
+                "step `{}` read the output of `{step}`, which is not one of its dependencies",
+                self.step
+            )));
+        }
+        self.dependency_outputs.get(step).ok_or_else(|| {
+            StepError::permanent(format!(
+                "step `{}` found no recorded output for its dependency `{step}`",
+                self.step
+            ))
+        })
+    }
+}
+
+/// The typed view of a [`StepCall`] a [`Step`] receives.
+#[derive(Debug)]
+pub struct StepContext<'a, I> {
+    input: &'a I,
+    call: &'a StepCall,
+}
+
+impl<'a, I> StepContext<'a, I> {
+    pub fn input(&self) -> &'a I {
+        self.input
+    }
+
+    /// The output of `step`, which must be a declared dependency of this step.
+    pub fn output<T: DeserializeOwned>(&self, step: &str) -> Result<T, StepError> {
+        let raw = self.call.dependency_output(step)?;
+        T::deserialize(raw).map_err(|e| {
+            StepError::permanent(format!(
+                "output of `{step}` does not have the expected shape: {e}"
+            ))
+        })
+    }
+
+    pub fn run_id(&self) -> Uuid {
+        self.call.run_id
+    }
+    pub fn attempt(&self) -> u32 {
+        self.call.attempt
+    }
+    /// The run's idempotency key, for deterministic resource names and request ids.
+    pub fn idempotency_key(&self) -> &str {
+        &self.call.idempotency_key
+    }
+    pub fn step_name(&self) -> &str {
+        &self.call.step
+    }
+}
+
+/// A typed saga step. Actions must be idempotent: look the resource up by its deterministic
+/// name before creating it, so a repeat after a crash adopts instead of duplicating.
+#[async_trait]
+pub trait Step: Send + Sync + 'static {
+    /// The saga's input.
+    type Input: Serialize + DeserializeOwned + Send + Sync;
+    type Output: Serialize + DeserializeOwned + Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    fn policy(&self) -> StepPolicy {
+        StepPolicy::default()
+    }
+
+    async fn action(&self, ctx: &StepContext<'_, Self::Input>) -> Result<Self::Output, StepError>;
+
+    /// `output` is `Some` when the action succeeded, `None` when it only started (then the
+    /// undo must find the resource by its deterministic name). "Already gone" is success.
+    async fn undo(
+        &self,
+        ctx: &StepContext<'_, Self::Input>,
+        output: Option<Self::Output>,
+    ) -> Result<(), StepError>;
+}
+
+/// A step as the engine sees it: JSON in, JSON out. Wrappers (fault injection, tracing) are
+/// written against this trait so they work for every saga.
+#[async_trait]
+pub trait ErasedStep: Send + Sync + 'static {
+    fn name(&self) -> &str;
+    fn policy(&self) -> StepPolicy;
+    async fn action(&self, call: &StepCall) -> Result<Value, StepError>;
+    async fn undo(&self, call: &StepCall, output: Option<Value>) -> Result<(), StepError>;
+}
+
+/// Turns a typed step into the engine's erased form.
+pub fn erase<S: Step>(step: S) -> Arc<dyn ErasedStep> {
+    Arc::new(Typed(step))
+}
+
+struct Typed<S>(S);
+
+impl<S: Step> Typed<S> {
+    fn input(call: &StepCall) -> Result<S::Input, StepError> {
+        S::Input::deserialize(call.input.as_ref())
+            .map_err(|e| StepError::permanent(format!("saga input does not fit the step: {e}")))
+    }
+}
+
+#[async_trait]
+impl<S: Step> ErasedStep for Typed<S> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn policy(&self) -> StepPolicy {
+        self.0.policy()
+    }
+
+    async fn action(&self, call: &StepCall) -> Result<Value, StepError> {
+        let input = Self::input(call)?;
+        let ctx = StepContext {
+            input: &input,
+            call,
+        };
+        let output = self.0.action(&ctx).await?;
+        serde_json::to_value(&output)
+            .map_err(|e| StepError::permanent(format!("step output does not serialise: {e}")))
+    }
+
+    async fn undo(&self, call: &StepCall, output: Option<Value>) -> Result<(), StepError> {
+        let input = Self::input(call)?;
+        let ctx = StepContext {
+            input: &input,
+            call,
+        };
+        let output = match output {
+            Some(raw) => Some(S::Output::deserialize(&raw).map_err(|e| {
+                StepError::permanent(format!("recorded output does not fit the step: {e}"))
+            })?),
+            None => None,
+        };
+        self.0.undo(&ctx, output).await
+    }
+}

@@ -1,0 +1,159 @@
+//! The worker side of the engine: a claim loop that leases due runs, a heartbeat loop that
+//! keeps the leases alive, recovery that rebuilds a claimed run from its journal, and one
+//! executor task per run. Each loop is its own small file.
+
+mod claim;
+mod heartbeat;
+mod recovery;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use crate::definition::SagaDefinition;
+use crate::engine::{ActiveRun, Inner};
+use crate::executor::{self, Driver};
+use crate::journal::{Claim, RunRow};
+use crate::state::RunState;
+
+/// The running loops of one worker process. Dropping it stops them abruptly, as
+/// [`Workers::kill`] does.
+#[derive(Debug)]
+pub struct Workers {
+    inner: Arc<Inner>,
+    loops: Vec<JoinHandle<()>>,
+}
+
+pub(crate) fn start(inner: Arc<Inner>) -> Workers {
+    inner.stopping.store(false, Ordering::Release);
+    inner.workers_running.store(true, Ordering::Release);
+    let loops = vec![
+        tokio::spawn(claim::claim_loop(inner.clone())),
+        tokio::spawn(heartbeat::heartbeat_loop(inner.clone())),
+    ];
+    Workers { inner, loops }
+}
+
+impl Workers {
+    /// Graceful stop: no new steps start, in-flight steps finish and are journaled, leases
+    /// are handed back so another worker can continue at once. Waits at most `grace`.
+    pub async fn shutdown(mut self, grace: Duration) {
+        self.inner.workers_running.store(false, Ordering::Release);
+        self.inner.stopping.store(true, Ordering::Release);
+        self.inner.wakeup.notify_waiters();
+        for l in &self.loops {
+            if !l.is_finished() {
+                // The claim loop must not take new runs while we drain; heartbeat keeps going.
+            }
+        }
+        let deadline = tokio::time::Instant::now() + grace;
+        while !self.inner.active().is_empty() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.stop_everything();
+    }
+
+    /// Abrupt stop, as if the process died: tasks are dropped mid-step and leases are left
+    /// to expire. Used to test recovery.
+    pub fn kill(mut self) {
+        self.stop_everything();
+    }
+
+    /// Runs this worker is driving right now.
+    pub fn active_runs(&self) -> Vec<Uuid> {
+        self.inner.active().keys().copied().collect()
+    }
+
+    fn stop_everything(&mut self) {
+        self.inner.workers_running.store(false, Ordering::Release);
+        for l in self.loops.drain(..) {
+            l.abort();
+        }
+        for (_, run) in self.inner.active().drain() {
+            run.task.abort();
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        self.stop_everything();
+    }
+}
+
+/// Starts driving a run this process just created and leased (generation 1), without
+/// reading back what it just wrote.
+pub(crate) fn adopt_new_run(inner: &Arc<Inner>, row: &RunRow, definition: Arc<SagaDefinition>) {
+    let mut state = RunState::new(Some(&definition));
+    state.last_seq = row.last_seq;
+    let driver = Driver::new(
+        inner.clone(),
+        Claim {
+            run_id: row.id,
+            generation: row.lease_generation,
+        },
+        definition,
+        Arc::new(row.input.clone()),
+        row.idempotency_key.as_str().into(),
+        state,
+    );
+    spawn_run(inner, row.id, row.lease_generation, move |lost| {
+        executor::drive(driver, lost)
+    });
+}
+
+/// Claimed from the journal: recover the run's state first, then drive it.
+pub(crate) fn spawn_claimed(inner: &Arc<Inner>, claim: Claim) {
+    let for_task = inner.clone();
+    spawn_run(
+        inner,
+        claim.run_id,
+        claim.generation,
+        move |lost| async move {
+            match recovery::recover(&for_task, claim).await {
+                Ok(Some(driver)) => executor::drive(driver, lost).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(run_id = %claim.run_id, error = %e, "could not recover run")
+                }
+            }
+        },
+    );
+}
+
+fn spawn_run<F, Fut>(inner: &Arc<Inner>, run_id: Uuid, generation: i64, task: F)
+where
+    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let lost = Arc::new(AtomicBool::new(false));
+    let body = task(lost.clone());
+    let cleanup = inner.clone();
+    // Holding the lock across spawn: the task's own removal waits until it is registered.
+    let mut active = inner.active();
+    let handle = tokio::spawn(async move {
+        body.await;
+        let mut active = cleanup.active();
+        if active
+            .get(&run_id)
+            .is_some_and(|r| r.generation == generation)
+        {
+            active.remove(&run_id);
+        }
+    });
+    if let Some(previous) = active.insert(
+        run_id,
+        ActiveRun {
+            generation,
+            lost,
+            task: handle.abort_handle(),
+        },
+    ) {
+        // Our older lease on this run lapsed and we claimed it again: the old task is stale.
+        previous.lost.store(true, Ordering::Release);
+        previous.task.abort();
+    }
+}

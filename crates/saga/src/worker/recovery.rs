@@ -1,0 +1,54 @@
+//! Recovery: a claimed run's state is rebuilt from its journal, whoever wrote it last.
+
+use std::sync::Arc;
+
+use crate::clock::now_ms;
+use crate::engine::Inner;
+use crate::executor::Driver;
+use crate::journal::{Append, Claim, JournalError, PendingChange, Wake, Writer};
+use crate::state::RunState;
+
+/// How long a run waits when this build cannot drive it (unknown saga version).
+const UNKNOWN_VERSION_BACKOFF_MS: i64 = 60_000;
+
+pub(super) async fn recover(
+    inner: &Arc<Inner>,
+    claim: Claim,
+) -> Result<Option<Driver>, JournalError> {
+    let Some(row) = inner.journal.run(claim.run_id).await? else {
+        return Err(JournalError::NotFound(claim.run_id));
+    };
+    let Some(definition) = inner.registry.get(&row.saga, row.version).cloned() else {
+        tracing::error!(
+            run_id = %row.id, saga = %row.saga, version = row.version,
+            "this build has no definition for the run's saga version; leaving it for another worker"
+        );
+        inner
+            .journal
+            .append(Append {
+                run_id: row.id,
+                writer: Writer::Lease {
+                    worker: inner.lease.worker.clone(),
+                    generation: claim.generation,
+                },
+                now_ms: now_ms(),
+                events: Vec::new(),
+                status: None,
+                wake: Wake::At(now_ms() + UNKNOWN_VERSION_BACKOFF_MS),
+                release: true,
+                pending: PendingChange::Keep,
+            })
+            .await?;
+        return Ok(None);
+    };
+    let events = inner.journal.events_since(row.id, 0).await?;
+    let state = RunState::fold(Some(&definition), events.iter().map(|e| (e.seq, &e.event)));
+    Ok(Some(Driver::new(
+        inner.clone(),
+        claim,
+        definition,
+        Arc::new(row.input),
+        row.idempotency_key.as_str().into(),
+        state,
+    )))
+}
