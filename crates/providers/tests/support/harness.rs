@@ -200,12 +200,23 @@ pub const SIMULATOR_UNDOCUMENTED: &[Undocumented] = &[
 /// narrow, to be removed once fixed where it belongs:
 /// - Vercel `GET /v13/deployments/{idOrUrl}`: the spec's 200 body is a `oneOf` of two loose
 ///   deployment shapes, and the simulated body satisfies both, which `oneOf` forbids.
-pub const SIMULATOR_BODY_GAPS: &[(Provider, &str, &str, &str)] = &[(
-    Provider::Vercel,
-    "GET",
-    "/v13/deployments/{idOrUrl}",
-    "valid under more than one of the schemas listed in the 'oneOf' keyword",
-)];
+/// - n8n `GET /workflows`: a listed published workflow's `activeVersion` carries
+///   `workflowPublishHistory`, which the spec's `activeVersion` (additionalProperties: false)
+///   does not allow and API-CONTRACTS §8 does not list among the real server's extra keys.
+pub const SIMULATOR_BODY_GAPS: &[(Provider, &str, &str, &str)] = &[
+    (
+        Provider::Vercel,
+        "GET",
+        "/v13/deployments/{idOrUrl}",
+        "valid under more than one of the schemas listed in the 'oneOf' keyword",
+    ),
+    (
+        Provider::N8n,
+        "GET",
+        "/workflows",
+        "/activeVersion/workflowPublishHistory`: property is not allowed here",
+    ),
+];
 
 /// Every exchange keeps its provider's contract both ways; the only violations accepted are
 /// "status N is not documented" for the listed (provider, method, template, status): the
