@@ -295,11 +295,11 @@ impl Transport {
             Target::Absolute(url) => {
                 // The credential goes with the request: never to another origin.
                 if url.origin() != self.base.origin() {
-                    return Err(ProviderError::Permanent {
-                        status: 0,
+                    return Err(ProviderError::Decode {
+                        provider: self.provider,
+                        operation: call.operation.to_owned(),
                         message: format!(
-                            "{} pointed to another origin ({}); not followed",
-                            call.operation,
+                            "next-page link points to another origin ({}); not followed",
                             url.origin().ascii_serialization()
                         ),
                     });

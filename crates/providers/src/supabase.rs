@@ -397,26 +397,76 @@ pub fn pick_api_keys(keys: Vec<ApiKey>) -> Result<ProjectApiKeys, ProviderError>
         if let Some(value) = key.api_key {
             // A masked key is its prefix followed by '·' characters (API-CONTRACTS §1.5).
             if value.expose_secret().is_empty() || value.expose_secret().contains('·') {
-                return Err(ProviderError::Permanent {
-                    status: 200,
-                    message: format!("api key `{}` came back masked or empty", key.name),
-                });
+                return Err(unusable_keys(format!(
+                    "api key `{}` came back masked or empty",
+                    key.name
+                )));
             }
             *slot = Some(value);
         }
     }
     match (anon, service_role) {
         (Some(anon), Some(service_role)) => Ok(ProjectApiKeys { anon, service_role }),
-        (anon, _) => Err(ProviderError::Permanent {
-            status: 200,
-            message: format!(
-                "api-keys answer lacks the `{}` key",
-                if anon.is_none() {
-                    "anon"
-                } else {
-                    "service_role"
-                }
-            ),
-        }),
+        (anon, _) => Err(unusable_keys(format!(
+            "api-keys answer lacks the `{}` key",
+            if anon.is_none() {
+                "anon"
+            } else {
+                "service_role"
+            }
+        ))),
+    }
+}
+
+fn unusable_keys(message: String) -> ProviderError {
+    ProviderError::Decode {
+        provider: Provider::Supabase,
+        operation: "GET /v1/projects/{ref}/api-keys".to_owned(),
+        message,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(name: &str, value: Option<&str>) -> ApiKey {
+        ApiKey {
+            name: name.to_owned(),
+            api_key: value.map(SecretString::from),
+            key_type: Some("legacy".to_owned()),
+        }
+    }
+
+    #[test]
+    fn both_keys_are_picked_by_name() {
+        let keys = pick_api_keys(vec![
+            key("default", Some("sb_secret_x")),
+            key("anon", Some("eyJ.anon")),
+            key("service_role", Some("eyJ.service")),
+        ]);
+        let keys = match keys {
+            Ok(keys) => keys,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(keys.anon.expose_secret(), "eyJ.anon");
+        assert_eq!(keys.service_role.expose_secret(), "eyJ.service");
+    }
+
+    #[test]
+    fn a_missing_or_masked_key_is_an_error_that_does_not_quote_it() {
+        let missing = pick_api_keys(vec![key("anon", Some("eyJ.anon"))]);
+        assert!(
+            matches!(&missing, Err(ProviderError::Decode { message, .. }) if message.contains("service_role")),
+            "{missing:?}"
+        );
+        let masked = pick_api_keys(vec![
+            key("anon", Some("eyJhb··········")),
+            key("service_role", Some("eyJ.service")),
+        ]);
+        let Err(error) = masked else {
+            panic!("a masked key was accepted")
+        };
+        assert!(!error.to_string().contains("eyJhb"), "{error}");
     }
 }
