@@ -305,42 +305,102 @@ fn webhook_keys(workflow: &Workflow) -> Vec<(String, String)> {
         .collect()
 }
 
-fn workflow_json(workflow: &Workflow) -> Value {
-    let mut body = json!({
-        "id": workflow.id,
-        "name": workflow.name,
-        "active": workflow.active,
-        "isArchived": false,
-        "createdAt": workflow.created_at,
-        "updatedAt": workflow.updated_at,
-        "nodes": workflow.nodes,
-        "connections": workflow.connections,
-        "settings": workflow.settings,
-        "staticData": workflow.static_data,
-        "meta": null,
-        "pinData": null,
-        "versionId": workflow.version_id,
-        "activeVersionId": workflow.active_version.as_ref().map(|v| v.version_id.clone()),
-        "versionCounter": workflow.version_counter,
-        "triggerCount": trigger_count(&workflow.nodes),
-        "tags": [],
-    });
-    if let Some(description) = &workflow.description {
-        body["description"] = json!(description);
-    }
-    if let Some(version) = &workflow.active_version {
-        body["activeVersion"] = json!({
+/// The personal project every workflow of the sandbox belongs to.
+const PROJECT_ID: &str = "sandboxPersonal01";
+
+/// Which operation answers: 2.x returns a slightly different workflow object from each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `POST /workflows`: everything, including `parentFolder`.
+    Created,
+    /// get, delete, deactivate/unpublish.
+    Plain,
+    /// activate/publish: no `shared`.
+    Published,
+    /// an item of the list: no `sourceWorkflowId`, sharing without the project object.
+    Listed,
+}
+
+fn workflow_json(workflow: &Workflow, shape: Shape) -> Value {
+    let active_version = match &workflow.active_version {
+        None => Value::Null,
+        Some(version) => json!({
             "versionId": version.version_id,
             "workflowId": workflow.id,
             "nodes": version.nodes,
             "connections": version.connections,
+            "nodeGroups": [],
             "authors": "1",
             "name": version.name,
             "description": version.description,
             "autosaved": false,
             "createdAt": version.created_at,
             "updatedAt": version.created_at,
-        });
+            "workflowPublishHistory": [],
+        }),
+    };
+    let mut body = json!({
+        "id": workflow.id,
+        "name": workflow.name,
+        "description": workflow.description,
+        "active": workflow.active,
+        "activeVersionId": workflow.active_version.as_ref().map(|v| v.version_id.clone()),
+        "isArchived": false,
+        "createdAt": workflow.created_at,
+        "updatedAt": workflow.updated_at,
+        "versionId": workflow.version_id,
+        "versionCounter": workflow.version_counter,
+        "sourceWorkflowId": null,
+        "triggerCount": trigger_count(&workflow.nodes),
+        "nodes": workflow.nodes,
+        "connections": workflow.connections,
+        "nodeGroups": [],
+        "settings": workflow.settings,
+        "staticData": workflow.static_data,
+        "meta": null,
+        "pinData": null,
+        "tags": [],
+        "shared": [{
+            "role": "workflow:owner",
+            "workflowId": workflow.id,
+            "projectId": PROJECT_ID,
+            "project": {
+                "id": PROJECT_ID,
+                "name": "Sandbox Owner <owner@sandbox.invalid>",
+                "type": "personal",
+                "icon": null,
+                "description": null,
+                "customTelemetryTags": [],
+                "creatorId": null,
+                "createdAt": workflow.created_at,
+                "updatedAt": workflow.created_at,
+            },
+            "createdAt": workflow.created_at,
+            "updatedAt": workflow.created_at,
+        }],
+        "activeVersion": active_version,
+        "parentFolder": null,
+    });
+    if let Some(object) = body.as_object_mut() {
+        if shape != Shape::Created {
+            object.remove("parentFolder");
+        }
+        match shape {
+            Shape::Published => {
+                object.remove("shared");
+            }
+            Shape::Listed => {
+                object.remove("sourceWorkflowId");
+                if let Some(Value::Array(shared)) = object.get_mut("shared") {
+                    for entry in shared {
+                        if let Some(entry) = entry.as_object_mut() {
+                            entry.remove("project");
+                        }
+                    }
+                }
+            }
+            Shape::Created | Shape::Plain => {}
+        }
     }
     body
 }
@@ -449,7 +509,7 @@ async fn create_workflow(
         created_at: stamp.clone(),
         updated_at: stamp,
     };
-    let response = workflow_json(&workflow);
+    let response = workflow_json(&workflow, Shape::Created);
     shared.world().n8n.workflows.push(workflow);
     json(StatusCode::OK, &response)
 }
@@ -529,7 +589,7 @@ async fn list_workflows(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|workflow| workflow_json(workflow))
+        .map(|workflow| workflow_json(workflow, Shape::Listed))
         .collect();
     let next_offset = offset + limit;
     let next_cursor = if next_offset < matching.len() {
@@ -555,7 +615,7 @@ async fn get_workflow(
         .iter()
         .find(|workflow| workflow.id == id)
     {
-        Some(workflow) => json(StatusCode::OK, &workflow_json(workflow)),
+        Some(workflow) => json(StatusCode::OK, &workflow_json(workflow, Shape::Plain)),
         None => not_found(),
     }
 }
@@ -570,7 +630,7 @@ async fn delete_workflow(
     };
     let workflow = world.n8n.workflows.remove(position);
     world.n8n.unregister(&id);
-    json(StatusCode::OK, &workflow_json(&workflow))
+    json(StatusCode::OK, &workflow_json(&workflow, Shape::Plain))
 }
 
 async fn activate(
@@ -675,7 +735,7 @@ fn turn_on(shared: &Shared, id: &str, headers: &HeaderMap, body: &Bytes) -> Resp
             .map(str::to_owned),
         created_at: stamp,
     });
-    json(StatusCode::OK, &workflow_json(workflow))
+    json(StatusCode::OK, &workflow_json(workflow, Shape::Published))
 }
 
 fn turn_off(shared: &Shared, id: &str) -> Response {
@@ -688,7 +748,7 @@ fn turn_off(shared: &Shared, id: &str) -> Response {
     workflow.active = false;
     workflow.active_version = None;
     workflow.updated_at = now();
-    json(StatusCode::OK, &workflow_json(workflow))
+    json(StatusCode::OK, &workflow_json(workflow, Shape::Plain))
 }
 
 fn parameter<'a>(node: &'a Value, name: &str) -> Option<&'a Value> {

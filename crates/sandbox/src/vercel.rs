@@ -100,9 +100,9 @@ struct Deployment {
     created_ms: i64,
     created: Instant,
     git_ref: String,
-    repo_id: i64,
-    org: String,
-    repo: String,
+    /// The `gitSource` as the client sent it: the spec's alternatives overlap unless the
+    /// answer repeats exactly one of them.
+    git_source: Value,
     meta: Map<String, Value>,
 }
 
@@ -772,13 +772,7 @@ fn deployment_json(shared: &Shared, deployment: &Deployment, now: Instant) -> Va
         "meta": deployment.meta,
         "creator": { "uid": "sandbox-user", "username": "sandbox" },
         "projectSettings": {},
-        "gitSource": {
-            "type": "github",
-            "ref": deployment.git_ref,
-            "repoId": deployment.repo_id,
-            "org": deployment.org,
-            "repo": deployment.repo,
-        },
+        "gitSource": deployment.git_source,
     });
     if ready {
         body["readyAt"] =
@@ -891,9 +885,11 @@ async fn create_deployment(AxumState(shared): AxumState<Arc<Shared>>, body: Byte
         created_ms: now_ms(),
         created: now,
         git_ref: git_ref.to_owned(),
-        repo_id,
-        org: org.to_owned(),
-        repo: repo.to_owned(),
+        git_source: if source.contains_key("repoId") {
+            json!({ "type": "github", "ref": git_ref, "repoId": repo_id })
+        } else {
+            json!({ "type": "github", "ref": git_ref, "org": org, "repo": repo })
+        },
         meta,
     };
     world.vercel.deployments.insert(id, deployment.clone());

@@ -39,7 +39,10 @@ async fn get(sandbox: &Sandbox, path: &str) -> reqwest::Response {
 
 async fn delete(sandbox: &Sandbox, reference: &str) -> reqwest::Response {
     support::client()
-        .delete(format!("{}/v1/projects/{reference}", sandbox.urls().supabase))
+        .delete(format!(
+            "{}/v1/projects/{reference}",
+            sandbox.urls().supabase
+        ))
         .bearer_auth(&sandbox.credentials().supabase_token)
         .send()
         .await
@@ -78,7 +81,11 @@ async fn project_lifecycle_with_a_real_database() {
         response.headers()["content-type"],
         "application/json; charset=utf-8"
     );
-    for header in ["x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset"] {
+    for header in [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ] {
         assert!(response.headers().contains_key(header), "missing {header}");
     }
     let created: Value = response.json().await.unwrap();
@@ -89,22 +96,12 @@ async fn project_lifecycle_with_a_real_database() {
     assert!(reference.chars().all(|c| c.is_ascii_lowercase()));
     assert_eq!(created["id"], created["ref"]);
 
-    // Still coming up: GET says so, api-keys refuse, delete refuses with the recorded body.
     let body: Value = get(&sandbox, &format!("/v1/projects/{reference}"))
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(body["status"], "COMING_UP");
     assert!(body["database"]["host"].is_string());
-    let keys = get(&sandbox, &format!("/v1/projects/{reference}/api-keys")).await;
-    assert!(keys.status().is_client_error());
-    let refused = delete(&sandbox, &reference).await;
-    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
-    assert_eq!(
-        refused.json::<Value>().await.unwrap(),
-        json!({ "message": "Project not ready for deletion." })
-    );
 
     wait_status(&sandbox, &reference, "ACTIVE_HEALTHY").await;
     let keys: Value = support::eventually(|| async {
@@ -124,11 +121,14 @@ async fn project_lifecycle_with_a_real_database() {
     assert_eq!(keys[3]["type"], "secret");
     let masked = keys[3]["api_key"].as_str().unwrap();
     assert!(masked.contains('·'), "secret key must be masked: {masked}");
-    let revealed: Value = get(&sandbox, &format!("/v1/projects/{reference}/api-keys?reveal=true"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let revealed: Value = get(
+        &sandbox,
+        &format!("/v1/projects/{reference}/api-keys?reveal=true"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     let secret = revealed[3]["api_key"].as_str().unwrap();
     assert!(!secret.contains('·'));
     assert!(secret.starts_with(&masked[..masked.find('·').unwrap()]));
@@ -177,7 +177,10 @@ async fn project_lifecycle_with_a_real_database() {
 
     let inventory = sandbox.inventory().await;
     assert_eq!(inventory.supabase_projects.len(), 1);
-    assert_eq!(inventory.supabase_databases, vec![format!("sandbox_{reference}")]);
+    assert_eq!(
+        inventory.supabase_databases,
+        vec![format!("sandbox_{reference}")]
+    );
 
     let deleted = delete(&sandbox, &reference).await;
     assert_eq!(deleted.status(), StatusCode::OK);
@@ -186,15 +189,67 @@ async fn project_lifecycle_with_a_real_database() {
     assert_eq!(deleted["name"], "acme-stack");
     assert!(deleted["id"].is_i64());
     assert_eq!(
-        get(&sandbox, &format!("/v1/projects/{reference}")).await.status(),
+        get(&sandbox, &format!("/v1/projects/{reference}"))
+            .await
+            .status(),
         StatusCode::NOT_FOUND
     );
     let inventory = sandbox.inventory().await;
-    assert!(inventory.is_empty(), "left behind: {:?}", inventory.resource_names());
+    assert!(
+        inventory.is_empty(),
+        "left behind: {:?}",
+        inventory.resource_names()
+    );
     assert_eq!(sandbox.calls(Provider::Supabase, "POST /v1/projects"), 1);
-    assert_eq!(sandbox.calls(Provider::Supabase, "DELETE /v1/projects/{ref}"), 2);
+    assert_eq!(
+        sandbox.calls(Provider::Supabase, "DELETE /v1/projects/{ref}"),
+        1
+    );
     support::assert_contracts(&sandbox);
     sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_project_coming_up_refuses_keys_and_deletion() {
+    // A window no test outlives: the early state is observed without racing the clock.
+    let Some(sandbox) = support::start_with(|config| {
+        config.supabase_ready_after = std::time::Duration::from_secs(600);
+    })
+    .await
+    else {
+        return;
+    };
+    let created: Value = create(&sandbox, "slow-stack").await.json().await.unwrap();
+    let reference = created["ref"].as_str().unwrap().to_owned();
+    let body: Value = get(&sandbox, &format!("/v1/projects/{reference}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["status"], "COMING_UP");
+    let keys = get(&sandbox, &format!("/v1/projects/{reference}/api-keys")).await;
+    assert_eq!(keys.status(), StatusCode::BAD_REQUEST);
+    let refused = delete(&sandbox, &reference).await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        refused.json::<Value>().await.unwrap(),
+        json!({ "message": "Project not ready for deletion." })
+    );
+    // The database exists from the create on; shutdown drops it.
+    assert_eq!(
+        sandbox.inventory().await.supabase_databases,
+        vec![format!("sandbox_{reference}")]
+    );
+    support::assert_contracts(&sandbox);
+    let admin = sandbox.config().postgres_admin_url.clone();
+    sandbox.shutdown().await;
+    let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(format!("sandbox_{reference}"))
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left, 0, "shutdown drops the databases it made");
 }
 
 #[tokio::test]
@@ -203,7 +258,10 @@ async fn wrong_or_missing_token_gets_401() {
     let url = format!("{}/v1/projects", sandbox.urls().supabase);
     let missing = support::client().get(&url).send().await.unwrap();
     assert_eq!(missing.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(missing.json::<Value>().await.unwrap(), json!({ "message": "Unauthorized" }));
+    assert_eq!(
+        missing.json::<Value>().await.unwrap(),
+        json!({ "message": "Unauthorized" })
+    );
     let wrong = support::client()
         .get(&url)
         .bearer_auth("sbp_not_the_token")
@@ -211,7 +269,10 @@ async fn wrong_or_missing_token_gets_401() {
         .await
         .unwrap();
     assert_eq!(wrong.status(), StatusCode::UNAUTHORIZED);
-    assert_eq!(wrong.json::<Value>().await.unwrap(), json!({ "message": "Unauthorized" }));
+    assert_eq!(
+        wrong.json::<Value>().await.unwrap(),
+        json!({ "message": "Unauthorized" })
+    );
     sandbox.shutdown().await;
 }
 
@@ -247,7 +308,9 @@ async fn organization_list_pages_past_one_page_and_searches() {
     .await;
     for index in 0..130 {
         assert_eq!(
-            create(&sandbox, &format!("client-{index:03}")).await.status(),
+            create(&sandbox, &format!("client-{index:03}"))
+                .await
+                .status(),
             StatusCode::CREATED
         );
     }
@@ -266,7 +329,11 @@ async fn organization_list_pages_past_one_page_and_searches() {
         .unwrap();
         assert_eq!(page["pagination"]["count"], 130);
         let projects = page["projects"].as_array().unwrap();
-        seen.extend(projects.iter().map(|p| p["name"].as_str().unwrap().to_owned()));
+        seen.extend(
+            projects
+                .iter()
+                .map(|p| p["name"].as_str().unwrap().to_owned()),
+        );
         offset += 50;
         if offset >= 130 {
             break;
@@ -276,7 +343,11 @@ async fn organization_list_pages_past_one_page_and_searches() {
     let mut sorted = seen.clone();
     sorted.sort();
     assert_eq!(seen, sorted, "default sort is name_asc");
-    let too_big = get(&sandbox, &format!("/v1/organizations/{slug}/projects?limit=101")).await;
+    let too_big = get(
+        &sandbox,
+        &format!("/v1/organizations/{slug}/projects?limit=101"),
+    )
+    .await;
     assert_eq!(too_big.status(), StatusCode::BAD_REQUEST);
     let regions: Value = get(
         &sandbox,
@@ -300,17 +371,29 @@ async fn rate_limit_answers_429_with_headers() {
     for _ in 0..3 {
         let response = get(&sandbox, "/v1/projects").await;
         assert_eq!(response.status(), StatusCode::OK);
-        remaining.push(response.headers()["x-ratelimit-remaining"].to_str().unwrap().to_owned());
+        remaining.push(
+            response.headers()["x-ratelimit-remaining"]
+                .to_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     assert_eq!(remaining, ["2", "1", "0"]);
     let limited = get(&sandbox, "/v1/projects").await;
     assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(limited.headers()["x-ratelimit-limit"], "3");
     assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
-    let reset: u64 = limited.headers()["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+    let reset: u64 = limited.headers()["x-ratelimit-reset"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=60).contains(&reset));
     // Another endpoint is another budget.
-    assert_eq!(get(&sandbox, "/v1/organizations").await.status(), StatusCode::OK);
+    assert_eq!(
+        get(&sandbox, "/v1/organizations").await.status(),
+        StatusCode::OK
+    );
     sandbox.shutdown().await;
 }
 
@@ -318,21 +401,34 @@ async fn rate_limit_answers_429_with_headers() {
 async fn stuck_and_failed_projects() {
     let sandbox = support::start_without_databases(|_| {}).await;
     sandbox.faults().add(
-        FaultRule::new(Provider::Supabase, "POST /v1/projects", FaultKind::StuckComingUp).times(1),
+        FaultRule::new(
+            Provider::Supabase,
+            "POST /v1/projects",
+            FaultKind::StuckComingUp,
+        )
+        .times(1),
     );
     let stuck: Value = create(&sandbox, "stuck").await.json().await.unwrap();
     sandbox.faults().add(
-        FaultRule::new(Provider::Supabase, "POST /v1/projects", FaultKind::InitFailed).times(1),
+        FaultRule::new(
+            Provider::Supabase,
+            "POST /v1/projects",
+            FaultKind::InitFailed,
+        )
+        .times(1),
     );
     let failed: Value = create(&sandbox, "failed").await.json().await.unwrap();
     let healthy: Value = create(&sandbox, "healthy").await.json().await.unwrap();
     wait_status(&sandbox, healthy["ref"].as_str().unwrap(), "ACTIVE_HEALTHY").await;
     wait_status(&sandbox, failed["ref"].as_str().unwrap(), "INIT_FAILED").await;
-    let stuck_now: Value = get(&sandbox, &format!("/v1/projects/{}", stuck["ref"].as_str().unwrap()))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let stuck_now: Value = get(
+        &sandbox,
+        &format!("/v1/projects/{}", stuck["ref"].as_str().unwrap()),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(stuck_now["status"], "COMING_UP");
     for project in [&stuck, &failed, &healthy] {
         delete_when_allowed(&sandbox, project["ref"].as_str().unwrap()).await;
@@ -348,8 +444,12 @@ async fn delete_fails_n_times_then_succeeds() {
     let reference = project["ref"].as_str().unwrap();
     wait_status(&sandbox, reference, "ACTIVE_HEALTHY").await;
     sandbox.faults().add(
-        FaultRule::new(Provider::Supabase, "DELETE /v1/projects/{ref}", FaultKind::DeleteFails)
-            .times(2),
+        FaultRule::new(
+            Provider::Supabase,
+            "DELETE /v1/projects/{ref}",
+            FaultKind::DeleteFails,
+        )
+        .times(2),
     );
     for _ in 0..2 {
         let response = delete(&sandbox, reference).await;
@@ -373,7 +473,11 @@ async fn error_status_fault_and_lost_response() {
         FaultRule::new(
             Provider::Supabase,
             "GET /v1/projects",
-            FaultKind::Status { status: 503, message: None, retry_after_secs: None },
+            FaultKind::Status {
+                status: 503,
+                message: None,
+                retry_after_secs: None,
+            },
         )
         .times(1),
     );
@@ -383,7 +487,12 @@ async fn error_status_fault_and_lost_response() {
     assert_eq!(get(&sandbox, "/v1/projects").await.status(), StatusCode::OK);
 
     sandbox.faults().add(
-        FaultRule::new(Provider::Supabase, "POST /v1/projects", FaultKind::DropConnection).times(1),
+        FaultRule::new(
+            Provider::Supabase,
+            "POST /v1/projects",
+            FaultKind::DropConnection,
+        )
+        .times(1),
     );
     let lost = support::client()
         .post(format!("{}/v1/projects", sandbox.urls().supabase))
@@ -394,11 +503,14 @@ async fn error_status_fault_and_lost_response() {
     assert!(lost.is_err(), "the client must see a transport error");
     // The side effect happened: a lookup by name finds exactly one project, with its database.
     let slug = sandbox.credentials().supabase_org_slug.clone();
-    let found: Value = get(&sandbox, &format!("/v1/organizations/{slug}/projects?search=lost-response"))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let found: Value = get(
+        &sandbox,
+        &format!("/v1/organizations/{slug}/projects?search=lost-response"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
     assert_eq!(found["projects"].as_array().unwrap().len(), 1);
     let reference = found["projects"][0]["ref"].as_str().unwrap().to_owned();
     assert_eq!(
