@@ -119,7 +119,10 @@ pub(crate) async fn tap(State(tap): State<Tap>, request: Request, next: Next) ->
         Ok(bytes) => bytes,
         Err(_) => return StatusCode::PAYLOAD_TOO_LARGE.into_response(),
     };
-    let request_body = parse_json(&request_bytes);
+    let mut request_body = parse_json(&request_bytes);
+    if let Some(body) = request_body.as_mut() {
+        crate::request_log::redact(tap.provider, body);
+    }
     let mut request = Request::from_parts(parts, Body::from(request_bytes));
 
     let latency = tap
@@ -176,6 +179,10 @@ pub(crate) async fn tap(State(tap): State<Tap>, request: Request, next: Next) ->
     let response_bytes = axum::body::to_bytes(body, BODY_LIMIT)
         .await
         .unwrap_or_default();
+    let mut response_body = parse_json(&response_bytes);
+    if let Some(body) = response_body.as_mut() {
+        crate::request_log::redact(tap.provider, body);
+    }
     tap.shared.log.push(LoggedRequest {
         provider: tap.provider,
         method,
@@ -184,7 +191,7 @@ pub(crate) async fn tap(State(tap): State<Tap>, request: Request, next: Next) ->
         query,
         status: parts.status.as_u16(),
         request_body,
-        response_body: parse_json(&response_bytes),
+        response_body,
         at: chrono::Utc::now(),
         connection_dropped: drop_connection && kill.is_some(),
     });

@@ -1,5 +1,6 @@
 //! Every call the simulators answered, in order: what tests count and what the contract check
-//! reads. Headers are never recorded, so no token can end up here.
+//! reads. Headers are never recorded, so no token can end up here, and secret values inside
+//! bodies (passwords, API keys, environment variable values) are replaced before recording.
 
 use std::sync::Mutex;
 
@@ -18,7 +19,9 @@ pub struct LoggedRequest {
     /// The raw query string, if any.
     pub query: Option<String>,
     pub status: u16,
+    /// With secret values replaced by [`REDACTED`].
     pub request_body: Option<serde_json::Value>,
+    /// With secret values replaced by [`REDACTED`].
     pub response_body: Option<serde_json::Value>,
     pub at: chrono::DateTime<chrono::Utc>,
     /// The call was performed but its connection was dropped before the answer was sent.
@@ -51,6 +54,37 @@ impl RequestLog {
             .iter()
             .filter(|entry| entry.provider == provider && entry.endpoint == endpoint)
             .count()
+    }
+}
+
+/// What replaces a secret value in a logged body (still a string, so the logged exchange keeps
+/// its shape for the contract check).
+pub const REDACTED: &str = "[redacted]";
+
+/// Fields whose values are secrets in every provider's bodies.
+const SECRET_FIELDS: [&str; 4] = ["db_pass", "api_key", "password", "token"];
+
+/// Replaces secret values in a body about to be logged: database passwords, API keys, and
+/// Vercel environment variable values (they carry Supabase keys).
+pub(crate) fn redact(provider: Provider, body: &mut serde_json::Value) {
+    match body {
+        serde_json::Value::Object(object) => {
+            for (key, value) in object.iter_mut() {
+                let secret = SECRET_FIELDS.contains(&key.as_str())
+                    || (provider == Provider::Vercel && key == "value");
+                if secret && value.is_string() {
+                    *value = serde_json::Value::String(REDACTED.to_owned());
+                } else {
+                    redact(provider, value);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for item in items {
+                redact(provider, item);
+            }
+        }
+        _ => {}
     }
 }
 

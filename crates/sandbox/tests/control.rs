@@ -213,3 +213,79 @@ async fn the_project_database_url_template_points_at_the_admin_server() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn secret_values_in_bodies_never_reach_the_request_log() {
+    let sandbox = support::start_without_databases(|config| {
+        config.credentials = canary_credentials();
+        config.supabase_ready_after = std::time::Duration::ZERO;
+        config.supabase_api_keys_settle = std::time::Duration::ZERO;
+    })
+    .await;
+    let client = support::client();
+    let created: Value = client
+        .post(format!("{}/v1/projects", sandbox.urls().supabase))
+        .bearer_auth("sbp_CANARY_supabase_token_0001")
+        .json(&json!({
+            "name": "canary",
+            "organization_slug": "canaryorgslugabcdefgh",
+            "db_pass": "CANARY_db_pass_0005",
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let reference = created["ref"].as_str().unwrap();
+    let keys: Value = client
+        .get(format!(
+            "{}/v1/projects/{reference}/api-keys?reveal=true",
+            sandbox.urls().supabase
+        ))
+        .bearer_auth("sbp_CANARY_supabase_token_0001")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let service_role = keys[1]["api_key"].as_str().unwrap().to_owned();
+    let secret = keys[3]["api_key"].as_str().unwrap().to_owned();
+    client
+        .post(format!("{}/v11/projects", sandbox.urls().vercel))
+        .bearer_auth("CANARY_vercel_token_0003")
+        .json(&json!({
+            "name": "canary",
+            "environmentVariables": [
+                { "key": "SERVICE_ROLE", "value": service_role, "target": ["production"], "type": "plain" }
+            ],
+        }))
+        .send()
+        .await
+        .unwrap();
+
+    let log = serde_json::to_string(&sandbox.request_log()).unwrap();
+    let over_http = client
+        .get(format!("{}/_sandbox/requests", sandbox.urls().control))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for text in [&log, &over_http] {
+        for secret_value in [
+            "CANARY_db_pass_0005",
+            service_role.as_str(),
+            secret.as_str(),
+        ] {
+            assert!(
+                !text.contains(secret_value),
+                "a secret reached the request log"
+            );
+        }
+        assert!(text.contains(sandbox::request_log::REDACTED));
+    }
+    sandbox.shutdown().await;
+}
