@@ -125,6 +125,14 @@ pub struct Client {
     pub tier: Tier,
 }
 
+/// What the deprovision saga takes: the slug alone, since every resource is found by its
+/// deterministic name (the record of a run that died half way may be missing).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Teardown {
+    pub client_id: ClientSlug,
+}
+
 /// The record as it arrives (API body, manifest, CLI flags), before validation; every field
 /// optional so that all missing ones are reported at once.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]

@@ -2,7 +2,16 @@
 //! templates they apply, configuration, the CLI and (later) the HTTP API. It knows the
 //! providers only through `providers` and durability only through `saga`.
 
+pub mod app;
+pub mod cli;
 pub mod client;
 pub mod config;
+pub mod demo;
+pub mod local_postgres;
+pub mod progress;
+pub mod record;
+pub mod sagas;
+pub mod stack;
+pub mod steps;
 pub mod templates;
 pub mod tenant_db;

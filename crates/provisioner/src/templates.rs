@@ -2,7 +2,6 @@
 //! workflow. Built in from `templates/`, replaceable by paths in `provisioner.toml`.
 
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 use std::path::Path;
 
 use crate::config::TemplateSettings;
@@ -44,7 +43,7 @@ pub struct SchemaTemplate {
 
 impl SchemaTemplate {
     pub fn new(sql: String) -> Self {
-        let checksum = hex::encode(Sha256::digest(sql.as_bytes()));
+        let checksum = crate::tenant_db::schema_checksum(&sql);
         Self { sql, checksum }
     }
 }

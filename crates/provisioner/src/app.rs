@@ -1,0 +1,197 @@
+//! The provisioner as one process runs it: a journal, the engine with both sagas registered,
+//! its workers, and the client stack they drive. Commands (`demo`, `provision`,
+//! `deprovision`, `status`) and, later, the HTTP API are thin layers over this.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use saga::{
+    Engine, Journal, PostgresJournal, RunView, SealingKey, SqliteJournal, Started, Workers,
+};
+use secrecy::{ExposeSecret, SecretString};
+use uuid::Uuid;
+
+use crate::client::{Client, ClientSlug, Teardown};
+use crate::config::Config;
+use crate::record::ResourceRecord;
+use crate::sagas;
+use crate::stack::Stack;
+use crate::templates::Templates;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(
+        "PROVISIONER_SECRET_KEY is not set; generate one with `openssl rand -base64 32` and keep it: it seals secrets in the journal"
+    )]
+    MissingSecretKey,
+    #[error("PROVISIONER_SECRET_KEY is unusable: {0}")]
+    BadSecretKey(String),
+    #[error("cannot open the journal at {location}: {message}")]
+    Journal { location: String, message: String },
+    #[error(transparent)]
+    Stack(#[from] crate::stack::StackError),
+    #[error(transparent)]
+    Template(#[from] crate::templates::TemplateError),
+    #[error("saga definitions are inconsistent: {0}")]
+    Definition(#[from] saga::DefinitionError),
+    #[error(transparent)]
+    Engine(#[from] saga::EngineError),
+}
+
+/// Where the journal lives when nothing says otherwise: a stable per-user location, so a later
+/// command finds the runs an earlier one started.
+pub fn default_journal_path() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(std::env::temp_dir);
+    base.join("provisioner").join("journal.sqlite")
+}
+
+/// Opens `sqlite:PATH` / `sqlite://PATH` or `postgres://…`.
+pub async fn open_journal(url: Option<&str>) -> Result<Arc<dyn Journal>, AppError> {
+    let fail = |location: &str, e: &dyn std::fmt::Display| AppError::Journal {
+        location: location.to_owned(),
+        message: e.to_string(),
+    };
+    match url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            let journal = PostgresJournal::connect(url)
+                .await
+                .map_err(|e| fail("the PostgreSQL journal", &e))?;
+            Ok(Arc::new(journal))
+        }
+        other => {
+            let path = other
+                .map(|u| {
+                    PathBuf::from(
+                        u.trim_start_matches("sqlite://")
+                            .trim_start_matches("sqlite:"),
+                    )
+                })
+                .unwrap_or_else(default_journal_path);
+            open_sqlite(&path).await
+        }
+    }
+}
+
+pub async fn open_sqlite(path: &Path) -> Result<Arc<dyn Journal>, AppError> {
+    let location = path.display().to_string();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| AppError::Journal {
+            location: location.clone(),
+            message: e.to_string(),
+        })?;
+    }
+    let journal = SqliteJournal::open(path)
+        .await
+        .map_err(|e| AppError::Journal {
+            location,
+            message: e.to_string(),
+        })?;
+    Ok(Arc::new(journal))
+}
+
+/// The engine with both sagas and the stack they drive.
+#[derive(Debug)]
+pub struct App {
+    pub engine: Engine,
+    pub stack: Arc<Stack>,
+    workers: Option<Workers>,
+}
+
+/// Knobs tests and the demo turn; production uses the defaults.
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    pub readiness_interval: Duration,
+    pub lease: Duration,
+    pub poll_interval: Duration,
+    /// Start this process's workers (a read-only command such as `status` does not).
+    pub workers: bool,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            readiness_interval: crate::stack::READINESS_INTERVAL,
+            lease: Duration::from_secs(15),
+            poll_interval: Duration::from_millis(500),
+            workers: true,
+        }
+    }
+}
+
+impl App {
+    /// Builds the stack and the engine, and starts this process's workers.
+    pub async fn start(
+        config: &Config,
+        journal: Arc<dyn Journal>,
+        secret_key: &SecretString,
+        options: AppOptions,
+    ) -> Result<Self, AppError> {
+        let sealing = SealingKey::from_base64(secret_key.expose_secret())
+            .map_err(|e| AppError::BadSecretKey(e.to_string()))?;
+        let templates = Templates::load(&config.settings.templates)?;
+        let stack = Arc::new(Stack::new(
+            config,
+            templates,
+            secret_key.clone(),
+            options.readiness_interval,
+        )?);
+        let registry = sagas::registry(&stack)?;
+        let engine = Engine::builder(journal, registry)
+            .sealing_key(sealing)
+            .lease(options.lease)
+            .poll_interval(options.poll_interval)
+            .build();
+        let workers = options.workers.then(|| engine.run_workers());
+        Ok(Self {
+            engine,
+            stack,
+            workers,
+        })
+    }
+
+    pub async fn provision(&self, client: &Client) -> Result<Started, AppError> {
+        let key = sagas::run_key(sagas::PROVISION, &client.client_id);
+        Ok(self.engine.start(sagas::PROVISION, &key, client).await?)
+    }
+
+    pub async fn deprovision(&self, slug: &ClientSlug) -> Result<Started, AppError> {
+        let key = sagas::run_key(sagas::DEPROVISION, slug);
+        let input = Teardown {
+            client_id: slug.clone(),
+        };
+        Ok(self.engine.start(sagas::DEPROVISION, &key, &input).await?)
+    }
+
+    pub async fn wait(&self, run_id: Uuid) -> Result<RunView, AppError> {
+        Ok(self.engine.wait_for(run_id).await?)
+    }
+
+    pub fn record(view: &RunView) -> ResourceRecord {
+        ResourceRecord::from_run(view)
+    }
+
+    /// Lets in-flight steps finish (up to `grace`) and hands leases back.
+    pub async fn shutdown(mut self, grace: Duration) {
+        if let Some(workers) = self.workers.take() {
+            workers.shutdown(grace).await;
+        }
+    }
+
+    /// Stops at once, as a crash would: leases are left to expire.
+    pub fn kill(mut self) {
+        if let Some(workers) = self.workers.take() {
+            workers.kill();
+        }
+    }
+}
+
+/// The secret key from the environment, or an error saying how to make one.
+pub fn secret_key_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<SecretString, AppError> {
+    let key = env("PROVISIONER_SECRET_KEY").ok_or(AppError::MissingSecretKey)?;
+    SealingKey::from_base64(key.trim()).map_err(|e| AppError::BadSecretKey(e.to_string()))?;
+    Ok(SecretString::from(key.trim().to_owned()))
+}

@@ -1,0 +1,164 @@
+//! The client's resource record: what a provision run made or adopted, as ids and URLs. It
+//! is read from the run's journaled outputs and never holds a secret: the record types simply
+//! have no field for one, and secret fields stay sealed in the journal.
+
+use saga::{RunStatus, RunView, StepPhase};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::steps::{database_schema, github_repo, n8n_workflow, supabase_project, vercel_project};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupabaseRecord {
+    pub project_ref: String,
+    pub name: String,
+    pub region: String,
+    pub api_url: String,
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DatabaseRecord {
+    pub checksum: String,
+    pub already_applied: bool,
+    /// Each check that ran and whether it passed, e.g. `rlsEnabled: true`.
+    pub checks: Vec<CheckRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckRecord {
+    pub check: String,
+    pub description: String,
+    pub passed: bool,
+    pub relations_examined: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GithubRecord {
+    pub full_name: String,
+    pub html_url: String,
+    pub default_branch: String,
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VercelRecord {
+    pub project_id: String,
+    pub name: String,
+    pub deployment_id: String,
+    pub deployment_url: String,
+    pub app_url: String,
+    pub ready: bool,
+    pub adopted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct N8nRecord {
+    pub workflow_id: String,
+    pub name: String,
+    pub webhook_url: String,
+    pub adopted: bool,
+}
+
+/// The outcome of a run, in the shape operators and the admin app read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceRecord {
+    pub run_id: Uuid,
+    pub saga: String,
+    pub status: RunStatus,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub supabase: Option<SupabaseRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database: Option<DatabaseRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub github: Option<GithubRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vercel: Option<VercelRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n8n: Option<N8nRecord>,
+    /// Deprovision: what was removed.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub removed: Vec<String>,
+    /// Why the run did not succeed, when it did not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
+    /// needs_attention: the steps whose resources may still exist.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub still_exists: Option<Vec<String>>,
+}
+
+impl ResourceRecord {
+    pub fn from_run(view: &RunView) -> Self {
+        // Only outputs of steps that still stand count: an undone step's resource is gone.
+        let output = |name: &str| {
+            view.steps
+                .iter()
+                .find(|s| s.name == name && s.phase == StepPhase::Succeeded)
+                .and_then(|s| s.output.clone())
+        };
+        fn part<T: serde::de::DeserializeOwned>(value: Option<serde_json::Value>) -> Option<T> {
+            value.and_then(|v| serde_json::from_value(v).ok())
+        }
+        let database = output(database_schema::NAME).and_then(|v| {
+            let checks = v["checks"]["checks"]
+                .as_array()
+                .map(|checks| {
+                    checks
+                        .iter()
+                        .filter_map(|c| {
+                            Some(CheckRecord {
+                                check: c["check"].as_str()?.to_owned(),
+                                description: c["description"].as_str()?.to_owned(),
+                                passed: c["passed"].as_bool()?,
+                                relations_examined: usize::try_from(
+                                    c["relationsExamined"].as_u64()?,
+                                )
+                                .ok()?,
+                            })
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(DatabaseRecord {
+                checksum: v["checksum"].as_str()?.to_owned(),
+                already_applied: v["alreadyApplied"].as_bool()?,
+                checks,
+            })
+        });
+        let removed = view
+            .steps
+            .iter()
+            .filter_map(|s| s.output.as_ref())
+            .filter_map(|o| o["resources"].as_array())
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect();
+        let failure = match view.status {
+            RunStatus::Succeeded => None,
+            _ => view
+                .compensation_reason
+                .clone()
+                .or_else(|| view.steps.iter().find_map(|s| s.last_error.clone())),
+        };
+        Self {
+            run_id: view.id,
+            saga: view.saga.clone(),
+            status: view.status,
+            supabase: part(output(supabase_project::NAME)),
+            database,
+            github: part(output(github_repo::NAME)),
+            vercel: part(output(vercel_project::NAME)),
+            n8n: part(output(n8n_workflow::NAME)),
+            removed,
+            failure,
+            still_exists: view.needs_attention.clone(),
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! What every step of the client stack shares: the four provider clients (one rate budget
+//! per credential for the whole process), the coalesced Supabase readiness poller, the
+//! templates and the settings. Built once per process from a validated [`Config`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hmac::{Hmac, Mac};
+use providers::{
+    GithubClient, GithubConfig, N8nApiFlavour, N8nClient, N8nConfig, Readiness, SupabaseClient,
+    SupabaseConfig, Url, VercelClient, VercelConfig,
+};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::Sha256;
+
+use crate::config::{Config, ProviderEnv, Settings};
+use crate::templates::Templates;
+
+/// How often the shared poller lists an organization's projects while runs wait on them.
+pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StackError {
+    #[error("{name} is not a usable URL ({value:?}); fix the variable")]
+    Url { name: &'static str, value: String },
+    #[error("cannot build the {0} client: {1}")]
+    Client(&'static str, providers::ProviderError),
+    #[error(transparent)]
+    Template(#[from] crate::templates::TemplateError),
+    #[error("cannot build an HTTP client for webhook checks: {0}")]
+    Http(String),
+}
+
+/// Shared by every step of every run in the process.
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub supabase: SupabaseClient,
+    pub readiness: Readiness,
+    pub github: GithubClient,
+    pub vercel: VercelClient,
+    pub n8n: N8nClient,
+    /// For calls that are not provider API calls (the n8n production webhook check).
+    pub http: reqwest::Client,
+    pub templates: Arc<Templates>,
+    pub settings: Arc<Settings>,
+    pub env: Arc<ProviderEnv>,
+    /// Derives each project's database password, so a repeat after a crash knows the password
+    /// the first attempt gave Supabase.
+    password_key: Arc<SecretString>,
+}
+
+impl Stack {
+    pub fn new(
+        config: &Config,
+        templates: Templates,
+        password_key: SecretString,
+        readiness_interval: Duration,
+    ) -> Result<Self, StackError> {
+        let env = &config.providers;
+        let url = |name: &'static str, value: &str| {
+            Url::parse(value).map_err(|_| StackError::Url {
+                name,
+                value: value.to_owned(),
+            })
+        };
+        let supabase = SupabaseClient::new(SupabaseConfig::new(
+            url("SUPABASE_API_URL", &env.supabase_api_url)?,
+            env.supabase_token.clone(),
+        ))
+        .map_err(|e| StackError::Client("supabase", e))?;
+        let mut github_config = GithubConfig::new(
+            url("GITHUB_API_URL", &env.github_api_url)?,
+            env.github_token.clone(),
+        );
+        github_config.api_version = config.settings.github.api_version.clone();
+        let github =
+            GithubClient::new(github_config).map_err(|e| StackError::Client("github", e))?;
+        let mut vercel_config = VercelConfig::new(
+            url("VERCEL_API_URL", &env.vercel_api_url)?,
+            env.vercel_token.clone(),
+        );
+        vercel_config.team_id = env.vercel_team_id.clone();
+        let vercel =
+            VercelClient::new(vercel_config).map_err(|e| StackError::Client("vercel", e))?;
+        let flavour = if config.settings.n8n.api_version == "v1" {
+            N8nApiFlavour::ActivateDeactivate
+        } else {
+            N8nApiFlavour::PublishUnpublish
+        };
+        // The public API lives under `/api/v1` of the instance (N8N_PUBLIC_API_ENDPOINT default).
+        let n8n = N8nClient::new(N8nConfig::new(
+            url("N8N_HOST", &format!("{}/api/v1", env.n8n_base_url))?,
+            env.n8n_api_key.clone(),
+            flavour,
+        ))
+        .map_err(|e| StackError::Client("n8n", e))?;
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(20))
+            .build()
+            .map_err(|e| StackError::Http(e.to_string()))?;
+        Ok(Self {
+            readiness: Readiness::new(supabase.clone(), readiness_interval),
+            supabase,
+            github,
+            vercel,
+            n8n,
+            http,
+            templates: Arc::new(templates),
+            settings: Arc::new(config.settings.clone()),
+            env: Arc::new(env.clone()),
+            password_key: Arc::new(password_key),
+        })
+    }
+
+    /// The database password of the project called `project_name`: an HMAC of the name under
+    /// the provisioner's secret key, URL-safe, 43 characters.
+    pub fn database_password(&self, project_name: &str) -> SecretString {
+        // HMAC accepts keys of any length, so new_from_slice cannot fail here.
+        let mut mac =
+            match Hmac::<Sha256>::new_from_slice(self.password_key.expose_secret().as_bytes()) {
+                Ok(mac) => mac,
+                Err(_) => unreachable_hmac(),
+            };
+        mac.update(b"supabase-db-password/");
+        mac.update(project_name.as_bytes());
+        let digest = mac.finalize().into_bytes();
+        use base64::Engine;
+        SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
+    }
+
+    /// The connection URL of a project's database, from `SUPABASE_DB_URL_TEMPLATE`.
+    pub fn database_url(
+        &self,
+        project_ref: &str,
+        host: &str,
+        password: &SecretString,
+    ) -> SecretString {
+        SecretString::from(
+            self.env
+                .supabase_db_url_template
+                .replace("{ref}", project_ref)
+                .replace("{host}", host)
+                .replace("{password}", password.expose_secret()),
+        )
+    }
+}
+
+#[cold]
+fn unreachable_hmac() -> ! {
+    // Hmac<Sha256>::new_from_slice only fails for fixed-size-key MACs; HMAC takes any length.
+    panic!("HMAC-SHA256 rejected a key, which it never does")
+}
