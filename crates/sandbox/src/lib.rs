@@ -129,8 +129,9 @@ impl Inventory {
     }
 }
 
-/// A running set of simulators. Dropping it without `shutdown` leaves the listeners running
-/// until the runtime stops and the project databases on the server.
+/// A running set of simulators. Prefer `shutdown`; dropping it also stops the listeners and
+/// drops the project databases (blocking briefly), so a panicking test leaves nothing on the
+/// server.
 #[derive(Debug)]
 pub struct Sandbox {
     shared: Arc<world::Shared>,
@@ -263,13 +264,25 @@ impl Sandbox {
     }
 
     /// Stops every listener and drops the project databases still on the server.
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let _ = self.shutdown.send(true);
-        for task in self.tasks {
+        for task in std::mem::take(&mut self.tasks) {
             let _ = task.await;
         }
         if let Some(databases) = &self.shared.databases {
             databases.drop_all().await;
+        }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        let _ = self.shutdown.send(true);
+        for task in &self.tasks {
+            task.abort();
+        }
+        if let Some(databases) = &self.shared.databases {
+            databases.drop_all_blocking();
         }
     }
 }

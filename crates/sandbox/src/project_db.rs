@@ -51,6 +51,8 @@ pub(crate) struct ProjectDatabases {
     /// Every database this sandbox ever created (kept after drops, so `existing` proves that a
     /// drop really happened on the server).
     created: Mutex<BTreeSet<String>>,
+    /// Those of `created` that were dropped since.
+    dropped: Mutex<BTreeSet<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,7 @@ impl ProjectDatabases {
             admin,
             pool,
             created: Mutex::new(BTreeSet::new()),
+            dropped: Mutex::new(BTreeSet::new()),
         })
     }
 
@@ -100,6 +103,23 @@ impl ProjectDatabases {
         self.created
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn dropped(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // Single inserts: a poisoned set is still consistent.
+        self.dropped
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Databases made and not (yet) dropped.
+    fn undropped(&self) -> Vec<String> {
+        let dropped = self.dropped().clone();
+        self.created()
+            .iter()
+            .filter(|name| !dropped.contains(*name))
+            .cloned()
+            .collect()
     }
 
     /// Creates the project's role (password `db_pass`) and database, and applies the
@@ -169,6 +189,7 @@ impl ProjectDatabases {
         sqlx::raw_sql(AssertSqlSafe(drop_role))
             .execute(&self.pool)
             .await?;
+        self.dropped().insert(name.to_owned());
         Ok(())
     }
 
@@ -186,12 +207,48 @@ impl ProjectDatabases {
 
     /// Drops every database this sandbox made that still exists (on shutdown).
     pub(crate) async fn drop_all(&self) {
-        let names: Vec<String> = self.created().iter().cloned().collect();
-        for name in names {
+        for name in self.undropped() {
             if let Err(error) = self.drop_objects(&name).await {
                 tracing::warn!(database = %name, %error, "could not drop a sandbox database");
             }
         }
         self.pool.close().await;
+    }
+
+    /// The same from synchronous code (a sandbox dropped without `shutdown`, e.g. by a
+    /// panicking test): on a thread of its own with its own runtime and connection, because
+    /// the pool belongs to a runtime that may be unwinding. Returns at once when nothing is
+    /// left.
+    pub(crate) fn drop_all_blocking(&self) {
+        let names = self.undropped();
+        if names.is_empty() {
+            return;
+        }
+        let admin = self.admin.clone();
+        let cleanup = std::thread::spawn(move || {
+            let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            runtime.block_on(async move {
+                let Ok(mut connection) = sqlx::PgConnection::connect_with(&admin).await else {
+                    return;
+                };
+                for name in names {
+                    let drop_db = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+                    let drop_role = format!("DROP ROLE IF EXISTS \"{name}\"");
+                    let _ = sqlx::raw_sql(AssertSqlSafe(drop_db))
+                        .execute(&mut connection)
+                        .await;
+                    let _ = sqlx::raw_sql(AssertSqlSafe(drop_role))
+                        .execute(&mut connection)
+                        .await;
+                }
+                let _ = connection.close().await;
+            });
+        });
+        let _ = cleanup.join();
     }
 }

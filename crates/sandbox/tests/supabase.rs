@@ -528,3 +528,26 @@ async fn error_status_fault_and_lost_response() {
     assert!(sandbox.inventory().await.is_empty());
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_sandbox_dropped_without_shutdown_leaves_no_database() {
+    let Some(sandbox) = support::start().await else {
+        return;
+    };
+    let created: Value = create(&sandbox, "dropped").await.json().await.unwrap();
+    let name = format!("sandbox_{}", created["ref"].as_str().unwrap());
+    let admin = sandbox.config().postgres_admin_url.clone();
+    assert_eq!(
+        sandbox.inventory().await.supabase_databases,
+        vec![name.clone()]
+    );
+    // What a panicking test does: the sandbox goes away without `shutdown`.
+    drop(sandbox);
+    let mut connection = sqlx::PgConnection::connect(&admin).await.unwrap();
+    let (left,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_database WHERE datname = $1")
+        .bind(&name)
+        .fetch_one(&mut connection)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}
