@@ -44,6 +44,9 @@ pub struct Stack {
     pub templates: Arc<Templates>,
     pub settings: Arc<Settings>,
     pub env: Arc<ProviderEnv>,
+    /// Region codes the org may use, fetched once per process (the Management API limits
+    /// every endpoint to 120 calls a minute, and a batch would spend them on this).
+    offered_regions: Arc<tokio::sync::OnceCell<Vec<String>>>,
     /// Derives each project's database password, so a repeat after a crash knows the password
     /// the first attempt gave Supabase.
     password_key: Arc<SecretString>,
@@ -109,7 +112,22 @@ impl Stack {
             settings: Arc::new(config.settings.clone()),
             env: Arc::new(env.clone()),
             password_key: Arc::new(password_key),
+            offered_regions: Arc::new(tokio::sync::OnceCell::new()),
         })
+    }
+
+    /// The region codes offered to the configured org.
+    pub async fn offered_regions(&self) -> Result<&[String], providers::ProviderError> {
+        let regions = self
+            .offered_regions
+            .get_or_try_init(|| async {
+                self.supabase
+                    .available_regions(&self.env.supabase_org_slug, None)
+                    .await
+                    .map(|r| r.all)
+            })
+            .await?;
+        Ok(regions.as_slice())
     }
 
     /// The database password of the project called `project_name`: an HMAC of the name under

@@ -76,16 +76,15 @@ impl SupabaseProjectStep {
         let region = &self.stack.settings.supabase.region;
         let offered = self
             .stack
-            .supabase
-            .available_regions(&self.stack.env.supabase_org_slug, None)
+            .offered_regions()
             .await
             .map_err(|e| provider_failure("list Supabase regions", e))?;
-        if offered.all.iter().any(|r| r == region) {
+        if offered.iter().any(|r| r == region) {
             Ok(())
         } else {
             Err(StepError::permanent(format!(
                 "region {region:?} is not offered to this organization; set supabase.region to one of {}",
-                offered.all.join(", ")
+                offered.join(", ")
             )))
         }
     }
