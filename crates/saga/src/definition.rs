@@ -290,3 +290,85 @@ impl Registry {
         self.sagas.values()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::step::{StepContext, StepError};
+    use async_trait::async_trait;
+
+    struct Noop(&'static str);
+
+    #[async_trait]
+    impl Step for Noop {
+        type Input = ();
+        type Output = ();
+        fn name(&self) -> &'static str {
+            self.0
+        }
+        async fn action(&self, _: &StepContext<'_, ()>) -> Result<(), StepError> {
+            Ok(())
+        }
+        async fn undo(&self, _: &StepContext<'_, ()>, _: Option<()>) -> Result<(), StepError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn bad_graphs_are_refused_with_a_clear_error() {
+        let dup = SagaDefinition::builder::<()>("s", 1)
+            .step(Noop("a"), &[])
+            .step(Noop("a"), &[])
+            .build();
+        assert_eq!(
+            dup.unwrap_err().to_string(),
+            "saga `s` has two steps named `a`"
+        );
+        let unknown = SagaDefinition::builder::<()>("s", 1)
+            .step(Noop("a"), &["zz"])
+            .build();
+        assert!(
+            matches!(unknown, Err(DefinitionError::UnknownDependency { ref dependency, .. }) if dependency == "zz")
+        );
+        let cycle = SagaDefinition::builder::<()>("s", 1)
+            .step(Noop("a"), &["c"])
+            .step(Noop("b"), &["a"])
+            .step(Noop("c"), &["b"])
+            .step(Noop("d"), &[])
+            .build();
+        match cycle {
+            Err(DefinitionError::Cycle { steps, .. }) => assert_eq!(steps, ["a", "b", "c"]),
+            other => panic!("expected a cycle, got {other:?}"),
+        }
+        let self_loop = SagaDefinition::builder::<()>("s", 1)
+            .step(Noop("a"), &["a"])
+            .build();
+        assert!(matches!(
+            self_loop,
+            Err(DefinitionError::UnknownDependency { .. })
+        ));
+    }
+
+    #[test]
+    fn registry_keeps_versions_apart_and_knows_the_latest() {
+        let v = |n| {
+            SagaDefinition::builder::<()>("s", n)
+                .step(Noop("a"), &[])
+                .build()
+                .unwrap()
+        };
+        let mut r = Registry::new();
+        r.register(v(1)).unwrap();
+        r.register(v(3)).unwrap();
+        assert!(matches!(
+            r.register(v(3)),
+            Err(DefinitionError::DuplicateVersion { version: 3, .. })
+        ));
+        assert_eq!(r.latest("s").unwrap().version(), 3);
+        assert_eq!(r.get("s", 1).unwrap().version(), 1);
+        assert!(r.latest("other").is_none());
+        let d = v(2);
+        assert_eq!(d.dependents("a"), &[] as &[String]);
+    }
+}

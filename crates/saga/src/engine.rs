@@ -408,6 +408,7 @@ impl Engine {
                 wake,
                 release: false,
                 pending,
+                guard_commands: false,
             })
             .await
             .map_err(|e| match e {

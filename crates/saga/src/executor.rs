@@ -123,6 +123,8 @@ impl Driver {
                 return Err(DriveError::LeaseLost);
             }
             let now = now_ms();
+            // Kept to undo this round's plan if an operator command turns out to be pending.
+            let before = (self.state.clone(), self.batch.len(), self.running.clone());
             let release = match self.plan(now) {
                 Ok(release) => release,
                 Err(e) => {
@@ -132,7 +134,23 @@ impl Driver {
                     return Err(e.into());
                 }
             };
-            self.write(release).await?;
+            match self.write(release).await {
+                Ok(()) => {}
+                Err(JournalError::CommandPending { command, .. }) => {
+                    // Nothing was written: forget the steps we meant to start, take the
+                    // command into account, plan again.
+                    let (state, kept, running) = before;
+                    self.state = state;
+                    self.batch.truncate(kept);
+                    self.running = running;
+                    self.launches.clear();
+                    self.acknowledged = false;
+                    self.next_timer = None;
+                    self.note_command(command);
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
             if release.is_some() {
                 return Ok(());
             }
@@ -448,6 +466,9 @@ impl Driver {
             return Ok(());
         }
         let events = std::mem::take(&mut self.batch);
+        // An acknowledging write clears the command itself, so it must not wait for it.
+        let guard_commands = !self.launches.is_empty() && !self.acknowledged;
+        let kept = guard_commands.then(|| events.clone());
         let published = (self.inner.events.receiver_count() > 0).then(|| events.clone());
         let now = now_ms();
         let pending = if std::mem::take(&mut self.acknowledged) {
@@ -455,7 +476,7 @@ impl Driver {
         } else {
             PendingChange::Keep
         };
-        let receipt = self
+        let receipt = match self
             .inner
             .journal
             .append(Append {
@@ -470,20 +491,37 @@ impl Driver {
                 wake: release.unwrap_or(Wake::Keep),
                 release: release.is_some(),
                 pending,
+                guard_commands,
             })
-            .await?;
+            .await
+        {
+            Ok(receipt) => receipt,
+            Err(e) => {
+                if let Some(kept) = kept {
+                    self.batch = kept;
+                }
+                return Err(e);
+            }
+        };
         if let Some(events) = published {
             self.inner
                 .publish(self.claim.run_id, receipt.first_seq, now, events);
         }
-        match receipt.pending {
-            Some(Command::Pause) => self.state.pause_requested = true,
-            Some(Command::Cancel) if self.state.status == RunStatus::Running => {
-                self.state.cancel_requested = true;
-            }
-            _ => {}
+        if let Some(command) = receipt.pending {
+            self.note_command(command);
         }
         Ok(())
+    }
+
+    fn note_command(&mut self, command: Command) {
+        match command {
+            Command::Pause => self.state.pause_requested = true,
+            Command::Cancel if self.state.status == RunStatus::Running => {
+                self.state.cancel_requested = true;
+            }
+            // Already unwinding: the cancel asks for nothing more; clear it with the next write.
+            Command::Cancel => self.acknowledged = true,
+        }
     }
 
     fn launch(&mut self) {

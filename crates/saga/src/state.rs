@@ -165,8 +165,8 @@ impl RunState {
             }
             RunEvent::UndoSucceeded { step, .. } => {
                 let s = self.step(step);
+                // The action's error (if any) stays: it says why the step was undone.
                 s.phase = StepPhase::Undone;
-                s.last_error = None;
             }
             RunEvent::UndoFailed {
                 step,

@@ -17,4 +17,5 @@ UPDATE saga_runs SET
     END,
     updated_at = $9::bigint
 WHERE id = $1 AND lease_owner = $10::text AND lease_generation = $2::bigint
+  AND (pending_command IS NULL OR NOT $11::boolean)
 RETURNING last_seq, pending_command

@@ -16,5 +16,5 @@ UPDATE saga_runs SET
         ELSE $8::text
     END,
     updated_at = $9::bigint
-WHERE id = $1 AND $2::bigint IS NULL AND $10::text IS NULL
+WHERE id = $1 AND $2::bigint IS NULL AND $10::text IS NULL AND $11::boolean IS NOT NULL
 RETURNING last_seq, pending_command

@@ -17,4 +17,5 @@ UPDATE saga_runs SET
     END,
     updated_at = ?9
 WHERE id = ?1 AND lease_owner = ?10 AND lease_generation = ?2
+  AND (pending_command IS NULL OR NOT ?11)
 RETURNING last_seq, pending_command

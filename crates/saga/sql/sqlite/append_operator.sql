@@ -16,5 +16,5 @@ UPDATE saga_runs SET
         ELSE ?8
     END,
     updated_at = ?9
-WHERE id = ?1 AND ?2 IS NULL AND ?10 IS NULL
+WHERE id = ?1 AND ?2 IS NULL AND ?10 IS NULL AND ?11 IS NOT NULL
 RETURNING last_seq, pending_command

@@ -28,6 +28,9 @@ pub enum JournalError {
         "write refused: run {run_id} is no longer leased to this worker under generation {generation}"
     )]
     Fenced { run_id: Uuid, generation: i64 },
+    /// A guarded append was refused because an operator command waits for the owner.
+    #[error("run {run_id} has a pending {command:?} command")]
+    CommandPending { run_id: Uuid, command: Command },
     #[error("run {0} not found")]
     NotFound(Uuid),
     #[error("run {run_id} is {status}; this needs it to be one of: {allowed}")]
@@ -159,6 +162,9 @@ pub struct Append {
     /// Give the lease up in the same write.
     pub release: bool,
     pub pending: PendingChange,
+    /// Refuse the append (with [`JournalError::CommandPending`]) if an operator command is
+    /// pending: used when the append starts new steps, so pause and cancel land between steps.
+    pub guard_commands: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -264,6 +270,24 @@ pub(crate) fn pending_param(pending: PendingChange) -> &'static str {
         PendingChange::Keep => "keep",
         PendingChange::Clear => "clear",
         PendingChange::Set(c) => c.as_str(),
+    }
+}
+
+/// Explains a fenced append that matched no row.
+pub(crate) fn refusal(
+    run_id: Uuid,
+    worker: &str,
+    generation: i64,
+    row: Option<(Option<String>, i64, Option<String>)>,
+) -> JournalError {
+    match row {
+        Some((Some(owner), current, Some(command))) if owner == worker && current == generation => {
+            match Command::parse(&command) {
+                Some(command) => JournalError::CommandPending { run_id, command },
+                None => JournalError::Corrupt(format!("pending command `{command}`")),
+            }
+        }
+        _ => JournalError::Fenced { run_id, generation },
     }
 }
 

@@ -13,7 +13,7 @@ use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
 use super::{
     Append, AppendReceipt, Claim, Command, CreateOutcome, Journal, JournalError, LeaseRequest,
     NewRun, RunFilter, RunRow, Writer, allowed_text, decode_event, decode_input, decode_status,
-    encode_event, pending_param, wake_params,
+    encode_event, pending_param, refusal, wake_params,
 };
 use crate::event::{EventRecord, RunEvent, RunStatus};
 
@@ -34,6 +34,7 @@ mod sql {
     pub(super) const INSERT_EVENTS: &str = include_str!("../../sql/postgres/insert_events.sql");
     pub(super) const APPEND_FENCED: &str = include_str!("../../sql/postgres/append_fenced.sql");
     pub(super) const APPEND_OPERATOR: &str = include_str!("../../sql/postgres/append_operator.sql");
+    pub(super) const REFUSAL: &str = include_str!("../../sql/postgres/refusal.sql");
     pub(super) const RUN_STATUS_FOR_UPDATE: &str =
         include_str!("../../sql/postgres/run_status_for_update.sql");
     pub(super) const SELECT_RUN: &str = include_str!("../../sql/postgres/select_run.sql");
@@ -243,14 +244,22 @@ async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
         .bind(pending_param(a.pending))
         .bind(a.now_ms)
         .bind(owner)
+        .bind(a.guard_commands)
         .fetch_optional(&mut **tx)
         .await?;
     let Some(row) = row else {
         return Err(match &a.writer {
-            Writer::Lease { generation, .. } => JournalError::Fenced {
-                run_id: a.run_id,
-                generation: *generation,
-            },
+            Writer::Lease { worker, generation } => {
+                let why = sqlx::query(sql::REFUSAL)
+                    .bind(a.run_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let why = match why {
+                    Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+                    None => None,
+                };
+                refusal(a.run_id, worker, *generation, why)
+            }
             Writer::Operator { .. } => JournalError::NotFound(a.run_id),
         });
     };

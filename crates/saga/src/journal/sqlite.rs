@@ -17,7 +17,7 @@ use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
 use super::{
     Append, AppendReceipt, Claim, Command, CreateOutcome, Journal, JournalError, LeaseRequest,
     NewRun, RunFilter, RunRow, Writer, allowed_text, decode_event, decode_input, decode_status,
-    encode_event, pending_param, wake_params,
+    encode_event, pending_param, refusal, wake_params,
 };
 use crate::event::{EventRecord, RunEvent, RunStatus};
 
@@ -35,6 +35,7 @@ mod sql {
     pub(super) const INSERT_EVENT: &str = include_str!("../../sql/sqlite/insert_event.sql");
     pub(super) const APPEND_FENCED: &str = include_str!("../../sql/sqlite/append_fenced.sql");
     pub(super) const APPEND_OPERATOR: &str = include_str!("../../sql/sqlite/append_operator.sql");
+    pub(super) const REFUSAL: &str = include_str!("../../sql/sqlite/refusal.sql");
     pub(super) const RUN_STATUS: &str = include_str!("../../sql/sqlite/run_status.sql");
     pub(super) const SELECT_RUN: &str = include_str!("../../sql/sqlite/select_run.sql");
     pub(super) const SELECT_RUN_BY_KEY: &str =
@@ -250,14 +251,22 @@ async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
         .bind(pending_param(a.pending))
         .bind(a.now_ms)
         .bind(owner)
+        .bind(a.guard_commands)
         .fetch_optional(&mut **tx)
         .await?;
     let Some(row) = row else {
         return Err(match &a.writer {
-            Writer::Lease { generation, .. } => JournalError::Fenced {
-                run_id: a.run_id,
-                generation: *generation,
-            },
+            Writer::Lease { worker, generation } => {
+                let why = sqlx::query(sql::REFUSAL)
+                    .bind(&id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                let why = match why {
+                    Some(r) => Some((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)),
+                    None => None,
+                };
+                refusal(a.run_id, worker, *generation, why)
+            }
             Writer::Operator { .. } => JournalError::NotFound(a.run_id),
         });
     };

@@ -37,6 +37,7 @@ pub(super) async fn recover(
                 wake: Wake::At(now_ms() + UNKNOWN_VERSION_BACKOFF_MS),
                 release: true,
                 pending: PendingChange::Keep,
+                guard_commands: false,
             })
             .await?;
         return Ok(None);
