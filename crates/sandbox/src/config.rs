@@ -9,6 +9,7 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 
 use crate::Provider;
+use crate::faults::FaultRule;
 
 /// Where simulated Supabase databases go when nothing else is said.
 pub const DEFAULT_POSTGRES_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
@@ -170,6 +171,8 @@ pub struct SandboxConfig {
     pub n8n_version: N8nVersion,
     pub latency: LatencyProfile,
     pub credentials: Credentials,
+    /// Fault rules in force from the start (more can be added while running).
+    pub faults: Vec<FaultRule>,
 }
 
 impl Default for SandboxConfig {
@@ -186,6 +189,7 @@ impl Default for SandboxConfig {
             n8n_version: N8nVersion::V2,
             latency: LatencyProfile::seed(),
             credentials: Credentials::generate(),
+            faults: Vec::new(),
         }
     }
 }

@@ -41,10 +41,14 @@ impl Shared {
             vercel: vercel::State::default(),
             n8n: n8n::State::default(),
         };
+        let faults = Faults::default();
+        for rule in &config.faults {
+            faults.add(rule.clone());
+        }
         Self {
             config,
             urls,
-            faults: Faults::default(),
+            faults,
             log: RequestLog::default(),
             databases,
             world: Mutex::new(world),

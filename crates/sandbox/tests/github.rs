@@ -384,6 +384,37 @@ async fn faults_apply_per_endpoint() {
 }
 
 #[tokio::test]
+async fn faults_can_be_set_at_start() {
+    let sandbox = support::start_without_databases(|config| {
+        config.faults.push(
+            FaultRule::new(
+                Provider::Github,
+                "GET /repos/{owner}/{repo}",
+                FaultKind::Status {
+                    status: 503,
+                    message: None,
+                    retry_after_secs: None,
+                },
+            )
+            .times(1),
+        );
+    })
+    .await;
+    let path = format!("/repos/{}", sandbox.credentials().github_template_repo);
+    let first = request(&sandbox, reqwest::Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let second = request(&sandbox, reqwest::Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(second.status(), StatusCode::OK);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
 async fn primary_rate_limit_answers_403_with_zero_remaining() {
     let sandbox =
         support::start_without_databases(|config| config.github_rate_limit_per_hour = 2).await;
