@@ -465,7 +465,9 @@ async fn create_project(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) 
             if let Some(refusal) = repo_not_linkable(&shared, full_name) {
                 return refusal;
             }
-            let Some((repo_id, _)) = shared.world().github.lookup(full_name, Instant::now()) else {
+            let found = shared.world().github.lookup(full_name, Instant::now());
+            let Some((repo_id, _)) = found else {
+                // Deleted between the two looks.
                 return repo_not_linkable(&shared, full_name).unwrap_or_else(empty_repo);
             };
             let (org, repo) = full_name.split_once('/').unwrap_or(("", full_name));
