@@ -551,3 +551,43 @@ async fn a_sandbox_dropped_without_shutdown_leaves_no_database() {
         .unwrap();
     assert_eq!(left, 0);
 }
+
+#[tokio::test]
+async fn concurrent_creates_each_get_their_own_database() {
+    let Some(sandbox) = support::start_with(|config| {
+        config.supabase_ready_after = std::time::Duration::ZERO;
+    })
+    .await
+    else {
+        return;
+    };
+    let creates = (0..10).map(|index| {
+        let sandbox = &sandbox;
+        async move { create(sandbox, &format!("parallel-{index}")).await }
+    });
+    let answers = futures::future::join_all(creates).await;
+    let mut references = Vec::new();
+    for answer in answers {
+        assert_eq!(answer.status(), StatusCode::CREATED);
+        let body: Value = answer.json().await.unwrap();
+        references.push(body["ref"].as_str().unwrap().to_owned());
+    }
+    let mut databases = sandbox.inventory().await.supabase_databases;
+    databases.sort();
+    let mut expected: Vec<String> = references.iter().map(|r| format!("sandbox_{r}")).collect();
+    expected.sort();
+    assert_eq!(databases, expected);
+    let deletes = references
+        .iter()
+        .map(|reference| delete(&sandbox, reference));
+    for answer in futures::future::join_all(deletes).await {
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    let inventory = sandbox.inventory().await;
+    assert!(
+        inventory.is_empty(),
+        "left behind: {:?}",
+        inventory.resource_names()
+    );
+    sandbox.shutdown().await;
+}
