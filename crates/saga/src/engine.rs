@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::{Notify, broadcast, oneshot};
 use tokio::task::AbortHandle;
 use uuid::Uuid;
 
@@ -127,6 +127,8 @@ pub(crate) struct Inner {
     /// Graceful shutdown: finish in-flight steps, start nothing new, hand leases back.
     pub(crate) stopping: AtomicBool,
     pub(crate) wakeup: Notify,
+    /// Callers of [`Engine::wait_for`], told when a run this process drives settles.
+    pub(crate) waiters: Mutex<HashMap<Uuid, Vec<oneshot::Sender<()>>>>,
 }
 
 impl Inner {
@@ -135,6 +137,21 @@ impl Inner {
         self.active
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn waiters(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<oneshot::Sender<()>>>> {
+        self.waiters
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes the local `wait_for` callers of a run that just settled.
+    pub(crate) fn settled(&self, run_id: Uuid) {
+        if let Some(waiting) = self.waiters().remove(&run_id) {
+            for w in waiting {
+                let _ = w.send(());
+            }
+        }
     }
 
     pub(crate) fn publish(&self, run_id: Uuid, first_seq: i64, at_ms: i64, events: Vec<RunEvent>) {
@@ -219,6 +236,7 @@ impl EngineBuilder {
                 workers_running: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 wakeup: Notify::new(),
+                waiters: Mutex::new(HashMap::new()),
             }),
         }
     }
@@ -616,31 +634,26 @@ impl Engine {
     /// Waits until the run is settled: succeeded, compensated, needs_attention, abandoned
     /// or paused. Works whichever process drives the run (it also polls the journal).
     pub async fn wait_for(&self, run_id: Uuid) -> Result<RunView, EngineError> {
-        let mut events = self.subscribe();
         loop {
+            let (tell, told) = oneshot::channel();
+            {
+                let mut waiters = self.inner.waiters();
+                let waiting = waiters.entry(run_id).or_default();
+                waiting.retain(|w| !w.is_closed());
+                waiting.push(tell);
+            }
+            // Registered before reading, so a run settling in between still wakes us.
             let row = self.row(run_id).await?;
             if row.status.is_settled() {
                 return self.status(run_id).await;
             }
-            let settled = async {
-                loop {
-                    match events.recv().await {
-                        Ok(e) if e.run_id == run_id && settles(&e.event) => return,
-                        Ok(_) => {}
-                        // Lagged or closed: fall back to reading the journal.
-                        Err(_) => return,
-                    }
-                }
-            };
-            tokio::select! {
-                () = settled => {}
-                () = tokio::time::sleep(Duration::from_millis(250)) => {}
-            }
+            // Another process may be driving the run: look at the journal now and then.
+            let _ = tokio::time::timeout(Duration::from_millis(250), told).await;
         }
     }
 }
 
-fn settles(event: &RunEvent) -> bool {
+pub(crate) fn settles(event: &RunEvent) -> bool {
     matches!(
         event,
         RunEvent::RunSucceeded

@@ -16,7 +16,7 @@ use tokio::task::{Id, JoinError, JoinSet};
 use crate::backoff::next_delay;
 use crate::clock::now_ms;
 use crate::definition::{SagaDefinition, StepNode};
-use crate::engine::Inner;
+use crate::engine::{Inner, settles};
 use crate::event::{RunEvent, RunStatus};
 use crate::journal::{Append, Claim, Command, JournalError, PendingChange, Wake, Writer};
 use crate::secret::{SealError, seal, unseal};
@@ -466,6 +466,7 @@ impl Driver {
             return Ok(());
         }
         let events = std::mem::take(&mut self.batch);
+        let settling = events.iter().any(settles);
         // An acknowledging write clears the command itself, so it must not wait for it.
         let guard_commands = !self.launches.is_empty() && !self.acknowledged;
         let kept = guard_commands.then(|| events.clone());
@@ -506,6 +507,9 @@ impl Driver {
         if let Some(events) = published {
             self.inner
                 .publish(self.claim.run_id, receipt.first_seq, now, events);
+        }
+        if settling {
+            self.inner.settled(self.claim.run_id);
         }
         if let Some(command) = receipt.pending {
             self.note_command(command);
