@@ -174,10 +174,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/orgs/{org}/repos", get(list_org_repos))
         .fallback(|| async { not_found() })
         .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            tap.clone(),
+            crate::listener::inject,
+        ))
         .layer(axum::middleware::from_fn_with_state(shared, gate))
         .layer(axum::middleware::from_fn_with_state(
             tap,
-            crate::listener::tap,
+            crate::listener::record,
         ))
 }
 

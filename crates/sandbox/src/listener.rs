@@ -85,7 +85,7 @@ pub(crate) async fn bind() -> std::io::Result<(TcpListener, SocketAddr)> {
     Ok((listener, addr))
 }
 
-/// State of the tap in front of one provider's router.
+/// State of the layers in front of one provider's router.
 #[derive(Clone, Debug)]
 pub(crate) struct Tap {
     pub(crate) shared: Arc<Shared>,
@@ -102,16 +102,26 @@ pub(crate) fn endpoint_name(method: &str, template: &str) -> String {
     format!("{method} {template}")
 }
 
-pub(crate) async fn tap(State(tap): State<Tap>, request: Request, next: Next) -> Response {
-    let method = request.method().as_str().to_owned();
-    let path = request.uri().path().to_owned();
-    let query = request.uri().query().map(str::to_owned);
+/// Marks an answer whose connection must be dropped instead of written (the lost response).
+#[derive(Clone, Copy, Debug)]
+struct DropAfterAnswer;
+
+fn endpoint_of(request: &Request) -> String {
     let template = request
         .extensions()
         .get::<MatchedPath>()
         .map(|matched| matched.as_str().to_owned())
         .unwrap_or_else(|| "{unmatched}".to_owned());
-    let endpoint = endpoint_name(&method, &template);
+    endpoint_name(request.method().as_str(), &template)
+}
+
+/// The outermost layer: records every call (bodies with secrets redacted, never headers) and
+/// drops the connection of an answer marked to be lost.
+pub(crate) async fn record(State(tap): State<Tap>, request: Request, next: Next) -> Response {
+    let method = request.method().as_str().to_owned();
+    let path = request.uri().path().to_owned();
+    let query = request.uri().query().map(str::to_owned);
+    let endpoint = endpoint_of(&request);
     let kill = request.extensions().get::<ConnectionKill>().cloned();
 
     let (parts, body) = request.into_parts();
@@ -123,57 +133,10 @@ pub(crate) async fn tap(State(tap): State<Tap>, request: Request, next: Next) ->
     if let Some(body) = request_body.as_mut() {
         crate::request_log::redact(tap.provider, body);
     }
-    let mut request = Request::from_parts(parts, Body::from(request_bytes));
+    let request = Request::from_parts(parts, Body::from(request_bytes));
 
-    let latency = tap
-        .shared
-        .config
-        .latency
-        .for_endpoint(tap.provider, &endpoint);
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-
-    let mut drop_connection = false;
-    let mut early: Option<Response> = None;
-    for fault in tap.shared.faults.fire(tap.provider, &endpoint) {
-        match fault {
-            FaultKind::Latency { millis } => {
-                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
-            }
-            FaultKind::Status {
-                status,
-                message,
-                retry_after_secs,
-            } => {
-                if early.is_none() {
-                    early = Some(fault_response(
-                        tap.provider,
-                        status,
-                        message,
-                        retry_after_secs,
-                    ));
-                }
-            }
-            FaultKind::DeleteFails => {
-                if early.is_none() && method == "DELETE" {
-                    early = Some(delete_failure(tap.provider));
-                }
-            }
-            FaultKind::DropConnection => drop_connection = true,
-            FaultKind::StuckComingUp => {
-                request.extensions_mut().insert(ProjectFate::StuckComingUp);
-            }
-            FaultKind::InitFailed => {
-                request.extensions_mut().insert(ProjectFate::InitFailed);
-            }
-        }
-    }
-
-    let response = match early {
-        Some(response) => response,
-        None => next.run(request).await,
-    };
+    let response = next.run(request).await;
+    let drop_connection = response.extensions().get::<DropAfterAnswer>().is_some();
 
     let (parts, body) = response.into_parts();
     let response_bytes = axum::body::to_bytes(body, BODY_LIMIT)
@@ -203,6 +166,61 @@ pub(crate) async fn tap(State(tap): State<Tap>, request: Request, next: Next) ->
         std::future::pending::<()>().await;
     }
     Response::from_parts(parts, Body::from(response_bytes))
+}
+
+/// Inside authentication and rate limiting (an injected failure still costs rate budget and
+/// carries the provider's rate-limit headers, as a real one would): added latency and faults.
+pub(crate) async fn inject(State(tap): State<Tap>, mut request: Request, next: Next) -> Response {
+    let endpoint = endpoint_of(&request);
+    let is_delete = request.method() == axum::http::Method::DELETE;
+    let latency = tap
+        .shared
+        .config
+        .latency
+        .for_endpoint(tap.provider, &endpoint);
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+
+    let mut drop_connection = false;
+    let mut early: Option<Response> = None;
+    for fault in tap.shared.faults.fire(tap.provider, &endpoint) {
+        match fault {
+            FaultKind::Latency { millis } => {
+                tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+            }
+            FaultKind::Status {
+                status,
+                message,
+                retry_after_secs,
+            } => {
+                if early.is_none() {
+                    early = Some(fault_response(&tap, status, message, retry_after_secs));
+                }
+            }
+            FaultKind::DeleteFails => {
+                if early.is_none() && is_delete {
+                    early = Some(delete_failure(tap.provider));
+                }
+            }
+            FaultKind::DropConnection => drop_connection = true,
+            FaultKind::StuckComingUp => {
+                request.extensions_mut().insert(ProjectFate::StuckComingUp);
+            }
+            FaultKind::InitFailed => {
+                request.extensions_mut().insert(ProjectFate::InitFailed);
+            }
+        }
+    }
+
+    let mut response = match early {
+        Some(response) => response,
+        None => next.run(request).await,
+    };
+    if drop_connection {
+        response.extensions_mut().insert(DropAfterAnswer);
+    }
+    response
 }
 
 fn parse_json(bytes: &Bytes) -> Option<serde_json::Value> {
@@ -251,11 +269,12 @@ fn status_code_name(status: StatusCode) -> &'static str {
 }
 
 fn fault_response(
-    provider: Provider,
+    tap: &Tap,
     status: u16,
     message: Option<String>,
     retry_after_secs: Option<u64>,
 ) -> Response {
+    let provider = tap.provider;
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let message = message.unwrap_or_else(|| {
         status
@@ -270,7 +289,9 @@ fn fault_response(
         headers.insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
         if provider == Provider::Supabase {
             // Supabase signals its limit only through these (reset = seconds left).
-            headers.insert("x-ratelimit-limit", HeaderValue::from(120u32));
+            let limit = tap.shared.config.supabase_rate_limit_per_minute;
+            headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+            // Remaining 0 with the reset in seconds, as Supabase's own 429 says.
             headers.insert("x-ratelimit-remaining", HeaderValue::from(0u32));
             headers.insert("x-ratelimit-reset", HeaderValue::from(retry_after));
         }

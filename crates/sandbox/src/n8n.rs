@@ -212,14 +212,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(deactivate),
         )
         .route("/api/v1/workflows/{workflowId}/unpublish", post(unpublish))
+        .route_layer(axum::middleware::from_fn_with_state(
+            tap.clone(),
+            crate::listener::inject,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(shared.clone(), gate))
-        // Production webhooks are the workflows' own interface: no API key.
+        // Production webhooks are the workflows' own interface: no API key, no injected faults.
         .route("/webhook/{*path}", any(webhook))
         .fallback(|| async { not_found() })
         .with_state(shared)
         .layer(axum::middleware::from_fn_with_state(
             tap,
-            crate::listener::tap,
+            crate::listener::record,
         ))
 }
 

@@ -167,10 +167,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         )
         .fallback(|| async { error(StatusCode::NOT_FOUND, "Cannot find the requested resource") })
         .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            tap.clone(),
+            crate::listener::inject,
+        ))
         .layer(axum::middleware::from_fn_with_state(shared, gate))
         .layer(axum::middleware::from_fn_with_state(
             tap,
-            crate::listener::tap,
+            crate::listener::record,
         ))
 }
 
@@ -247,12 +251,15 @@ async fn gate(AxumState(shared): AxumState<Arc<Shared>>, request: Request, next:
         next.run(request).await
     };
     let headers = response.headers_mut();
-    headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
-    headers.insert(
-        "x-ratelimit-remaining",
-        HeaderValue::from(limit.saturating_sub(count)),
-    );
-    headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
+    // An injected 429 already says "nothing left"; keep its figures.
+    if !headers.contains_key("x-ratelimit-remaining") {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+        headers.insert(
+            "x-ratelimit-remaining",
+            HeaderValue::from(limit.saturating_sub(count)),
+        );
+        headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
+    }
     if let Ok(value) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
         headers.insert("x-gotrue-id", value);
     }

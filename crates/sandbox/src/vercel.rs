@@ -197,10 +197,14 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             )
         })
         .with_state(shared.clone())
+        .layer(axum::middleware::from_fn_with_state(
+            tap.clone(),
+            crate::listener::inject,
+        ))
         .layer(axum::middleware::from_fn_with_state(shared, gate))
         .layer(axum::middleware::from_fn_with_state(
             tap,
-            crate::listener::tap,
+            crate::listener::record,
         ))
 }
 

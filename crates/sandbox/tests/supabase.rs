@@ -483,8 +483,29 @@ async fn error_status_fault_and_lost_response() {
     );
     let failing = get(&sandbox, "/v1/projects").await;
     assert_eq!(failing.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(
+        failing.headers().contains_key("x-ratelimit-remaining"),
+        "an injected failure still carries the rate-limit headers"
+    );
     assert!(failing.json::<Value>().await.unwrap()["message"].is_string());
     assert_eq!(get(&sandbox, "/v1/projects").await.status(), StatusCode::OK);
+
+    sandbox.faults().add(
+        FaultRule::new(
+            Provider::Supabase,
+            "GET /v1/projects",
+            FaultKind::Status {
+                status: 429,
+                message: None,
+                retry_after_secs: Some(3),
+            },
+        )
+        .times(1),
+    );
+    let limited = get(&sandbox, "/v1/projects").await;
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(limited.headers()["x-ratelimit-reset"], "3");
 
     sandbox.faults().add(
         FaultRule::new(
