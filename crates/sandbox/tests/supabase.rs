@@ -172,6 +172,26 @@ async fn project_lifecycle_with_a_real_database() {
         .map(|(_, uid): (String, Option<String>)| (uid,))
         .unwrap();
         assert_eq!(uid.as_deref(), Some("7f1c5e2a-0000-4000-8000-000000000001"));
+        // What the project role creates is usable by the API roles (default privileges are
+        // the project role's, since the bootstrap ran as it).
+        sqlx::raw_sql(
+            "CREATE TABLE public.notes (id uuid PRIMARY KEY DEFAULT extensions.uuid_generate_v4()); \
+             INSERT INTO public.notes DEFAULT VALUES;",
+        )
+        .execute(&mut connection)
+        .await
+        .unwrap();
+        let mut tx = connection.begin().await.unwrap();
+        sqlx::raw_sql("SET LOCAL ROLE authenticated")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM public.notes")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        assert_eq!(count, 1);
+        tx.rollback().await.unwrap();
     }
     connection.close().await.unwrap();
 
