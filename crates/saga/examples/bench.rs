@@ -24,9 +24,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 use sqlx::Connection;
 
-/// Journal writes the engine makes per run of this saga (measured by the test kit's
-/// baseline: create, start of A/C/E, then one per completion with merges); used by `floor`.
-const ENGINE_COMMITS_PER_RUN: usize = 6;
+/// Runs the `floor` mode first drives through the engine, only to count its commits per run.
+const CALIBRATION_RUNS: usize = 200;
 
 #[derive(Serialize, Deserialize)]
 struct Input {
@@ -141,14 +140,23 @@ impl Place {
             )
         }
     }
-    async fn journal(&self) -> Arc<dyn Journal> {
+    /// A journal, and a way to read how many transactions it has committed.
+    async fn journal(&self) -> (Arc<dyn Journal>, Box<dyn Fn() -> u64>) {
         match self {
-            Place::Sqlite(dir) => Arc::new(
-                SqliteJournal::open(dir.path().join("bench.db"))
-                    .await
-                    .unwrap(),
-            ),
-            Place::Postgres(db) => Arc::new(PostgresJournal::connect(&db.url).await.unwrap()),
+            Place::Sqlite(dir) => {
+                let j = Arc::new(
+                    SqliteJournal::open(dir.path().join("bench.db"))
+                        .await
+                        .unwrap(),
+                );
+                let counter = j.clone();
+                (j, Box::new(move || counter.commits()))
+            }
+            Place::Postgres(db) => {
+                let j = Arc::new(PostgresJournal::connect(&db.url).await.unwrap());
+                let counter = j.clone();
+                (j, Box::new(move || counter.commits()))
+            }
         }
     }
     async fn cleanup(self) {
@@ -171,7 +179,7 @@ fn round(x: f64) -> f64 {
 }
 
 async fn engine_mode(a: &Args, place: &Place) -> serde_json::Value {
-    let journal = place.journal().await;
+    let (journal, commits) = place.journal().await;
     let registry = Registry::new().with(saga(None)).unwrap();
     let engine = Engine::builder(journal, registry)
         .max_active_runs(a.concurrency.max(64))
@@ -208,6 +216,7 @@ async fn engine_mode(a: &Args, place: &Place) -> serde_json::Value {
         latencies.extend(lane.await.unwrap());
     }
     let wall = started.elapsed().as_secs_f64();
+    let committed = commits();
     workers.shutdown(Duration::from_secs(5)).await;
     latencies.sort_by(f64::total_cmp);
     json!({
@@ -219,12 +228,23 @@ async fn engine_mode(a: &Args, place: &Place) -> serde_json::Value {
         "p50_ms": round(percentile(&latencies, 0.50)),
         "p99_ms": round(percentile(&latencies, 0.99)),
         "per_step_ms": round(wall * 1000.0 / a.runs as f64 / 5.0),
+        "commits_per_step": round(committed as f64 / a.runs as f64 / 5.0),
     })
 }
 
 /// One raw, durable transaction inserting a ~200-byte row; `lane` keeps keys apart.
 async fn floor_mode(a: &Args, place: &Place) -> serde_json::Value {
-    let commits = a.runs * ENGINE_COMMITS_PER_RUN;
+    let calibration = Args {
+        store: a.store.clone(),
+        runs: CALIBRATION_RUNS,
+        concurrency: a.concurrency,
+        mode: "engine".into(),
+    };
+    let calibration_place = Place::new(&a.store).await;
+    let engine_line = engine_mode(&calibration, &calibration_place).await;
+    calibration_place.cleanup().await;
+    let per_step = engine_line["commits_per_step"].as_f64().unwrap_or(1.0);
+    let commits = ((a.runs * 5) as f64 * per_step).round() as usize;
     let body = "p".repeat(200);
     let next = Arc::new(AtomicUsize::new(0));
     let started;
@@ -302,7 +322,7 @@ async fn floor_mode(a: &Args, place: &Place) -> serde_json::Value {
         "mode": "floor",
         "runs": a.runs,
         "concurrency": a.concurrency,
-        "commits_per_step": ENGINE_COMMITS_PER_RUN as f64 / 5.0,
+        "commits_per_step": per_step,
         "wall_s": round(wall),
         "commit_ms": round(wall * 1000.0 / commits as f64),
         "per_step_ms": round(wall * 1000.0 / a.runs as f64 / 5.0),
@@ -319,7 +339,7 @@ fn rss_mb() -> f64 {
 }
 
 async fn memory_mode(a: &Args, place: &Place) -> serde_json::Value {
-    let journal = place.journal().await;
+    let (journal, _) = place.journal().await;
     let parked = Arc::new(AtomicUsize::new(0));
     let registry = Registry::new().with(saga(Some(parked.clone()))).unwrap();
     let engine = Engine::builder(journal, registry)

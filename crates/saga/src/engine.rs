@@ -336,36 +336,61 @@ impl Engine {
             && !inner.stopping.load(Ordering::Acquire)
             && inner.active().len() < inner.max_active_runs)
             .then(|| inner.lease.clone());
-        let claimed = claim.is_some();
         let now = now_ms();
+        let run_id = Uuid::now_v7();
+        // When this process will drive the run, its first steps' `step_started` go into the
+        // same transaction as the run itself: one commit fewer per run.
+        let mut driver = claim.as_ref().map(|_| {
+            worker::driver_for_new_run(
+                inner,
+                run_id,
+                definition.clone(),
+                Arc::new(input.clone()),
+                key,
+            )
+        });
+        let (events, status) = match driver.as_mut().and_then(|d| d.prepare_new(now)) {
+            Some(prepared) => prepared,
+            None => {
+                // Not a plain start: begin from scratch once created.
+                driver = driver.map(|_| {
+                    worker::driver_for_new_run(
+                        inner,
+                        run_id,
+                        definition.clone(),
+                        Arc::new(input.clone()),
+                        key,
+                    )
+                });
+                (Vec::new(), RunStatus::Queued)
+            }
+        };
         let outcome = inner
             .journal
             .create_run(NewRun {
-                id: Uuid::now_v7(),
+                id: run_id,
                 saga: definition.name().to_owned(),
                 version: definition.version(),
                 idempotency_key: key.to_owned(),
                 input: input.clone(),
                 now_ms: now,
                 claim,
+                events: events.clone(),
+                status,
             })
             .await?;
         match outcome {
             CreateOutcome::Created(row) => {
-                inner.publish(
-                    row.id,
-                    1,
-                    now,
-                    vec![RunEvent::RunCreated {
-                        saga: row.saga.clone(),
-                        version: row.version,
-                        idempotency_key: row.idempotency_key.clone(),
-                    }],
-                );
-                if claimed {
-                    worker::adopt_new_run(inner, &row, definition);
-                } else {
-                    inner.wakeup.notify_one();
+                let mut all = vec![RunEvent::RunCreated {
+                    saga: row.saga.clone(),
+                    version: row.version,
+                    idempotency_key: row.idempotency_key.clone(),
+                }];
+                all.extend(events);
+                inner.publish(row.id, 1, now, all);
+                match driver {
+                    Some(driver) => worker::adopt_new_run(inner, &row, driver),
+                    None => inner.wakeup.notify_one(),
                 }
                 Ok(Started {
                     run_id: row.id,

@@ -116,7 +116,23 @@ impl Driver {
         }
     }
 
+    /// For a run about to be created by this process: plans its first events (`run_started`,
+    /// the first `step_started`s) so they are written with the run itself. `None` when the
+    /// plan is not a plain start; the run is then created bare.
+    pub(crate) fn prepare_new(&mut self, now: i64) -> Option<(Vec<RunEvent>, RunStatus)> {
+        match self.plan(now) {
+            Ok(None) if !self.launches.is_empty() => {
+                let events = std::mem::take(&mut self.batch);
+                self.state.last_seq = 1 + i64::try_from(events.len()).unwrap_or(0);
+                Some((events, self.state.status))
+            }
+            _ => None,
+        }
+    }
+
     async fn run(&mut self, lost: &AtomicBool) -> Result<(), DriveError> {
+        // Steps prepared with the run's creation start first.
+        self.launch();
         let mut idle_rounds = 0;
         loop {
             if lost.load(Ordering::Acquire) {

@@ -363,6 +363,8 @@ async fn a_stale_lease_generation_cannot_write() {
                 input: serde_json::json!({"client": "x"}),
                 now_ms: now,
                 claim: Some(one.clone()),
+                events: Vec::new(),
+                status: RunStatus::Queued,
             })
             .await
             .unwrap();

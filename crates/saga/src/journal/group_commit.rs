@@ -2,6 +2,9 @@
 //! next one, so one fsync serves many runs and throughput grows with concurrency.
 //! Each write keeps its own outcome: a fenced write fails alone, not its batch.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
@@ -49,13 +52,20 @@ type Request = (WriteOp, oneshot::Sender<Result<WriteDone, JournalError>>);
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommitter {
     requests: mpsc::UnboundedSender<Request>,
+    commits: Arc<AtomicU64>,
 }
 
 impl GroupCommitter {
     pub(crate) fn spawn<W: BatchWriter>(writer: W) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        tokio::spawn(commit_loop(writer, receiver));
-        Self { requests }
+        let commits = Arc::new(AtomicU64::new(0));
+        tokio::spawn(commit_loop(writer, receiver, commits.clone()));
+        Self { requests, commits }
+    }
+
+    /// Transactions committed so far.
+    pub(crate) fn commits(&self) -> u64 {
+        self.commits.load(Ordering::Relaxed)
     }
 
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteDone, JournalError> {
@@ -72,6 +82,7 @@ impl GroupCommitter {
 async fn commit_loop<W: BatchWriter>(
     mut writer: W,
     mut receiver: mpsc::UnboundedReceiver<Request>,
+    commits: Arc<AtomicU64>,
 ) {
     let mut ops = Vec::new();
     let mut replies = Vec::new();
@@ -89,6 +100,7 @@ async fn commit_loop<W: BatchWriter>(
         }
         match writer.write_batch(&ops).await {
             Ok(outcomes) => {
+                commits.fetch_add(1, Ordering::Relaxed);
                 for (reply, outcome) in replies.drain(..).zip(outcomes) {
                     // The caller may have gone away (e.g. aborted); nothing to tell it then.
                     let _ = reply.send(outcome);

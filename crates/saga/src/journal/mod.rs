@@ -60,7 +60,8 @@ pub struct LeaseRequest {
     pub lease_ms: i64,
 }
 
-/// A run to insert. With `claim`, the new run is leased to that worker in the same write.
+/// A run to insert. With `claim`, the new run is leased to that worker in the same write,
+/// and `events` (the owner's first events, after `run_created`) are written with it.
 #[derive(Debug, Clone)]
 pub struct NewRun {
     pub id: Uuid,
@@ -70,6 +71,47 @@ pub struct NewRun {
     pub input: Value,
     pub now_ms: i64,
     pub claim: Option<LeaseRequest>,
+    pub events: Vec<RunEvent>,
+    /// The status after `events` (`queued` when there are none).
+    pub status: RunStatus,
+}
+
+impl NewRun {
+    /// `run_created` followed by the initial events: what the journal stores, from seq 1.
+    pub(crate) fn all_events(&self) -> Vec<RunEvent> {
+        let mut all = Vec::with_capacity(self.events.len() + 1);
+        all.push(RunEvent::RunCreated {
+            saga: self.saga.clone(),
+            version: self.version,
+            idempotency_key: self.idempotency_key.clone(),
+        });
+        all.extend(self.events.iter().cloned());
+        all
+    }
+
+    pub(crate) fn row(
+        &self,
+        owner: Option<String>,
+        generation: i64,
+        expires: Option<i64>,
+    ) -> RunRow {
+        RunRow {
+            id: self.id,
+            saga: self.saga.clone(),
+            version: self.version,
+            idempotency_key: self.idempotency_key.clone(),
+            input: self.input.clone(),
+            status: self.status,
+            created_at_ms: self.now_ms,
+            updated_at_ms: self.now_ms,
+            last_seq: 1 + i64::try_from(self.events.len()).unwrap_or(0),
+            wake_at_ms: Some(self.now_ms),
+            lease_owner: owner,
+            lease_generation: generation,
+            lease_expires_at_ms: expires,
+            pending_command: None,
+        }
+    }
 }
 
 /// The projected row of a run.
@@ -244,6 +286,11 @@ pub(crate) fn decode_event(
 
 pub(crate) fn encode_event(event: &RunEvent) -> Result<String, JournalError> {
     serde_json::to_string(event).map_err(|e| JournalError::Corrupt(e.to_string()))
+}
+
+/// Events as one JSON array, in order.
+pub(crate) fn encode_events(events: &[RunEvent]) -> Result<String, JournalError> {
+    serde_json::to_string(events).map_err(|e| JournalError::Corrupt(e.to_string()))
 }
 
 pub(crate) fn decode_status(s: &str) -> Result<RunStatus, JournalError> {

@@ -72,6 +72,13 @@ impl PostgresJournal {
     }
 }
 
+impl PostgresJournal {
+    /// Transactions this journal has committed (each may hold many runs' writes).
+    pub fn commits(&self) -> u64 {
+        self.committer.commits()
+    }
+}
+
 async fn migrate(pool: &PgPool) -> Result<(), JournalError> {
     let mut tx = pool.begin().await?;
     sqlx::query(sql::MIGRATION_LOCK).execute(&mut *tx).await?;
@@ -176,6 +183,8 @@ async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
         .bind(&owner)
         .bind(generation)
         .bind(expires)
+        .bind(run.status.as_str())
+        .bind(run.row(None, 0, None).last_seq)
         .fetch_optional(&mut **tx)
         .await?;
     if inserted.is_none() {
@@ -185,28 +194,10 @@ async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
             .await?;
         return Ok(WriteDone::Created(CreateOutcome::Existing(run_row(&row)?)));
     }
-    let created = RunEvent::RunCreated {
-        saga: run.saga.clone(),
-        version: run.version,
-        idempotency_key: run.idempotency_key.clone(),
-    };
-    insert_events(tx, run.id, 1, run.now_ms, std::slice::from_ref(&created)).await?;
-    Ok(WriteDone::Created(CreateOutcome::Created(RunRow {
-        id: run.id,
-        saga: run.saga.clone(),
-        version: run.version,
-        idempotency_key: run.idempotency_key.clone(),
-        input: run.input.clone(),
-        status: RunStatus::Queued,
-        created_at_ms: run.now_ms,
-        updated_at_ms: run.now_ms,
-        last_seq: 1,
-        wake_at_ms: Some(run.now_ms),
-        lease_owner: owner,
-        lease_generation: generation,
-        lease_expires_at_ms: expires,
-        pending_command: None,
-    })))
+    insert_events(tx, run.id, 1, run.now_ms, &run.all_events()).await?;
+    Ok(WriteDone::Created(CreateOutcome::Created(
+        run.row(owner, generation, expires),
+    )))
 }
 
 async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
@@ -313,23 +304,67 @@ async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
     }
 }
 
+/// Row locks are taken in run order, so two processes' batches cannot wait on each other
+/// in a cycle over the same runs.
+fn lock_order(op: &WriteOp) -> (u8, String) {
+    match op {
+        WriteOp::Create(run) => (0, run.id.to_string()),
+        WriteOp::Append(a) => (0, a.run_id.to_string()),
+        WriteOp::Renew { .. } => (1, String::new()),
+        WriteOp::Claim { .. } => (2, String::new()),
+    }
+}
+
+/// Deadlock or serialisation failure: the whole batch can simply be tried again.
+fn worth_retrying(e: &JournalError) -> bool {
+    match e {
+        JournalError::Database(e) => e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .is_some_and(|code| code == "40P01" || code == "40001"),
+        _ => false,
+    }
+}
+
+impl PostgresWriter {
+    async fn try_batch(
+        &self,
+        ops: &[WriteOp],
+        order: &[usize],
+    ) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
+        let mut tx = self.pool.begin().await?;
+        let mut outcomes: Vec<Option<Result<WriteDone, JournalError>>> =
+            ops.iter().map(|_| None).collect();
+        for &i in order {
+            match apply(&mut tx, &ops[i]).await {
+                // PostgreSQL aborts the transaction on a failed statement: the batch is lost.
+                Err(e @ (JournalError::Database(_) | JournalError::Corrupt(_))) => return Err(e),
+                outcome => outcomes[i] = Some(outcome),
+            }
+        }
+        tx.commit().await?;
+        Ok(outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| Err(JournalError::Unavailable("write skipped".into()))))
+            .collect())
+    }
+}
+
 #[async_trait]
 impl BatchWriter for PostgresWriter {
     async fn write_batch(
         &mut self,
         ops: &[WriteOp],
     ) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
-        let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            match apply(&mut tx, op).await {
-                // PostgreSQL aborts the transaction on a failed statement: the batch is lost.
-                Err(e @ (JournalError::Database(_) | JournalError::Corrupt(_))) => return Err(e),
-                outcome => outcomes.push(outcome),
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        order.sort_by_key(|&i| lock_order(&ops[i]));
+        let mut tries = 0;
+        loop {
+            match self.try_batch(ops, &order).await {
+                Err(e) if tries < 3 && worth_retrying(&e) => tries += 1,
+                outcome => return outcome,
             }
         }
-        tx.commit().await?;
-        Ok(outcomes)
     }
 }
 

@@ -17,7 +17,7 @@ use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
 use super::{
     Append, AppendReceipt, Claim, Command, CreateOutcome, Journal, JournalError, LeaseRequest,
     NewRun, RunFilter, RunRow, Writer, allowed_text, decode_event, decode_input, decode_status,
-    encode_event, pending_param, refusal, wake_params,
+    encode_events, pending_param, refusal, wake_params,
 };
 use crate::event::{EventRecord, RunEvent, RunStatus};
 
@@ -32,7 +32,7 @@ mod sql {
         include_str!("../../sql/sqlite/migration_applied.sql");
     pub(super) const RECORD_MIGRATION: &str = include_str!("../../sql/sqlite/record_migration.sql");
     pub(super) const INSERT_RUN: &str = include_str!("../../sql/sqlite/insert_run.sql");
-    pub(super) const INSERT_EVENT: &str = include_str!("../../sql/sqlite/insert_event.sql");
+    pub(super) const INSERT_EVENTS: &str = include_str!("../../sql/sqlite/insert_events.sql");
     pub(super) const APPEND_FENCED: &str = include_str!("../../sql/sqlite/append_fenced.sql");
     pub(super) const APPEND_OPERATOR: &str = include_str!("../../sql/sqlite/append_operator.sql");
     pub(super) const REFUSAL: &str = include_str!("../../sql/sqlite/refusal.sql");
@@ -75,6 +75,13 @@ impl SqliteJournal {
             reader,
             committer: GroupCommitter::spawn(SqliteWriter { pool: writer }),
         })
+    }
+}
+
+impl SqliteJournal {
+    /// Transactions this journal has committed (each may hold many runs' writes).
+    pub fn commits(&self) -> u64 {
+        self.committer.commits()
     }
 }
 
@@ -146,19 +153,21 @@ struct SqliteWriter {
 
 type Tx = Transaction<'static, Sqlite>;
 
-async fn insert_event(
+async fn insert_events(
     tx: &mut Tx,
     run_id: &str,
-    seq: i64,
+    first_seq: i64,
     at: i64,
-    event: &RunEvent,
+    events: &[RunEvent],
 ) -> Result<(), JournalError> {
-    sqlx::query(sql::INSERT_EVENT)
+    if events.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(sql::INSERT_EVENTS)
         .bind(run_id)
-        .bind(seq)
+        .bind(first_seq)
         .bind(at)
-        .bind(event.kind())
-        .bind(encode_event(event)?)
+        .bind(encode_events(events)?)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -182,6 +191,8 @@ async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
         .bind(&owner)
         .bind(generation)
         .bind(expires)
+        .bind(run.status.as_str())
+        .bind(run.row(None, 0, None).last_seq)
         .fetch_optional(&mut **tx)
         .await?;
     if inserted.is_none() {
@@ -191,28 +202,10 @@ async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
             .await?;
         return Ok(WriteDone::Created(CreateOutcome::Existing(run_row(&row)?)));
     }
-    let created = RunEvent::RunCreated {
-        saga: run.saga.clone(),
-        version: run.version,
-        idempotency_key: run.idempotency_key.clone(),
-    };
-    insert_event(tx, &id, 1, run.now_ms, &created).await?;
-    Ok(WriteDone::Created(CreateOutcome::Created(RunRow {
-        id: run.id,
-        saga: run.saga.clone(),
-        version: run.version,
-        idempotency_key: run.idempotency_key.clone(),
-        input: run.input.clone(),
-        status: RunStatus::Queued,
-        created_at_ms: run.now_ms,
-        updated_at_ms: run.now_ms,
-        last_seq: 1,
-        wake_at_ms: Some(run.now_ms),
-        lease_owner: owner,
-        lease_generation: generation,
-        lease_expires_at_ms: expires,
-        pending_command: None,
-    })))
+    insert_events(tx, &id, 1, run.now_ms, &run.all_events()).await?;
+    Ok(WriteDone::Created(CreateOutcome::Created(
+        run.row(owner, generation, expires),
+    )))
 }
 
 async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
@@ -273,9 +266,7 @@ async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
     let last_seq: i64 = row.try_get(0)?;
     let pending: Option<String> = row.try_get(1)?;
     let first_seq = last_seq - count + 1;
-    for (seq, event) in (first_seq..).zip(&a.events) {
-        insert_event(tx, &id, seq, a.now_ms, event).await?;
-    }
+    insert_events(tx, &id, first_seq, a.now_ms, &a.events).await?;
     Ok(WriteDone::Appended(AppendReceipt {
         first_seq,
         pending: pending.as_deref().and_then(Command::parse),

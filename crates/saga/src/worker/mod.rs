@@ -84,22 +84,31 @@ impl Drop for Workers {
     }
 }
 
-/// Starts driving a run this process just created and leased (generation 1), without
-/// reading back what it just wrote.
-pub(crate) fn adopt_new_run(inner: &Arc<Inner>, row: &RunRow, definition: Arc<SagaDefinition>) {
+/// A fresh driver for a run this process is about to create under lease generation 1.
+pub(crate) fn driver_for_new_run(
+    inner: &Arc<Inner>,
+    run_id: Uuid,
+    definition: Arc<SagaDefinition>,
+    input: Arc<serde_json::Value>,
+    idempotency_key: &str,
+) -> Driver {
     let mut state = RunState::new(Some(&definition));
-    state.last_seq = row.last_seq;
-    let driver = Driver::new(
+    state.last_seq = 1;
+    Driver::new(
         inner.clone(),
         Claim {
-            run_id: row.id,
-            generation: row.lease_generation,
+            run_id,
+            generation: 1,
         },
         definition,
-        Arc::new(row.input.clone()),
-        row.idempotency_key.as_str().into(),
+        input,
+        idempotency_key.into(),
         state,
-    );
+    )
+}
+
+/// Drives a run this process just created and leased, without reading back what it wrote.
+pub(crate) fn adopt_new_run(inner: &Arc<Inner>, row: &RunRow, driver: Driver) {
     spawn_run(inner, row.id, row.lease_generation, move |lost| {
         executor::drive(driver, lost)
     });
