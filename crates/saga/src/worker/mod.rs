@@ -43,12 +43,9 @@ impl Workers {
     pub async fn shutdown(mut self, grace: Duration) {
         self.inner.workers_running.store(false, Ordering::Release);
         self.inner.stopping.store(true, Ordering::Release);
+        // The claim loop sees `stopping` and takes nothing new; the heartbeat keeps the
+        // leases of draining runs alive until they hand them back.
         self.inner.wakeup.notify_waiters();
-        for l in &self.loops {
-            if !l.is_finished() {
-                // The claim loop must not take new runs while we drain; heartbeat keeps going.
-            }
-        }
         let deadline = tokio::time::Instant::now() + grace;
         while !self.inner.active().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
