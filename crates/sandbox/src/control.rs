@@ -33,6 +33,7 @@ pub(crate) async fn inventory(shared: &Shared) -> Inventory {
         Inventory {
             supabase_projects: world.supabase.summaries(shared),
             supabase_databases: Vec::new(),
+            supabase_roles: Vec::new(),
             github_repos: world.github.summaries(),
             vercel_projects: world.vercel.project_summaries(),
             vercel_deployments: world.vercel.deployment_summaries(),
@@ -42,7 +43,10 @@ pub(crate) async fn inventory(shared: &Shared) -> Inventory {
     };
     if let Some(databases) = &shared.databases {
         match databases.existing().await {
-            Ok(names) => inventory.supabase_databases = names,
+            Ok((databases, roles)) => {
+                inventory.supabase_databases = databases;
+                inventory.supabase_roles = roles;
+            }
             Err(problem) => inventory.database_error = Some(problem.to_string()),
         }
     }

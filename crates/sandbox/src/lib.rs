@@ -76,6 +76,9 @@ pub struct Inventory {
     pub supabase_projects: Vec<ProjectSummary>,
     /// Databases this sandbox created that still exist on the PostgreSQL server.
     pub supabase_databases: Vec<String>,
+    /// Login roles this sandbox created (one per project) that still exist on the server.
+    #[serde(default)]
+    pub supabase_roles: Vec<String>,
     /// Generated repositories (the pre-existing template is not listed).
     pub github_repos: Vec<RepoSummary>,
     pub vercel_projects: Vec<VercelSummary>,
@@ -104,6 +107,11 @@ impl Inventory {
             self.supabase_databases
                 .iter()
                 .map(|d| format!("postgres database {d}")),
+        );
+        names.extend(
+            self.supabase_roles
+                .iter()
+                .map(|r| format!("postgres role {r}")),
         );
         names.extend(
             self.github_repos

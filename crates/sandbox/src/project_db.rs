@@ -139,6 +139,9 @@ impl ProjectDatabases {
     }
 
     async fn try_create(&self, name: &str, db_pass: &str) -> Result<(), ProjectDbError> {
+        // Recorded before anything exists, so that shutdown cleans up whatever part of the
+        // creation happened (every drop is `IF EXISTS`).
+        self.created().insert(name.to_owned());
         // Like Supabase's `postgres` role: may create roles, not a superuser, member of the
         // API roles so it can grant to and switch into them.
         let create_role = format!(
@@ -156,7 +159,6 @@ impl ProjectDatabases {
         sqlx::raw_sql(AssertSqlSafe(create_db))
             .execute(&self.pool)
             .await?;
-        self.created().insert(name.to_owned());
 
         let mut connection =
             sqlx::PgConnection::connect_with(&self.admin.clone().database(name)).await?;
@@ -193,16 +195,24 @@ impl ProjectDatabases {
         Ok(())
     }
 
-    /// The databases this sandbox created that really exist on the server now.
-    pub(crate) async fn existing(&self) -> Result<Vec<String>, ProjectDbError> {
+    /// The databases and login roles this sandbox created that really exist on the server now.
+    pub(crate) async fn existing(&self) -> Result<(Vec<String>, Vec<String>), ProjectDbError> {
         let names: Vec<String> = self.created().iter().cloned().collect();
-        let rows: Vec<(String,)> = sqlx::query_as(
+        let databases: Vec<(String,)> = sqlx::query_as(
             "SELECT datname::text FROM pg_database WHERE datname = ANY($1) ORDER BY 1",
         )
         .bind(&names)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(name,)| name).collect())
+        let roles: Vec<(String,)> =
+            sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1")
+                .bind(&names)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok((
+            databases.into_iter().map(|(name,)| name).collect(),
+            roles.into_iter().map(|(name,)| name).collect(),
+        ))
     }
 
     /// Drops every database this sandbox made that still exists (on shutdown).

@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use crate::Provider;
 use crate::config::random_lowercase;
 use crate::listener::{ProjectFate, Tap, endpoint_name, json};
+use crate::project_db::ProjectDbError;
 use crate::world::Shared;
 
 /// Region codes of the create body's enum (and of available-regions).
@@ -422,43 +423,59 @@ async fn create_project(
         .unwrap_or("nano")
         .to_owned();
 
-    let reference = random_lowercase(20);
-    if let Some(databases) = &shared.databases
-        && let Err(problem) = databases.create(&reference, db_pass).await
-    {
-        tracing::error!(project = %reference, error = %problem, "could not create the project database");
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Failed to create project",
-        );
-    }
-    let project = {
-        let mut world = shared.world();
-        world.supabase.next_numeric_id += 1;
-        let project = Project {
-            numeric_id: 700_000 + world.supabase.next_numeric_id,
-            name,
-            organization_slug: organization.to_owned(),
-            region,
-            instance_size,
-            created_at: chrono::Utc::now(),
-            created: Instant::now(),
-            fate: fate.map(|Extension(fate)| fate),
-            keys: ProjectKeys {
-                anon: fake_jwt(&reference, "anon"),
-                service_role: fake_jwt(&reference, "service_role"),
-                publishable: format!("sb_publishable_{}", random_lowercase(32)),
-                publishable_id: uuid::Uuid::new_v4().to_string(),
-                secret: format!("sb_secret_{}", random_lowercase(32)),
-                secret_id: uuid::Uuid::new_v4().to_string(),
-            },
-            reference: reference.clone(),
-        };
-        world
-            .supabase
-            .projects
-            .insert(reference.clone(), project.clone());
-        project
+    let fate = fate.map(|Extension(fate)| fate);
+    let organization = organization.to_owned();
+    let db_pass = db_pass.to_owned();
+    // The creation runs on its own task: a client that gives up mid-request (a timeout) must
+    // not cancel it half-way, which would strand a role or database. As on the real service,
+    // the project then exists although nobody saw the answer.
+    let creation = tokio::spawn({
+        let shared = shared.clone();
+        async move {
+            let reference = random_lowercase(20);
+            if let Some(databases) = &shared.databases {
+                databases.create(&reference, &db_pass).await?;
+            }
+            let mut world = shared.world();
+            world.supabase.next_numeric_id += 1;
+            let project = Project {
+                numeric_id: 700_000 + world.supabase.next_numeric_id,
+                name,
+                organization_slug: organization,
+                region,
+                instance_size,
+                created_at: chrono::Utc::now(),
+                created: Instant::now(),
+                fate,
+                keys: ProjectKeys {
+                    anon: fake_jwt(&reference, "anon"),
+                    service_role: fake_jwt(&reference, "service_role"),
+                    publishable: format!("sb_publishable_{}", random_lowercase(32)),
+                    publishable_id: uuid::Uuid::new_v4().to_string(),
+                    secret: format!("sb_secret_{}", random_lowercase(32)),
+                    secret_id: uuid::Uuid::new_v4().to_string(),
+                },
+                reference: reference.clone(),
+            };
+            world.supabase.projects.insert(reference, project.clone());
+            Ok::<Project, ProjectDbError>(project)
+        }
+    });
+    let project = match creation.await {
+        Ok(Ok(project)) => project,
+        Ok(Err(problem)) => {
+            tracing::error!(error = %problem, "could not create the project database");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Failed to create project",
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Failed to create project",
+            );
+        }
     };
     let mut body = project_json(&project, &shared, Instant::now(), false);
     // A fresh project reads UNKNOWN in the create answer (recorded), COMING_UP afterwards.

@@ -632,3 +632,59 @@ async fn concurrent_creates_each_get_their_own_database() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_client_giving_up_mid_create_strands_nothing() {
+    let Some(sandbox) = support::start_with(|config| {
+        config.supabase_ready_after = std::time::Duration::ZERO;
+    })
+    .await
+    else {
+        return;
+    };
+    // Give up at various points of the creation (role, database, bootstrap): whatever the
+    // moment, each creation ends whole (project, database and role) or not at all.
+    for millis in [1, 10, 30, 60, 90, 120, 160, 220] {
+        let _ = support::client()
+            .post(format!("{}/v1/projects", sandbox.urls().supabase))
+            .bearer_auth(&sandbox.credentials().supabase_token)
+            .json(&create_body(&sandbox, &format!("impatient-{millis}")))
+            .timeout(std::time::Duration::from_millis(millis))
+            .send()
+            .await;
+    }
+    // Creations that outlived their request finish on their own.
+    let references: Vec<String> = support::eventually(|| async {
+        let inventory = sandbox.inventory().await;
+        let mut references: Vec<String> = inventory
+            .supabase_projects
+            .iter()
+            .map(|project| project.reference.clone())
+            .collect();
+        references.sort();
+        let mut databases: Vec<String> = inventory
+            .supabase_databases
+            .iter()
+            .map(|name| name.trim_start_matches("sandbox_").to_owned())
+            .collect();
+        databases.sort();
+        let mut roles: Vec<String> = inventory
+            .supabase_roles
+            .iter()
+            .map(|name| name.trim_start_matches("sandbox_").to_owned())
+            .collect();
+        roles.sort();
+        (references == databases && references == roles).then_some(references)
+    })
+    .await;
+    for reference in &references {
+        assert_eq!(delete(&sandbox, reference).await.status(), StatusCode::OK);
+    }
+    let inventory = sandbox.inventory().await;
+    assert!(
+        inventory.is_empty(),
+        "left behind: {:?}",
+        inventory.resource_names()
+    );
+    sandbox.shutdown().await;
+}
