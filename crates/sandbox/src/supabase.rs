@@ -522,16 +522,35 @@ async fn delete_project(
             return not_ready_for_deletion();
         }
     }
-    if let Some(databases) = &shared.databases
-        && let Err(problem) = databases.drop_project(&reference).await
-    {
-        tracing::error!(project = %reference, error = %problem, "could not drop the project database");
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "Failed to delete project",
-        );
-    }
-    let removed = shared.world().supabase.projects.remove(&reference);
+    // Like creation, deletion finishes even if the client stops waiting for it.
+    let deletion = tokio::spawn({
+        let shared = shared.clone();
+        let reference = reference.clone();
+        async move {
+            if let Some(databases) = &shared.databases {
+                databases.drop_project(&reference).await?;
+            }
+            Ok::<Option<Project>, ProjectDbError>(
+                shared.world().supabase.projects.remove(&reference),
+            )
+        }
+    });
+    let removed = match deletion.await {
+        Ok(Ok(removed)) => removed,
+        Ok(Err(problem)) => {
+            tracing::error!(project = %reference, error = %problem, "could not drop the project database");
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Failed to delete project",
+            );
+        }
+        Err(_) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Failed to delete project",
+            );
+        }
+    };
     match removed {
         Some(project) => json(
             StatusCode::OK,
