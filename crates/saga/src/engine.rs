@@ -21,7 +21,7 @@ use crate::journal::{
     Append, CreateOutcome, Journal, JournalError, LeaseRequest, NewRun, PendingChange, RunFilter,
     RunRow, Wake, Writer,
 };
-use crate::secret::{SealError, SealingKey, redact_sealed, unseal};
+use crate::secret::{SealError, SealingKey, holds_secret, redact_sealed, unseal};
 use crate::state::{RunState, StepPhase};
 use crate::worker::{self, Workers};
 
@@ -325,6 +325,16 @@ impl Engine {
             saga: definition.name().to_owned(),
             message: e.to_string(),
         })?;
+        if holds_secret(&input) {
+            // Inputs are stored in clear (they are compared for idempotency): refuse rather
+            // than write a secret. Pass a reference to the secret instead.
+            return Err(EngineError::InvalidInput {
+                saga: definition.name().to_owned(),
+                message:
+                    "saga inputs cannot hold secret fields; pass a reference to the secret instead"
+                        .into(),
+            });
+        }
         definition
             .check_input(&input)
             .map_err(|e| EngineError::InvalidInput {

@@ -212,6 +212,17 @@ pub(crate) fn unseal(
     })
 }
 
+/// Whether `value` holds a secret marker anywhere.
+pub(crate) fn holds_secret(value: &Value) -> bool {
+    match value {
+        Value::Object(obj) => {
+            single(obj, SECRET_MARKER).is_some() || obj.values().any(holds_secret)
+        }
+        Value::Array(items) => items.iter().any(holds_secret),
+        _ => false,
+    }
+}
+
 /// Replaces sealed values by a redaction marker, for views that must show outputs.
 pub(crate) fn redact_sealed(value: &mut Value) {
     let _ = walk(value, &mut |obj| {

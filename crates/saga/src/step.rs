@@ -276,3 +276,42 @@ impl<S: Step> ErasedStep for Typed<S> {
         self.0.undo(&ctx, output).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_step_sees_only_its_declared_dependencies() {
+        let call = StepCall {
+            run_id: Uuid::now_v7(),
+            step: "d".into(),
+            attempt: 1,
+            idempotency_key: "k".into(),
+            input: Arc::new(json!(null)),
+            dependency_outputs: HashMap::from([("a".to_owned(), json!({"id": "a-1"}))]),
+            dependencies: vec!["a".to_owned()].into(),
+        };
+        let ctx = StepContext {
+            input: &(),
+            call: &call,
+        };
+        let a: Value = ctx.output("a").unwrap();
+        assert_eq!(a["id"], "a-1");
+        let not_declared = ctx.output::<Value>("b").unwrap_err();
+        assert!(!not_declared.is_retryable());
+        assert!(
+            not_declared
+                .to_string()
+                .contains("not one of its dependencies"),
+            "{not_declared}"
+        );
+        let wrong_shape = ctx.output::<u32>("a").unwrap_err();
+        assert!(
+            wrong_shape.to_string().contains("expected shape"),
+            "{wrong_shape}"
+        );
+    }
+}
