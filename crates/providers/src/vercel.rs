@@ -239,6 +239,23 @@ pub struct Deployment {
     pub error_message: Option<String>,
 }
 
+/// One item of `GET /v6/deployments`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct DeploymentSummary {
+    pub uid: String,
+    pub url: String,
+    #[serde(default, rename = "readyState")]
+    pub ready_state: Option<ReadyState>,
+    #[serde(default)]
+    pub target: Option<String>,
+    pub created: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct DeploymentList {
+    deployments: Vec<DeploymentSummary>,
+}
+
 #[derive(Debug, Clone)]
 pub struct VercelClient {
     transport: Transport,
@@ -343,6 +360,28 @@ impl VercelClient {
             .execute(call)
             .await?
             .json(Provider::Vercel, OP)
+    }
+
+    /// `GET /v6/deployments?projectId=&target=`: the project's deployments, newest first
+    /// (the first page, up to 100: enough to tell whether one exists).
+    pub async fn list_deployments(
+        &self,
+        project_id: &str,
+        target: Option<&str>,
+    ) -> Result<Vec<DeploymentSummary>, ProviderError> {
+        const OP: &str = "GET /v6/deployments";
+        let mut call = Call::new(Method::GET, OP, vec!["v6", "deployments"])
+            .query("projectId", project_id)
+            .query("limit", "100");
+        if let Some(target) = target {
+            call = call.query("target", target);
+        }
+        let page: DeploymentList = self
+            .transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)?;
+        Ok(page.deployments)
     }
 
     /// `DELETE /v9/projects/{idOrName}` → 204 (env vars and deployments go with it);

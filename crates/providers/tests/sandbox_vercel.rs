@@ -98,6 +98,25 @@ async fn happy_path_project_env_deployment_delete() {
     .await;
     assert_eq!(ready.project_id.as_deref(), Some(project.id.as_str()));
 
+    // The project's deployments are listed (what a re-run checks before deploying again).
+    let listed = h
+        .vercel
+        .list_deployments(&project.id, Some("production"))
+        .await
+        .unwrap();
+    assert_eq!(
+        listed.iter().map(|d| d.uid.as_str()).collect::<Vec<_>>(),
+        [deployment.id.as_str()]
+    );
+    assert_eq!(listed[0].ready_state, Some(ReadyState::Ready));
+    assert!(
+        h.vercel
+            .list_deployments("prj_of_nobody", None)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
     let again = h
         .vercel
         .create_project(&bodies::vercel_project("client-acme", &org, "client-acme"))

@@ -49,11 +49,12 @@ async fn provision_then_deprovision_leaves_nothing() {
         .unwrap();
     assert_eq!(answer.status(), 200);
 
-    // Project (+ its database), repository, Vercel project (+ its deployment), workflow.
+    // Project (+ its database and login role), repository, Vercel project (+ its
+    // deployment), workflow.
     let inventory = world.sandbox.inventory().await;
     assert_eq!(
         inventory.resource_names().len(),
-        6,
+        7,
         "{:?}",
         inventory.resource_names()
     );

@@ -188,6 +188,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             post(create_env).get(list_env),
         )
         .route("/v13/deployments", post(create_deployment))
+        .route("/v6/deployments", get(list_deployments))
         .route("/v13/deployments/{idOrUrl}", get(get_deployment))
         .fallback(|| async {
             error(
@@ -901,6 +902,67 @@ async fn create_deployment(AxumState(shared): AxumState<Arc<Shared>>, body: Byte
     world.vercel.deployments.insert(id, deployment.clone());
     drop(world);
     json(StatusCode::OK, &deployment_json(&shared, &deployment, now))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct DeploymentListQuery {
+    #[serde(rename = "projectId")]
+    project_id: Option<String>,
+    target: Option<String>,
+    limit: Option<usize>,
+}
+
+/// `GET /v6/deployments`: newest first, filtered by project and target as the real API does.
+async fn list_deployments(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Query(query): Query<DeploymentListQuery>,
+) -> Response {
+    let world = shared.world();
+    let now = Instant::now();
+    let mut found: Vec<&Deployment> = world
+        .vercel
+        .deployments
+        .values()
+        .filter(|d| query.project_id.as_ref().is_none_or(|p| &d.project_id == p))
+        .filter(|d| {
+            query
+                .target
+                .as_ref()
+                .is_none_or(|t| d.target.as_ref() == Some(t))
+        })
+        .collect();
+    found.sort_by_key(|d| std::cmp::Reverse(d.created_ms));
+    let limit = query.limit.unwrap_or(20).clamp(1, 100);
+    let count = found.len().min(limit);
+    let deployments: Vec<Value> = found
+        .into_iter()
+        .take(limit)
+        .map(|d| {
+            let full = deployment_json(&shared, d, now);
+            json!({
+                "uid": d.id,
+                "name": d.name,
+                "projectId": d.project_id,
+                "url": d.url,
+                "created": d.created_ms,
+                "createdAt": d.created_ms,
+                "state": full["readyState"],
+                "readyState": full["readyState"],
+                "type": "LAMBDAS",
+                "target": d.target,
+                "creator": full["creator"],
+                "inspectorUrl": full["inspectorUrl"],
+                "meta": d.meta,
+            })
+        })
+        .collect();
+    json(
+        StatusCode::OK,
+        &json!({
+            "deployments": deployments,
+            "pagination": { "count": count, "next": null, "prev": null },
+        }),
+    )
 }
 
 async fn get_deployment(

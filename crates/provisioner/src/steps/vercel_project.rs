@@ -137,6 +137,39 @@ impl VercelProjectStep {
         }
     }
 
+    /// The project's production deployment: the newest one that has not failed, else a new
+    /// one from the default branch. A repeat (crash, re-provision) finds the first instead of
+    /// deploying again.
+    async fn deployment(
+        &self,
+        project: &Project,
+        repo: &GithubRepo,
+    ) -> Result<(String, String), StepError> {
+        let stack = &self.stack;
+        let existing = stack
+            .vercel
+            .list_deployments(&project.id, Some("production"))
+            .await
+            .map_err(|e| provider_failure(&format!("list deployments of {}", project.name), e))?;
+        if let Some(found) = existing
+            .into_iter()
+            .find(|d| !d.ready_state.is_some_and(ReadyState::is_terminal_failure))
+        {
+            return Ok((found.uid, found.url));
+        }
+        let created = stack
+            .vercel
+            .create_deployment(&CreateDeployment {
+                name: project.name.clone(),
+                project: Some(project.id.clone()),
+                target: Some("production".into()),
+                git_source: GitSource::github(&repo.default_branch, repo.id),
+            })
+            .await
+            .map_err(|e| provider_failure(&format!("deploy {}", project.name), e))?;
+        Ok((created.id, created.url))
+    }
+
     async fn wait_until_ready(&self, deployment_id: &str) -> Result<(), StepError> {
         let timeout = Duration::from_secs(self.stack.settings.vercel.deploy_timeout_secs);
         let deadline = Instant::now() + timeout;
@@ -214,25 +247,16 @@ impl Step for VercelProjectStep {
             .upsert_env(&project.id, &environment(&supabase, &app_url))
             .await
             .map_err(|e| provider_failure(&format!("set environment of {name}"), e))?;
-        let deployment = stack
-            .vercel
-            .create_deployment(&CreateDeployment {
-                name: project.name.clone(),
-                project: Some(project.id.clone()),
-                target: Some("production".into()),
-                git_source: GitSource::github(&repo.default_branch, repo.id),
-            })
-            .await
-            .map_err(|e| provider_failure(&format!("deploy {name}"), e))?;
+        let (deployment_id, deployment_url) = self.deployment(&project, &repo).await?;
         let ready = stack.settings.vercel.wait_for_ready;
         if ready {
-            self.wait_until_ready(&deployment.id).await?;
+            self.wait_until_ready(&deployment_id).await?;
         }
         Ok(VercelProject {
             project_id: project.id,
             name: project.name,
-            deployment_url: format!("https://{}", deployment.url),
-            deployment_id: deployment.id,
+            deployment_url: format!("https://{deployment_url}"),
+            deployment_id,
             app_url,
             ready,
             adopted,
