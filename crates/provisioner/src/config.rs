@@ -84,6 +84,17 @@ pub struct Settings {
     pub templates: TemplateSettings,
     pub schema_checks: SchemaCheckSettings,
     pub journal: JournalSettings,
+    /// Per provider (`supabase`, `github`, `vercel`, `n8n`): overrides of the client-side rate
+    /// budget shared by every run in the process.
+    pub rate_budgets: BTreeMap<String, RateBudgetSettings>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateBudgetSettings {
+    pub requests_per_second: f64,
+    pub burst: u32,
+    pub max_concurrent: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -362,6 +373,23 @@ impl Settings {
                 ));
             }
         }
+        for (provider, budget) in &self.rate_budgets {
+            if !matches!(provider.as_str(), "supabase" | "github" | "vercel" | "n8n") {
+                problems.push(format!(
+                    "rate_budgets.{provider}: not a provider; use supabase, github, vercel or n8n"
+                ));
+            }
+            // Written so NaN fails too.
+            if !budget.requests_per_second.is_finite()
+                || budget.requests_per_second <= 0.0
+                || budget.burst == 0
+                || budget.max_concurrent == 0
+            {
+                problems.push(format!(
+                    "rate_budgets.{provider}: requests_per_second, burst and max_concurrent must all be above 0"
+                ));
+            }
+        }
         if let Some(url) = &self.journal.url
             && !(url.starts_with("sqlite:")
                 || url.starts_with("postgres://")
@@ -603,6 +631,21 @@ mod tests {
         let err = Settings::from_toml(toml).unwrap_err();
         assert_eq!(err.problems.len(), 3, "{err}");
         assert!(err.to_string().contains("\"tiny\" is not an instance size"));
+    }
+
+    #[test]
+    fn rate_budgets_are_checked_by_provider_and_value() {
+        let ok = Settings::from_toml(
+            "[rate_budgets.supabase]\nrequests_per_second = 1.0\nburst = 10\nmax_concurrent = 4\n",
+        )
+        .unwrap();
+        assert_eq!(ok.rate_budgets["supabase"].burst, 10);
+        let err = Settings::from_toml(
+            "[rate_budgets.heroku]\nrequests_per_second = 0.0\nburst = 1\nmax_concurrent = 1\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert!(err.problems[0].contains("rate_budgets.heroku: not a provider"));
     }
 
     #[test]

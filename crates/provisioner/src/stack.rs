@@ -60,22 +60,38 @@ impl Stack {
         readiness_interval: Duration,
     ) -> Result<Self, StackError> {
         let env = &config.providers;
+        let budget = |provider: &str, default: providers::RateBudgetConfig| match config
+            .settings
+            .rate_budgets
+            .get(provider)
+        {
+            Some(b) => providers::RateBudgetConfig {
+                requests_per_second: b.requests_per_second,
+                burst: b.burst,
+                max_concurrent: b.max_concurrent,
+                ..default
+            },
+            None => default,
+        };
         let url = |name: &'static str, value: &str| {
             Url::parse(value).map_err(|_| StackError::Url {
                 name,
                 value: value.to_owned(),
             })
         };
-        let supabase = SupabaseClient::new(SupabaseConfig::new(
+        let mut supabase_config = SupabaseConfig::new(
             url("SUPABASE_API_URL", &env.supabase_api_url)?,
             env.supabase_token.clone(),
-        ))
-        .map_err(|e| StackError::Client("supabase", e))?;
+        );
+        supabase_config.budget = budget("supabase", supabase_config.budget);
+        let supabase =
+            SupabaseClient::new(supabase_config).map_err(|e| StackError::Client("supabase", e))?;
         let mut github_config = GithubConfig::new(
             url("GITHUB_API_URL", &env.github_api_url)?,
             env.github_token.clone(),
         );
         github_config.api_version = config.settings.github.api_version.clone();
+        github_config.budget = budget("github", github_config.budget);
         let github =
             GithubClient::new(github_config).map_err(|e| StackError::Client("github", e))?;
         let mut vercel_config = VercelConfig::new(
@@ -83,6 +99,7 @@ impl Stack {
             env.vercel_token.clone(),
         );
         vercel_config.team_id = env.vercel_team_id.clone();
+        vercel_config.budget = budget("vercel", vercel_config.budget);
         let vercel =
             VercelClient::new(vercel_config).map_err(|e| StackError::Client("vercel", e))?;
         let flavour = if config.settings.n8n.api_version == "v1" {
@@ -91,12 +108,13 @@ impl Stack {
             N8nApiFlavour::PublishUnpublish
         };
         // The public API lives under `/api/v1` of the instance (N8N_PUBLIC_API_ENDPOINT default).
-        let n8n = N8nClient::new(N8nConfig::new(
+        let mut n8n_config = N8nConfig::new(
             url("N8N_HOST", &format!("{}/api/v1", env.n8n_base_url))?,
             env.n8n_api_key.clone(),
             flavour,
-        ))
-        .map_err(|e| StackError::Client("n8n", e))?;
+        );
+        n8n_config.budget = budget("n8n", n8n_config.budget);
+        let n8n = N8nClient::new(n8n_config).map_err(|e| StackError::Client("n8n", e))?;
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(20))
             .build()
