@@ -227,6 +227,7 @@ async fn engine_mode(a: &Args, place: &Place) -> serde_json::Value {
         "runs_per_s": round(a.runs as f64 / wall),
         "p50_ms": round(percentile(&latencies, 0.50)),
         "p99_ms": round(percentile(&latencies, 0.99)),
+        "max_ms": round(latencies.last().copied().unwrap_or(0.0)),
         "per_step_ms": round(wall * 1000.0 / a.runs as f64 / 5.0),
         "commits_per_step": round(committed as f64 / a.runs as f64 / 5.0),
     })

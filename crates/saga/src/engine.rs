@@ -565,6 +565,10 @@ impl Engine {
     /// The run with per-step state, derived from its events.
     pub async fn status(&self, run_id: Uuid) -> Result<RunView, EngineError> {
         let row = self.row(run_id).await?;
+        self.view(row).await
+    }
+
+    async fn view(&self, row: RunRow) -> Result<RunView, EngineError> {
         let state = self.state(&row).await?;
         let definition = self.inner.registry.get(&row.saga, row.version);
         let steps = state
@@ -680,7 +684,7 @@ impl Engine {
             // Registered before reading, so a run settling in between still wakes us.
             let row = self.row(run_id).await?;
             if row.status.is_settled() {
-                return self.status(run_id).await;
+                return self.view(row).await;
             }
             // Another process may be driving the run: look at the journal now and then.
             let _ = tokio::time::timeout(Duration::from_millis(250), told).await;

@@ -144,8 +144,9 @@ impl Driver {
             let release = match self.plan(now) {
                 Ok(release) => release,
                 Err(e) => {
-                    // Keep what is already known, hand the run back, try again later.
-                    self.launches.clear();
+                    // Keep the outcomes already known (not this round's plan), hand the run
+                    // back, try again later.
+                    self.forget_plan(before);
                     self.write(Some(Wake::At(now + SEAL_BACKOFF_MS))).await?;
                     return Err(e.into());
                 }
@@ -155,13 +156,7 @@ impl Driver {
                 Err(JournalError::CommandPending { command, .. }) => {
                     // Nothing was written: forget the steps we meant to start, take the
                     // command into account, plan again.
-                    let (state, kept, running) = before;
-                    self.state = state;
-                    self.batch.truncate(kept);
-                    self.running = running;
-                    self.launches.clear();
-                    self.acknowledged = false;
-                    self.next_timer = None;
+                    self.forget_plan(before);
                     self.note_command(command);
                     continue;
                 }
@@ -205,6 +200,17 @@ impl Driver {
                 self.complete(joined);
             }
         }
+    }
+
+    /// Undoes one round's plan (not the outcomes gathered before it).
+    fn forget_plan(&mut self, before: (RunState, usize, HashMap<String, Kind>)) {
+        let (state, kept, running) = before;
+        self.state = state;
+        self.batch.truncate(kept);
+        self.running = running;
+        self.launches.clear();
+        self.acknowledged = false;
+        self.next_timer = None;
     }
 
     fn emit(&mut self, event: RunEvent) {
