@@ -185,6 +185,14 @@ async fn engine_mode(a: &Args, place: &Place) -> serde_json::Value {
         .max_active_runs(a.concurrency.max(64))
         .build();
     let workers = engine.run_workers();
+    // Untimed warm-up: connections, statement caches, allocator.
+    for n in 0..a.concurrency.clamp(8, 64) {
+        let run = engine
+            .start("bench", &format!("warmup-{n}"), &Input { n })
+            .await
+            .unwrap();
+        engine.wait_for(run.run_id).await.unwrap();
+    }
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let lanes: Vec<_> = (0..a.concurrency)

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::{Append, AppendReceipt, Claim, CreateOutcome, JournalError, LeaseRequest, NewRun};
 
@@ -56,10 +56,15 @@ pub(crate) struct GroupCommitter {
 }
 
 impl GroupCommitter {
-    pub(crate) fn spawn<W: BatchWriter>(writer: W) -> Self {
+    /// One commit loop per writer. With several, a batch gathers while another commits;
+    /// a run's own writes never overlap, since each waits for the previous one's answer.
+    pub(crate) fn spawn<W: BatchWriter>(writers: Vec<W>) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
+        let receiver = Arc::new(Mutex::new(receiver));
         let commits = Arc::new(AtomicU64::new(0));
-        tokio::spawn(commit_loop(writer, receiver, commits.clone()));
+        for writer in writers {
+            tokio::spawn(commit_loop(writer, receiver.clone(), commits.clone()));
+        }
         Self { requests, commits }
     }
 
@@ -81,21 +86,27 @@ impl GroupCommitter {
 
 async fn commit_loop<W: BatchWriter>(
     mut writer: W,
-    mut receiver: mpsc::UnboundedReceiver<Request>,
+    receiver: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>,
     commits: Arc<AtomicU64>,
 ) {
     let mut ops = Vec::new();
     let mut replies = Vec::new();
-    while let Some((op, reply)) = receiver.recv().await {
-        ops.push(op);
-        replies.push(reply);
-        while ops.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok((op, reply)) => {
-                    ops.push(op);
-                    replies.push(reply);
+    loop {
+        {
+            let mut receiver = receiver.lock().await;
+            let Some((op, reply)) = receiver.recv().await else {
+                return;
+            };
+            ops.push(op);
+            replies.push(reply);
+            while ops.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok((op, reply)) => {
+                        ops.push(op);
+                        replies.push(reply);
+                    }
+                    Err(_) => break,
                 }
-                Err(_) => break,
             }
         }
         match writer.write_batch(&ops).await {

@@ -46,6 +46,9 @@ mod sql {
     pub(super) const RENEW: &str = include_str!("../../sql/postgres/renew.sql");
 }
 
+/// Commit loops per process: while one batch commits, the next gathers and commits beside it.
+const WRITERS: usize = 4;
+
 #[derive(Debug, Clone)]
 pub struct PostgresJournal {
     pool: PgPool,
@@ -56,7 +59,7 @@ impl PostgresJournal {
     /// Connects to `url` and migrates the journal tables (safe with concurrent callers).
     pub async fn connect(url: &str) -> Result<Self, JournalError> {
         let pool = PgPoolOptions::new()
-            .max_connections(8)
+            .max_connections(12)
             .acquire_timeout(Duration::from_secs(30))
             .connect(url)
             .await?;
@@ -66,7 +69,11 @@ impl PostgresJournal {
     pub async fn from_pool(pool: PgPool) -> Result<Self, JournalError> {
         migrate(&pool).await?;
         Ok(Self {
-            committer: GroupCommitter::spawn(PostgresWriter { pool: pool.clone() }),
+            committer: GroupCommitter::spawn(
+                (0..WRITERS)
+                    .map(|_| PostgresWriter { pool: pool.clone() })
+                    .collect(),
+            ),
             pool,
         })
     }

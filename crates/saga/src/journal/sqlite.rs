@@ -73,7 +73,7 @@ impl SqliteJournal {
             .await?;
         Ok(Self {
             reader,
-            committer: GroupCommitter::spawn(SqliteWriter { pool: writer }),
+            committer: GroupCommitter::spawn(vec![SqliteWriter { pool: writer }]),
         })
     }
 }
