@@ -193,6 +193,7 @@ async fn engine_mode(a: &Args, place: &Place) -> serde_json::Value {
             .unwrap();
         engine.wait_for(run.run_id).await.unwrap();
     }
+    let commits_before = commits();
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let lanes: Vec<_> = (0..a.concurrency)
@@ -224,7 +225,7 @@ async fn engine_mode(a: &Args, place: &Place) -> serde_json::Value {
         latencies.extend(lane.await.unwrap());
     }
     let wall = started.elapsed().as_secs_f64();
-    let committed = commits();
+    let committed = commits() - commits_before;
     workers.shutdown(Duration::from_secs(5)).await;
     latencies.sort_by(f64::total_cmp);
     json!({
