@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::str::FromStr;
 use std::sync::Mutex;
 
+use sqlx::ConnectOptions;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, Connection, PgPool};
 
@@ -76,7 +77,10 @@ impl ProjectDatabases {
     pub(crate) async fn connect(admin_url: &str) -> Result<Self, ProjectDbError> {
         let admin = PgConnectOptions::from_str(admin_url)
             // The URL may carry a password: never echo it.
-            .map_err(|_| ProjectDbError::AdminUrl("cannot be parsed".to_owned()))?;
+            .map_err(|_| ProjectDbError::AdminUrl("cannot be parsed".to_owned()))?
+            // CREATE ROLE ... PASSWORD carries the project's database password, and sqlx logs
+            // statements at debug level: this connection's statements are never logged.
+            .log_statements(log::LevelFilter::Off);
         let pool = PgPoolOptions::new()
             .max_connections(4)
             .connect_with(admin.clone())
