@@ -163,6 +163,27 @@ impl Step for SupabaseProjectStep {
                     ctx.run_id(),
                 ),
             ),
+            many if many.iter().all(|p| {
+                created_by_run(p.inserted_at.as_deref().and_then(parse_time), ctx.run_id())
+            }) =>
+            {
+                // Every one is this run's: an earlier attempt's create went on at Supabase after
+                // its caller gave up (a lost answer, a dead worker). Keep the oldest, remove the
+                // rest; one still coming up answers "not ready for deletion" and this attempt
+                // is retried.
+                let keep = many
+                    .iter()
+                    .min_by_key(|p| {
+                        let created = p.inserted_at.as_deref().and_then(parse_time);
+                        (created, p.project_ref.clone())
+                    })
+                    .map(|p| p.project_ref.clone())
+                    .unwrap_or_default();
+                for extra in many.iter().filter(|p| p.project_ref != keep) {
+                    delete(stack, &extra.project_ref).await?;
+                }
+                (keep, false)
+            }
             many => {
                 return Err(StepError::permanent(format!(
                     "{} Supabase projects are named {name} (refs {}); delete the extra ones, then retry the run",
@@ -204,6 +225,16 @@ impl Step for SupabaseProjectStep {
             .api_keys(&project_ref)
             .await
             .map_err(|e| provider_failure(&format!("read API keys of {project_ref}"), e))?;
+        if !adopted && lookup(stack, &name).await?.len() > 1 {
+            // Supabase has no idempotency key, so an earlier attempt's create can land after
+            // this attempt's lookup; the next attempt keeps one project and removes the rest.
+            return Err(StepError::retry_after(
+                Duration::from_secs(1),
+                format!(
+                    "a second Supabase project named {name} appeared while this attempt created one"
+                ),
+            ));
+        }
         let db_host = project
             .database
             .map(|d| d.host)

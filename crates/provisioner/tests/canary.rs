@@ -1,0 +1,333 @@
+//! Canary secrets: a client is provisioned and torn down with recognisable fake provider
+//! tokens and sealing key, and with the secrets the run itself makes (the Supabase database
+//! password, the project's API keys). Then everything the process wrote is searched for them:
+//! every tracing event at every level, every row and every byte of the journal, the resource
+//! records, the run views (JSON and `Debug`), and the `Debug` of the stack and configuration.
+//!
+//! The simulators stand in for the providers' servers, whose logs are not the provisioner's:
+//! they run on a thread of their own whose events go nowhere, so the capture holds exactly
+//! what the provisioner's code (engine, steps, clients, tenant database) emitted.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
+
+mod support;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use base64::Engine as _;
+use provisioner::app::{App, open_sqlite};
+use provisioner::config::Config;
+use provisioner::steps::supabase_project;
+use saga::RunStatus;
+use sandbox::{Credentials, Sandbox, SandboxConfig};
+use secrecy::{ExposeSecret, SecretString};
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{AssertSqlSafe, ConnectOptions, Row};
+
+const SUPABASE_TOKEN: &str = "sbp_canarysupabasetoken00000000000000000001";
+const GITHUB_TOKEN: &str = "ghp_CanaryGithubToken0000000000000000001";
+const VERCEL_TOKEN: &str = "CanaryVercelToken0000001";
+const N8N_API_KEY: &str = "n8n_api_CanaryN8nApiKey000000000000000000000001";
+/// 32 bytes, base64: what `PROVISIONER_SECRET_KEY` holds.
+const SEALING_KEY_BYTES: &[u8; 32] = b"canary-sealing-key-0123456789ab!";
+
+/// Every event of every target at every level, kept in memory.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl Write for CapturedWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn install(&self) {
+        let buffer = self.0.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("trace"))
+            .with_ansi(false)
+            .with_writer(move || CapturedWriter(buffer.clone()))
+            .try_init()
+            .expect("the only subscriber of this test binary");
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Every row of every table of the SQLite journal, each column as text (blobs as their bytes).
+async fn journal_rows(path: &std::path::Path) -> Vec<String> {
+    let mut db = SqliteConnectOptions::new()
+        .filename(path)
+        .read_only(true)
+        .connect()
+        .await
+        .unwrap();
+    let tables: Vec<String> =
+        sqlx::query_scalar("SELECT name FROM sqlite_master WHERE type = 'table'")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert!(!tables.is_empty(), "the journal has no tables");
+    let mut rows = Vec::new();
+    for table in tables {
+        let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info(?)")
+            .bind(&table)
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+        // Names come from the database's own catalogue; quoting keeps them identifiers.
+        let select = columns
+            .iter()
+            .map(|c| format!("CAST(\"{}\" AS BLOB)", c.replace('"', "\"\"")))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!("SELECT {select} FROM \"{}\"", table.replace('"', "\"\""));
+        for row in sqlx::query(AssertSqlSafe(sql))
+            .fetch_all(&mut db)
+            .await
+            .unwrap()
+        {
+            let cells: Vec<String> = (0..columns.len())
+                .map(|i| {
+                    let bytes: Option<Vec<u8>> = row.try_get(i).unwrap();
+                    String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned()
+                })
+                .collect();
+            rows.push(format!("{table}: {}", cells.join(" | ")));
+        }
+    }
+    rows
+}
+
+/// The journal's files as bytes (the database and its write-ahead log), free pages included.
+fn journal_bytes(dir: &std::path::Path) -> String {
+    let mut all = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("journal.sqlite"))
+        {
+            all.extend(std::fs::read(path).unwrap());
+        }
+    }
+    String::from_utf8_lossy(&all).into_owned()
+}
+
+/// Where a canary shows up, plain or base64-encoded.
+fn leaks(haystack: &str, canaries: &[(&str, String)]) -> Vec<String> {
+    canaries
+        .iter()
+        .filter(|(_, value)| {
+            haystack.contains(value.as_str())
+                || haystack.contains(&base64::engine::general_purpose::STANDARD.encode(value))
+        })
+        .map(|(name, _)| (*name).to_owned())
+        .collect()
+}
+
+/// The simulators on their own thread and runtime, with tracing switched off there.
+struct SimulatorThread {
+    env: std::collections::HashMap<String, String>,
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl SimulatorThread {
+    fn start(config: SandboxConfig) -> Self {
+        let (ready, env) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let _silence =
+                tracing::subscriber::set_default(tracing::subscriber::NoSubscriber::new());
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let sandbox = Sandbox::start(config).await.expect("sandbox starts");
+                ready.send(sandbox.env_exports()).unwrap();
+                let _ = stopped.await;
+                sandbox.shutdown().await;
+            });
+        });
+        let env = env
+            .recv()
+            .expect("the simulators started")
+            .into_iter()
+            .collect();
+        Self { env, stop, thread }
+    }
+
+    fn stop(self) {
+        let _ = self.stop.send(());
+        self.thread.join().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_secret_appears_in_logs_journal_records_or_views() {
+    let captured = Captured::default();
+    captured.install();
+    let Some(admin_url) = support::admin_url().await else {
+        return;
+    };
+    let simulators = SimulatorThread::start(SandboxConfig {
+        credentials: Credentials {
+            supabase_token: SUPABASE_TOKEN.into(),
+            github_token: GITHUB_TOKEN.into(),
+            vercel_token: VERCEL_TOKEN.into(),
+            n8n_api_key: N8N_API_KEY.into(),
+            ..Credentials::generate()
+        },
+        ..SandboxConfig::for_tests(admin_url)
+    });
+    let sealing_key = base64::engine::general_purpose::STANDARD.encode(SEALING_KEY_BYTES);
+    let dir = tempfile::tempdir().unwrap();
+    let journal_path = dir.path().join("journal.sqlite");
+    let mut config =
+        Config::load(None, &|k| simulators.env.get(k).cloned()).expect("the simulators' env");
+    config.settings = support::test_settings();
+    let app = App::start(
+        &config,
+        open_sqlite(&journal_path).await.unwrap(),
+        &SecretString::from(sealing_key.clone()),
+        support::fast_options(),
+    )
+    .await
+    .unwrap();
+    let client = support::client(&support::unique_slug("canary"));
+
+    let up = app.provision(&client).await.unwrap();
+    let up_view = app.wait(up.run_id).await.unwrap();
+    let up_record = App::record(&up_view);
+    assert_eq!(up_view.status, RunStatus::Succeeded, "{up_record:#?}");
+    let project_ref = up_record.supabase.as_ref().unwrap().project_ref.clone();
+    // The secrets the run made: the password it gave the project, the keys Supabase issued.
+    let db_password = app
+        .stack
+        .database_password(&supabase_project::project_name(&client.client_id))
+        .expose_secret()
+        .to_owned();
+    let keys = app.stack.supabase.api_keys(&project_ref).await.unwrap();
+    let db_url = app
+        .stack
+        .database_url(
+            &project_ref,
+            "127.0.0.1",
+            &SecretString::from(db_password.clone()),
+        )
+        .expose_secret()
+        .to_owned();
+
+    let down = app.deprovision(&client.client_id).await.unwrap();
+    let down_view = app.wait(down.run_id).await.unwrap();
+    let down_record = App::record(&down_view);
+    assert_eq!(down_view.status, RunStatus::Succeeded, "{down_record:#?}");
+    let stack_debug = format!("{:?} {:?}", app.stack, config);
+    app.shutdown(Duration::from_secs(5)).await;
+
+    let canaries = [
+        ("SUPABASE_MANAGEMENT_TOKEN", SUPABASE_TOKEN.to_owned()),
+        ("GITHUB_TOKEN", GITHUB_TOKEN.to_owned()),
+        ("VERCEL_TOKEN", VERCEL_TOKEN.to_owned()),
+        ("N8N_API_KEY", N8N_API_KEY.to_owned()),
+        ("PROVISIONER_SECRET_KEY", sealing_key.clone()),
+        ("the Supabase database password", db_password),
+        ("the database URL", db_url),
+        ("the anon key", keys.anon.expose_secret().to_owned()),
+        (
+            "the service_role key",
+            keys.service_role.expose_secret().to_owned(),
+        ),
+    ];
+
+    let logs = captured.text();
+    let rows = journal_rows(&journal_path).await;
+    let bytes = journal_bytes(dir.path());
+    let outputs = [
+        (
+            "the provision record",
+            serde_json::to_string(&up_record).unwrap(),
+        ),
+        (
+            "the deprovision record",
+            serde_json::to_string(&down_record).unwrap(),
+        ),
+        (
+            "the provision run view",
+            serde_json::to_string(&up_view).unwrap(),
+        ),
+        (
+            "the deprovision run view",
+            serde_json::to_string(&down_view).unwrap(),
+        ),
+        (
+            "Debug of the run views and records",
+            format!("{up_view:?} {down_view:?} {up_record:?} {down_record:?}"),
+        ),
+        ("Debug of the stack and configuration", stack_debug),
+        ("the tracing output", logs.clone()),
+        ("the journal's rows", rows.join("\n")),
+        ("the journal's files", bytes),
+    ];
+
+    // The captures hold what they should, so finding nothing in them means something.
+    for (what, line) in [
+        ("the providers' clients", "provider call answered"),
+        ("the journal's statements", "saga_"),
+        (
+            "the tenant database's statements",
+            "CREATE TABLE public.organisations",
+        ),
+    ] {
+        assert!(logs.contains(line), "tracing captured nothing from {what}");
+    }
+    assert!(
+        logs.lines().count() > 50,
+        "only {} log lines",
+        logs.lines().count()
+    );
+    let joined = rows.join("\n");
+    assert!(
+        joined.contains(client.client_id.as_str()),
+        "journal rows lack the client"
+    );
+    assert!(
+        joined.contains(&project_ref),
+        "journal rows lack the step outputs"
+    );
+    assert!(
+        rows.len() > 20,
+        "only {} journal rows were read",
+        rows.len()
+    );
+    // The run's secrets were really in play: sealed in the journal, as the outputs declare.
+    assert!(joined.contains("$sealed"), "no sealed field in the journal");
+
+    let mut found = Vec::new();
+    for (place, text) in &outputs {
+        for canary in leaks(text, &canaries) {
+            found.push(format!("{canary} in {place}"));
+        }
+    }
+    println!(
+        "searched {} log lines and {} journal rows for {} canaries",
+        logs.lines().count(),
+        rows.len(),
+        canaries.len()
+    );
+    assert!(found.is_empty(), "secrets in clear: {found:#?}");
+    simulators.stop();
+}
