@@ -227,7 +227,8 @@ async fn a_project_stuck_coming_up_times_out_and_everything_is_undone() {
     assert_eq!(record.status, RunStatus::Compensated, "{record:#?}");
     let error = step_error(&view, "supabase_project");
     assert!(
-        error.contains("was not ACTIVE_HEALTHY after 2 s") && error.contains("ComingUp"),
+        error.contains("was not ACTIVE_HEALTHY after 2 s")
+            && error.contains("last status COMING_UP"),
         "{error}"
     );
     assert!(
@@ -258,7 +259,7 @@ async fn a_project_that_fails_to_initialise_is_undone_with_its_own_reason() {
     assert_eq!(record.status, RunStatus::Compensated, "{record:#?}");
     let error = step_error(&view, "supabase_project");
     assert!(
-        error.contains("ended in InitFailed and will never become ready"),
+        error.contains("ended in INIT_FAILED and will never become ready"),
         "{error}"
     );
     assert!(!error.contains("ACTIVE_HEALTHY after"), "{error}");
@@ -266,7 +267,7 @@ async fn a_project_that_fails_to_initialise_is_undone_with_its_own_reason() {
         record
             .failure
             .as_deref()
-            .is_some_and(|f| f.contains("InitFailed")),
+            .is_some_and(|f| f.contains("INIT_FAILED")),
         "{record:#?}"
     );
     let inventory = world.sandbox.inventory().await;

@@ -66,6 +66,19 @@ async fn delete(stack: &Stack, project_ref: &str) -> Result<(), StepError> {
     }
 }
 
+/// A status as the Management API spells it (`COMING_UP`), for messages operators compare
+/// with Supabase's dashboard.
+fn api_spelling(status: providers::supabase::ProjectStatus) -> String {
+    let mut out = String::new();
+    for (i, c) in format!("{status:?}").chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}
+
 #[derive(Debug, Clone)]
 pub struct SupabaseProjectStep {
     pub stack: Arc<Stack>,
@@ -202,14 +215,15 @@ impl Step for SupabaseProjectStep {
             Ok(ReadinessOutcome::Ready) => {}
             Ok(ReadinessOutcome::Failed { status }) => {
                 return Err(StepError::permanent(format!(
-                    "Supabase project {name} ({project_ref}) ended in {status:?} and will never become ready; the run removes it"
+                    "Supabase project {name} ({project_ref}) ended in {} and will never become ready; the run removes it",
+                    api_spelling(status)
                 )));
             }
             Ok(ReadinessOutcome::TimedOut { last_status }) => {
                 return Err(StepError::permanent(format!(
                     "Supabase project {name} ({project_ref}) was not ACTIVE_HEALTHY after {} s (last status {}); Supabase may be degraded: retry the run later or raise supabase.ready_timeout_secs",
                     timeout.as_secs(),
-                    last_status.map_or("unknown".to_owned(), |s| format!("{s:?}"))
+                    last_status.map_or("unknown".to_owned(), api_spelling)
                 )));
             }
             Err(e) => return Err(provider_failure("wait for the Supabase project", e)),
@@ -320,5 +334,18 @@ impl Step for SupabaseProjectTeardown {
         _: Option<Removed>,
     ) -> Result<(), StepError> {
         self.action(ctx).await.map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use providers::supabase::ProjectStatus;
+
+    #[test]
+    fn statuses_are_spelled_as_the_api_spells_them() {
+        assert_eq!(api_spelling(ProjectStatus::ComingUp), "COMING_UP");
+        assert_eq!(api_spelling(ProjectStatus::InitFailed), "INIT_FAILED");
+        assert_eq!(api_spelling(ProjectStatus::ActiveHealthy), "ACTIVE_HEALTHY");
     }
 }
