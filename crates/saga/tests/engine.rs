@@ -207,13 +207,22 @@ async fn a_retry_timer_survives_an_engine_restart() {
             .await
             .unwrap()
             .run_id;
-        let failed_at = loop {
+        // The attempt began no later than its `step_started` was written, and failed after.
+        let mut attempt_began = None;
+        loop {
             let ev = live.recv().await.unwrap();
-            if let RunEvent::StepFailed { retry_at, .. } = &ev.event {
-                assert!(retry_at.is_some());
-                break ev.at_ms;
+            match &ev.event {
+                RunEvent::StepStarted { step, attempt: 1 } if step == "a" => {
+                    attempt_began = Some(ev.at_ms);
+                }
+                RunEvent::StepFailed { retry_at, .. } => {
+                    assert!(retry_at.is_some());
+                    break;
+                }
+                _ => {}
             }
-        };
+        }
+        let attempt_began = attempt_began.unwrap();
         w.shutdown(Duration::from_secs(5)).await;
         drop(first);
 
@@ -223,7 +232,7 @@ async fn a_retry_timer_survives_an_engine_restart() {
         assert_eq!(step.phase, StepPhase::RetryWaiting, "{}", j.label);
         let retry_at = step.next_attempt_at.unwrap().timestamp_millis();
         assert!(
-            retry_at >= failed_at + 1500,
+            retry_at >= attempt_began + 1500,
             "{}: the provider's hint is honoured",
             j.label
         );
