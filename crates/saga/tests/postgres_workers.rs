@@ -71,7 +71,10 @@ async fn process(url: &str, executions: &Executions, worker: &str) -> Engine {
         journal,
         Registry::new().with(definition(executions)).unwrap(),
     )
-    .lease(Duration::from_secs(2))
+    // Exactly-once below holds while heartbeats keep leases alive; a lease that lapses
+    // (a starved process) hands the run over and its in-flight steps run again, by design.
+    // A long lease keeps a loaded test machine from lapsing one.
+    .lease(Duration::from_secs(15))
     .poll_interval(Duration::from_millis(10))
     .max_active_runs(8)
     .worker_id(worker)
