@@ -524,21 +524,18 @@ impl Engine {
     /// fresh budgets; a `compensated` run (everything undone) runs forward again.
     pub async fn retry(&self, run_id: Uuid) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
-        let next = match row.status {
-            RunStatus::NeedsAttention => RunStatus::Compensating,
-            _ => RunStatus::Running,
-        };
-        let from = if matches!(
-            row.status,
-            RunStatus::NeedsAttention | RunStatus::Compensated
-        ) {
-            row.status
-        } else {
-            RunStatus::Compensated
+        let (from, next) = match row.status {
+            RunStatus::NeedsAttention => (vec![RunStatus::NeedsAttention], RunStatus::Compensating),
+            RunStatus::Compensated => (vec![RunStatus::Compensated], RunStatus::Running),
+            // Refused by the journal, naming the run's status and both that would do.
+            _ => (
+                vec![RunStatus::NeedsAttention, RunStatus::Compensated],
+                RunStatus::Running,
+            ),
         };
         self.operate(
             run_id,
-            vec![from],
+            from,
             RunEvent::RetryRequested,
             Some(next),
             Wake::At(now_ms()),
