@@ -156,8 +156,10 @@ async fn lost_answers_to_every_create_are_found_again_not_repeated() {
 /// keeps the older one and removes the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_supabase_create_that_lands_late_is_removed_not_kept_twice() {
+    // The late create must land while the run's project is still coming up (before the
+    // step's second lookup); a long coming-up window keeps that true on a loaded machine.
     let Some(world) = support::world_with(
-        |c| c.supabase_ready_after = Duration::from_millis(1500),
+        |c| c.supabase_ready_after = Duration::from_millis(4000),
         support::quick_settings(),
     )
     .await

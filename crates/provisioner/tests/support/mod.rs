@@ -148,8 +148,8 @@ pub fn unique_slug(prefix: &str) -> String {
 
 pub fn keep_alive<T>(_: &Arc<T>) {}
 
-/// Settings for runs that need not wait on Vercel builds: the deployment poll is two seconds,
-/// which would dominate test kits that run the saga dozens of times.
+/// Settings for runs that need not wait on Vercel builds: the deployment poll backs off to
+/// two seconds, which would dominate test kits that run the saga dozens of times.
 pub fn quick_settings() -> Settings {
     let mut settings = test_settings();
     settings.vercel.wait_for_ready = false;
