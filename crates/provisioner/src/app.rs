@@ -153,13 +153,29 @@ impl App {
         })
     }
 
+    /// How many times the client has been torn down for good: runs of later generations get
+    /// keys of their own, so provisioning a client again after a teardown starts afresh
+    /// instead of returning the old run.
+    async fn generation(&self, slug: &ClientSlug) -> Result<u32, AppError> {
+        let mut generation = 0;
+        loop {
+            let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
+            match self.engine.find_by_key(&key).await? {
+                Some(run) if run.status == saga::RunStatus::Succeeded => generation += 1,
+                _ => return Ok(generation),
+            }
+        }
+    }
+
     pub async fn provision(&self, client: &Client) -> Result<Started, AppError> {
-        let key = sagas::run_key(sagas::PROVISION, &client.client_id);
+        let generation = self.generation(&client.client_id).await?;
+        let key = sagas::run_key(sagas::PROVISION, &client.client_id, generation);
         Ok(self.engine.start(sagas::PROVISION, &key, client).await?)
     }
 
     pub async fn deprovision(&self, slug: &ClientSlug) -> Result<Started, AppError> {
-        let key = sagas::run_key(sagas::DEPROVISION, slug);
+        let generation = self.generation(slug).await?;
+        let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
         let input = Teardown {
             client_id: slug.clone(),
         };

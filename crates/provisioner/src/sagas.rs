@@ -66,9 +66,10 @@ pub fn registry(stack: &Arc<Stack>) -> Result<Registry, DefinitionError> {
         .with(deprovision(stack)?)
 }
 
-/// The idempotency key of a client's provision or deprovision run.
-pub fn run_key(saga: &str, slug: &crate::client::ClientSlug) -> String {
-    format!("{saga}:{slug}")
+/// The idempotency key of a client's provision or deprovision run in `generation` (how many
+/// teardowns of the client succeeded before it).
+pub fn run_key(saga: &str, slug: &crate::client::ClientSlug, generation: u32) -> String {
+    format!("{saga}:{slug}:{generation}")
 }
 
 // Steps each saga must contain, by name; a rename breaks recorded runs, so it is checked.

@@ -632,6 +632,20 @@ impl Engine {
         })
     }
 
+    /// The run that holds idempotency key `key`, if any.
+    pub async fn find_by_key(&self, key: &str) -> Result<Option<RunSummary>, EngineError> {
+        let row = self.inner.journal.run_by_key(key).await?;
+        Ok(row.map(|r| RunSummary {
+            id: r.id,
+            saga: r.saga,
+            version: r.version,
+            idempotency_key: r.idempotency_key,
+            status: r.status,
+            created_at: time(r.created_at_ms),
+            updated_at: time(r.updated_at_ms),
+        }))
+    }
+
     pub async fn list(&self, filter: &RunFilter) -> Result<Vec<RunSummary>, EngineError> {
         let mut filter = filter.clone();
         if filter.limit == 0 {

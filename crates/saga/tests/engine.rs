@@ -553,6 +553,13 @@ async fn concurrent_starts_with_one_key_make_one_run() {
             .await
             .unwrap();
         assert_eq!(runs.len(), 1, "{}", j.label);
+        let found = e
+            .find_by_key("client-acme")
+            .await
+            .unwrap()
+            .expect("the key's run");
+        assert_eq!(found.id, started[0].run_id, "{}", j.label);
+        assert!(e.find_by_key("client-nobody").await.unwrap().is_none());
         let conflict = e
             .start(five_steps::SAGA, "client-acme", &input("other"))
             .await;

@@ -258,6 +258,8 @@ pub trait Journal: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<Claim>, JournalError>;
 
     async fn run(&self, run_id: Uuid) -> Result<Option<RunRow>, JournalError>;
+    /// The run holding `key`, if any.
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRow>, JournalError>;
 
     async fn events_since(
         &self,

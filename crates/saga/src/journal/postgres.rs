@@ -437,6 +437,14 @@ impl Journal for PostgresJournal {
         row.as_ref().map(run_row).transpose()
     }
 
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRow>, JournalError> {
+        let row = sqlx::query(sql::SELECT_RUN_BY_KEY)
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(run_row).transpose()
+    }
+
     async fn events_since(
         &self,
         run_id: Uuid,

@@ -104,6 +104,11 @@ impl Journal for CrashingJournal {
         self.inner.run(run_id).await
     }
 
+    async fn run_by_key(&self, key: &str) -> Result<Option<RunRow>, JournalError> {
+        self.alive()?;
+        self.inner.run_by_key(key).await
+    }
+
     async fn events_since(
         &self,
         run_id: Uuid,
