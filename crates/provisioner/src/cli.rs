@@ -191,11 +191,7 @@ pub async fn drive(app: &App, run_id: Uuid, title: &str) -> Result<RunView, CliE
 pub fn report(view: &RunView, json: bool) -> Result<(), CliError> {
     let record = ResourceRecord::from_run(view);
     if json {
-        let line = serde_json::to_string(&record).map_err(|e| CliError::Other(e.to_string()))?;
-        #[allow(clippy::print_stdout)] // the record is the command's output
-        {
-            println!("{line}");
-        }
+        print_json(&record)?;
     } else {
         eprint!("{}", human(&record));
     }
@@ -214,6 +210,16 @@ pub fn report(view: &RunView, json: bool) -> Result<(), CliError> {
                 .unwrap_or_default()
         ))),
     }
+}
+
+/// The record as one JSON line on stdout: the command's output with `--json`.
+pub fn print_json(record: &ResourceRecord) -> Result<(), CliError> {
+    let line = serde_json::to_string(record).map_err(|e| CliError::Other(e.to_string()))?;
+    #[allow(clippy::print_stdout)] // the record is the command's output
+    {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// The record as a person reads it.
@@ -336,12 +342,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
             let view = view?;
             let record = ResourceRecord::from_run(&view);
             if args.json {
-                let line =
-                    serde_json::to_string(&record).map_err(|e| CliError::Other(e.to_string()))?;
-                #[allow(clippy::print_stdout)] // the record is the command's output
-                {
-                    println!("{line}");
-                }
+                print_json(&record)?;
             } else {
                 eprint!("{}", human(&record));
                 for step in &view.steps {

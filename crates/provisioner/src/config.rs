@@ -250,15 +250,6 @@ impl Config {
             _ => Err(ConfigError { problems }),
         }
     }
-
-    pub fn instance_size(&self, tier: Tier) -> &str {
-        // `problems()` refused a configuration without a size for every tier.
-        self.settings
-            .supabase
-            .instance_size
-            .get(tier.as_str())
-            .map_or("micro", String::as_str)
-    }
 }
 
 impl Settings {
@@ -401,6 +392,16 @@ impl Settings {
             ));
         }
         problems
+    }
+
+    /// The Supabase instance size for `tier`.
+    pub fn instance_size(&self, tier: Tier) -> &str {
+        // `problems()` refuses settings without a size for every tier; the fallback is the
+        // smallest paid size, only reachable by building Settings by hand.
+        self.supabase
+            .instance_size
+            .get(tier.as_str())
+            .map_or("micro", String::as_str)
     }
 
     pub fn ready_timeout(&self) -> Duration {
@@ -565,7 +566,7 @@ mod tests {
         assert_eq!(config.providers.supabase_api_url, DEFAULT_SUPABASE_API_URL);
         assert_eq!(config.providers.n8n_base_url, "https://n8n.agency.example");
         assert_eq!(config.providers.github_template.1, "client-app-template");
-        assert_eq!(config.instance_size(Tier::Professional), "small");
+        assert_eq!(config.settings.instance_size(Tier::Professional), "small");
         assert_eq!(
             config.providers.github_token.expose_secret(),
             "ghp_canary_github_token"

@@ -9,7 +9,7 @@ use sandbox::{Sandbox, SandboxConfig};
 use secrecy::SecretString;
 
 use crate::app::{App, AppOptions, open_sqlite};
-use crate::cli::{CliError, DemoArgs, Latency, drive, human};
+use crate::cli::{CliError, DemoArgs, Latency, drive, human, print_json};
 use crate::client::ClientRecord;
 use crate::config::{Config, Settings};
 use crate::local_postgres::LocalPostgres;
@@ -143,11 +143,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         }
     }
     if args.json {
-        let line = serde_json::to_string(&record).map_err(other)?;
-        #[allow(clippy::print_stdout)] // --json: the record is the output
-        {
-            println!("{line}");
-        }
+        print_json(&record)?;
     }
     app.shutdown(Duration::from_secs(5)).await;
     sandbox.shutdown().await;

@@ -12,11 +12,12 @@ use saga::{DefinitionError, Registry, SagaDefinition};
 
 use crate::client::{Client, Teardown};
 use crate::stack::Stack;
+use crate::steps::TeardownStep;
 use crate::steps::database_schema::DatabaseSchemaStep;
-use crate::steps::github_repo::{self, GithubRepoStep, GithubRepoTeardown};
-use crate::steps::n8n_workflow::{N8nWorkflowStep, N8nWorkflowTeardown};
-use crate::steps::supabase_project::{self, SupabaseProjectStep, SupabaseProjectTeardown};
-use crate::steps::vercel_project::{self, VercelProjectStep, VercelProjectTeardown};
+use crate::steps::github_repo::{self, GithubRepoStep, GithubRepos};
+use crate::steps::n8n_workflow::{N8nWorkflowStep, N8nWorkflows};
+use crate::steps::supabase_project::{self, SupabaseProjectStep, SupabaseProjects};
+use crate::steps::vercel_project::{self, VercelProjectStep, VercelProjects};
 
 pub const PROVISION: &str = "provision";
 pub const DEPROVISION: &str = "deprovision";
@@ -44,16 +45,15 @@ pub fn provision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> 
 }
 
 pub fn deprovision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
-    let stack = || Arc::clone(stack);
     SagaDefinition::builder::<Teardown>(DEPROVISION, DEPROVISION_VERSION)
-        .step(N8nWorkflowTeardown { stack: stack() }, &[])
-        .step(VercelProjectTeardown { stack: stack() }, &[])
+        .step(TeardownStep::new(stack, N8nWorkflows), &[])
+        .step(TeardownStep::new(stack, VercelProjects), &[])
         .step(
-            GithubRepoTeardown { stack: stack() },
+            TeardownStep::new(stack, GithubRepos),
             &[vercel_project::TEARDOWN],
         )
         .step(
-            SupabaseProjectTeardown { stack: stack() },
+            TeardownStep::new(stack, SupabaseProjects),
             &[vercel_project::TEARDOWN],
         )
         .build()

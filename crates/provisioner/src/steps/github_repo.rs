@@ -14,8 +14,8 @@ use providers::github::{GenerateRepository, Repository};
 use saga::{RetryPolicy, Step, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
 
-use super::{Removed, created_by_run, parse_time, poll_delays, provider_failure};
-use crate::client::{Client, ClientSlug, Teardown};
+use super::{Removal, created_by_run, parse_time, poll_delays, provider_failure};
+use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 
 pub const NAME: &str = "github_repo";
@@ -222,37 +222,20 @@ impl Step for GithubRepoStep {
 }
 
 /// Deprovision: deletes `client-{slug}-app` from the org.
-#[derive(Debug, Clone)]
-pub struct GithubRepoTeardown {
-    pub stack: Arc<Stack>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GithubRepos;
 
 #[async_trait]
-impl Step for GithubRepoTeardown {
-    type Input = Teardown;
-    type Output = Removed;
+impl Removal for GithubRepos {
+    const STEP: &'static str = TEARDOWN;
 
-    fn name(&self) -> &'static str {
-        TEARDOWN
-    }
-
-    async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
-        let name = repo_name(&ctx.input().client_id);
+    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
+        let name = repo_name(slug);
         let mut removed = Vec::new();
-        if let Some(repo) = lookup(&self.stack, &name).await? {
-            delete(&self.stack, &name).await?;
+        if let Some(repo) = lookup(stack, &name).await? {
+            delete(stack, &name).await?;
             removed.push(format!("GitHub repository {}", repo.full_name));
         }
-        Ok(Removed { resources: removed })
-    }
-
-    /// A teardown cannot be undone; when the run unwinds, this tries the delete once more so
-    /// that what is still left is named exactly if it fails.
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Teardown>,
-        _: Option<Removed>,
-    ) -> Result<(), StepError> {
-        self.action(ctx).await.map(drop)
+        Ok(removed)
     }
 }

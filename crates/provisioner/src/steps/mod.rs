@@ -8,11 +8,17 @@ pub mod n8n_workflow;
 pub mod supabase_project;
 pub mod vercel_project;
 
+use std::sync::Arc;
+
+use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use providers::ProviderError;
-use saga::StepError;
+use saga::{Step, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
+
+use crate::client::{ClientSlug, Teardown};
+use crate::stack::Stack;
 
 /// Delays between polls of something the provider finishes asynchronously: short at first
 /// (simulators and fast paths finish in milliseconds), doubling up to `cap`.
@@ -26,6 +32,69 @@ pub fn poll_delays(cap: std::time::Duration) -> impl Iterator<Item = std::time::
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Removed {
     pub resources: Vec<String>,
+}
+
+/// One kind of resource the deprovision saga removes: every one the client has, found by its
+/// deterministic name. Each step file implements it next to its own lookup and delete.
+#[async_trait]
+pub trait Removal: std::fmt::Debug + Send + Sync + 'static {
+    /// The teardown step's name in the deprovision saga.
+    const STEP: &'static str;
+
+    fn policy(&self) -> StepPolicy {
+        StepPolicy::default()
+    }
+
+    /// Deletes every resource of this kind the client has; names what it removed.
+    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError>;
+}
+
+/// A deprovision step over one [`Removal`].
+#[derive(Debug, Clone)]
+pub struct TeardownStep<R> {
+    pub stack: Arc<Stack>,
+    pub removal: R,
+}
+
+impl<R> TeardownStep<R> {
+    pub fn new(stack: &Arc<Stack>, removal: R) -> Self {
+        Self {
+            stack: Arc::clone(stack),
+            removal,
+        }
+    }
+}
+
+#[async_trait]
+impl<R: Removal> Step for TeardownStep<R> {
+    type Input = Teardown;
+    type Output = Removed;
+
+    fn name(&self) -> &'static str {
+        R::STEP
+    }
+
+    fn policy(&self) -> StepPolicy {
+        self.removal.policy()
+    }
+
+    async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
+        let resources = self
+            .removal
+            .remove_all(&self.stack, &ctx.input().client_id)
+            .await?;
+        Ok(Removed { resources })
+    }
+
+    /// A teardown cannot be undone; when the run unwinds, this tries the delete once more so
+    /// that what is still left is named exactly if it fails.
+    async fn undo(
+        &self,
+        ctx: &StepContext<'_, Teardown>,
+        _: Option<Removed>,
+    ) -> Result<(), StepError> {
+        self.action(ctx).await.map(drop)
+    }
 }
 
 /// Turns a provider's answer into what the engine must do next, with `what` saying which

@@ -16,8 +16,8 @@ use saga::{RetryPolicy, Step, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{Removed, created_by_run, parse_time, provider_failure};
-use crate::client::{Client, ClientSlug, Teardown};
+use super::{Removal, created_by_run, parse_time, provider_failure};
+use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 use crate::templates::N8nVars;
 
@@ -211,37 +211,20 @@ impl Step for N8nWorkflowStep {
 }
 
 /// Deprovision: deactivates and deletes every workflow on the client's webhook path.
-#[derive(Debug, Clone)]
-pub struct N8nWorkflowTeardown {
-    pub stack: Arc<Stack>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct N8nWorkflows;
 
 #[async_trait]
-impl Step for N8nWorkflowTeardown {
-    type Input = Teardown;
-    type Output = Removed;
+impl Removal for N8nWorkflows {
+    const STEP: &'static str = TEARDOWN;
 
-    fn name(&self) -> &'static str {
-        TEARDOWN
-    }
-
-    async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
-        let path = webhook_path(&ctx.input().client_id);
+    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
+        let path = webhook_path(slug);
         let mut removed = Vec::new();
-        for workflow in lookup(&self.stack, &path).await? {
-            delete(&self.stack, &workflow.id).await?;
+        for workflow in lookup(stack, &path).await? {
+            delete(stack, &workflow.id).await?;
             removed.push(format!("n8n workflow {} ({})", workflow.name, workflow.id));
         }
-        Ok(Removed { resources: removed })
-    }
-
-    /// A teardown cannot be undone; when the run unwinds, this tries the delete once more so
-    /// that what is still left is named exactly if it fails.
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Teardown>,
-        _: Option<Removed>,
-    ) -> Result<(), StepError> {
-        self.action(ctx).await.map(drop)
+        Ok(removed)
     }
 }

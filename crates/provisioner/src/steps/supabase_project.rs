@@ -15,8 +15,8 @@ use saga::{RetryPolicy, Secret, Step, StepContext, StepError, StepPolicy};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::{Removed, created_by_run, parse_time, provider_failure};
-use crate::client::{Client, ClientSlug, Teardown};
+use super::{Removal, created_by_run, parse_time, provider_failure};
+use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 
 pub const NAME: &str = "supabase_project";
@@ -112,7 +112,7 @@ impl SupabaseProjectStep {
             region_selection: Some(RegionSelection::Specific {
                 code: stack.settings.supabase.region.clone(),
             }),
-            desired_instance_size: Some(stack_instance_size(stack, client)),
+            desired_instance_size: Some(stack.settings.instance_size(client.tier).to_owned()),
         };
         match stack.supabase.create_project(&body).await {
             Ok(project) => Ok(project.project_ref),
@@ -123,16 +123,6 @@ impl SupabaseProjectStep {
             )),
         }
     }
-}
-
-fn stack_instance_size(stack: &Stack, client: &Client) -> String {
-    stack
-        .settings
-        .supabase
-        .instance_size
-        .get(client.tier.as_str())
-        .cloned()
-        .unwrap_or_else(|| "micro".to_owned())
 }
 
 #[async_trait]
@@ -294,21 +284,15 @@ impl Step for SupabaseProjectStep {
 }
 
 /// Deprovision: deletes every project of the org named `client-{slug}-prod`.
-#[derive(Debug, Clone)]
-pub struct SupabaseProjectTeardown {
-    pub stack: Arc<Stack>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SupabaseProjects;
 
 #[async_trait]
-impl Step for SupabaseProjectTeardown {
-    type Input = Teardown;
-    type Output = Removed;
-
-    fn name(&self) -> &'static str {
-        TEARDOWN
-    }
+impl Removal for SupabaseProjects {
+    const STEP: &'static str = TEARDOWN;
 
     fn policy(&self) -> StepPolicy {
+        // Deletes fail with "not ready for deletion" while a project is still coming up.
         StepPolicy::uniform(RetryPolicy {
             max_attempts: 30,
             backoff_cap: Duration::from_secs(30),
@@ -316,24 +300,14 @@ impl Step for SupabaseProjectTeardown {
         })
     }
 
-    async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
-        let name = project_name(&ctx.input().client_id);
+    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
+        let name = project_name(slug);
         let mut removed = Vec::new();
-        for project in lookup(&self.stack, &name).await? {
-            delete(&self.stack, &project.project_ref).await?;
+        for project in lookup(stack, &name).await? {
+            delete(stack, &project.project_ref).await?;
             removed.push(format!("Supabase project {name} ({})", project.project_ref));
         }
-        Ok(Removed { resources: removed })
-    }
-
-    /// A teardown cannot be undone; when the run unwinds, this tries the delete once more so
-    /// that what is still left is named exactly if it fails.
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Teardown>,
-        _: Option<Removed>,
-    ) -> Result<(), StepError> {
-        self.action(ctx).await.map(drop)
+        Ok(removed)
     }
 }
 

@@ -20,8 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use super::github_repo::{self, GithubRepo};
 use super::supabase_project::{self, SupabaseProject};
-use super::{Removed, created_by_run, poll_delays, provider_failure, time_from_millis};
-use crate::client::{Client, ClientSlug, Teardown};
+use super::{Removal, created_by_run, poll_delays, provider_failure, time_from_millis};
+use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 
 pub const NAME: &str = "vercel_project";
@@ -290,37 +290,20 @@ impl Step for VercelProjectStep {
 }
 
 /// Deprovision: deletes `client-{slug}-app` (its env vars and deployments go with it).
-#[derive(Debug, Clone)]
-pub struct VercelProjectTeardown {
-    pub stack: Arc<Stack>,
-}
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VercelProjects;
 
 #[async_trait]
-impl Step for VercelProjectTeardown {
-    type Input = Teardown;
-    type Output = Removed;
+impl Removal for VercelProjects {
+    const STEP: &'static str = TEARDOWN;
 
-    fn name(&self) -> &'static str {
-        TEARDOWN
-    }
-
-    async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
-        let name = project_name(&ctx.input().client_id);
+    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
+        let name = project_name(slug);
         let mut removed = Vec::new();
-        if let Some(project) = lookup(&self.stack, &name).await? {
-            delete(&self.stack, &project.id).await?;
+        if let Some(project) = lookup(stack, &name).await? {
+            delete(stack, &project.id).await?;
             removed.push(format!("Vercel project {name} ({})", project.id));
         }
-        Ok(Removed { resources: removed })
-    }
-
-    /// A teardown cannot be undone; when the run unwinds, this tries the delete once more so
-    /// that what is still left is named exactly if it fails.
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Teardown>,
-        _: Option<Removed>,
-    ) -> Result<(), StepError> {
-        self.action(ctx).await.map(drop)
+        Ok(removed)
     }
 }
