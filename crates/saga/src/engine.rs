@@ -86,6 +86,8 @@ pub struct StepView {
     pub undo_attempt: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub last_error: Option<String>,
+    /// Structured detail of `last_error` (findings, names), never a secret.
+    pub last_error_detail: Option<Value>,
     pub output: Option<Value>,
 }
 
@@ -587,6 +589,7 @@ impl Engine {
                     undo_attempt: s.undo_attempt,
                     next_attempt_at: s.retry_at.map(time),
                     last_error: s.last_error.clone(),
+                    last_error_detail: s.last_error_detail.clone(),
                     output,
                 }
             })

@@ -117,6 +117,9 @@ pub enum RunEvent {
         attempt: u32,
         error: String,
         retry_at: Option<i64>,
+        /// The error's structured detail, if the step gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Value>,
     },
     CompensationStarted {
         reason: String,
@@ -134,6 +137,9 @@ pub enum RunEvent {
         attempt: u32,
         error: String,
         retry_at: Option<i64>,
+        /// The error's structured detail, if the step gave one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Value>,
     },
     RunSucceeded,
     RunCompensated,

@@ -300,6 +300,7 @@ impl Driver {
                         "attempt budget of {budget} spent (the last attempt was interrupted)"
                     ),
                     retry_at: None,
+                    detail: None,
                 });
                 return self
                     .begin_compensation(now, format!("step `{name}` spent its attempt budget"));
@@ -412,6 +413,7 @@ impl Driver {
                         "undo budget of {budget} spent (the last attempt was interrupted)"
                     ),
                     retry_at: None,
+                    detail: None,
                 });
                 continue;
             }
@@ -690,6 +692,7 @@ impl Driver {
             attempt,
             error: error.to_string(),
             retry_at,
+            detail: error.detail().cloned(),
         });
         if gave_up && forward {
             self.emit(RunEvent::CompensationStarted { reason });
@@ -703,6 +706,7 @@ impl Driver {
             attempt,
             error: error.to_string(),
             retry_at,
+            detail: error.detail().cloned(),
         });
     }
 }

@@ -42,6 +42,8 @@ pub struct StepState {
     pub output: Option<Value>,
     pub retry_at: Option<i64>,
     pub last_error: Option<String>,
+    /// The structured detail of `last_error`, if its step gave one.
+    pub last_error_detail: Option<Value>,
 }
 
 impl StepState {
@@ -56,6 +58,7 @@ impl StepState {
             output: None,
             retry_at: None,
             last_error: None,
+            last_error_detail: None,
         }
     }
 
@@ -136,11 +139,13 @@ impl RunState {
                 s.phase = StepPhase::Succeeded;
                 s.output = Some(output.clone());
                 s.last_error = None;
+                s.last_error_detail = None;
             }
             RunEvent::StepFailed {
                 step,
                 error,
                 retry_at,
+                detail,
                 ..
             } => {
                 let s = self.step(step);
@@ -151,6 +156,7 @@ impl RunState {
                 };
                 s.retry_at = *retry_at;
                 s.last_error = Some(error.clone());
+                s.last_error_detail = detail.clone();
             }
             RunEvent::CompensationStarted { reason } => {
                 self.status = RunStatus::Compensating;
@@ -172,6 +178,7 @@ impl RunState {
                 step,
                 error,
                 retry_at,
+                detail,
                 ..
             } => {
                 let s = self.step(step);
@@ -182,6 +189,7 @@ impl RunState {
                 };
                 s.retry_at = *retry_at;
                 s.last_error = Some(error.clone());
+                s.last_error_detail = detail.clone();
             }
             RunEvent::RunSucceeded => self.status = RunStatus::Succeeded,
             RunEvent::RunCompensated => self.status = RunStatus::Compensated,

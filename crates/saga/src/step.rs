@@ -67,7 +67,9 @@ impl StepPolicy {
     }
 }
 
-/// How a step attempt failed.
+/// How a step attempt failed: a short message for people, and optionally a structured
+/// `detail` (JSON, never a secret) that the journal keeps beside it so callers can render or
+/// act on it without parsing the message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize)]
 pub enum StepError {
     /// Worth another attempt; `after` is the provider's own hint (e.g. `Retry-After`).
@@ -75,10 +77,16 @@ pub enum StepError {
     Retryable {
         after: Option<Duration>,
         message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Value>,
     },
     /// Another attempt would fail the same way.
     #[error("{message}")]
-    Permanent { message: String },
+    Permanent {
+        message: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<Value>,
+    },
 }
 
 impl StepError {
@@ -86,6 +94,7 @@ impl StepError {
         Self::Retryable {
             after: None,
             message: message.into(),
+            detail: None,
         }
     }
 
@@ -93,12 +102,37 @@ impl StepError {
         Self::Retryable {
             after: Some(after),
             message: message.into(),
+            detail: None,
         }
     }
 
     pub fn permanent(message: impl Into<String>) -> Self {
         Self::Permanent {
             message: message.into(),
+            detail: None,
+        }
+    }
+
+    /// The same error carrying `detail` (structured data, e.g. a list of findings).
+    #[must_use]
+    pub fn with_detail(mut self, value: Value) -> Self {
+        match &mut self {
+            Self::Retryable { detail, .. } | Self::Permanent { detail, .. } => {
+                *detail = Some(value);
+            }
+        }
+        self
+    }
+
+    pub fn message(&self) -> &str {
+        match self {
+            Self::Retryable { message, .. } | Self::Permanent { message, .. } => message,
+        }
+    }
+
+    pub fn detail(&self) -> Option<&Value> {
+        match self {
+            Self::Retryable { detail, .. } | Self::Permanent { detail, .. } => detail.as_ref(),
         }
     }
 

@@ -104,6 +104,7 @@ pub fn provider_failure(what: &str, err: ProviderError) -> StepError {
         ProviderError::Retryable { after, .. } => StepError::Retryable {
             after,
             message: format!("{what}: {err}"),
+            detail: None,
         },
         ProviderError::Permanent { status: 401, .. } => StepError::permanent(format!(
             "{what}: {err}; the token was refused: check the provider's token variable"
@@ -180,7 +181,7 @@ mod tests {
             ambiguous: false,
         };
         match provider_failure("create project", err) {
-            StepError::Retryable { after, message } => {
+            StepError::Retryable { after, message, .. } => {
                 assert_eq!(after, Some(std::time::Duration::from_secs(7)));
                 assert!(message.starts_with("create project: "));
             }
