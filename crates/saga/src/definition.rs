@@ -10,7 +10,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::step::{ErasedStep, Step, erase};
+use crate::step::{ErasedStep, ForwardStep, Step, erase, erase_forward};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum DefinitionError {
@@ -102,6 +102,17 @@ impl SagaDefinition {
         self.dependents.get(name).map_or(&[], Vec::as_slice)
     }
 
+    /// Every step is forward-only: the saga cannot be compensated (see [`ForwardStep`]).
+    pub fn forward_only(&self) -> bool {
+        self.nodes.iter().all(|n| !n.step.reversible())
+    }
+
+    /// Whether compensation undoes step `name` (unknown names count as reversible, so
+    /// nothing is skipped by mistake).
+    pub fn reversible(&self, name: &str) -> bool {
+        self.step(name).is_none_or(|n| n.step.reversible())
+    }
+
     /// Checks that `input` deserialises into the saga's input type.
     pub fn check_input(&self, input: &Value) -> Result<(), serde_json::Error> {
         (self.check_input)(input)
@@ -170,6 +181,20 @@ where
     pub fn step<S: Step<Input = I>>(mut self, step: S, dependencies: &[&str]) -> Self {
         self.nodes.push(StepNode {
             step: erase(step),
+            dependencies: dependencies.iter().map(|d| (*d).to_owned()).collect(),
+        });
+        self
+    }
+
+    /// Adds a forward-only step (no undo; compensation skips it) after `dependencies`.
+    #[must_use]
+    pub fn forward_step<S: ForwardStep<Input = I>>(
+        mut self,
+        step: S,
+        dependencies: &[&str],
+    ) -> Self {
+        self.nodes.push(StepNode {
+            step: erase_forward(step),
             dependencies: dependencies.iter().map(|d| (*d).to_owned()).collect(),
         });
         self

@@ -523,10 +523,15 @@ impl Engine {
     }
 
     /// Retries a run from where it stopped: a `needs_attention` run resumes its undo with
-    /// fresh budgets; a `compensated` run (everything undone) runs forward again.
+    /// fresh budgets (or, if it stopped going forward, as a forward-only saga does, goes
+    /// forward again with fresh budgets); a `compensated` run (everything undone) runs
+    /// forward again.
     pub async fn retry(&self, run_id: Uuid) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let (from, next) = match row.status {
+            RunStatus::NeedsAttention if self.state(&row).await?.attention_resumes_forward => {
+                (vec![RunStatus::NeedsAttention], RunStatus::Running)
+            }
             RunStatus::NeedsAttention => (vec![RunStatus::NeedsAttention], RunStatus::Compensating),
             RunStatus::Compensated => (vec![RunStatus::Compensated], RunStatus::Running),
             // Refused by the journal, naming the run's status and both that would do.

@@ -241,6 +241,9 @@ impl Driver {
             }
             self.emit(RunEvent::RunCancelled);
             self.acknowledged = true;
+            if self.definition.forward_only() {
+                return Ok(self.stop_forward("cancelled by an operator".into()));
+            }
             self.emit(RunEvent::CompensationStarted {
                 reason: "cancelled by an operator".into(),
             });
@@ -286,7 +289,8 @@ impl Driver {
                     }
                 }
                 StepPhase::Failed => {
-                    return self.begin_compensation(now, format!("step `{name}` failed"));
+                    let error = s.last_error.clone().unwrap_or_default();
+                    return self.give_up(now, format!("step `{name}` failed: {error}"));
                 }
                 _ => continue,
             }
@@ -302,8 +306,7 @@ impl Driver {
                     retry_at: None,
                     detail: None,
                 });
-                return self
-                    .begin_compensation(now, format!("step `{name}` spent its attempt budget"));
+                return self.give_up(now, format!("step `{name}` spent its attempt budget"));
             }
             ready.push(node);
         }
@@ -335,9 +338,32 @@ impl Driver {
         Ok(None)
     }
 
-    fn begin_compensation(&mut self, now: i64, reason: String) -> Result<Option<Wake>, SealError> {
+    /// A step gave up going forward: compensate, or, for a saga that cannot be compensated,
+    /// stop for an operator.
+    fn give_up(&mut self, now: i64, reason: String) -> Result<Option<Wake>, SealError> {
+        if self.definition.forward_only() {
+            // Steps still in flight land in the journal first; nothing new starts.
+            if !self.running.is_empty() {
+                return Ok(None);
+            }
+            return Ok(self.stop_forward(reason));
+        }
         self.emit(RunEvent::CompensationStarted { reason });
         self.plan_compensation(now)
+    }
+
+    /// Parks a run that stopped going forward in `needs_attention`: the steps that did not
+    /// succeed are the ones whose work (and resources) may be left over.
+    fn stop_forward(&mut self, reason: String) -> Option<Wake> {
+        let remaining = self
+            .state
+            .steps
+            .iter()
+            .filter(|(_, s)| s.phase != StepPhase::Succeeded)
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.emit(RunEvent::RunNeedsAttention { remaining, reason });
+        Some(Wake::Never)
     }
 
     fn dependencies_succeeded(&self, node: &StepNode) -> bool {
@@ -373,14 +399,14 @@ impl Driver {
             let Some(s) = self.state.steps.get(name) else {
                 continue;
             };
-            if !s.needs_undo() || self.running.contains_key(name) {
+            // A forward-only step has nothing to undo.
+            if !node.step.reversible() || !s.needs_undo() || self.running.contains_key(name) {
                 continue;
             }
             // Reverse dependency order: everything built on this step is undone first.
-            let blocked = definition
-                .dependents(name)
-                .iter()
-                .any(|d| self.state.steps.get(d).is_some_and(|x| x.needs_undo()));
+            let blocked = definition.dependents(name).iter().any(|d| {
+                definition.reversible(d) && self.state.steps.get(d).is_some_and(|x| x.needs_undo())
+            });
             if blocked {
                 continue;
             }
@@ -440,7 +466,12 @@ impl Driver {
             if let Some(at) = timer {
                 return Ok(Some(Wake::At(at)));
             }
-            let remaining = self.state.remaining();
+            let remaining: Vec<String> = self
+                .state
+                .remaining()
+                .into_iter()
+                .filter(|n| definition.reversible(n))
+                .collect();
             if remaining.is_empty() {
                 self.emit(RunEvent::RunCompensated);
             } else {
@@ -694,7 +725,8 @@ impl Driver {
             retry_at,
             detail: error.detail().cloned(),
         });
-        if gave_up && forward {
+        // A forward-only saga stops at the next plan, once steps in flight have landed.
+        if gave_up && forward && !self.definition.forward_only() {
             self.emit(RunEvent::CompensationStarted { reason });
         }
     }

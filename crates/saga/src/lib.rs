@@ -1,4 +1,5 @@
-//! A durable saga engine. A saga is a DAG of named steps, each with an action and an undo;
+//! A durable saga engine. A saga is a DAG of named steps, each with an action and an undo
+//! (or none, for forward-only steps);
 //! the engine runs independent steps concurrently, journals every transition before and after
 //! each side effect (SQLite or PostgreSQL), retries with persisted timers, undoes everything
 //! in reverse dependency order when a run fails or is cancelled, and lets several workers
@@ -27,6 +28,7 @@ pub use journal::{Journal, JournalError, PostgresJournal, RunFilter, SqliteJourn
 pub use secret::{SealError, SealingKey, Secret};
 pub use state::{RunState, StepPhase, StepState};
 pub use step::{
-    ErasedStep, RetryPolicy, Step, StepCall, StepContext, StepError, StepPolicy, erase,
+    ErasedStep, ForwardStep, RetryPolicy, Step, StepCall, StepContext, StepError, StepPolicy,
+    erase, erase_forward,
 };
 pub use worker::Workers;

@@ -78,6 +78,9 @@ pub struct RunState {
     pub status_before_pause: Option<RunStatus>,
     pub compensation_reason: Option<String>,
     pub needs_attention: Option<Vec<String>>,
+    /// The run stopped in `needs_attention` while going forward (not while undoing), so a
+    /// retry goes forward again rather than resuming an undo.
+    pub attention_resumes_forward: bool,
     pub abandoned_reason: Option<String>,
     pub last_seq: i64,
 }
@@ -99,6 +102,7 @@ impl RunState {
             status_before_pause: None,
             compensation_reason: None,
             needs_attention: None,
+            attention_resumes_forward: false,
             abandoned_reason: None,
             last_seq: 0,
         }
@@ -194,6 +198,7 @@ impl RunState {
             RunEvent::RunSucceeded => self.status = RunStatus::Succeeded,
             RunEvent::RunCompensated => self.status = RunStatus::Compensated,
             RunEvent::RunNeedsAttention { remaining, .. } => {
+                self.attention_resumes_forward = self.status != RunStatus::Compensating;
                 self.status = RunStatus::NeedsAttention;
                 self.needs_attention = Some(remaining.clone());
             }
@@ -223,10 +228,28 @@ impl RunState {
         }
     }
 
-    /// `needs_attention`: resume compensation with fresh undo budgets. `compensated`:
-    /// everything was undone, so "from where it stopped" is the beginning, with fresh budgets.
+    /// `needs_attention` while undoing: resume compensation with fresh undo budgets.
+    /// `needs_attention` while going forward (a forward-only saga): go forward again with
+    /// fresh budgets for the steps that did not succeed. `compensated`: everything was undone,
+    /// so "from where it stopped" is the beginning, with fresh budgets.
     fn apply_retry(&mut self) {
         match self.status {
+            RunStatus::NeedsAttention if self.attention_resumes_forward => {
+                for s in self.steps.values_mut() {
+                    if s.phase == StepPhase::Succeeded {
+                        continue;
+                    }
+                    if s.phase == StepPhase::Failed {
+                        s.phase = StepPhase::RetryWaiting;
+                    }
+                    s.retry_at = None;
+                    s.attempts_in_budget = 0;
+                }
+                self.needs_attention = None;
+                self.attention_resumes_forward = false;
+                self.cancel_requested = false;
+                self.status = RunStatus::Running;
+            }
             RunStatus::NeedsAttention => {
                 for s in self.steps.values_mut() {
                     if s.phase == StepPhase::UndoFailed {

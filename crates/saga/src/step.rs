@@ -250,12 +250,37 @@ pub trait Step: Send + Sync + 'static {
     ) -> Result<(), StepError>;
 }
 
+/// A typed step with no undo: its effect is meant to last (a deletion, a notification).
+/// Compensation skips it. A saga made only of these cannot be compensated: when one of its
+/// steps gives up, or it is cancelled, the run stops in `needs_attention` naming the steps
+/// that did not succeed, and an operator's retry goes forward again.
+#[async_trait]
+pub trait ForwardStep: Send + Sync + 'static {
+    /// The saga's input.
+    type Input: Serialize + DeserializeOwned + Send + Sync;
+    type Output: Serialize + DeserializeOwned + Send + Sync;
+
+    fn name(&self) -> &'static str;
+
+    fn policy(&self) -> RetryPolicy {
+        RetryPolicy::default()
+    }
+
+    async fn action(&self, ctx: &StepContext<'_, Self::Input>) -> Result<Self::Output, StepError>;
+}
+
 /// A step as the engine sees it: JSON in, JSON out. Wrappers (fault injection, tracing) are
-/// written against this trait so they work for every saga.
+/// written against this trait so they work for every saga; a wrapper must pass
+/// [`ErasedStep::reversible`] through.
 #[async_trait]
 pub trait ErasedStep: Send + Sync + 'static {
     fn name(&self) -> &str;
     fn policy(&self) -> StepPolicy;
+    /// Whether compensation undoes this step: true for a [`Step`], false for a
+    /// [`ForwardStep`], whose `undo` is never called.
+    fn reversible(&self) -> bool {
+        true
+    }
     async fn action(&self, call: &StepCall) -> Result<Value, StepError>;
     async fn undo(&self, call: &StepCall, output: Option<Value>) -> Result<(), StepError>;
 }
@@ -265,12 +290,58 @@ pub fn erase<S: Step>(step: S) -> Arc<dyn ErasedStep> {
     Arc::new(Typed(step))
 }
 
+/// Turns a typed forward-only step into the engine's erased form.
+pub fn erase_forward<S: ForwardStep>(step: S) -> Arc<dyn ErasedStep> {
+    Arc::new(Forward(step))
+}
+
+fn typed_input<I: DeserializeOwned>(call: &StepCall) -> Result<I, StepError> {
+    I::deserialize(call.input.as_ref())
+        .map_err(|e| StepError::permanent(format!("saga input does not fit the step: {e}")))
+}
+
+fn output_value<O: Serialize>(output: &O) -> Result<Value, StepError> {
+    serde_json::to_value(output)
+        .map_err(|e| StepError::permanent(format!("step output does not serialise: {e}")))
+}
+
 struct Typed<S>(S);
 
 impl<S: Step> Typed<S> {
     fn input(call: &StepCall) -> Result<S::Input, StepError> {
-        S::Input::deserialize(call.input.as_ref())
-            .map_err(|e| StepError::permanent(format!("saga input does not fit the step: {e}")))
+        typed_input(call)
+    }
+}
+
+struct Forward<S>(S);
+
+#[async_trait]
+impl<S: ForwardStep> ErasedStep for Forward<S> {
+    fn name(&self) -> &str {
+        self.0.name()
+    }
+
+    fn policy(&self) -> StepPolicy {
+        StepPolicy::uniform(self.0.policy())
+    }
+
+    fn reversible(&self) -> bool {
+        false
+    }
+
+    async fn action(&self, call: &StepCall) -> Result<Value, StepError> {
+        let input: S::Input = typed_input(call)?;
+        let ctx = StepContext {
+            input: &input,
+            call,
+        };
+        output_value(&self.0.action(&ctx).await?)
+    }
+
+    async fn undo(&self, _call: &StepCall, _output: Option<Value>) -> Result<(), StepError> {
+        // Compensation never undoes a forward-only step; reaching here is an engine bug, and
+        // doing nothing is the only safe reading of "no undo".
+        Ok(())
     }
 }
 
@@ -290,9 +361,7 @@ impl<S: Step> ErasedStep for Typed<S> {
             input: &input,
             call,
         };
-        let output = self.0.action(&ctx).await?;
-        serde_json::to_value(&output)
-            .map_err(|e| StepError::permanent(format!("step output does not serialise: {e}")))
+        output_value(&self.0.action(&ctx).await?)
     }
 
     async fn undo(&self, call: &StepCall, output: Option<Value>) -> Result<(), StepError> {

@@ -43,6 +43,10 @@ impl ErasedStep for Faulty {
         self.inner.policy()
     }
 
+    fn reversible(&self) -> bool {
+        self.inner.reversible()
+    }
+
     async fn action(&self, call: &StepCall) -> Result<Value, StepError> {
         match &self.fault {
             Fault::FailBefore => Err(StepError::permanent(

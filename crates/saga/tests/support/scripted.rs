@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use saga::{SagaDefinition, Step, StepContext, StepError, StepPolicy};
+use saga::{ForwardStep, RetryPolicy, SagaDefinition, Step, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore};
 
@@ -130,4 +130,61 @@ pub fn chain(name: &str, version: u32, a: Scripted, b: Scripted) -> SagaDefiniti
         .step(b, &["a"])
         .build()
         .unwrap()
+}
+
+/// A forward-only step that removes `{name}-{client}` from the world (a teardown step):
+/// scripted failures first, an optional gate, and it counts how often it ran.
+pub struct Removing {
+    pub name: &'static str,
+    pub world: Arc<MemoryWorld>,
+    pub gate: Option<Arc<Gate>>,
+    pub failures: Arc<Mutex<VecDeque<StepError>>>,
+    pub policy: RetryPolicy,
+}
+
+impl Removing {
+    pub fn new(name: &'static str, world: &Arc<MemoryWorld>) -> Self {
+        Self {
+            name,
+            world: world.clone(),
+            gate: None,
+            failures: Arc::default(),
+            policy: fast_policy().action,
+        }
+    }
+    pub fn gated(mut self, gate: &Arc<Gate>) -> Self {
+        self.gate = Some(gate.clone());
+        self
+    }
+    pub fn failing(self, errors: Vec<StepError>) -> Self {
+        self.failures.lock().unwrap().extend(errors);
+        self
+    }
+}
+
+#[async_trait]
+impl ForwardStep for Removing {
+    type Input = Input;
+    type Output = Out;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        self.policy
+    }
+
+    async fn action(&self, ctx: &StepContext<'_, Input>) -> Result<Out, StepError> {
+        if let Some(gate) = &self.gate {
+            gate.entered.notify_one();
+            gate.release.acquire().await.unwrap().forget();
+        }
+        if let Some(e) = self.failures.lock().unwrap().pop_front() {
+            return Err(e);
+        }
+        let id = format!("{}-{}", self.name, ctx.input().client);
+        self.world.delete(&id);
+        Ok(Out { id })
+    }
 }
