@@ -435,10 +435,7 @@ impl Engine {
     async fn state(&self, row: &RunRow) -> Result<RunState, EngineError> {
         let events = self.inner.journal.events_since(row.id, 0).await?;
         let definition = self.inner.registry.get(&row.saga, row.version);
-        Ok(RunState::fold(
-            definition.map(|d| d.as_ref()),
-            events.iter().map(|e| (e.seq, &e.event)),
-        ))
+        Ok(RunState::fold(definition.map(|d| d.as_ref()), &events))
     }
 
     async fn operate(

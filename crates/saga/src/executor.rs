@@ -77,6 +77,9 @@ pub(crate) struct Driver {
     acknowledged: bool,
     /// The earliest retry timer among steps that wait while others run.
     next_timer: Option<i64>,
+    /// The time of this planning round: events planned now are journaled with it, so the
+    /// state in memory and the state folded from the journal agree on times.
+    clock: i64,
 }
 
 pub(crate) async fn drive(mut driver: Driver, lost: Arc<AtomicBool>) {
@@ -113,6 +116,7 @@ impl Driver {
             launches: Vec::new(),
             acknowledged: false,
             next_timer: None,
+            clock: now_ms(),
         }
     }
 
@@ -120,6 +124,7 @@ impl Driver {
     /// the first `step_started`s) so they are written with the run itself. `None` when the
     /// plan is not a plain start; the run is then created bare.
     pub(crate) fn prepare_new(&mut self, now: i64) -> Option<(Vec<RunEvent>, RunStatus)> {
+        self.clock = now;
         match self.plan(now) {
             Ok(None) if !self.launches.is_empty() => {
                 let events = std::mem::take(&mut self.batch);
@@ -139,6 +144,7 @@ impl Driver {
                 return Err(DriveError::LeaseLost);
             }
             let now = now_ms();
+            self.clock = now;
             // Kept to undo this round's plan if an operator command turns out to be pending.
             let before = (self.state.clone(), self.batch.len(), self.running.clone());
             let release = match self.plan(now) {
@@ -214,7 +220,7 @@ impl Driver {
     }
 
     fn emit(&mut self, event: RunEvent) {
-        self.state.apply(&event);
+        self.state.apply(&event, self.clock);
         self.batch.push(event);
     }
 
@@ -317,11 +323,12 @@ impl Driver {
         for node in ready {
             let name = node.step.name().to_owned();
             let attempt = self.state.steps.get(&name).map_or(0, |s| s.attempt) + 1;
-            let call = self.call(node, attempt)?;
+            let mut call = self.call(node, attempt)?;
             self.emit(RunEvent::StepStarted {
                 step: name.clone(),
                 attempt,
             });
+            call.first_attempt_at = self.state.steps.get(&name).and_then(|s| s.first_attempt_at);
             self.running.insert(name.clone(), Kind::Action);
             self.launches.push(Launch {
                 step: name,
@@ -513,6 +520,11 @@ impl Driver {
             input: self.input.clone(),
             dependency_outputs: outputs,
             dependencies: node.dependencies.clone(),
+            first_attempt_at: self
+                .state
+                .steps
+                .get(node.step.name())
+                .and_then(|s| s.first_attempt_at),
         })
     }
 
@@ -526,7 +538,7 @@ impl Driver {
         let guard_commands = !self.launches.is_empty() && !self.acknowledged;
         let kept = guard_commands.then(|| events.clone());
         let published = (self.inner.events.receiver_count() > 0).then(|| events.clone());
-        let now = now_ms();
+        let now = self.clock;
         let pending = if std::mem::take(&mut self.acknowledged) {
             PendingChange::Clear
         } else {

@@ -6,7 +6,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::definition::SagaDefinition;
-use crate::event::{RunEvent, RunStatus};
+use crate::event::{EventRecord, RunEvent, RunStatus};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -41,6 +41,11 @@ pub struct StepState {
     /// Sealed output, as in the journal.
     pub output: Option<Value>,
     pub retry_at: Option<i64>,
+    /// When the first action attempt of the current budget was journaled (ms): what the
+    /// step may have made is no older than this. Kept until the step is fully undone.
+    pub first_attempt_at: Option<i64>,
+    /// When the latest action attempt was journaled (ms).
+    pub attempt_started_at: Option<i64>,
     pub last_error: Option<String>,
     /// The structured detail of `last_error`, if its step gave one.
     pub last_error_detail: Option<Value>,
@@ -57,6 +62,8 @@ impl StepState {
             started: false,
             output: None,
             retry_at: None,
+            first_attempt_at: None,
+            attempt_started_at: None,
             last_error: None,
             last_error_detail: None,
         }
@@ -110,12 +117,12 @@ impl RunState {
 
     pub fn fold<'a>(
         definition: Option<&SagaDefinition>,
-        events: impl IntoIterator<Item = (i64, &'a RunEvent)>,
+        events: impl IntoIterator<Item = &'a EventRecord>,
     ) -> Self {
         let mut state = Self::new(definition);
-        for (seq, event) in events {
-            state.apply(event);
-            state.last_seq = seq;
+        for record in events {
+            state.apply(&record.event, record.at_ms);
+            state.last_seq = record.seq;
         }
         state
     }
@@ -126,7 +133,8 @@ impl RunState {
             .or_insert_with(StepState::new)
     }
 
-    pub fn apply(&mut self, event: &RunEvent) {
+    /// Applies `event`, journaled at `at_ms`.
+    pub fn apply(&mut self, event: &RunEvent, at_ms: i64) {
         match event {
             RunEvent::RunCreated { .. } => self.status = RunStatus::Queued,
             RunEvent::RunStarted => self.status = RunStatus::Running,
@@ -134,6 +142,12 @@ impl RunState {
                 let s = self.step(step);
                 s.phase = StepPhase::Running;
                 s.attempt = *attempt;
+                // Reset only when everything was undone (retry of a compensated run): until
+                // then, whatever an earlier attempt made is still this step's.
+                if s.first_attempt_at.is_none() {
+                    s.first_attempt_at = Some(at_ms);
+                }
+                s.attempt_started_at = Some(at_ms);
                 s.attempts_in_budget += 1;
                 s.started = true;
                 s.retry_at = None;

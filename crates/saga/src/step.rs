@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -152,9 +153,18 @@ pub struct StepCall {
     /// Unsealed outputs of the step's declared dependencies, and nothing else.
     pub(crate) dependency_outputs: HashMap<String, Value>,
     pub(crate) dependencies: Arc<[String]>,
+    /// See [`StepCall::first_attempt_at`].
+    pub(crate) first_attempt_at: Option<i64>,
 }
 
 impl StepCall {
+    /// When the first action attempt of the current budget was journaled (for an undo: of
+    /// the attempts being undone). A resource created before then is not this step's.
+    pub fn first_attempt_at(&self) -> Option<DateTime<Utc>> {
+        self.first_attempt_at
+            .and_then(DateTime::from_timestamp_millis)
+    }
+
     pub fn run_id(&self) -> Uuid {
         self.run_id
     }
@@ -222,6 +232,14 @@ impl<'a, I> StepContext<'a, I> {
     }
     pub fn step_name(&self) -> &str {
         &self.call.step
+    }
+
+    /// In an action: when the first attempt of the current attempt budget was journaled
+    /// (`step_started`; a retry of a compensated run starts a new budget). In an undo: the
+    /// same for the action attempts being undone. For providers with no place for an
+    /// ownership marker, a resource created before this moment was not made by this step.
+    pub fn first_attempt_at(&self) -> Option<DateTime<Utc>> {
+        self.call.first_attempt_at()
     }
 }
 
@@ -396,6 +414,7 @@ mod tests {
             input: Arc::new(json!(null)),
             dependency_outputs: HashMap::from([("a".to_owned(), json!({"id": "a-1"}))]),
             dependencies: vec!["a".to_owned()].into(),
+            first_attempt_at: None,
         };
         let ctx = StepContext {
             input: &(),

@@ -43,7 +43,7 @@ pub(super) async fn recover(
         return Ok(None);
     };
     let events = inner.journal.events_since(row.id, 0).await?;
-    let state = RunState::fold(Some(&definition), events.iter().map(|e| (e.seq, &e.event)));
+    let state = RunState::fold(Some(&definition), &events);
     Ok(Some(Driver::new(
         inner.clone(),
         claim,
