@@ -23,8 +23,22 @@ use crate::secret::{SealError, seal, unseal};
 use crate::state::{RunState, StepPhase};
 use crate::step::{StepCall, StepError};
 
-/// How long a run waits before another try when its sealed data cannot be opened.
-const SEAL_BACKOFF_MS: i64 = 30_000;
+/// A step's sealed output that this engine cannot open (wrong, rotated or missing key).
+#[derive(Debug)]
+struct Unopened {
+    step: String,
+    error: SealError,
+}
+
+impl std::fmt::Display for Unopened {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the sealed output of step `{}` cannot be opened: {}; start the engine with the sealing key the run was started with, then retry the run",
+            self.step, self.error
+        )
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -53,8 +67,6 @@ struct Launch {
 enum DriveError {
     #[error(transparent)]
     Journal(#[from] JournalError),
-    #[error(transparent)]
-    Seal(#[from] SealError),
     #[error("lease lost")]
     LeaseLost,
 }
@@ -149,12 +161,22 @@ impl Driver {
             let before = (self.state.clone(), self.batch.len(), self.running.clone());
             let release = match self.plan(now) {
                 Ok(release) => release,
-                Err(e) => {
-                    // Keep the outcomes already known (not this round's plan), hand the run
-                    // back, try again later.
-                    self.forget_plan(before);
-                    self.write(Some(Wake::At(now + SEAL_BACKOFF_MS))).await?;
-                    return Err(e.into());
+                Err(unopened) => {
+                    // Keep the outcomes already known (not this round's plan). Another try
+                    // with the same key fails the same way: stop for an operator, once the
+                    // steps in flight have landed.
+                    self.forget_plan(before.clone());
+                    if self.running.is_empty() {
+                        tracing::error!(
+                            run_id = %self.claim.run_id, step = %unopened.step,
+                            error = %unopened.error,
+                            "a sealed output does not open; the run needs attention"
+                        );
+                        self.park_unopened(&unopened);
+                        self.write(Some(Wake::Never)).await?;
+                        return Ok(());
+                    }
+                    None
                 }
             };
             match self.write(release).await {
@@ -229,7 +251,7 @@ impl Driver {
     }
 
     /// Decides the next events and launches. `Some(wake)`: hand the lease back with this timer.
-    fn plan(&mut self, now: i64) -> Result<Option<Wake>, SealError> {
+    fn plan(&mut self, now: i64) -> Result<Option<Wake>, Unopened> {
         if self.state.status == RunStatus::Queued {
             self.emit(RunEvent::RunStarted);
         }
@@ -240,7 +262,7 @@ impl Driver {
         }
     }
 
-    fn plan_forward(&mut self, now: i64) -> Result<Option<Wake>, SealError> {
+    fn plan_forward(&mut self, now: i64) -> Result<Option<Wake>, Unopened> {
         if self.state.cancel_requested {
             if !self.running.is_empty() {
                 return Ok(None);
@@ -347,7 +369,7 @@ impl Driver {
 
     /// A step gave up going forward: compensate, or, for a saga that cannot be compensated,
     /// stop for an operator.
-    fn give_up(&mut self, now: i64, reason: String) -> Result<Option<Wake>, SealError> {
+    fn give_up(&mut self, now: i64, reason: String) -> Result<Option<Wake>, Unopened> {
         if self.definition.forward_only() {
             // Steps still in flight land in the journal first; nothing new starts.
             if !self.running.is_empty() {
@@ -357,6 +379,30 @@ impl Driver {
         }
         self.emit(RunEvent::CompensationStarted { reason });
         self.plan_compensation(now)
+    }
+
+    /// Parks the run in `needs_attention` because a sealed output does not open. A retry
+    /// (with the right key) continues the way the run was going.
+    fn park_unopened(&mut self, unopened: &Unopened) {
+        let remaining =
+            if self.state.status != RunStatus::Compensating && self.definition.forward_only() {
+                self.state
+                    .steps
+                    .iter()
+                    .filter(|(_, s)| s.phase != StepPhase::Succeeded)
+                    .map(|(n, _)| n.clone())
+                    .collect()
+            } else {
+                self.state
+                    .remaining()
+                    .into_iter()
+                    .filter(|n| self.definition.reversible(n))
+                    .collect()
+            };
+        self.emit(RunEvent::RunNeedsAttention {
+            remaining,
+            reason: unopened.to_string(),
+        });
     }
 
     /// Parks a run that stopped going forward in `needs_attention`: the steps that did not
@@ -382,7 +428,7 @@ impl Driver {
         })
     }
 
-    fn plan_compensation(&mut self, now: i64) -> Result<Option<Wake>, SealError> {
+    fn plan_compensation(&mut self, now: i64) -> Result<Option<Wake>, Unopened> {
         if self.state.pause_requested {
             if !self.running.is_empty() {
                 return Ok(None);
@@ -453,7 +499,12 @@ impl Driver {
             let attempt = s.undo_attempt + 1;
             let mut output = s.output.clone();
             if let Some(v) = output.as_mut() {
-                unseal(self.inner.key.as_ref(), self.claim.run_id, &name, v)?;
+                unseal(self.inner.key.as_ref(), self.claim.run_id, &name, v).map_err(|error| {
+                    Unopened {
+                        step: name.clone(),
+                        error,
+                    }
+                })?;
             }
             let call = self.call(node, attempt)?;
             self.emit(RunEvent::UndoStarted {
@@ -504,11 +555,16 @@ impl Driver {
     }
 
     /// The call for `node`: its dependencies' outputs, unsealed, and nothing else.
-    fn call(&self, node: &StepNode, attempt: u32) -> Result<StepCall, SealError> {
+    fn call(&self, node: &StepNode, attempt: u32) -> Result<StepCall, Unopened> {
         let mut outputs = HashMap::with_capacity(node.dependencies.len());
         for dep in node.dependencies.iter() {
             if let Some(mut v) = self.state.steps.get(dep).and_then(|s| s.output.clone()) {
-                unseal(self.inner.key.as_ref(), self.claim.run_id, dep, &mut v)?;
+                unseal(self.inner.key.as_ref(), self.claim.run_id, dep, &mut v).map_err(
+                    |error| Unopened {
+                        step: dep.clone(),
+                        error,
+                    },
+                )?;
                 outputs.insert(dep.clone(), v);
             }
         }

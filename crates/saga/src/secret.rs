@@ -2,10 +2,14 @@
 //!
 //! A [`Secret<T>`] serialises to the marker object `{"$secret": <value>}`. Before a step's
 //! output is written to the journal every marker is replaced by `{"$sealed": "<base64>"}`,
-//! XChaCha20-Poly1305 under the engine's [`SealingKey`] with the run id and step name as
-//! associated data (so a sealed value cannot be moved to another run or step). Reading an
-//! output back reverses it. Without a key, or with the wrong one, both directions fail with
+//! XChaCha20-Poly1305 under the engine's [`SealingKey`] with the run id, the step name and
+//! the field's place in the output (a JSON pointer) as associated data, so a sealed value
+//! cannot be moved to another run, step or field, nor two fields swapped. Reading an output
+//! back reverses it. Without a key, or with the wrong one, both directions fail with
 //! [`SealError`]; nothing is ever written in clear.
+//!
+//! Values sealed before fields were bound carry no version prefix and open with the older
+//! associated data (run and step only); everything sealed now is `v2:`.
 
 use std::fmt;
 
@@ -21,6 +25,8 @@ use uuid::Uuid;
 const SECRET_MARKER: &str = "$secret";
 const SEALED_MARKER: &str = "$sealed";
 const NONCE_LEN: usize = 24;
+/// Prefix of values sealed with the field bound into the associated data.
+const V2_PREFIX: &str = "v2:";
 
 /// A value that must never be printed or stored in clear.
 #[derive(Clone, PartialEq, Eq, Default)]
@@ -134,7 +140,20 @@ impl SealingKey {
     }
 }
 
-fn associated_data(run_id: Uuid, step: &str) -> Vec<u8> {
+/// Run, step and field, each length-prefixed so no two different triples give the same bytes.
+fn associated_data(run_id: Uuid, step: &str, field: &str) -> Vec<u8> {
+    let mut aad = b"saga-sealed-v2".to_vec();
+    aad.extend_from_slice(run_id.as_bytes());
+    for part in [step, field] {
+        let len = u32::try_from(part.len()).unwrap_or(u32::MAX);
+        aad.extend_from_slice(&len.to_be_bytes());
+        aad.extend_from_slice(part.as_bytes());
+    }
+    aad
+}
+
+/// What values sealed before fields were bound used: run and step only.
+fn legacy_associated_data(run_id: Uuid, step: &str) -> Vec<u8> {
     let mut aad = run_id.as_bytes().to_vec();
     aad.extend_from_slice(step.as_bytes());
     aad
@@ -147,14 +166,14 @@ pub(crate) fn seal(
     step: &str,
     value: &mut Value,
 ) -> Result<(), SealError> {
-    walk(value, &mut |obj| {
+    walk(value, &mut String::new(), &mut |obj, field| {
         let Some(inner) = single(obj, SECRET_MARKER) else {
             return Ok(false);
         };
         let key = key.ok_or(SealError::MissingKey)?;
         let plain = serde_json::to_vec(inner).map_err(|e| SealError::Malformed(e.to_string()))?;
         let nonce = XNonce::generate();
-        let aad = associated_data(run_id, step);
+        let aad = associated_data(run_id, step, field);
         let sealed = key
             .cipher
             .encrypt(
@@ -168,7 +187,10 @@ pub(crate) fn seal(
         let mut blob = nonce.to_vec();
         blob.extend_from_slice(&sealed);
         obj.clear();
-        obj.insert(SEALED_MARKER.into(), Value::String(BASE64.encode(blob)));
+        obj.insert(
+            SEALED_MARKER.into(),
+            Value::String(format!("{V2_PREFIX}{}", BASE64.encode(blob))),
+        );
         Ok(true)
     })
 }
@@ -180,11 +202,15 @@ pub(crate) fn unseal(
     step: &str,
     value: &mut Value,
 ) -> Result<(), SealError> {
-    walk(value, &mut |obj| {
+    walk(value, &mut String::new(), &mut |obj, field| {
         let Some(Value::String(encoded)) = single(obj, SEALED_MARKER) else {
             return Ok(false);
         };
         let key = key.ok_or(SealError::MissingKey)?;
+        let (encoded, aad) = match encoded.strip_prefix(V2_PREFIX) {
+            Some(rest) => (rest, associated_data(run_id, step, field)),
+            None => (encoded.as_str(), legacy_associated_data(run_id, step)),
+        };
         let blob = BASE64
             .decode(encoded)
             .map_err(|e| SealError::Malformed(e.to_string()))?;
@@ -193,7 +219,6 @@ pub(crate) fn unseal(
         }
         let (nonce, sealed) = blob.split_at(NONCE_LEN);
         let nonce = XNonce::try_from(nonce).map_err(|e| SealError::Malformed(e.to_string()))?;
-        let aad = associated_data(run_id, step);
         let plain = key
             .cipher
             .decrypt(
@@ -225,7 +250,7 @@ pub(crate) fn holds_secret(value: &Value) -> bool {
 
 /// Replaces sealed values by a redaction marker, for views that must show outputs.
 pub(crate) fn redact_sealed(value: &mut Value) {
-    let _ = walk(value, &mut |obj| {
+    let _ = walk(value, &mut String::new(), &mut |obj, _| {
         if single(obj, SEALED_MARKER).is_some() {
             obj.insert(SEALED_MARKER.into(), Value::String("[redacted]".into()));
             return Ok(true);
@@ -242,24 +267,35 @@ fn single<'a>(obj: &'a Map<String, Value>, marker: &str) -> Option<&'a Value> {
     }
 }
 
-/// Visits every object depth-first; `visit` returns true when it replaced the object (its
-/// children are then not visited).
+/// Visits every object depth-first with its place in `value` as a JSON pointer (`field`);
+/// `visit` returns true when it replaced the object (its children are then not visited).
 fn walk(
     value: &mut Value,
-    visit: &mut impl FnMut(&mut Map<String, Value>) -> Result<bool, SealError>,
+    field: &mut String,
+    visit: &mut impl FnMut(&mut Map<String, Value>, &str) -> Result<bool, SealError>,
 ) -> Result<(), SealError> {
     match value {
         Value::Object(obj) => {
-            if visit(obj)? {
+            if visit(obj, field)? {
                 return Ok(());
             }
-            for child in obj.values_mut() {
-                walk(child, visit)?;
+            for (name, child) in obj.iter_mut() {
+                let len = field.len();
+                field.push('/');
+                field.push_str(&name.replace('~', "~0").replace('/', "~1"));
+                let walked = walk(child, field, visit);
+                field.truncate(len);
+                walked?;
             }
         }
         Value::Array(items) => {
-            for item in items {
-                walk(item, visit)?;
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = field.len();
+                field.push('/');
+                field.push_str(&i.to_string());
+                let walked = walk(item, field, visit);
+                field.truncate(len);
+                walked?;
             }
         }
         _ => {}
@@ -290,6 +326,54 @@ mod tests {
             unseal(Some(&key), run, "b", &mut v.clone()),
             Err(SealError::WrongKey)
         );
+    }
+
+    #[test]
+    fn two_sealed_fields_cannot_be_swapped() {
+        let (key, _) = SealingKey::generate();
+        let run = Uuid::now_v7();
+        let mut v = json!({
+            "anon_key": Secret::new("anon-canary"),
+            "db": {"password": Secret::new("password-canary")},
+        });
+        seal(Some(&key), run, "a", &mut v).unwrap();
+        let mut swapped = v.clone();
+        swapped["anon_key"] = v["db"]["password"].clone();
+        swapped["db"]["password"] = v["anon_key"].clone();
+        assert_eq!(
+            unseal(Some(&key), run, "a", &mut swapped),
+            Err(SealError::WrongKey)
+        );
+        let mut moved = json!({"other": v["anon_key"].clone()});
+        assert_eq!(
+            unseal(Some(&key), run, "a", &mut moved),
+            Err(SealError::WrongKey)
+        );
+        unseal(Some(&key), run, "a", &mut v).unwrap();
+        assert_eq!(v["db"]["password"]["$secret"], "password-canary");
+    }
+
+    #[test]
+    fn values_sealed_before_fields_were_bound_still_open() {
+        let (key, _) = SealingKey::generate();
+        let run = Uuid::now_v7();
+        let nonce = XNonce::generate();
+        let aad = legacy_associated_data(run, "a");
+        let sealed = key
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: br#""old-canary""#,
+                    aad: &aad,
+                },
+            )
+            .unwrap();
+        let mut blob = nonce.to_vec();
+        blob.extend_from_slice(&sealed);
+        let mut v = json!({"token": {"$sealed": BASE64.encode(blob)}});
+        unseal(Some(&key), run, "a", &mut v).unwrap();
+        assert_eq!(v["token"]["$secret"], "old-canary");
     }
 
     #[test]
