@@ -41,7 +41,7 @@ pub enum EngineError {
     NotFound(Uuid),
     #[error("run {run_id} has no output for step `{step}`")]
     NoOutput { run_id: Uuid, step: String },
-    #[error("output of step `{step}` does not have the expected shape: {message}")]
+    #[error("output of step `{step}` does not have the expected shape {message}")]
     OutputShape { step: String, message: String },
     #[error(transparent)]
     Sealing(#[from] SealError),
@@ -631,7 +631,7 @@ impl Engine {
                 step: step.to_owned(),
             })?;
         unseal(self.inner.key.as_ref(), run_id, step, &mut output)?;
-        T::deserialize(&output).map_err(|e| EngineError::OutputShape {
+        crate::shape::decode(&output).map_err(|e| EngineError::OutputShape {
             step: step.to_owned(),
             message: e.to_string(),
         })

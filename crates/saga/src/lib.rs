@@ -15,6 +15,7 @@ mod event;
 mod executor;
 pub mod journal;
 mod secret;
+mod shape;
 mod state;
 mod step;
 pub mod testkit;

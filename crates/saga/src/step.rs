@@ -213,9 +213,10 @@ impl<'a, I> StepContext<'a, I> {
     /// The output of `step`, which must be a declared dependency of this step.
     pub fn output<T: DeserializeOwned>(&self, step: &str) -> Result<T, StepError> {
         let raw = self.call.dependency_output(step)?;
-        T::deserialize(raw).map_err(|e| {
+        crate::shape::decode(raw).map_err(|e| {
             StepError::permanent(format!(
-                "output of `{step}` does not have the expected shape: {e}"
+                "step `{}` read the output of `{step}`, which does not have the expected shape {e}",
+                self.call.step
             ))
         })
     }
@@ -389,8 +390,11 @@ impl<S: Step> ErasedStep for Typed<S> {
             call,
         };
         let output = match output {
-            Some(raw) => Some(S::Output::deserialize(&raw).map_err(|e| {
-                StepError::permanent(format!("recorded output does not fit the step: {e}"))
+            Some(raw) => Some(crate::shape::decode::<S::Output>(&raw).map_err(|e| {
+                StepError::permanent(format!(
+                    "the recorded output of step `{}` does not fit the step {e}",
+                    call.step
+                ))
             })?),
             None => None,
         };
