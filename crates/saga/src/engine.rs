@@ -110,8 +110,11 @@ pub(crate) fn time(ms: i64) -> DateTime<Utc> {
 #[derive(Debug)]
 pub(crate) struct ActiveRun {
     pub(crate) generation: i64,
-    pub(crate) lost: Arc<AtomicBool>,
+    pub(crate) lost: Arc<worker::LeaseLost>,
     pub(crate) task: AbortHandle,
+    /// When the lease ends unless renewed (ms, this process's clock, which the journal
+    /// was given too).
+    pub(crate) lease_until: i64,
 }
 
 #[derive(Debug)]

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -22,6 +22,11 @@ use crate::journal::{Append, Claim, Command, JournalError, PendingChange, Wake, 
 use crate::secret::{SealError, seal, unseal};
 use crate::state::{RunState, StepPhase};
 use crate::step::{StepCall, StepError};
+use crate::worker::LeaseLost;
+
+/// Beyond an attempt's timeout, the time its start took to be journaled and its task to be
+/// spawned: after `started + timeout + this`, the attempt cannot land any more.
+const LANDING_MARGIN_MS: i64 = 1_000;
 
 /// A step's sealed output that this engine cannot open (wrong, rotated or missing key).
 #[derive(Debug)]
@@ -94,7 +99,7 @@ pub(crate) struct Driver {
     clock: i64,
 }
 
-pub(crate) async fn drive(mut driver: Driver, lost: Arc<AtomicBool>) {
+pub(crate) async fn drive(mut driver: Driver, lost: Arc<LeaseLost>) {
     let run_id = driver.claim.run_id;
     match driver.run(&lost).await {
         Ok(()) => {}
@@ -147,12 +152,13 @@ impl Driver {
         }
     }
 
-    async fn run(&mut self, lost: &AtomicBool) -> Result<(), DriveError> {
+    async fn run(&mut self, lost: &LeaseLost) -> Result<(), DriveError> {
         // Steps prepared with the run's creation start first.
         self.launch();
         let mut idle_rounds = 0;
         loop {
-            if lost.load(Ordering::Acquire) {
+            if lost.is_set() {
+                self.in_flight.abort_all();
                 return Err(DriveError::LeaseLost);
             }
             let now = now_ms();
@@ -223,6 +229,12 @@ impl Driver {
                     }
                 }
                 () = wait_timer => {}
+                () = lost.wait() => {
+                    // Another worker may take the run over now: what is in flight must not
+                    // reach a provider after that, so it is dropped mid-call.
+                    self.in_flight.abort_all();
+                    return Err(DriveError::LeaseLost);
+                }
             }
             while let Some(joined) = self.in_flight.try_join_next_with_id() {
                 self.complete(joined);
@@ -465,6 +477,20 @@ impl Driver {
             }
             match s.phase {
                 StepPhase::UndoFailed => continue,
+                // Started, with no outcome, and not by this driver: an attempt under an
+                // earlier owner may still be calling the provider. An undo now could find
+                // nothing and let a late create land as an orphan, so wait until that
+                // attempt can no longer land (its timeout has passed since it started).
+                StepPhase::Running => {
+                    let timeout = node.step.policy().action.timeout;
+                    let timeout_ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX / 4);
+                    let started = s.attempt_started_at.unwrap_or(now);
+                    let landed_by = started.saturating_add(timeout_ms + LANDING_MARGIN_MS);
+                    if landed_by > now {
+                        timer = Some(timer.map_or(landed_by, |t| t.min(landed_by)));
+                        continue;
+                    }
+                }
                 StepPhase::UndoWaiting => {
                     if let Some(at) = s.retry_at
                         && at > now

@@ -1,9 +1,9 @@
 //! The heartbeat loop: renew every lease this worker holds, three times per lease period.
-//! A lease that could not be renewed is lost; its run task stops before its next write
-//! (which the journal would refuse anyway).
+//! A lease the journal did not renew is lost, and so is one this worker could not renew
+//! while less than a heartbeat of it is left: its run task stops at once, aborting the
+//! steps in flight, before another worker can take the run over.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::clock::now_ms;
@@ -25,19 +25,37 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         if held.is_empty() {
             continue;
         }
-        match inner.journal.renew(&inner.lease, &held, now_ms()).await {
+        let asked_at = now_ms();
+        match inner.journal.renew(&inner.lease, &held, asked_at).await {
             Ok(kept) => {
-                let active = inner.active();
-                for claim in held.iter().filter(|c| !kept.contains(c)) {
-                    if let Some(run) = active.get(&claim.run_id)
-                        && run.generation == claim.generation
-                    {
+                let mut active = inner.active();
+                for claim in &held {
+                    let Some(run) = active.get_mut(&claim.run_id) else {
+                        continue;
+                    };
+                    if run.generation != claim.generation {
+                        continue;
+                    }
+                    if kept.contains(claim) {
+                        run.lease_until = asked_at + inner.lease.lease_ms;
+                    } else {
                         tracing::warn!(run_id = %claim.run_id, "lease lost; stopping this run here");
-                        run.lost.store(true, Ordering::Release);
+                        run.lost.set();
                     }
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
+            Err(e) => {
+                tracing::warn!(error = %e, "renewing leases failed");
+                // Without a renewal the lease runs out; stop before another worker may start.
+                let now = now_ms();
+                let margin = inner.lease.lease_ms / 3;
+                for (run_id, run) in inner.active().iter() {
+                    if run.lease_until - now <= margin && !run.lost.is_set() {
+                        tracing::warn!(%run_id, "lease about to lapse unrenewed; stopping this run here");
+                        run.lost.set();
+                    }
+                }
+            }
         }
     }
 }

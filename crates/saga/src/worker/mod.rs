@@ -4,15 +4,19 @@
 
 mod claim;
 mod heartbeat;
+mod lease;
 mod recovery;
 
+pub(crate) use lease::LeaseLost;
+
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
+use crate::clock::now_ms;
 use crate::definition::SagaDefinition;
 use crate::engine::{ActiveRun, Inner};
 use crate::executor::{self, Driver};
@@ -132,10 +136,10 @@ pub(crate) fn spawn_claimed(inner: &Arc<Inner>, claim: Claim) {
 
 fn spawn_run<F, Fut>(inner: &Arc<Inner>, run_id: Uuid, generation: i64, task: F)
 where
-    F: FnOnce(Arc<AtomicBool>) -> Fut,
+    F: FnOnce(Arc<LeaseLost>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let lost = Arc::new(AtomicBool::new(false));
+    let lost = Arc::new(LeaseLost::default());
     let body = task(lost.clone());
     let cleanup = inner.clone();
     // Holding the lock across spawn: the task's own removal waits until it is registered.
@@ -156,10 +160,11 @@ where
             generation,
             lost,
             task: handle.abort_handle(),
+            lease_until: now_ms() + inner.lease.lease_ms,
         },
     ) {
         // Our older lease on this run lapsed and we claimed it again: the old task is stale.
-        previous.lost.store(true, Ordering::Release);
+        previous.lost.set();
         previous.task.abort();
     }
 }
