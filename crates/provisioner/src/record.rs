@@ -145,6 +145,7 @@ impl ResourceRecord {
             _ => view
                 .compensation_reason
                 .clone()
+                .or_else(|| view.attention_reason.clone())
                 .or_else(|| view.steps.iter().find_map(|s| s.last_error.clone())),
         };
         Self {

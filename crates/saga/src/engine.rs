@@ -74,6 +74,8 @@ pub struct RunView {
     pub compensation_reason: Option<String>,
     /// For `needs_attention`: the steps whose resources may still exist.
     pub needs_attention: Option<Vec<String>>,
+    /// For `needs_attention`: why the run stopped (a step's error, a key problem).
+    pub attention_reason: Option<String>,
     pub abandoned_reason: Option<String>,
 }
 
@@ -85,9 +87,13 @@ pub struct StepView {
     pub attempt: u32,
     pub undo_attempt: u32,
     pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The action's latest error; it stays when the step is then undone (it says why).
     pub last_error: Option<String>,
     /// Structured detail of `last_error` (findings, names), never a secret.
     pub last_error_detail: Option<Value>,
+    /// The undo's latest error, until an undo succeeds.
+    pub undo_error: Option<String>,
+    pub undo_error_detail: Option<Value>,
     pub output: Option<Value>,
 }
 
@@ -595,6 +601,8 @@ impl Engine {
                     next_attempt_at: s.retry_at.map(time),
                     last_error: s.last_error.clone(),
                     last_error_detail: s.last_error_detail.clone(),
+                    undo_error: s.undo_error.clone(),
+                    undo_error_detail: s.undo_error_detail.clone(),
                     output,
                 }
             })
@@ -613,6 +621,7 @@ impl Engine {
             cancel_requested: state.cancel_requested,
             compensation_reason: state.compensation_reason,
             needs_attention: state.needs_attention,
+            attention_reason: state.attention_reason,
             abandoned_reason: state.abandoned_reason,
         })
     }

@@ -566,7 +566,7 @@ impl Driver {
                             .state
                             .steps
                             .get(n)
-                            .and_then(|s| s.last_error.clone())
+                            .and_then(|s| s.undo_error.clone())
                             .unwrap_or_else(|| "waiting on a dependent's undo".into());
                         format!("{n}: {error}")
                     })

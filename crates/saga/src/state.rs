@@ -46,9 +46,13 @@ pub struct StepState {
     pub first_attempt_at: Option<i64>,
     /// When the latest action attempt was journaled (ms).
     pub attempt_started_at: Option<i64>,
+    /// The action's latest error (kept when the step is then undone: it says why).
     pub last_error: Option<String>,
     /// The structured detail of `last_error`, if its step gave one.
     pub last_error_detail: Option<Value>,
+    /// The undo's latest error, until an undo succeeds.
+    pub undo_error: Option<String>,
+    pub undo_error_detail: Option<Value>,
 }
 
 impl StepState {
@@ -66,6 +70,8 @@ impl StepState {
             attempt_started_at: None,
             last_error: None,
             last_error_detail: None,
+            undo_error: None,
+            undo_error_detail: None,
         }
     }
 
@@ -85,6 +91,8 @@ pub struct RunState {
     pub status_before_pause: Option<RunStatus>,
     pub compensation_reason: Option<String>,
     pub needs_attention: Option<Vec<String>>,
+    /// For `needs_attention`: why the run stopped.
+    pub attention_reason: Option<String>,
     /// The run stopped in `needs_attention` while going forward (not while undoing), so a
     /// retry goes forward again rather than resuming an undo.
     pub attention_resumes_forward: bool,
@@ -109,6 +117,7 @@ impl RunState {
             status_before_pause: None,
             compensation_reason: None,
             needs_attention: None,
+            attention_reason: None,
             attention_resumes_forward: false,
             abandoned_reason: None,
             last_seq: 0,
@@ -191,6 +200,8 @@ impl RunState {
                 let s = self.step(step);
                 // The action's error (if any) stays: it says why the step was undone.
                 s.phase = StepPhase::Undone;
+                s.undo_error = None;
+                s.undo_error_detail = None;
             }
             RunEvent::UndoFailed {
                 step,
@@ -206,15 +217,16 @@ impl RunState {
                     StepPhase::UndoFailed
                 };
                 s.retry_at = *retry_at;
-                s.last_error = Some(error.clone());
-                s.last_error_detail = detail.clone();
+                s.undo_error = Some(error.clone());
+                s.undo_error_detail = detail.clone();
             }
             RunEvent::RunSucceeded => self.status = RunStatus::Succeeded,
             RunEvent::RunCompensated => self.status = RunStatus::Compensated,
-            RunEvent::RunNeedsAttention { remaining, .. } => {
+            RunEvent::RunNeedsAttention { remaining, reason } => {
                 self.attention_resumes_forward = self.status != RunStatus::Compensating;
                 self.status = RunStatus::NeedsAttention;
                 self.needs_attention = Some(remaining.clone());
+                self.attention_reason = Some(reason.clone());
             }
             RunEvent::PauseRequested => self.pause_requested = true,
             RunEvent::RunPaused => {
@@ -260,6 +272,7 @@ impl RunState {
                     s.attempts_in_budget = 0;
                 }
                 self.needs_attention = None;
+                self.attention_reason = None;
                 self.attention_resumes_forward = false;
                 self.cancel_requested = false;
                 self.status = RunStatus::Running;
@@ -273,6 +286,7 @@ impl RunState {
                     s.undo_attempts_in_budget = 0;
                 }
                 self.needs_attention = None;
+                self.attention_reason = None;
                 self.status = RunStatus::Compensating;
             }
             RunStatus::Compensated => {

@@ -810,3 +810,51 @@ async fn a_step_past_its_budget_or_timeout_compensates_and_retry_runs_forward_ag
     assert_eq!(world.snapshot(), ["a-y", "b-y"]);
     w.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_keeps_its_action_error_and_its_undo_error_apart() {
+    for j in both().await {
+        let world = Arc::new(MemoryWorld::default());
+        let def = chain(
+            "apart",
+            1,
+            Scripted::new("a", &world),
+            Scripted::new("b", &world)
+                .always_failing(StepError::permanent("action broke"))
+                .undo_failing(vec![StepError::permanent("provider refused the delete")]),
+        );
+        let e = engine(&j, vec![def]);
+        let w = e.run_workers();
+        let run = e
+            .start("apart", "apart-1", &input("x"))
+            .await
+            .unwrap()
+            .run_id;
+        let view = settle(&e, run).await;
+        assert_eq!(view.status, RunStatus::NeedsAttention, "{}", j.label);
+        let b = view.steps.iter().find(|s| s.name == "b").unwrap();
+        assert_eq!(b.last_error.as_deref(), Some("action broke"), "{}", j.label);
+        assert_eq!(
+            b.undo_error.as_deref(),
+            Some("provider refused the delete"),
+            "{}",
+            j.label
+        );
+        let reason = view.attention_reason.as_deref().unwrap();
+        assert!(reason.contains("provider refused the delete"), "{reason}");
+
+        e.retry(run).await.unwrap();
+        let view = settle(&e, run).await;
+        assert_eq!(view.status, RunStatus::Compensated, "{}", j.label);
+        let b = view.steps.iter().find(|s| s.name == "b").unwrap();
+        assert_eq!(b.last_error.as_deref(), Some("action broke"), "{}", j.label);
+        assert_eq!(
+            b.undo_error, None,
+            "{}: the undo succeeded in the end",
+            j.label
+        );
+        assert_eq!(view.attention_reason, None);
+        w.shutdown(Duration::from_secs(5)).await;
+        j.cleanup().await;
+    }
+}
