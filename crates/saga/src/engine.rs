@@ -37,6 +37,10 @@ pub enum EngineError {
         "idempotency key `{key}` already belongs to run {run_id} with a different saga or input"
     )]
     KeyConflict { key: String, run_id: Uuid },
+    #[error(
+        "idempotency key `{key}` belongs to run {run_id}, which was started in another environment (other provider endpoints or accounts); this process's workers will not drive it. Use the configuration that started it, or another key"
+    )]
+    OtherEnvironment { key: String, run_id: Uuid },
     #[error("run {0} not found")]
     NotFound(Uuid),
     #[error("run {run_id} has no output for step `{step}`")]
@@ -74,6 +78,9 @@ pub struct RunView {
     pub compensation_reason: Option<String>,
     /// For `needs_attention`: the steps whose resources may still exist.
     pub needs_attention: Option<Vec<String>>,
+    /// The environment the run was started in; only workers of that environment drive it
+    /// (compare with [`Engine::environment`]).
+    pub environment: Option<String>,
     /// For `needs_attention`: why the run stopped (a step's error, a key problem).
     pub attention_reason: Option<String>,
     pub abandoned_reason: Option<String>,
@@ -107,6 +114,8 @@ pub struct RunSummary {
     pub status: RunStatus,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// See [`RunView::environment`].
+    pub environment: Option<String>,
 }
 
 pub(crate) fn time(ms: i64) -> DateTime<Utc> {
@@ -188,9 +197,21 @@ pub struct EngineBuilder {
     worker_id: Option<String>,
     poll_interval: Duration,
     max_active_runs: usize,
+    environment: Option<String>,
 }
 
 impl EngineBuilder {
+    /// The environment this engine works in: an opaque fingerprint (never a secret) of
+    /// what the steps act on, e.g. provider endpoints and accounts. Runs it starts carry
+    /// it, and its workers claim only runs that carry the same one, so a process pointed at
+    /// one environment never drives (or undoes) a run of another. Default: none, which
+    /// claims only runs started without one.
+    #[must_use]
+    pub fn environment(mut self, fingerprint: impl Into<String>) -> Self {
+        self.environment = Some(fingerprint.into());
+        self
+    }
+
     /// The key that seals secret output fields. Without one, a step that outputs a secret fails.
     #[must_use]
     pub fn sealing_key(mut self, key: SealingKey) -> Self {
@@ -239,6 +260,7 @@ impl EngineBuilder {
                         .worker_id
                         .unwrap_or_else(|| format!("worker-{}", Uuid::new_v4().simple())),
                     lease_ms,
+                    environment: self.environment,
                 },
                 poll_interval: self.poll_interval,
                 max_active_runs: self.max_active_runs,
@@ -269,11 +291,17 @@ impl Engine {
             worker_id: None,
             poll_interval: Duration::from_millis(250),
             max_active_runs: 1024,
+            environment: None,
         }
     }
 
     pub fn worker_id(&self) -> &str {
         &self.inner.lease.worker
+    }
+
+    /// The environment fingerprint given to [`EngineBuilder::environment`].
+    pub fn environment(&self) -> Option<&str> {
+        self.inner.lease.environment.as_deref()
     }
 
     pub fn journal(&self) -> &Arc<dyn Journal> {
@@ -398,6 +426,7 @@ impl Engine {
                 claim,
                 events: events.clone(),
                 status,
+                environment: inner.lease.environment.clone(),
             })
             .await?;
         match outcome {
@@ -419,6 +448,12 @@ impl Engine {
                 })
             }
             CreateOutcome::Existing(row) => {
+                if row.environment != inner.lease.environment {
+                    return Err(EngineError::OtherEnvironment {
+                        key: key.to_owned(),
+                        run_id: row.id,
+                    });
+                }
                 if row.saga != definition.name() || row.input != input {
                     return Err(EngineError::KeyConflict {
                         key: key.to_owned(),
@@ -621,6 +656,7 @@ impl Engine {
             cancel_requested: state.cancel_requested,
             compensation_reason: state.compensation_reason,
             needs_attention: state.needs_attention,
+            environment: row.environment,
             attention_reason: state.attention_reason,
             abandoned_reason: state.abandoned_reason,
         })
@@ -660,6 +696,7 @@ impl Engine {
             status: r.status,
             created_at: time(r.created_at_ms),
             updated_at: time(r.updated_at_ms),
+            environment: r.environment,
         }))
     }
 
@@ -679,6 +716,7 @@ impl Engine {
                 status: r.status,
                 created_at: time(r.created_at_ms),
                 updated_at: time(r.updated_at_ms),
+                environment: r.environment,
             })
             .collect())
     }

@@ -359,10 +359,12 @@ async fn a_stale_lease_generation_cannot_write() {
         let one = LeaseRequest {
             worker: "one".into(),
             lease_ms: 50,
+            environment: None,
         };
         let two = LeaseRequest {
             worker: "two".into(),
             lease_ms: 5_000,
+            environment: None,
         };
         let created = j
             .journal
@@ -376,6 +378,7 @@ async fn a_stale_lease_generation_cannot_write() {
                 claim: Some(one.clone()),
                 events: Vec::new(),
                 status: RunStatus::Queued,
+                environment: None,
             })
             .await
             .unwrap();

@@ -2,6 +2,8 @@ WITH due AS (
     SELECT id FROM saga_runs
     WHERE wake_at IS NOT NULL AND wake_at <= $2
       AND (lease_owner IS NULL OR lease_expires_at < $2)
+      -- Only runs of the claiming worker's environment (no environment matches none).
+      AND environment IS NOT DISTINCT FROM $5::text
     ORDER BY wake_at
     LIMIT $4
     FOR UPDATE SKIP LOCKED

@@ -58,6 +58,8 @@ impl From<sqlx::Error> for JournalError {
 pub struct LeaseRequest {
     pub worker: String,
     pub lease_ms: i64,
+    /// Claims take only runs started in this environment (`None`: runs with none).
+    pub environment: Option<String>,
 }
 
 /// A run to insert. With `claim`, the new run is leased to that worker in the same write,
@@ -74,6 +76,8 @@ pub struct NewRun {
     pub events: Vec<RunEvent>,
     /// The status after `events` (`queued` when there are none).
     pub status: RunStatus,
+    /// The environment the run belongs to; only workers of it claim the run.
+    pub environment: Option<String>,
 }
 
 impl NewRun {
@@ -110,6 +114,7 @@ impl NewRun {
             lease_generation: generation,
             lease_expires_at_ms: expires,
             pending_command: None,
+            environment: self.environment.clone(),
         }
     }
 }
@@ -131,6 +136,8 @@ pub struct RunRow {
     pub lease_generation: i64,
     pub lease_expires_at_ms: Option<i64>,
     pub pending_command: Option<Command>,
+    /// The environment the run was started in (see [`NewRun::environment`]).
+    pub environment: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -241,7 +248,8 @@ pub trait Journal: Send + Sync + fmt::Debug + 'static {
     /// Appends events atomically, updating the run's projection, after the writer's check.
     async fn append(&self, append: Append) -> Result<AppendReceipt, JournalError>;
 
-    /// Leases up to `limit` runs whose timer is due and whose lease is free or expired.
+    /// Leases up to `limit` runs of `lease.environment` whose timer is due and whose lease is
+    /// free or expired.
     async fn claim(
         &self,
         lease: &LeaseRequest,

@@ -23,10 +23,16 @@ use crate::event::{EventRecord, RunEvent, RunStatus};
 
 /// Every statement this backend runs.
 mod sql {
-    pub(super) const MIGRATIONS: &[(i64, &str)] = &[(
-        1,
-        include_str!("../../sql/sqlite/migrations/0001_journal.sql"),
-    )];
+    pub(super) const MIGRATIONS: &[(i64, &str)] = &[
+        (
+            1,
+            include_str!("../../sql/sqlite/migrations/0001_journal.sql"),
+        ),
+        (
+            2,
+            include_str!("../../sql/sqlite/migrations/0002_environment.sql"),
+        ),
+    ];
     pub(super) const MIGRATIONS_TABLE: &str = include_str!("../../sql/sqlite/migrations_table.sql");
     pub(super) const MIGRATION_APPLIED: &str =
         include_str!("../../sql/sqlite/migration_applied.sql");
@@ -132,6 +138,7 @@ fn run_row(row: &SqliteRow) -> Result<RunRow, JournalError> {
         lease_generation: row.try_get("lease_generation")?,
         lease_expires_at_ms: row.try_get("lease_expires_at")?,
         pending_command: pending.as_deref().and_then(Command::parse),
+        environment: row.try_get("environment")?,
     })
 }
 
@@ -193,6 +200,7 @@ async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
         .bind(expires)
         .bind(run.status.as_str())
         .bind(run.row(None, 0, None).last_seq)
+        .bind(run.environment.as_deref())
         .fetch_optional(&mut **tx)
         .await?;
     if inserted.is_none() {
@@ -287,6 +295,7 @@ async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
                 .bind(now_ms)
                 .bind(lease.lease_ms)
                 .bind(i64::from(*limit))
+                .bind(lease.environment.as_deref())
                 .fetch_all(&mut **tx)
                 .await?;
             Ok(WriteDone::Leases(leases(&rows)?))

@@ -18,28 +18,27 @@ pub(super) async fn recover(
     let Some(row) = inner.journal.run(claim.run_id).await? else {
         return Err(JournalError::NotFound(claim.run_id));
     };
+    if row.environment != inner.lease.environment {
+        // Claims are filtered by environment; reaching here means a journal that did not
+        // filter. Driving the run would act on the wrong providers: hand it back untouched.
+        tracing::error!(
+            run_id = %row.id,
+            "claimed a run of another environment; handing it back without acting on it"
+        );
+        release(inner, &claim, Wake::Keep).await?;
+        return Ok(None);
+    }
     let Some(definition) = inner.registry.get(&row.saga, row.version).cloned() else {
         tracing::error!(
             run_id = %row.id, saga = %row.saga, version = row.version,
             "this build has no definition for the run's saga version; leaving it for another worker"
         );
-        inner
-            .journal
-            .append(Append {
-                run_id: row.id,
-                writer: Writer::Lease {
-                    worker: inner.lease.worker.clone(),
-                    generation: claim.generation,
-                },
-                now_ms: now_ms(),
-                events: Vec::new(),
-                status: None,
-                wake: Wake::At(now_ms() + UNKNOWN_VERSION_BACKOFF_MS),
-                release: true,
-                pending: PendingChange::Keep,
-                guard_commands: false,
-            })
-            .await?;
+        release(
+            inner,
+            &claim,
+            Wake::At(now_ms() + UNKNOWN_VERSION_BACKOFF_MS),
+        )
+        .await?;
         return Ok(None);
     };
     let events = inner.journal.events_since(row.id, 0).await?;
@@ -52,4 +51,26 @@ pub(super) async fn recover(
         row.idempotency_key.as_str().into(),
         state,
     )))
+}
+
+/// Gives the lease back without events.
+async fn release(inner: &Arc<Inner>, claim: &Claim, wake: Wake) -> Result<(), JournalError> {
+    inner
+        .journal
+        .append(Append {
+            run_id: claim.run_id,
+            writer: Writer::Lease {
+                worker: inner.lease.worker.clone(),
+                generation: claim.generation,
+            },
+            now_ms: now_ms(),
+            events: Vec::new(),
+            status: None,
+            wake,
+            release: true,
+            pending: PendingChange::Keep,
+            guard_commands: false,
+        })
+        .await?;
+    Ok(())
 }
