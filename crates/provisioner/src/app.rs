@@ -93,6 +93,59 @@ pub async fn open_sqlite(path: &Path) -> Result<Arc<dyn Journal>, AppError> {
     Ok(Arc::new(journal))
 }
 
+/// The environment a process works in, as an opaque fingerprint: a hash of where and as whom
+/// it provisions (provider base URLs, Supabase organisation, GitHub organisation and template,
+/// Vercel team, n8n base URL). Runs carry the fingerprint of the process that started them and
+/// only workers with the same one drive them, so a shell pointed at the sandbox never picks up
+/// (and "undoes" against the simulators) a run started against the real providers.
+///
+/// Credentials are not part of it (rotating a token keeps the environment), and URLs are
+/// reduced to scheme, host, port and path first, so a credential or query in a URL cannot end
+/// up hashed into the journal either.
+pub fn environment_fingerprint(config: &Config) -> String {
+    use sha2::{Digest, Sha256};
+    let p = &config.providers;
+    let fields = [
+        ("supabase_api_url", endpoint(&p.supabase_api_url)),
+        ("supabase_org", p.supabase_org_slug.clone()),
+        ("github_api_url", endpoint(&p.github_api_url)),
+        ("github_org", p.github_org.clone()),
+        (
+            "github_template",
+            format!("{}/{}", p.github_template.0, p.github_template.1),
+        ),
+        ("vercel_api_url", endpoint(&p.vercel_api_url)),
+        ("vercel_team", p.vercel_team_id.clone().unwrap_or_default()),
+        ("n8n_base_url", endpoint(&p.n8n_base_url)),
+    ];
+    let mut hasher = Sha256::new();
+    for (name, value) in fields {
+        // Length-prefixed, so no two different field lists hash the same bytes.
+        for part in [name, value.as_str()] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part.as_bytes());
+        }
+    }
+    let digest = hasher.finalize();
+    format!("env1-{}", hex::encode(&digest[..12]))
+}
+
+/// A base URL without user, password, query or fragment, and without a trailing slash.
+fn endpoint(raw: &str) -> String {
+    match url::Url::parse(raw.trim()) {
+        Ok(mut url) => {
+            // Both only fail for URLs that cannot carry a user (no host): nothing to remove.
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.as_str().trim_end_matches('/').to_owned()
+        }
+        // Not a URL (config validation would normally refuse it): hashed as given, trimmed.
+        Err(_) => raw.trim().trim_end_matches('/').to_owned(),
+    }
+}
+
 /// The engine with both sagas and the stack they drive.
 #[derive(Debug)]
 pub struct App {
@@ -144,6 +197,7 @@ impl App {
             .sealing_key(sealing)
             .lease(options.lease)
             .poll_interval(options.poll_interval)
+            .environment(environment_fingerprint(config))
             .build();
         let workers = options.workers.then(|| engine.run_workers());
         Ok(Self {
@@ -186,6 +240,19 @@ impl App {
         Ok(self.engine.wait_for(run_id).await?)
     }
 
+    /// For a run started in another environment (other provider endpoints or accounts),
+    /// a line saying so: this process's workers will not drive it.
+    pub fn environment_note(&self, view: &RunView) -> Option<String> {
+        let here = self.engine.environment();
+        (view.environment.as_deref() != here).then(|| match &view.environment {
+            Some(theirs) => format!(
+                "this run belongs to another environment ({theirs}; this configuration is {}): only a process configured like the one that started it will drive it",
+                here.unwrap_or("none")
+            ),
+            None => "this run was started before runs recorded their environment: this configuration's workers will not drive it".to_owned(),
+        })
+    }
+
     pub fn record(view: &RunView) -> ResourceRecord {
         ResourceRecord::from_run(view)
     }
@@ -210,4 +277,63 @@ pub fn secret_key_from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Secre
     let key = env("PROVISIONER_SECRET_KEY").ok_or(AppError::MissingSecretKey)?;
     SealingKey::from_base64(key.trim()).map_err(|e| AppError::BadSecretKey(e.to_string()))?;
     Ok(SecretString::from(key.trim().to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use crate::config::{ProviderEnv, Settings};
+
+    fn config() -> Config {
+        Config {
+            settings: Settings::default(),
+            providers: ProviderEnv {
+                supabase_api_url: "https://api.supabase.com".into(),
+                supabase_token: SecretString::from("sbp_token-canary-1"),
+                supabase_org_slug: "acme-org".into(),
+                supabase_db_url_template:
+                    "postgresql://postgres:{password}@db.{ref}.supabase.co:5432/postgres".into(),
+                github_api_url: "https://api.github.com".into(),
+                github_token: SecretString::from("ghp_token-canary-2"),
+                github_org: "acme".into(),
+                github_template: ("acme".into(), "template".into()),
+                vercel_api_url: "https://api.vercel.com".into(),
+                vercel_token: SecretString::from("vercel-token-canary-3"),
+                vercel_team_id: Some("team_1".into()),
+                n8n_base_url: "https://n8n.acme.example".into(),
+                n8n_api_key: SecretString::from("n8n-key-canary-4"),
+            },
+        }
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_every_endpoint_and_account_and_never_with_a_credential() {
+        let base = environment_fingerprint(&config());
+        assert!(base.starts_with("env1-"), "{base}");
+        let changes: [fn(&mut ProviderEnv); 8] = [
+            |p| p.supabase_api_url = "http://127.0.0.1:4001".into(),
+            |p| p.supabase_org_slug = "sandbox-org".into(),
+            |p| p.github_api_url = "http://127.0.0.1:4002".into(),
+            |p| p.github_org = "sandbox".into(),
+            |p| p.github_template.1 = "other-template".into(),
+            |p| p.vercel_api_url = "http://127.0.0.1:4003".into(),
+            |p| p.vercel_team_id = None,
+            |p| p.n8n_base_url = "http://127.0.0.1:4004".into(),
+        ];
+        for (i, change) in changes.iter().enumerate() {
+            let mut c = config();
+            change(&mut c.providers);
+            assert_ne!(environment_fingerprint(&c), base, "change {i}");
+        }
+        let mut rotated = config();
+        rotated.providers.github_token = SecretString::from("ghp_rotated");
+        rotated.providers.n8n_api_key = SecretString::from("n8n_rotated");
+        rotated.providers.n8n_base_url = "https://user:hunter2@n8n.acme.example/?token=x".into();
+        assert_eq!(environment_fingerprint(&rotated), base);
+        let text = environment_fingerprint(&rotated);
+        for secret in ["canary", "hunter2", "token", "rotated"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+    }
 }

@@ -338,6 +338,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 .status(run_id)
                 .await
                 .map_err(|e| CliError::Other(e.to_string()));
+            let elsewhere = view.as_ref().ok().and_then(|v| app.environment_note(v));
             app.shutdown(Duration::from_secs(1)).await;
             let view = view?;
             let record = ResourceRecord::from_run(&view);
@@ -345,6 +346,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
                 print_json(&record)?;
             } else {
                 eprint!("{}", human(&record));
+                if let Some(note) = elsewhere {
+                    eprintln!("  {note}");
+                }
                 for step in &view.steps {
                     eprintln!(
                         "  step {:<24} {:?} (attempt {}){}",
