@@ -4,6 +4,10 @@
 //! every tracing event at every level, every row and every byte of the journal, the resource
 //! records, the run views (JSON and `Debug`), and the `Debug` of the stack and configuration.
 //!
+//! Error paths are searched too: a provision that fails at a provider and is undone, and a
+//! run whose recorded output (holding the run's real secrets, sealed) no longer fits the type
+//! a later build reads it as, so a decoder error would quote the secret if anything let it.
+//!
 //! The simulators stand in for the providers' servers, whose logs are not the provisioner's:
 //! they run on a thread of their own whose events go nowhere, so the capture holds exactly
 //! what the provisioner's code (engine, steps, clients, tenant database) emitted.
@@ -15,13 +19,18 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_trait::async_trait;
 use base64::Engine as _;
 use provisioner::app::{App, open_sqlite};
 use provisioner::config::Config;
 use provisioner::steps::supabase_project;
-use saga::RunStatus;
-use sandbox::{Credentials, Sandbox, SandboxConfig};
+use saga::{
+    Engine, Journal, Registry, RunStatus, RunView, SagaDefinition, SealingKey, Secret, Step,
+    StepContext, StepError,
+};
+use sandbox::{Credentials, FaultKind, FaultRule, Provider, Sandbox, SandboxConfig};
 use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{AssertSqlSafe, ConnectOptions, Row};
 
@@ -176,6 +185,103 @@ impl SimulatorThread {
     }
 }
 
+/// The run's real secrets, as a step of some build recorded them (sealed in the journal).
+#[derive(Debug, Serialize, Deserialize)]
+struct Issued {
+    anon_key: Secret<String>,
+    service_role_key: Secret<String>,
+    db_password: Secret<String>,
+}
+
+/// What a later build expects of that output: the keys became numbers.
+#[derive(Debug, Serialize, Deserialize)]
+struct Reshaped {
+    anon_key: Secret<u64>,
+    service_role_key: Secret<u64>,
+    db_password: Secret<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Nothing {}
+
+struct Issue(Arc<(String, String, String)>);
+
+#[async_trait]
+impl Step for Issue {
+    type Input = Nothing;
+    type Output = Issued;
+    fn name(&self) -> &'static str {
+        "issue"
+    }
+    async fn action(&self, _: &StepContext<'_, Nothing>) -> Result<Issued, StepError> {
+        let (anon, service, password) = self.0.as_ref().clone();
+        Ok(Issued {
+            anon_key: Secret::new(anon),
+            service_role_key: Secret::new(service),
+            db_password: Secret::new(password),
+        })
+    }
+    async fn undo(&self, _: &StepContext<'_, Nothing>, _: Option<Issued>) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+/// Reads `issue`'s output as [`Reshaped`], which it no longer fits.
+struct ReadReshaped;
+
+#[async_trait]
+impl Step for ReadReshaped {
+    type Input = Nothing;
+    type Output = ();
+    fn name(&self) -> &'static str {
+        "read"
+    }
+    async fn action(&self, ctx: &StepContext<'_, Nothing>) -> Result<(), StepError> {
+        ctx.output::<Reshaped>("issue")?;
+        Ok(())
+    }
+    async fn undo(&self, _: &StepContext<'_, Nothing>, _: Option<()>) -> Result<(), StepError> {
+        Ok(())
+    }
+}
+
+/// A run of a small saga on the provisioner's journal whose dependent reads the recorded
+/// secrets under a type they no longer fit; returns its view and the engine's error for a
+/// caller reading the output (which the CLI would print, here logged).
+async fn reshaped_output_run(
+    journal: Arc<dyn Journal>,
+    sealing_key: &str,
+    secrets: (String, String, String),
+) -> (RunView, String) {
+    let definition = SagaDefinition::builder::<Nothing>("canary_reshaped", 1)
+        .step(Issue(Arc::new(secrets)), &[])
+        .step(ReadReshaped, &["issue"])
+        .build()
+        .unwrap();
+    let engine = Engine::builder(journal, Registry::new().with(definition).unwrap())
+        .sealing_key(SealingKey::from_base64(sealing_key).unwrap())
+        .poll_interval(Duration::from_millis(20))
+        .build();
+    let workers = engine.run_workers();
+    let run = engine
+        .start("canary_reshaped", "canary-reshaped-1", &Nothing {})
+        .await
+        .unwrap()
+        .run_id;
+    let view = tokio::time::timeout(Duration::from_secs(30), engine.wait_for(run))
+        .await
+        .unwrap()
+        .unwrap();
+    workers.shutdown(Duration::from_secs(5)).await;
+    let read = engine
+        .output::<Reshaped>(run, "issue")
+        .await
+        .unwrap_err()
+        .to_string();
+    tracing::error!(error = %read, "reading the recorded output failed");
+    (view, read)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn no_secret_appears_in_logs_journal_records_or_views() {
     let captured = Captured::default();
@@ -191,6 +297,19 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
             n8n_api_key: N8N_API_KEY.into(),
             ..Credentials::generate()
         },
+        // The first provision fails for good at Vercel (and is undone); later ones pass.
+        faults: vec![
+            FaultRule::new(
+                Provider::Vercel,
+                "POST /v10/projects/{idOrName}/env",
+                FaultKind::Status {
+                    status: 400,
+                    message: Some("The environment variable value is invalid".into()),
+                    retry_after_secs: None,
+                },
+            )
+            .times(1),
+        ],
         ..SandboxConfig::for_tests(admin_url)
     });
     let sealing_key = base64::engine::general_purpose::STANDARD.encode(SEALING_KEY_BYTES);
@@ -207,6 +326,23 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     )
     .await
     .unwrap();
+    // An error path first: a provider refuses a step for good, and the run is undone.
+    let failing = support::client(&support::unique_slug("canaryfail"));
+    let failed = app.provision(&failing).await.unwrap();
+    let failed_view = app.wait(failed.run_id).await.unwrap();
+    let failed_record = App::record(&failed_view);
+    assert_eq!(
+        failed_view.status,
+        RunStatus::Compensated,
+        "{failed_record:#?}"
+    );
+    assert!(failed_record.failure.is_some(), "{failed_record:#?}");
+    let failed_password = app
+        .stack
+        .database_password(&supabase_project::project_name(&failing.client_id))
+        .expose_secret()
+        .to_owned();
+
     let client = support::client(&support::unique_slug("canary"));
 
     let up = app.provision(&client).await.unwrap();
@@ -231,6 +367,31 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
         .expose_secret()
         .to_owned();
 
+    // Another error path: the run's real secrets, recorded by one build, read by a later
+    // build under a type they no longer fit.
+    let (reshaped_view, reshaped_read) = reshaped_output_run(
+        app.engine.journal().clone(),
+        &sealing_key,
+        (
+            keys.anon.expose_secret().to_owned(),
+            keys.service_role.expose_secret().to_owned(),
+            db_password.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(reshaped_view.status, RunStatus::Compensated);
+    let read_error = reshaped_view
+        .steps
+        .iter()
+        .find(|s| s.name == "read")
+        .and_then(|s| s.last_error.clone())
+        .unwrap();
+    assert!(
+        read_error.contains("`issue`") && read_error.contains("anon_key"),
+        "the error names the step and field: {read_error}"
+    );
+    assert!(reshaped_read.contains("anon_key"), "{reshaped_read}");
+
     let down = app.deprovision(&client.client_id).await.unwrap();
     let down_view = app.wait(down.run_id).await.unwrap();
     let down_record = App::record(&down_view);
@@ -245,6 +406,10 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
         ("N8N_API_KEY", N8N_API_KEY.to_owned()),
         ("PROVISIONER_SECRET_KEY", sealing_key.clone()),
         ("the Supabase database password", db_password),
+        (
+            "the failed run's Supabase database password",
+            failed_password,
+        ),
         ("the database URL", db_url),
         ("the anon key", keys.anon.expose_secret().to_owned()),
         (
@@ -277,6 +442,21 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
             "Debug of the run views and records",
             format!("{up_view:?} {down_view:?} {up_record:?} {down_record:?}"),
         ),
+        (
+            "the failed provision's record and view",
+            format!(
+                "{} {} {failed_view:?} {failed_record:?}",
+                serde_json::to_string(&failed_record).unwrap(),
+                serde_json::to_string(&failed_view).unwrap()
+            ),
+        ),
+        (
+            "the reshaped run's view and read error",
+            format!(
+                "{} {reshaped_view:?} {reshaped_read}",
+                serde_json::to_string(&reshaped_view).unwrap()
+            ),
+        ),
         ("Debug of the stack and configuration", stack_debug),
         ("the tracing output", logs.clone()),
         ("the journal's rows", rows.join("\n")),
@@ -285,6 +465,10 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
 
     // The captures hold what they should, so finding nothing in them means something.
     for (what, line) in [
+        (
+            "the reshaped run's read error",
+            "reading the recorded output failed",
+        ),
         ("the providers' clients", "provider call answered"),
         ("the journal's statements", "saga_"),
         (
@@ -315,6 +499,15 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     );
     // The run's secrets were really in play: sealed in the journal, as the outputs declare.
     assert!(joined.contains("$sealed"), "no sealed field in the journal");
+    // The error paths were journaled: the provider's refusal, and the decode failure.
+    assert!(
+        joined.contains("does not have the expected shape"),
+        "the decode failure is not in the journal"
+    );
+    assert!(
+        joined.contains("compensation_started"),
+        "no compensation in the journal"
+    );
 
     let mut found = Vec::new();
     for (place, text) in &outputs {
