@@ -22,6 +22,9 @@ pub(crate) enum Fault {
     UndoTwice,
     /// Refuses to act once the simulated process has died.
     HaltWhenDead(Arc<AtomicBool>),
+    /// `FailBefore` or `FailAfter` on the first attempt only (set once it has fired), for a
+    /// forward-only saga, which an operator's retry must then finish.
+    Once(Box<Fault>, Arc<AtomicBool>),
 }
 
 pub(crate) struct Faulty {
@@ -48,7 +51,16 @@ impl ErasedStep for Faulty {
     }
 
     async fn action(&self, call: &StepCall) -> Result<Value, StepError> {
-        match &self.fault {
+        let fault = match &self.fault {
+            Fault::Once(fault, fired) => {
+                if fired.swap(true, Ordering::AcqRel) {
+                    return self.inner.action(call).await;
+                }
+                fault.as_ref()
+            }
+            fault => fault,
+        };
+        match fault {
             Fault::FailBefore => Err(StepError::permanent(
                 "testkit: failure injected before the side effect",
             )),

@@ -5,6 +5,11 @@
 //! 1. a failure injected at the step, before its side effect and right after it, unwinds
 //!    the run completely and leaves the world empty;
 //! 2. the step's action run twice in a row, and its undo run twice in a row, are harmless;
+//!    A forward-only step has no undo: in a saga made only of such steps (a teardown) a
+//!    failure must stop the run in `needs_attention`, and an operator's retry must then
+//!    reach the undisturbed end state; in a mixed saga the run must still compensate (the
+//!    world is not compared, as a forward-only step's effect is meant to last), and the
+//!    undo-twice check is skipped for it;
 //! 3. a crash right after each journal write (the journal stops answering, the engine is
 //!    killed, a fresh engine recovers from the same journal) ends in the same final state as
 //!    an uncrashed run, with nothing duplicated in the world. Each crash is tried twice: once
@@ -145,7 +150,9 @@ enum CrashMode {
 
 struct Baseline {
     saga: String,
-    steps: Vec<String>,
+    /// Each step, and whether it has an undo.
+    steps: Vec<(String, bool)>,
+    forward_only: bool,
     status: RunStatus,
     resources: Vec<String>,
     writes: usize,
@@ -199,12 +206,33 @@ impl TestKit {
     pub async fn run(&self) -> Result<KitReport, KitFailure> {
         let baseline = self.baseline().await?;
         let mut checks = Vec::new();
-        for step in &baseline.steps {
+        for (step, reversible) in &baseline.steps {
             for (check, fault) in [
                 ("fail_before_side_effect", Fault::FailBefore),
                 ("fail_after_side_effect", Fault::FailAfter),
             ] {
+                if baseline.forward_only {
+                    let once = Fault::Once(Box::new(fault), Arc::default());
+                    let (view, world) = self
+                        .scenario_retried(check, step, Some(once), false)
+                        .await?;
+                    expect(
+                        check,
+                        step,
+                        &view,
+                        baseline.status,
+                        &world,
+                        &baseline.resources,
+                    )?;
+                    checks.push(record(check, step, "needed attention; a retry finished it"));
+                    continue;
+                }
                 let (view, world) = self.scenario(check, step, Some(fault), false).await?;
+                if !reversible {
+                    expect_status(check, step, &view, RunStatus::Compensated)?;
+                    checks.push(record(check, step, "unwound (a forward-only step stays)"));
+                    continue;
+                }
                 expect(check, step, &view, RunStatus::Compensated, &world, &[])?;
                 checks.push(record(check, step, "unwound; world empty"));
             }
@@ -220,6 +248,9 @@ impl TestKit {
                 &baseline.resources,
             )?;
             checks.push(record("action_twice", step, "same world as one run"));
+            if !reversible {
+                continue;
+            }
             let (view, world) = self
                 .scenario("undo_twice", step, Some(Fault::UndoTwice), true)
                 .await?;
@@ -279,12 +310,16 @@ impl TestKit {
         Ok((fixture, journal))
     }
 
+    /// Starts a run and waits for it to settle. With `retry_attention`, a run that must stop
+    /// in `needs_attention` (anything else fails the check) is retried once, as an operator
+    /// would, and waited for again.
     async fn drive(
         &self,
         check: &str,
         step: &str,
         journal: Arc<dyn Journal>,
         definition: SagaDefinition,
+        retry_attention: bool,
     ) -> Result<RunView, KitFailure> {
         let saga = definition.name().to_owned();
         let engine = self
@@ -296,7 +331,25 @@ impl TestKit {
             .start(&saga, &key, &self.input)
             .await
             .map_err(|e| failure(check, step, format!("start: {e}")))?;
-        let view = tokio::time::timeout(self.settle, engine.wait_for(started.run_id)).await;
+        let mut view = tokio::time::timeout(self.settle, engine.wait_for(started.run_id)).await;
+        if retry_attention && let Ok(Ok(first)) = &view {
+            if first.status != RunStatus::NeedsAttention {
+                workers.shutdown(Duration::from_secs(5)).await;
+                return Err(failure(
+                    check,
+                    step,
+                    format!(
+                        "a forward-only saga ended {} instead of needs_attention",
+                        first.status
+                    ),
+                ));
+            }
+            if let Err(e) = engine.retry(started.run_id).await {
+                workers.shutdown(Duration::from_secs(5)).await;
+                return Err(failure(check, step, format!("retry: {e}")));
+            }
+            view = tokio::time::timeout(self.settle, engine.wait_for(started.run_id)).await;
+        }
         workers.shutdown(Duration::from_secs(5)).await;
         match view {
             Ok(Ok(view)) => Ok(view),
@@ -330,14 +383,16 @@ impl TestKit {
             .definition
             .steps()
             .iter()
-            .map(|n| n.step.name().to_owned())
+            .map(|n| (n.step.name().to_owned(), n.step.reversible()))
             .collect();
+        let forward_only = fixture.definition.forward_only();
         let view = self
             .drive(
                 "baseline",
                 "-",
                 counting.clone(),
                 fixture.definition.clone(),
+                false,
             )
             .await?;
         let resources = self
@@ -364,6 +419,7 @@ impl TestKit {
         Ok(Baseline {
             saga,
             steps,
+            forward_only,
             status: view.status,
             resources,
             writes: counting.writes(),
@@ -376,6 +432,29 @@ impl TestKit {
         step: &str,
         fault: Option<Fault>,
         tripwire: bool,
+    ) -> Result<(RunView, Vec<String>), KitFailure> {
+        self.run_scenario(check, step, fault, tripwire, false).await
+    }
+
+    /// [`TestKit::scenario`] for a forward-only saga: it must need attention, then a retry
+    /// finishes it.
+    async fn scenario_retried(
+        &self,
+        check: &str,
+        step: &str,
+        fault: Option<Fault>,
+        tripwire: bool,
+    ) -> Result<(RunView, Vec<String>), KitFailure> {
+        self.run_scenario(check, step, fault, tripwire, true).await
+    }
+
+    async fn run_scenario(
+        &self,
+        check: &str,
+        step: &str,
+        fault: Option<Fault>,
+        tripwire: bool,
+        retry_attention: bool,
     ) -> Result<(RunView, Vec<String>), KitFailure> {
         let (fixture, journal) = self.setup(check, step).await?;
         let mut definition = fixture.definition.map_steps(|s| match &fault {
@@ -393,7 +472,9 @@ impl TestKit {
                 .collect();
             definition = definition.with_extra_step(Arc::new(Tripwire), all);
         }
-        let view = self.drive(check, step, journal, definition).await?;
+        let view = self
+            .drive(check, step, journal, definition, retry_attention)
+            .await?;
         let world = self.resources(check, step, fixture.world.as_ref()).await?;
         Ok((view, world))
     }
@@ -512,13 +593,11 @@ fn record(check: &str, step: &str, outcome: &str) -> CheckRecord {
     }
 }
 
-fn expect(
+fn expect_status(
     check: &str,
     step: &str,
     view: &RunView,
     status: RunStatus,
-    world: &[String],
-    resources: &[String],
 ) -> Result<(), KitFailure> {
     if view.status != status {
         return Err(failure(
@@ -530,6 +609,18 @@ fn expect(
             ),
         ));
     }
+    Ok(())
+}
+
+fn expect(
+    check: &str,
+    step: &str,
+    view: &RunView,
+    status: RunStatus,
+    world: &[String],
+    resources: &[String],
+) -> Result<(), KitFailure> {
+    expect_status(check, step, view, status)?;
     if world != resources {
         return Err(failure(
             check,
