@@ -398,18 +398,9 @@ impl Driver {
     fn park_unopened(&mut self, unopened: &Unopened) {
         let remaining =
             if self.state.status != RunStatus::Compensating && self.definition.forward_only() {
-                self.state
-                    .steps
-                    .iter()
-                    .filter(|(_, s)| s.phase != StepPhase::Succeeded)
-                    .map(|(n, _)| n.clone())
-                    .collect()
+                self.unfinished()
             } else {
-                self.state
-                    .remaining()
-                    .into_iter()
-                    .filter(|n| self.definition.reversible(n))
-                    .collect()
+                self.left_to_undo()
             };
         self.emit(RunEvent::RunNeedsAttention {
             remaining,
@@ -417,18 +408,31 @@ impl Driver {
         });
     }
 
-    /// Parks a run that stopped going forward in `needs_attention`: the steps that did not
-    /// succeed are the ones whose work (and resources) may be left over.
+    /// Parks a run that stopped going forward in `needs_attention`.
     fn stop_forward(&mut self, reason: String) -> Option<Wake> {
-        let remaining = self
-            .state
+        let remaining = self.unfinished();
+        self.emit(RunEvent::RunNeedsAttention { remaining, reason });
+        Some(Wake::Never)
+    }
+
+    /// For a saga that cannot be compensated: the steps that did not succeed, whose work
+    /// (and resources) may be left over.
+    fn unfinished(&self) -> Vec<String> {
+        self.state
             .steps
             .iter()
             .filter(|(_, s)| s.phase != StepPhase::Succeeded)
             .map(|(n, _)| n.clone())
-            .collect();
-        self.emit(RunEvent::RunNeedsAttention { remaining, reason });
-        Some(Wake::Never)
+            .collect()
+    }
+
+    /// Steps with an undo whose resources may still exist.
+    fn left_to_undo(&self) -> Vec<String> {
+        self.state
+            .remaining()
+            .into_iter()
+            .filter(|n| self.definition.reversible(n))
+            .collect()
     }
 
     fn dependencies_succeeded(&self, node: &StepNode) -> bool {
@@ -550,12 +554,7 @@ impl Driver {
             if let Some(at) = timer {
                 return Ok(Some(Wake::At(at)));
             }
-            let remaining: Vec<String> = self
-                .state
-                .remaining()
-                .into_iter()
-                .filter(|n| definition.reversible(n))
-                .collect();
+            let remaining = self.left_to_undo();
             if remaining.is_empty() {
                 self.emit(RunEvent::RunCompensated);
             } else {
