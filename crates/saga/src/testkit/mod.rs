@@ -3,8 +3,11 @@
 //! for every step:
 //!
 //! 1. a failure injected at the step, before its side effect and right after it, unwinds
-//!    the run completely and leaves the world empty;
-//! 2. the step's action run twice in a row, and its undo run twice in a row, are harmless;
+//!    the run completely and leaves the world empty; in a saga of forward-only steps, which
+//!    cannot unwind, it parks the run in needs_attention naming the step, and a retry
+//!    finishes the run as an undisturbed one ends;
+//! 2. the step's action run twice in a row, and its undo (if it has one) run twice in a
+//!    row, are harmless;
 //! 3. a crash right after each journal write (the journal stops answering, the engine is
 //!    killed, a fresh engine recovers from the same journal) ends in the same final state as
 //!    an uncrashed run, with nothing duplicated in the world. Each crash is tried twice: once
@@ -146,6 +149,8 @@ enum CrashMode {
 struct Baseline {
     saga: String,
     steps: Vec<String>,
+    /// Every step is forward-only: a failure parks the run instead of unwinding it.
+    forward_only: bool,
     status: RunStatus,
     resources: Vec<String>,
     writes: usize,
@@ -204,6 +209,13 @@ impl TestKit {
                 ("fail_before_side_effect", Fault::FailBefore),
                 ("fail_after_side_effect", Fault::FailAfter),
             ] {
+                if baseline.forward_only {
+                    checks.push(
+                        self.parked_then_retried(check, step, fault, &baseline)
+                            .await?,
+                    );
+                    continue;
+                }
                 let (view, world) = self.scenario(check, step, Some(fault), false).await?;
                 expect(check, step, &view, RunStatus::Compensated, &world, &[])?;
                 checks.push(record(check, step, "unwound; world empty"));
@@ -220,6 +232,10 @@ impl TestKit {
                 &baseline.resources,
             )?;
             checks.push(record("action_twice", step, "same world as one run"));
+            if baseline.forward_only {
+                // A forward-only step has no undo to run twice.
+                continue;
+            }
             let (view, world) = self
                 .scenario("undo_twice", step, Some(Fault::UndoTwice), true)
                 .await?;
@@ -364,6 +380,7 @@ impl TestKit {
         Ok(Baseline {
             saga,
             steps,
+            forward_only: fixture.definition.forward_only(),
             status: view.status,
             resources,
             writes: counting.writes(),
@@ -396,6 +413,66 @@ impl TestKit {
         let view = self.drive(check, step, journal, definition).await?;
         let world = self.resources(check, step, fixture.world.as_ref()).await?;
         Ok((view, world))
+    }
+
+    /// A forward-only saga cannot unwind: a failure injected at `step` parks the run in
+    /// needs_attention naming the step, and a retry with the step as written finishes it
+    /// with the same end state as an undisturbed run.
+    async fn parked_then_retried(
+        &self,
+        check: &str,
+        step: &str,
+        fault: Fault,
+        baseline: &Baseline,
+    ) -> Result<CheckRecord, KitFailure> {
+        let (fixture, journal) = self.setup(check, step).await?;
+        let faulty = fixture.definition.map_steps(|s| {
+            if s.name() == step {
+                Arc::new(Faulty {
+                    inner: s,
+                    fault: fault.clone(),
+                }) as Arc<dyn ErasedStep>
+            } else {
+                s
+            }
+        });
+        let parked = self.drive(check, step, journal.clone(), faulty).await?;
+        let named = parked
+            .needs_attention
+            .as_ref()
+            .is_some_and(|left| left.iter().any(|s| s == step));
+        if parked.status != RunStatus::NeedsAttention || !named {
+            return Err(failure(
+                check,
+                step,
+                format!(
+                    "run ended {} naming {:?} instead of needs_attention naming the step",
+                    parked.status, parked.needs_attention
+                ),
+            ));
+        }
+        self.engine(journal.clone(), fixture.definition.clone())
+            .map_err(|e| failure(check, step, e))?
+            .retry(parked.id)
+            .await
+            .map_err(|e| failure(check, step, format!("retry: {e}")))?;
+        let view = self
+            .drive_existing(check, step, journal, fixture.definition.clone(), parked.id)
+            .await?;
+        let world = self.resources(check, step, fixture.world.as_ref()).await?;
+        expect(
+            check,
+            step,
+            &view,
+            baseline.status,
+            &world,
+            &baseline.resources,
+        )?;
+        Ok(record(
+            check,
+            step,
+            "parked naming the step; retry finished",
+        ))
     }
 
     async fn crash(
