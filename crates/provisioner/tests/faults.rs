@@ -570,6 +570,97 @@ async fn resources_made_by_hand_before_a_retry_survive_the_retrys_undo() {
     finish(world).await;
 }
 
+/// A teardown that cannot finish parks naming what is left; once the cause is fixed,
+/// deprovisioning the client again retries that teardown, which makes the calls and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parked_teardown_is_finished_by_deprovisioning_again() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    let client = support::client(&support::unique_slug("again"));
+    let slug = client.client_id.as_str();
+    support::build_parts(&world.app.stack, &client, support::Parts::ALL).await;
+    world.sandbox.faults().add(FaultRule::new(
+        Provider::Vercel,
+        VERCEL_DELETE,
+        FaultKind::Status {
+            status: 403,
+            message: Some("You don't have permission to delete this project".into()),
+            retry_after_secs: None,
+        },
+    ));
+
+    let first = world.app.deprovision(&client.client_id).await.unwrap();
+    let parked = world.app.wait(first.run_id).await.unwrap();
+    assert_eq!(parked.status, RunStatus::NeedsAttention, "{parked:#?}");
+    // The operator grants the permission.
+    world.sandbox.faults().clear();
+    let vercel_deletes = calls(&world, Provider::Vercel, VERCEL_DELETE).len();
+
+    let again = world.app.deprovision(&client.client_id).await.unwrap();
+    assert_eq!(again.run_id, first.run_id, "the parked teardown is retried");
+    let view = world.app.wait(again.run_id).await.unwrap();
+
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    assert!(calls(&world, Provider::Vercel, VERCEL_DELETE).len() > vercel_deletes);
+    let inventory = world.sandbox.inventory().await;
+    assert!(inventory.is_empty(), "{:?}", inventory.resource_names());
+
+    // While parked, the run named what was left: the step that failed, the two waiting on
+    // it, and in the failed step's error the resource itself.
+    let mut left = parked.needs_attention.clone().unwrap_or_default();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "delete_github_repo",
+            "delete_supabase_project",
+            "delete_vercel_project"
+        ]
+    );
+    let error = step_error(&parked, "delete_vercel_project");
+    assert!(
+        error.contains(&format!("still there: Vercel project client-{slug}-app")),
+        "{error}"
+    );
+    finish(world).await;
+}
+
+/// Provisioning a client whose last provision was compensated runs that run forward again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compensated_provision_runs_forward_when_provisioned_again() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    world.sandbox.faults().add(
+        FaultRule::new(
+            Provider::Vercel,
+            VERCEL_ENV,
+            FaultKind::Status {
+                status: 400,
+                message: Some("The environment variable value is invalid".into()),
+                retry_after_secs: None,
+            },
+        )
+        .times(1),
+    );
+    let client = support::client(&support::unique_slug("rerun"));
+    let first = world.app.provision(&client).await.unwrap();
+    let view = world.app.wait(first.run_id).await.unwrap();
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+
+    let again = world.app.provision(&client).await.unwrap();
+    assert_eq!(again.run_id, first.run_id, "the compensated run is retried");
+    let view = world.app.wait(again.run_id).await.unwrap();
+
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    assert_eq!(
+        support::stable_names(&world.sandbox.inventory().await),
+        support::full_stack_names(&client)
+    );
+    finish(world).await;
+}
+
 /// n8n 1.x deletes an active workflow, so a teardown whose deactivation is refused still
 /// deletes the workflow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
