@@ -623,6 +623,12 @@ async fn a_parked_teardown_is_finished_by_deprovisioning_again() {
         error.contains(&format!("still there: Vercel project client-{slug}-app")),
         "{error}"
     );
+    let record = App::record(&parked);
+    assert_eq!(record.left.len(), 1, "{record:#?}");
+    assert!(
+        record.left[0].starts_with(&format!("Vercel project client-{slug}-app (prj_")),
+        "{record:#?}"
+    );
     finish(world).await;
 }
 
