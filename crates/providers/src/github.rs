@@ -71,7 +71,10 @@ pub struct Repository {
     pub template_repository: Option<Box<TemplateOrigin>>,
     #[serde(default)]
     pub html_url: Option<String>,
-    /// RFC 3339; tells a repository this run made from one it found.
+    /// Where the provisioner marks a repository with the run that generated it.
+    #[serde(default)]
+    pub description: Option<String>,
+    /// RFC 3339.
     #[serde(default)]
     pub created_at: Option<String>,
 }

@@ -139,6 +139,32 @@ pub struct EnvVar {
     pub target: Vec<EnvTarget>,
 }
 
+/// `POST /v11/projects` with `environmentVariables`: the variables exist from the project's
+/// first moment, in the same call.
+#[derive(Debug, Serialize)]
+struct CreateProjectWithEnv<'a> {
+    #[serde(flatten)]
+    project: &'a CreateProject,
+    #[serde(rename = "environmentVariables")]
+    environment_variables: &'a [EnvVar],
+}
+
+/// An entry of `GET /v10/projects/{idOrName}/env`, as far as a plain variable is read.
+#[derive(Debug, Deserialize)]
+struct ListedEnv {
+    key: String,
+    #[serde(rename = "type")]
+    env_type: String,
+    #[serde(default)]
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct EnvList {
+    #[serde(default)]
+    envs: Vec<ListedEnv>,
+}
+
 #[derive(Debug, Deserialize)]
 struct EnvBatchAnswer {
     #[serde(default)]
@@ -290,6 +316,50 @@ impl VercelClient {
             .execute(call)
             .await?
             .json(Provider::Vercel, OP)
+    }
+
+    /// [`create_project`](Self::create_project) with environment variables in the same body
+    /// (`environmentVariables`), so that they cannot be missing from a project that exists.
+    pub async fn create_project_with_env(
+        &self,
+        body: &CreateProject,
+        vars: &[EnvVar],
+    ) -> Result<Project, ProviderError> {
+        const OP: &str = "POST /v11/projects";
+        let body = CreateProjectWithEnv {
+            project: body,
+            environment_variables: vars,
+        };
+        let mut call =
+            Call::new(Method::POST, OP, vec!["v11", "projects"]).json(Provider::Vercel, &body)?;
+        for var in vars {
+            call = call.secret(&var.value);
+        }
+        self.transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)
+    }
+
+    /// The value of the project's `plain` variable `key` (`GET /v10/projects/{idOrName}/env`),
+    /// or `None` when it has none. Variables of the other types are never read back.
+    pub async fn plain_env_value(
+        &self,
+        id_or_name: &str,
+        key: &str,
+    ) -> Result<Option<String>, ProviderError> {
+        const OP: &str = "GET /v10/projects/{idOrName}/env";
+        let call = Call::new(Method::GET, OP, vec!["v10", "projects", id_or_name, "env"]);
+        let list: EnvList = self
+            .transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)?;
+        Ok(list
+            .envs
+            .into_iter()
+            .find(|e| e.key == key && e.env_type == "plain")
+            .and_then(|e| e.value))
     }
 
     /// `GET /v9/projects/{idOrName}`; `NotFound` when absent.

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use saga::{
-    Engine, Journal, PostgresJournal, RunView, SealingKey, SqliteJournal, Started, Workers,
+    Engine, Journal, PostgresJournal, RunStatus, RunView, SealingKey, SqliteJournal, Started,
+    Workers,
 };
 use secrecy::{ExposeSecret, SecretString};
 use uuid::Uuid;
@@ -215,25 +216,50 @@ impl App {
         loop {
             let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
             match self.engine.find_by_key(&key).await? {
-                Some(run) if run.status == saga::RunStatus::Succeeded => generation += 1,
+                Some(run) if run.status == RunStatus::Succeeded => generation += 1,
                 _ => return Ok(generation),
             }
         }
     }
 
+    /// Starts the client's provision run, or returns the one it has. A run that was
+    /// compensated (everything undone) runs forward again.
     pub async fn provision(&self, client: &Client) -> Result<Started, AppError> {
         let generation = self.generation(&client.client_id).await?;
         let key = sagas::run_key(sagas::PROVISION, &client.client_id, generation);
-        Ok(self.engine.start(sagas::PROVISION, &key, client).await?)
+        let started = self.engine.start(sagas::PROVISION, &key, client).await?;
+        self.again_if(started, RunStatus::Compensated).await
     }
 
+    /// Starts the client's teardown, or returns the one it has. A teardown parked in
+    /// needs_attention (something could not be deleted) is retried, so the client can always
+    /// be torn down from its journal.
     pub async fn deprovision(&self, slug: &ClientSlug) -> Result<Started, AppError> {
         let generation = self.generation(slug).await?;
         let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
         let input = Teardown {
             client_id: slug.clone(),
         };
-        Ok(self.engine.start(sagas::DEPROVISION, &key, &input).await?)
+        let started = self.engine.start(sagas::DEPROVISION, &key, &input).await?;
+        self.again_if(started, RunStatus::NeedsAttention).await
+    }
+
+    /// Retries an existing run that ended in `ended`; a run in any other state is returned as
+    /// it is.
+    async fn again_if(&self, started: Started, ended: RunStatus) -> Result<Started, AppError> {
+        if started.created {
+            return Ok(started);
+        }
+        let run = self.engine.status(started.run_id).await?;
+        if run.status != ended {
+            return Ok(started);
+        }
+        match self.engine.retry(started.run_id).await {
+            Ok(()) => Ok(started),
+            // Someone else retried it in the meantime: the run is moving again either way.
+            Err(saga::EngineError::Journal(saga::JournalError::WrongState { .. })) => Ok(started),
+            Err(e) => Err(e.into()),
+        }
     }
 
     pub async fn wait(&self, run_id: Uuid) -> Result<RunView, AppError> {

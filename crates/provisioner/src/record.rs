@@ -92,6 +92,10 @@ pub struct ResourceRecord {
     /// needs_attention: the steps whose resources may still exist.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub still_exists: Option<Vec<String>>,
+    /// Deprovision parked: the resources its failed teardown steps found and could not
+    /// remove, by name.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub left: Vec<String>,
 }
 
 impl ResourceRecord {
@@ -140,6 +144,15 @@ impl ResourceRecord {
             .flatten()
             .filter_map(|r| r.as_str().map(str::to_owned))
             .collect();
+        let left = view
+            .steps
+            .iter()
+            .filter(|s| s.phase != StepPhase::Succeeded)
+            .filter_map(|s| s.last_error_detail.as_ref())
+            .filter_map(|d| d["left"].as_array())
+            .flatten()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect();
         let failure = match view.status {
             RunStatus::Succeeded => None,
             _ => view
@@ -160,6 +173,7 @@ impl ResourceRecord {
             removed,
             failure,
             still_exists: view.needs_attention.clone(),
+            left,
         }
     }
 }

@@ -4,7 +4,8 @@
 //!              github_repo ──────┴─ vercel_project
 //!              n8n_workflow
 //! deprovision: the same graph reversed: the Vercel project goes before the repository and the
-//!              Supabase project it is wired to; the n8n workflow stands alone.
+//!              Supabase project it is wired to; the n8n workflow stands alone. Every step is
+//!              forward-only.
 
 use std::sync::Arc;
 
@@ -12,12 +13,13 @@ use saga::{DefinitionError, Registry, SagaDefinition};
 
 use crate::client::{Client, Teardown};
 use crate::stack::Stack;
-use crate::steps::TeardownStep;
 use crate::steps::database_schema::DatabaseSchemaStep;
-use crate::steps::github_repo::{self, GithubRepoStep, GithubRepos};
-use crate::steps::n8n_workflow::{N8nWorkflowStep, N8nWorkflows};
-use crate::steps::supabase_project::{self, SupabaseProjectStep, SupabaseProjects};
-use crate::steps::vercel_project::{self, VercelProjectStep, VercelProjects};
+use crate::steps::github_repo::{self, GithubRepos};
+use crate::steps::lifecycle::TeardownV1;
+use crate::steps::n8n_workflow::N8nWorkflows;
+use crate::steps::supabase_project::{self, SupabaseProjects};
+use crate::steps::vercel_project::{self, VercelProjects};
+use crate::steps::{ResourceStep, TeardownStep};
 
 pub const PROVISION: &str = "provision";
 pub const DEPROVISION: &str = "deprovision";
@@ -25,35 +27,56 @@ pub const DEPROVISION: &str = "deprovision";
 /// Bump when a step is added, removed or rewired; keep registering the old version while
 /// runs started under it may still be in flight.
 pub const PROVISION_VERSION: u32 = 1;
-pub const DEPROVISION_VERSION: u32 = 1;
+/// 2: the teardown steps are forward-only (version 1's undo deleted once more).
+pub const DEPROVISION_VERSION: u32 = 2;
 
 pub fn provision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
-    let stack = || Arc::clone(stack);
     SagaDefinition::builder::<Client>(PROVISION, PROVISION_VERSION)
-        .step(SupabaseProjectStep { stack: stack() }, &[])
-        .step(GithubRepoStep { stack: stack() }, &[])
-        .step(N8nWorkflowStep { stack: stack() }, &[])
+        .step(ResourceStep::new(stack, SupabaseProjects), &[])
+        .step(ResourceStep::new(stack, GithubRepos), &[])
+        .step(ResourceStep::new(stack, N8nWorkflows), &[])
         .step(
-            DatabaseSchemaStep { stack: stack() },
+            DatabaseSchemaStep {
+                stack: Arc::clone(stack),
+            },
             &[supabase_project::NAME],
         )
         .step(
-            VercelProjectStep { stack: stack() },
+            ResourceStep::new(stack, VercelProjects),
             &[supabase_project::NAME, github_repo::NAME],
         )
         .build()
 }
 
+/// Forward-only: a deletion has nothing to undo. A teardown that cannot finish parks the run
+/// in needs_attention naming the steps whose resources are left; `retry` runs them again.
 pub fn deprovision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
     SagaDefinition::builder::<Teardown>(DEPROVISION, DEPROVISION_VERSION)
-        .step(TeardownStep::new(stack, N8nWorkflows), &[])
-        .step(TeardownStep::new(stack, VercelProjects), &[])
-        .step(
+        .forward_step(TeardownStep::new(stack, N8nWorkflows), &[])
+        .forward_step(TeardownStep::new(stack, VercelProjects), &[])
+        .forward_step(
             TeardownStep::new(stack, GithubRepos),
             &[vercel_project::TEARDOWN],
         )
-        .step(
+        .forward_step(
             TeardownStep::new(stack, SupabaseProjects),
+            &[vercel_project::TEARDOWN],
+        )
+        .build()
+}
+
+/// Version 1 of the deprovision saga, registered so that runs started under it finish (and a
+/// parked one can be retried: its undo deletes again).
+fn deprovision_v1(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
+    SagaDefinition::builder::<Teardown>(DEPROVISION, 1)
+        .step(TeardownV1(TeardownStep::new(stack, N8nWorkflows)), &[])
+        .step(TeardownV1(TeardownStep::new(stack, VercelProjects)), &[])
+        .step(
+            TeardownV1(TeardownStep::new(stack, GithubRepos)),
+            &[vercel_project::TEARDOWN],
+        )
+        .step(
+            TeardownV1(TeardownStep::new(stack, SupabaseProjects)),
             &[vercel_project::TEARDOWN],
         )
         .build()
@@ -63,6 +86,7 @@ pub fn deprovision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError
 pub fn registry(stack: &Arc<Stack>) -> Result<Registry, DefinitionError> {
     Registry::new()
         .with(provision(stack)?)?
+        .with(deprovision_v1(stack)?)?
         .with(deprovision(stack)?)
 }
 

@@ -23,6 +23,8 @@ const SUPABASE_DELETE: &str = "DELETE /v1/projects/{ref}";
 const GITHUB_DELETE: &str = "DELETE /repos/{owner}/{repo}";
 const VERCEL_DELETE: &str = "DELETE /v9/projects/{idOrName}";
 const N8N_DELETE: &str = "DELETE /api/v1/workflows/{workflowId}";
+const N8N_DEACTIVATE: &str = "POST /api/v1/workflows/{workflowId}/deactivate";
+const N8N_UNPUBLISH: &str = "POST /api/v1/workflows/{workflowId}/unpublish";
 
 async fn provision(world: &support::World, client: &Client) -> (ResourceRecord, saga::RunView) {
     let started = world.app.provision(client).await.unwrap();
@@ -503,4 +505,211 @@ async fn a_schema_with_an_unprotected_table_is_undone_and_the_report_names_the_t
     assert!(error.contains("RlsEnabled on internal_notes"), "{error}");
     assert!(!error.contains(" on notes"), "{error}");
     assert!(failure.contains("internal_notes"), "{failure}");
+}
+
+/// Ownership is decided by the run's marker, not by the clock. A run is compensated; someone
+/// then makes the client's repository and Supabase project by hand, under the same names; the
+/// run is retried and undone again (the same failure, later in the saga). The retry adopts
+/// both, so its undo leaves both: the repository because it lacks the run's marker, the
+/// project (Supabase has no place for a marker) because it predates the retry's own attempts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn resources_made_by_hand_before_a_retry_survive_the_retrys_undo() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    world.sandbox.faults().add(FaultRule::new(
+        Provider::Vercel,
+        VERCEL_ENV,
+        FaultKind::Status {
+            status: 400,
+            message: Some("The environment variable value is invalid".into()),
+            retry_after_secs: None,
+        },
+    ));
+    let client = support::client(&support::unique_slug("byhand"));
+    let (record, view) = provision(&world, &client).await;
+    assert_eq!(record.status, RunStatus::Compensated, "{record:#?}");
+    assert!(world.sandbox.inventory().await.is_empty());
+
+    support::build_parts(
+        &world.app.stack,
+        &client,
+        support::Parts {
+            supabase: true,
+            github: true,
+            vercel: false,
+            n8n: false,
+        },
+    )
+    .await;
+    let made_by_hand = support::stable_names(&world.sandbox.inventory().await);
+    assert_eq!(made_by_hand.len(), 4, "{made_by_hand:?}");
+    // Providers report creation times in whole seconds: retry in a later one.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let deletes_before = (
+        calls(&world, Provider::Github, GITHUB_DELETE).len(),
+        calls(&world, Provider::Supabase, SUPABASE_DELETE).len(),
+    );
+
+    world.app.engine.retry(view.id).await.unwrap();
+    let view = world.app.wait(view.id).await.unwrap();
+
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+    assert_eq!(
+        support::stable_names(&world.sandbox.inventory().await),
+        made_by_hand
+    );
+    assert_eq!(
+        (
+            calls(&world, Provider::Github, GITHUB_DELETE).len(),
+            calls(&world, Provider::Supabase, SUPABASE_DELETE).len(),
+        ),
+        deletes_before,
+        "the retry's undo deleted something"
+    );
+    finish(world).await;
+}
+
+/// A teardown that cannot finish parks naming what is left; once the cause is fixed,
+/// deprovisioning the client again retries that teardown, which makes the calls and finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_parked_teardown_is_finished_by_deprovisioning_again() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    let client = support::client(&support::unique_slug("again"));
+    let slug = client.client_id.as_str();
+    support::build_parts(&world.app.stack, &client, support::Parts::ALL).await;
+    world.sandbox.faults().add(FaultRule::new(
+        Provider::Vercel,
+        VERCEL_DELETE,
+        FaultKind::Status {
+            status: 403,
+            message: Some("You don't have permission to delete this project".into()),
+            retry_after_secs: None,
+        },
+    ));
+
+    let first = world.app.deprovision(&client.client_id).await.unwrap();
+    let parked = world.app.wait(first.run_id).await.unwrap();
+    assert_eq!(parked.status, RunStatus::NeedsAttention, "{parked:#?}");
+    // The operator grants the permission.
+    world.sandbox.faults().clear();
+    let vercel_deletes = calls(&world, Provider::Vercel, VERCEL_DELETE).len();
+
+    let again = world.app.deprovision(&client.client_id).await.unwrap();
+    assert_eq!(again.run_id, first.run_id, "the parked teardown is retried");
+    let view = world.app.wait(again.run_id).await.unwrap();
+
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    assert!(calls(&world, Provider::Vercel, VERCEL_DELETE).len() > vercel_deletes);
+    let inventory = world.sandbox.inventory().await;
+    assert!(inventory.is_empty(), "{:?}", inventory.resource_names());
+
+    // While parked, the run named what was left: the step that failed, the two waiting on
+    // it, and in the failed step's error the resource itself.
+    let mut left = parked.needs_attention.clone().unwrap_or_default();
+    left.sort();
+    assert_eq!(
+        left,
+        [
+            "delete_github_repo",
+            "delete_supabase_project",
+            "delete_vercel_project"
+        ]
+    );
+    let error = step_error(&parked, "delete_vercel_project");
+    assert!(
+        error.contains(&format!("still there: Vercel project client-{slug}-app")),
+        "{error}"
+    );
+    let record = App::record(&parked);
+    assert_eq!(record.left.len(), 1, "{record:#?}");
+    assert!(
+        record.left[0].starts_with(&format!("Vercel project client-{slug}-app (prj_")),
+        "{record:#?}"
+    );
+    finish(world).await;
+}
+
+/// Provisioning a client whose last provision was compensated runs that run forward again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_compensated_provision_runs_forward_when_provisioned_again() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    world.sandbox.faults().add(
+        FaultRule::new(
+            Provider::Vercel,
+            VERCEL_ENV,
+            FaultKind::Status {
+                status: 400,
+                message: Some("The environment variable value is invalid".into()),
+                retry_after_secs: None,
+            },
+        )
+        .times(1),
+    );
+    let client = support::client(&support::unique_slug("rerun"));
+    let first = world.app.provision(&client).await.unwrap();
+    let view = world.app.wait(first.run_id).await.unwrap();
+    assert_eq!(view.status, RunStatus::Compensated, "{view:#?}");
+
+    let again = world.app.provision(&client).await.unwrap();
+    assert_eq!(again.run_id, first.run_id, "the compensated run is retried");
+    let view = world.app.wait(again.run_id).await.unwrap();
+
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    assert_eq!(
+        support::stable_names(&world.sandbox.inventory().await),
+        support::full_stack_names(&client)
+    );
+    finish(world).await;
+}
+
+/// n8n 1.x deletes an active workflow, so a teardown whose deactivation is refused still
+/// deletes the workflow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workflow_whose_deactivation_is_refused_is_still_deleted() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    let client = support::client(&support::unique_slug("nooff"));
+    support::build_parts(
+        &world.app.stack,
+        &client,
+        support::Parts {
+            supabase: false,
+            github: false,
+            vercel: false,
+            n8n: true,
+        },
+    )
+    .await;
+    for endpoint in [N8N_DEACTIVATE, N8N_UNPUBLISH] {
+        world.sandbox.faults().add(FaultRule::new(
+            Provider::N8n,
+            endpoint,
+            FaultKind::Status {
+                status: 403,
+                message: Some("Forbidden".into()),
+                retry_after_secs: None,
+            },
+        ));
+    }
+
+    let started = world.app.deprovision(&client.client_id).await.unwrap();
+    let view = world.app.wait(started.run_id).await.unwrap();
+    let record = App::record(&view);
+
+    assert_eq!(record.status, RunStatus::Succeeded, "{record:#?}");
+    assert_eq!(record.removed.len(), 1, "{record:#?}");
+    assert_eq!(
+        calls(&world, Provider::N8n, N8N_DELETE),
+        [(200, false)],
+        "the delete was made once and worked"
+    );
+    let inventory = world.sandbox.inventory().await;
+    assert!(inventory.is_empty(), "{:?}", inventory.resource_names());
+    finish(world).await;
 }

@@ -4,17 +4,12 @@
 //! same end state. Each scenario gets a fresh sandbox (and so a fresh PostgreSQL server
 //! state for its Supabase project) and a fresh journal.
 //!
-//! What "the world" is, per saga:
-//! - provision: the inventory, ids replaced by the names they belong to (see
-//!   `support::stable_names`). A compensated run leaves it empty.
-//! - deprovision: a teardown cannot be undone (a deleted repository does not come back), so
-//!   its compensation re-runs the delete of every teardown step that started, and leaves the
-//!   resources of the steps that never started as they were. The world is therefore the
-//!   inventory restricted to the providers the run called: each provider is removed by
-//!   exactly one teardown step, and a step that starts always calls its provider (a lookup
-//!   first). "World empty" then reads: everything the run reached is gone. The other half,
-//!   that nothing it did not reach was touched, is
-//!   `a_deprovision_stopped_at_vercel_leaves_what_it_had_not_reached`.
+//! The world is the inventory, ids replaced by the names they belong to (see
+//! `support::stable_names`). A compensated provision leaves it empty. The deprovision saga is
+//! forward-only (a deleted repository does not come back): a failure parks it in
+//! needs_attention naming the step, and its retry finishes the teardown, so every scenario of
+//! it ends with the world empty. That a teardown stopped part way touched nothing it had not
+//! reached is `a_deprovision_stopped_at_vercel_leaves_what_it_had_not_reached`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod support;
@@ -42,20 +37,6 @@ enum Saga {
 
 struct SandboxWorld {
     sandbox: Arc<Sandbox>,
-    /// Deprovision: the request-log position after the fixture was built.
-    reached_from: Option<usize>,
-}
-
-fn provider_of(line: &str) -> Provider {
-    if line.starts_with("github") {
-        Provider::Github
-    } else if line.starts_with("vercel") {
-        Provider::Vercel
-    } else if line.starts_with("n8n") {
-        Provider::N8n
-    } else {
-        Provider::Supabase
-    }
 }
 
 #[async_trait]
@@ -65,18 +46,7 @@ impl World for SandboxWorld {
         if let Some(error) = &inventory.database_error {
             return Err(format!("the sandbox could not list its databases: {error}").into());
         }
-        let names = support::stable_names(&inventory);
-        let Some(from) = self.reached_from else {
-            return Ok(names);
-        };
-        let reached: HashSet<Provider> = self.sandbox.request_log()[from..]
-            .iter()
-            .map(|r| r.provider)
-            .collect();
-        Ok(names
-            .into_iter()
-            .filter(|line| reached.contains(&provider_of(line)))
-            .collect())
+        Ok(support::stable_names(&inventory))
     }
 }
 
@@ -137,22 +107,16 @@ impl Subject for StackSubject {
         );
         self.live.lock().unwrap().push(sandbox.clone());
         let stack = support::stack_for(&sandbox, support::quick_settings());
-        let (definition, reached_from) = match self.saga {
-            Saga::Provision => (sagas::provision(&stack)?, None),
+        let definition = match self.saga {
+            Saga::Provision => sagas::provision(&stack)?,
             Saga::Deprovision => {
                 support::build_parts(&stack, &self.client, support::Parts::ALL).await;
-                (
-                    sagas::deprovision(&stack)?,
-                    Some(sandbox.request_log().len()),
-                )
+                sagas::deprovision(&stack)?
             }
         };
         Ok(Fixture {
             definition,
-            world: Arc::new(SandboxWorld {
-                sandbox,
-                reached_from,
-            }),
+            world: Arc::new(SandboxWorld { sandbox }),
         })
     }
 }
@@ -197,11 +161,15 @@ async fn run_kit(saga: Saga, admin_url: String, journals: JournalFactory) -> Kit
     report
 }
 
-// 4 checks per step (failure before and after the side effect, action twice, undo twice),
-// plus two crash checks per journal write of an undisturbed run.
-fn expected_checks(steps: usize, report: &KitReport) -> usize {
-    4 * steps + 2 * report.baseline_writes
+// Per step: failure before and after the side effect, action twice, and (for a step with an
+// undo) undo twice; plus two crash checks per journal write of an undisturbed run.
+fn expected_checks(steps: usize, per_step: usize, report: &KitReport) -> usize {
+    per_step * steps + 2 * report.baseline_writes
 }
+
+/// Provision steps have an undo; the deprovision saga's are forward-only.
+const REVERSIBLE_CHECKS: usize = 4;
+const FORWARD_ONLY_CHECKS: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provision_saga_passes_the_kit_on_sqlite() {
@@ -215,7 +183,10 @@ async fn provision_saga_passes_the_kit_on_sqlite() {
         report.baseline_resources,
         support::full_stack_names(&support::client(KIT_SLUG))
     );
-    assert_eq!(report.checks.len(), expected_checks(5, &report));
+    assert_eq!(
+        report.checks.len(),
+        expected_checks(5, REVERSIBLE_CHECKS, &report)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -227,7 +198,10 @@ async fn deprovision_saga_passes_the_kit_on_sqlite() {
     let report = run_kit(Saga::Deprovision, admin_url, journals).await;
     assert_eq!(report.baseline_status, RunStatus::Succeeded);
     assert!(report.baseline_resources.is_empty());
-    assert_eq!(report.checks.len(), expected_checks(4, &report));
+    assert_eq!(
+        report.checks.len(),
+        expected_checks(4, FORWARD_ONLY_CHECKS, &report)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -245,7 +219,10 @@ async fn provision_saga_passes_the_kit_on_postgres() {
         report.baseline_resources,
         support::full_stack_names(&support::client(KIT_SLUG))
     );
-    assert_eq!(report.checks.len(), expected_checks(5, &report));
+    assert_eq!(
+        report.checks.len(),
+        expected_checks(5, REVERSIBLE_CHECKS, &report)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -260,13 +237,16 @@ async fn deprovision_saga_passes_the_kit_on_postgres() {
     let report = run_kit(Saga::Deprovision, admin_url, databases.journal_factory()).await;
     databases.drop_all().await.unwrap();
     assert!(report.baseline_resources.is_empty());
-    assert_eq!(report.checks.len(), expected_checks(4, &report));
+    assert_eq!(
+        report.checks.len(),
+        expected_checks(4, FORWARD_ONLY_CHECKS, &report)
+    );
 }
 
 /// The deprovision expectation's other half: Vercel refuses the delete for good, so the run
 /// stops there. The n8n teardown ran beside it and finished; the repository and the Supabase
 /// project, whose teardowns wait on Vercel's, are left exactly as they were, and the run names
-/// the one step whose resource it could not remove.
+/// the steps that did not finish: the one that failed and the two waiting on it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deprovision_stopped_at_vercel_leaves_what_it_had_not_reached() {
     let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
@@ -290,9 +270,15 @@ async fn a_deprovision_stopped_at_vercel_leaves_what_it_had_not_reached() {
     let view = world.app.wait(run.run_id).await.unwrap();
 
     assert_eq!(view.status, RunStatus::NeedsAttention, "{view:#?}");
+    let mut left = view.needs_attention.clone().unwrap_or_default();
+    left.sort();
     assert_eq!(
-        view.needs_attention.as_deref(),
-        Some(&["delete_vercel_project".to_owned()][..])
+        left,
+        [
+            "delete_github_repo",
+            "delete_supabase_project",
+            "delete_vercel_project"
+        ]
     );
     let after = support::stable_names(&world.sandbox.inventory().await);
     let expected: Vec<String> = before

@@ -3,18 +3,20 @@
 //! (generation is asynchronous and Vercel refuses an empty repository).
 //!
 //! The lookup is a direct `GET /repos/{org}/{name}`; an existing repository is adopted only if
-//! it was generated from the expected template.
+//! it was generated from the expected template. A run marks the repository it generates with
+//! its id at the end of the description ([`marker`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use providers::ProviderError;
 use providers::github::{GenerateRepository, Repository};
-use saga::{RetryPolicy, Step, StepContext, StepError, StepPolicy};
+use saga::{RetryPolicy, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
-use super::{Removal, created_by_run, parse_time, poll_delays, provider_failure};
+use super::{ProviderResource, Recorded, RunMark, parse_time, poll_delays, provider_failure};
 use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 
@@ -66,58 +68,25 @@ async fn delete(stack: &Stack, name: &str) -> Result<(), StepError> {
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct GithubRepoStep {
-    pub stack: Arc<Stack>,
+/// The words a run's repository description ends with: the run's marker. Names stay the
+/// seed's, so a repository made by hand or by an earlier pipeline is found and adopted; only
+/// the description says which run made it.
+pub fn marker(run_id: Uuid) -> String {
+    format!("provisioner run {run_id}")
 }
 
-impl GithubRepoStep {
-    fn check_origin(&self, repo: &Repository) -> Result<(), StepError> {
-        let (owner, template) = &self.stack.env.github_template;
-        if repo.generated_from(owner, template) {
-            Ok(())
-        } else {
-            Err(StepError::permanent(format!(
-                "GitHub repository {} exists but was not generated from {owner}/{template}; rename or delete it, then retry the run",
-                repo.full_name
-            )))
-        }
-    }
+/// The client's repository, as the shared lifecycle drives it. Marked by its description,
+/// which the generate call takes (so the mark is there from the repository's first moment).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct GithubRepos;
 
-    async fn generate(&self, client: &Client, name: &str) -> Result<Repository, StepError> {
-        let stack = &self.stack;
-        let (owner, template) = &stack.env.github_template;
-        let body = GenerateRepository {
-            owner: stack.env.github_org.clone(),
-            name: name.to_owned(),
-            description: Some(format!(
-                "App of {} ({}), provisioned by provisioner",
-                client.client_name, client.client_id
-            )),
-            private: true,
-        };
-        match stack
-            .github
-            .generate_from_template(owner, template, &body)
-            .await
-        {
-            Ok(repo) => Ok(repo),
-            // Someone (or our own lost attempt) made it in the meantime: look again.
-            Err(ProviderError::Conflict { .. }) => match lookup(stack, name).await? {
-                Some(repo) => Ok(repo),
-                None => Err(StepError::retryable(format!(
-                    "GitHub said {name} exists but cannot find it yet"
-                ))),
-            },
-            Err(e) => Err(provider_failure(
-                &format!("generate GitHub repository {name} from {owner}/{template}"),
-                e,
-            )),
-        }
-    }
-
-    async fn wait_for_branch(&self, repo: &Repository, branch: &str) -> Result<(), StepError> {
-        let stack = &self.stack;
+impl GithubRepos {
+    async fn wait_for_branch(
+        &self,
+        stack: &Stack,
+        repo: &Repository,
+        branch: &str,
+    ) -> Result<(), StepError> {
         let deadline =
             Instant::now() + Duration::from_secs(stack.settings.github.branch_timeout_secs);
         let mut delays = poll_delays(Duration::from_secs(2));
@@ -144,43 +113,109 @@ impl GithubRepoStep {
 }
 
 #[async_trait]
-impl Step for GithubRepoStep {
-    type Input = Client;
+impl ProviderResource for GithubRepos {
+    type Found = Repository;
     type Output = GithubRepo;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
+    const STEP: &'static str = NAME;
+    const TEARDOWN: &'static str = TEARDOWN;
 
-    fn policy(&self) -> StepPolicy {
+    fn policy(&self, stack: &Stack) -> StepPolicy {
         StepPolicy {
             action: RetryPolicy {
-                timeout: Duration::from_secs(self.stack.settings.github.branch_timeout_secs + 120),
+                timeout: Duration::from_secs(stack.settings.github.branch_timeout_secs + 120),
                 ..RetryPolicy::default()
             },
             undo: StepPolicy::default().undo,
         }
     }
 
-    async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<GithubRepo, StepError> {
+    async fn find(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<Repository>, StepError> {
+        Ok(lookup(stack, &repo_name(slug)).await?.into_iter().collect())
+    }
+
+    async fn create(
+        &self,
+        stack: &Stack,
+        ctx: &StepContext<'_, Client>,
+    ) -> Result<Repository, StepError> {
         let client = ctx.input();
         let name = repo_name(&client.client_id);
-        let (repo, adopted) = match lookup(&self.stack, &name).await? {
-            Some(repo) => {
-                self.check_origin(&repo)?;
-                let ours = created_by_run(
-                    repo.created_at.as_deref().and_then(parse_time),
-                    ctx.run_id(),
-                );
-                (repo, !ours)
-            }
-            None => (self.generate(client, &name).await?, false),
+        let (owner, template) = &stack.env.github_template;
+        let body = GenerateRepository {
+            owner: stack.env.github_org.clone(),
+            name: name.clone(),
+            description: Some(format!(
+                "App of {} ({}), {}",
+                client.client_name,
+                client.client_id,
+                marker(ctx.run_id())
+            )),
+            private: true,
         };
+        match stack
+            .github
+            .generate_from_template(owner, template, &body)
+            .await
+        {
+            Ok(repo) => Ok(repo),
+            // Made in the meantime, by someone else or by a lost attempt of ours: the next
+            // attempt's lookup finds it and reads its mark.
+            Err(ProviderError::Conflict { .. }) => Err(StepError::retry_after(
+                Duration::from_secs(1),
+                format!(
+                    "GitHub says {name} exists although the lookup did not find it; looking again"
+                ),
+            )),
+            Err(e) => Err(provider_failure(
+                &format!("generate GitHub repository {name} from {owner}/{template}"),
+                e,
+            )),
+        }
+    }
+
+    async fn made_by(
+        &self,
+        _: &Stack,
+        repo: &Repository,
+        mark: &RunMark,
+    ) -> Result<bool, StepError> {
+        let marker = marker(mark.run_id);
+        Ok(repo
+            .description
+            .as_deref()
+            .is_some_and(|d| d.ends_with(&marker)))
+    }
+
+    fn check_adoptable(
+        &self,
+        stack: &Stack,
+        _: &StepContext<'_, Client>,
+        repo: &Repository,
+    ) -> Result<(), StepError> {
+        let (owner, template) = &stack.env.github_template;
+        if repo.generated_from(owner, template) {
+            Ok(())
+        } else {
+            Err(StepError::permanent(format!(
+                "GitHub repository {} exists but was not generated from {owner}/{template}; rename or delete it, then retry the run",
+                repo.full_name
+            )))
+        }
+    }
+
+    async fn complete(
+        &self,
+        stack: &Stack,
+        _: &StepContext<'_, Client>,
+        repo: Repository,
+        adopted: bool,
+    ) -> Result<GithubRepo, StepError> {
         let branch = repo
             .default_branch
             .clone()
             .unwrap_or_else(|| "main".to_owned());
-        self.wait_for_branch(&repo, &branch).await?;
+        self.wait_for_branch(stack, &repo, &branch).await?;
         Ok(GithubRepo {
             id: repo.id,
             owner: repo.owner.login.clone(),
@@ -195,47 +230,26 @@ impl Step for GithubRepoStep {
         })
     }
 
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Client>,
-        output: Option<GithubRepo>,
-    ) -> Result<(), StepError> {
-        match output {
-            Some(repo) if repo.adopted => Ok(()),
-            Some(repo) => delete(&self.stack, &repo.name).await,
-            None => {
-                let name = repo_name(&ctx.input().client_id);
-                match lookup(&self.stack, &name).await? {
-                    Some(repo)
-                        if created_by_run(
-                            repo.created_at.as_deref().and_then(parse_time),
-                            ctx.run_id(),
-                        ) =>
-                    {
-                        delete(&self.stack, &name).await
-                    }
-                    _ => Ok(()),
-                }
-            }
+    fn id(&self, repo: &Repository) -> String {
+        repo.name.clone()
+    }
+
+    fn created_at(&self, repo: &Repository) -> Option<DateTime<Utc>> {
+        repo.created_at.as_deref().and_then(parse_time)
+    }
+
+    fn describe(&self, repo: &Repository) -> String {
+        format!("GitHub repository {}", repo.full_name)
+    }
+
+    fn recorded(&self, output: &GithubRepo) -> Recorded {
+        Recorded {
+            adopted: output.adopted,
+            id: output.name.clone(),
         }
     }
-}
 
-/// Deprovision: deletes `client-{slug}-app` from the org.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct GithubRepos;
-
-#[async_trait]
-impl Removal for GithubRepos {
-    const STEP: &'static str = TEARDOWN;
-
-    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
-        let name = repo_name(slug);
-        let mut removed = Vec::new();
-        if let Some(repo) = lookup(stack, &name).await? {
-            delete(stack, &name).await?;
-            removed.push(format!("GitHub repository {}", repo.full_name));
-        }
-        Ok(removed)
+    async fn delete(&self, stack: &Stack, name: &str) -> Result<(), StepError> {
+        delete(stack, name).await
     }
 }

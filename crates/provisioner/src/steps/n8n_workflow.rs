@@ -1,22 +1,22 @@
 //! `n8n_workflow`: the client's workflow `Client {slug} - {name}` from the template, with a
-//! webhook on `client-{slug}/content` whose `webhookId` is derived from the slug (n8n only
-//! registers production webhooks of nodes that have one), activated, and checked by calling
-//! the production webhook URL.
+//! webhook on `client-{slug}/content` whose `webhookId` is the creating run's id (n8n only
+//! registers production webhooks of nodes that have one; the id doubles as the run's
+//! marker), activated, and checked by calling the production webhook URL.
 //!
 //! n8n allows duplicate names and the name holds the display name, which can change, so the
 //! lookup scans every page of workflows for the webhook path.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use providers::ProviderError;
 use providers::n8n::{NewWorkflow, Workflow};
-use saga::{RetryPolicy, Step, StepContext, StepError, StepPolicy};
+use saga::{RetryPolicy, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use uuid::Uuid;
 
-use super::{Removal, created_by_run, parse_time, provider_failure};
+use super::{ProviderResource, Recorded, RunMark, parse_time, provider_failure};
 use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 use crate::templates::N8nVars;
@@ -32,14 +32,12 @@ pub fn webhook_path(slug: &ClientSlug) -> String {
     format!("client-{slug}/content")
 }
 
-/// The same slug always gets the same webhook id, so a re-created workflow keeps its URL.
-pub fn webhook_id(slug: &ClientSlug) -> String {
-    let digest = Sha256::digest(format!("provisioner/n8n-webhook/{slug}").as_bytes());
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_sha1_bytes(bytes)
-        .into_uuid()
-        .to_string()
+/// The webhook node's `webhookId` in a workflow a run creates: the run's id, which marks the
+/// workflow as that run's. The production URL does not depend on it (`/webhook/{path}` for a
+/// path without parameters), so a re-created workflow keeps its URL; workflows made by hand
+/// or by an earlier pipeline carry other ids and are adopted by their path.
+pub fn webhook_id(run_id: Uuid) -> String {
+    run_id.to_string()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -59,56 +57,38 @@ async fn lookup(stack: &Stack, path: &str) -> Result<Vec<Workflow>, StepError> {
         .map_err(|e| provider_failure(&format!("look up n8n workflows on webhook {path}"), e))
 }
 
-/// Deactivates, then deletes (n8n 2.x refuses to delete a published workflow).
+/// Deactivates, then deletes: n8n 2.x refuses to delete a published workflow. The delete is
+/// tried even when the deactivation fails, since n8n 1.x deletes active workflows; only when
+/// both fail is the deactivation's reason added to the delete's.
 async fn delete(stack: &Stack, id: &str) -> Result<(), StepError> {
-    match stack.n8n.deactivate(id).await {
-        Ok(_) | Err(ProviderError::NotFound) => {}
-        Err(e) => {
-            return Err(provider_failure(
-                &format!("deactivate n8n workflow {id}"),
-                e,
-            ));
-        }
-    }
+    let deactivated = match stack.n8n.deactivate(id).await {
+        Ok(_) | Err(ProviderError::NotFound) => Ok(()),
+        Err(e) => Err(e),
+    };
     match stack.n8n.delete_workflow(id).await {
         Ok(()) | Err(ProviderError::NotFound) => Ok(()),
-        Err(e) => Err(provider_failure(&format!("delete n8n workflow {id}"), e)),
+        Err(e) => {
+            let what = match deactivated {
+                Ok(()) => format!("delete n8n workflow {id}"),
+                Err(refused) => {
+                    format!("delete n8n workflow {id} (its deactivation failed first: {refused})")
+                }
+            };
+            Err(provider_failure(&what, e))
+        }
     }
 }
 
-#[derive(Debug, Clone)]
-pub struct N8nWorkflowStep {
-    pub stack: Arc<Stack>,
-}
+/// The client's workflow, as the shared lifecycle drives it. Marked by its webhook node's
+/// `webhookId`, which is the run's id.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct N8nWorkflows;
 
-impl N8nWorkflowStep {
-    async fn create(&self, client: &Client, path: &str) -> Result<Workflow, StepError> {
-        let slug = client.client_id.as_str();
-        let webhook_id = webhook_id(&client.client_id);
-        let doc = self.stack.templates.n8n_workflow(&N8nVars {
-            slug,
-            client_name: &client.client_name,
-            webhook_id: &webhook_id,
-            webhook_path: path,
-        });
-        let body: NewWorkflow = serde_json::from_value(doc).map_err(|e| {
-            StepError::permanent(format!(
-                "the n8n workflow template does not fit n8n's create-workflow body ({e}); fix templates.n8n_workflow"
-            ))
-        })?;
-        // n8n has no idempotency key either: a lost answer is found by the next attempt's lookup.
-        self.stack
-            .n8n
-            .create_workflow(&body)
-            .await
-            .map_err(|e| provider_failure(&format!("create n8n workflow for {slug}"), e))
-    }
-
+impl N8nWorkflows {
     /// The production webhook answers once the workflow is active; right after activation
     /// n8n may still be registering it, so a 404 is worth another attempt.
-    async fn check_webhook(&self, url: &str) -> Result<(), StepError> {
-        let response = self
-            .stack
+    async fn check_webhook(&self, stack: &Stack, url: &str) -> Result<(), StepError> {
+        let response = stack
             .http
             .post(url)
             .json(&serde_json::json!({ "check": "provisioner" }))
@@ -132,15 +112,14 @@ impl N8nWorkflowStep {
 }
 
 #[async_trait]
-impl Step for N8nWorkflowStep {
-    type Input = Client;
+impl ProviderResource for N8nWorkflows {
+    type Found = Workflow;
     type Output = N8nWorkflow;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
+    const STEP: &'static str = NAME;
+    const TEARDOWN: &'static str = TEARDOWN;
 
-    fn policy(&self) -> StepPolicy {
+    fn policy(&self, _: &Stack) -> StepPolicy {
         StepPolicy {
             action: RetryPolicy {
                 timeout: Duration::from_secs(120),
@@ -151,35 +130,75 @@ impl Step for N8nWorkflowStep {
         }
     }
 
-    async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<N8nWorkflow, StepError> {
+    async fn find(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<Workflow>, StepError> {
+        lookup(stack, &webhook_path(slug)).await
+    }
+
+    async fn create(
+        &self,
+        stack: &Stack,
+        ctx: &StepContext<'_, Client>,
+    ) -> Result<Workflow, StepError> {
         let client = ctx.input();
+        let slug = client.client_id.as_str();
         let path = webhook_path(&client.client_id);
-        let found = lookup(&self.stack, &path).await?;
-        let (workflow, adopted) = match found.as_slice() {
-            [] => (self.create(client, &path).await?, false),
-            [one] => {
-                let ours =
-                    created_by_run(one.created_at.as_deref().and_then(parse_time), ctx.run_id());
-                (one.clone(), !ours)
-            }
-            many => {
-                return Err(StepError::permanent(format!(
-                    "{} n8n workflows listen on webhook {path} (ids {}); delete the extra ones, then retry the run",
-                    many.len(),
-                    many.iter()
-                        .map(|w| w.id.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
-        };
+        let webhook_id = webhook_id(ctx.run_id());
+        let doc = stack.templates.n8n_workflow(&N8nVars {
+            slug,
+            client_name: &client.client_name,
+            webhook_id: &webhook_id,
+            webhook_path: &path,
+        });
+        let body: NewWorkflow = serde_json::from_value(doc).map_err(|e| {
+            StepError::permanent(format!(
+                "the n8n workflow template does not fit n8n's create-workflow body ({e}); fix templates.n8n_workflow"
+            ))
+        })?;
+        if !body.nodes.iter().any(|n| {
+            n.webhook_path() == Some(path.as_str())
+                && n.webhook_id.as_deref() == Some(webhook_id.as_str())
+        }) {
+            // Without it the run could not recognise its own workflow, nor find it by path.
+            return Err(StepError::permanent(
+                "the n8n workflow template has no webhook node whose path is {{webhookPath}} and whose webhookId is {{webhookId}}; fix templates.n8n_workflow",
+            ));
+        }
+        // n8n has no idempotency key either: a lost answer is found by the next attempt's lookup.
+        stack
+            .n8n
+            .create_workflow(&body)
+            .await
+            .map_err(|e| provider_failure(&format!("create n8n workflow for {slug}"), e))
+    }
+
+    async fn made_by(
+        &self,
+        _: &Stack,
+        workflow: &Workflow,
+        mark: &RunMark,
+    ) -> Result<bool, StepError> {
+        let ours = webhook_id(mark.run_id);
+        Ok(workflow
+            .nodes
+            .iter()
+            .any(|n| n.webhook_path().is_some() && n.webhook_id.as_deref() == Some(ours.as_str())))
+    }
+
+    async fn complete(
+        &self,
+        stack: &Stack,
+        ctx: &StepContext<'_, Client>,
+        workflow: Workflow,
+        adopted: bool,
+    ) -> Result<N8nWorkflow, StepError> {
+        let path = webhook_path(&ctx.input().client_id);
         if !workflow.active {
-            self.stack.n8n.activate(&workflow.id).await.map_err(|e| {
+            stack.n8n.activate(&workflow.id).await.map_err(|e| {
                 provider_failure(&format!("activate n8n workflow {}", workflow.id), e)
             })?;
         }
-        let webhook_url = format!("{}/webhook/{path}", self.stack.env.n8n_base_url);
-        self.check_webhook(&webhook_url).await?;
+        let webhook_url = format!("{}/webhook/{path}", stack.env.n8n_base_url);
+        self.check_webhook(stack, &webhook_url).await?;
         Ok(N8nWorkflow {
             workflow_id: workflow.id,
             name: workflow.name,
@@ -188,43 +207,26 @@ impl Step for N8nWorkflowStep {
         })
     }
 
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Client>,
-        output: Option<N8nWorkflow>,
-    ) -> Result<(), StepError> {
-        match output {
-            Some(workflow) if workflow.adopted => Ok(()),
-            Some(workflow) => delete(&self.stack, &workflow.workflow_id).await,
-            None => {
-                let path = webhook_path(&ctx.input().client_id);
-                for workflow in lookup(&self.stack, &path).await? {
-                    let created = workflow.created_at.as_deref().and_then(parse_time);
-                    if created_by_run(created, ctx.run_id()) {
-                        delete(&self.stack, &workflow.id).await?;
-                    }
-                }
-                Ok(())
-            }
+    fn id(&self, workflow: &Workflow) -> String {
+        workflow.id.clone()
+    }
+
+    fn created_at(&self, workflow: &Workflow) -> Option<DateTime<Utc>> {
+        workflow.created_at.as_deref().and_then(parse_time)
+    }
+
+    fn describe(&self, workflow: &Workflow) -> String {
+        format!("n8n workflow {} ({})", workflow.name, workflow.id)
+    }
+
+    fn recorded(&self, output: &N8nWorkflow) -> Recorded {
+        Recorded {
+            adopted: output.adopted,
+            id: output.workflow_id.clone(),
         }
     }
-}
 
-/// Deprovision: deactivates and deletes every workflow on the client's webhook path.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct N8nWorkflows;
-
-#[async_trait]
-impl Removal for N8nWorkflows {
-    const STEP: &'static str = TEARDOWN;
-
-    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
-        let path = webhook_path(slug);
-        let mut removed = Vec::new();
-        for workflow in lookup(stack, &path).await? {
-            delete(stack, &workflow.id).await?;
-            removed.push(format!("n8n workflow {} ({})", workflow.name, workflow.id));
-        }
-        Ok(removed)
+    async fn delete(&self, stack: &Stack, id: &str) -> Result<(), StepError> {
+        delete(stack, id).await
     }
 }

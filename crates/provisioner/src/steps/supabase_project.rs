@@ -5,17 +5,17 @@
 //! lists the org's projects by exact name before creating: a repeat after a lost response or
 //! a crash adopts the project the first attempt made.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use providers::supabase::{CreateProject, OrganizationProject, RegionSelection};
 use providers::{ProviderError, ReadinessOutcome};
-use saga::{RetryPolicy, Secret, Step, StepContext, StepError, StepPolicy};
+use saga::{RetryPolicy, Secret, StepContext, StepError, StepPolicy};
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 
-use super::{Removal, created_by_run, parse_time, provider_failure};
+use super::{ProviderResource, Recorded, RunMark, parse_time, provider_failure};
 use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 
@@ -79,16 +79,16 @@ fn api_spelling(status: providers::supabase::ProjectStatus) -> String {
     out
 }
 
-#[derive(Debug, Clone)]
-pub struct SupabaseProjectStep {
-    pub stack: Arc<Stack>,
-}
+/// The client's Supabase project, as the shared lifecycle drives it. Supabase's create body
+/// has no field a run could mark its project with (name, organization, password, region, size
+/// and a template URL), so ownership is the time test, bounded to this step's own attempts.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SupabaseProjects;
 
-impl SupabaseProjectStep {
-    async fn check_region(&self) -> Result<(), StepError> {
-        let region = &self.stack.settings.supabase.region;
-        let offered = self
-            .stack
+impl SupabaseProjects {
+    async fn check_region(&self, stack: &Stack) -> Result<(), StepError> {
+        let region = &stack.settings.supabase.region;
+        let offered = stack
             .offered_regions()
             .await
             .map_err(|e| provider_failure("list Supabase regions", e))?;
@@ -102,40 +102,40 @@ impl SupabaseProjectStep {
         }
     }
 
-    async fn create(&self, client: &Client, name: &str) -> Result<String, StepError> {
-        self.check_region().await?;
-        let stack = &self.stack;
-        let body = CreateProject {
-            name: name.to_owned(),
-            organization_slug: stack.env.supabase_org_slug.clone(),
-            db_pass: stack.database_password(name),
-            region_selection: Some(RegionSelection::Specific {
-                code: stack.settings.supabase.region.clone(),
-            }),
-            desired_instance_size: Some(stack.settings.instance_size(client.tier).to_owned()),
-        };
-        match stack.supabase.create_project(&body).await {
-            Ok(project) => Ok(project.project_ref),
-            // The project may exist although the answer was lost: the retry looks it up.
-            Err(e) => Err(provider_failure(
-                &format!("create Supabase project {name}"),
-                e,
-            )),
+    async fn wait_until_ready(
+        &self,
+        stack: &Stack,
+        project_ref: &str,
+        name: &str,
+    ) -> Result<(), StepError> {
+        let org = &stack.env.supabase_org_slug;
+        let timeout = stack.settings.ready_timeout();
+        match stack.readiness.wait(org, project_ref, timeout).await {
+            Ok(ReadinessOutcome::Ready) => Ok(()),
+            Ok(ReadinessOutcome::Failed { status }) => Err(StepError::permanent(format!(
+                "Supabase project {name} ({project_ref}) ended in {} and will never become ready; the run removes it",
+                api_spelling(status)
+            ))),
+            Ok(ReadinessOutcome::TimedOut { last_status }) => Err(StepError::permanent(format!(
+                "Supabase project {name} ({project_ref}) was not ACTIVE_HEALTHY after {} s (last status {}); Supabase may be degraded: retry the run later or raise supabase.ready_timeout_secs",
+                timeout.as_secs(),
+                last_status.map_or("unknown".to_owned(), api_spelling)
+            ))),
+            Err(e) => Err(provider_failure("wait for the Supabase project", e)),
         }
     }
 }
 
 #[async_trait]
-impl Step for SupabaseProjectStep {
-    type Input = Client;
+impl ProviderResource for SupabaseProjects {
+    type Found = OrganizationProject;
     type Output = SupabaseProject;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
+    const STEP: &'static str = NAME;
+    const TEARDOWN: &'static str = TEARDOWN;
 
-    fn policy(&self) -> StepPolicy {
-        let ready = self.stack.settings.ready_timeout();
+    fn policy(&self, stack: &Stack) -> StepPolicy {
+        let ready = stack.settings.ready_timeout();
         StepPolicy {
             action: RetryPolicy {
                 // One attempt includes the wait for ACTIVE_HEALTHY.
@@ -143,82 +143,75 @@ impl Step for SupabaseProjectStep {
                 max_attempts: 8,
                 ..RetryPolicy::default()
             },
-            // Deletes fail with "not ready for deletion" while the project is still coming up.
-            undo: RetryPolicy {
-                max_attempts: 30,
-                backoff_cap: Duration::from_secs(30),
-                ..RetryPolicy::default()
-            },
+            undo: not_ready_for_deletion(),
         }
     }
 
-    async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<SupabaseProject, StepError> {
+    fn teardown_policy(&self) -> RetryPolicy {
+        not_ready_for_deletion()
+    }
+
+    async fn find(
+        &self,
+        stack: &Stack,
+        slug: &ClientSlug,
+    ) -> Result<Vec<OrganizationProject>, StepError> {
+        lookup(stack, &project_name(slug)).await
+    }
+
+    async fn create(
+        &self,
+        stack: &Stack,
+        ctx: &StepContext<'_, Client>,
+    ) -> Result<OrganizationProject, StepError> {
+        self.check_region(stack).await?;
         let client = ctx.input();
-        let stack = &self.stack;
         let name = project_name(&client.client_id);
-        let found = lookup(stack, &name).await?;
-        let (project_ref, adopted) = match found.as_slice() {
-            [] => (self.create(client, &name).await?, false),
-            [one] => (
-                one.project_ref.clone(),
-                !created_by_run(
-                    one.inserted_at.as_deref().and_then(parse_time),
-                    ctx.run_id(),
-                ),
-            ),
-            many if many.iter().all(|p| {
-                created_by_run(p.inserted_at.as_deref().and_then(parse_time), ctx.run_id())
-            }) =>
-            {
-                // Every one is this run's: an earlier attempt's create went on at Supabase after
-                // its caller gave up (a lost answer, a dead worker). Keep the oldest, remove the
-                // rest; one still coming up answers "not ready for deletion" and this attempt
-                // is retried.
-                let keep = many
-                    .iter()
-                    .min_by_key(|p| {
-                        let created = p.inserted_at.as_deref().and_then(parse_time);
-                        (created, p.project_ref.clone())
-                    })
-                    .map(|p| p.project_ref.clone())
-                    .unwrap_or_default();
-                for extra in many.iter().filter(|p| p.project_ref != keep) {
-                    delete(stack, &extra.project_ref).await?;
-                }
-                (keep, false)
-            }
-            many => {
-                return Err(StepError::permanent(format!(
-                    "{} Supabase projects are named {name} (refs {}); delete the extra ones, then retry the run",
-                    many.len(),
-                    many.iter()
-                        .map(|p| p.project_ref.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                )));
-            }
+        let body = CreateProject {
+            name: name.clone(),
+            organization_slug: stack.env.supabase_org_slug.clone(),
+            db_pass: stack.database_password(&name),
+            region_selection: Some(RegionSelection::Specific {
+                code: stack.settings.supabase.region.clone(),
+            }),
+            desired_instance_size: Some(stack.settings.instance_size(client.tier).to_owned()),
         };
-
-        let org = &stack.env.supabase_org_slug;
-        let timeout = stack.settings.ready_timeout();
-        match stack.readiness.wait(org, &project_ref, timeout).await {
-            Ok(ReadinessOutcome::Ready) => {}
-            Ok(ReadinessOutcome::Failed { status }) => {
-                return Err(StepError::permanent(format!(
-                    "Supabase project {name} ({project_ref}) ended in {} and will never become ready; the run removes it",
-                    api_spelling(status)
-                )));
-            }
-            Ok(ReadinessOutcome::TimedOut { last_status }) => {
-                return Err(StepError::permanent(format!(
-                    "Supabase project {name} ({project_ref}) was not ACTIVE_HEALTHY after {} s (last status {}); Supabase may be degraded: retry the run later or raise supabase.ready_timeout_secs",
-                    timeout.as_secs(),
-                    last_status.map_or("unknown".to_owned(), api_spelling)
-                )));
-            }
-            Err(e) => return Err(provider_failure("wait for the Supabase project", e)),
+        match stack.supabase.create_project(&body).await {
+            Ok(project) => Ok(OrganizationProject {
+                project_ref: project.project_ref,
+                name: project.name,
+                region: project.region,
+                status: project.status,
+                inserted_at: Some(project.created_at),
+                is_branch: None,
+            }),
+            // The project may exist although the answer was lost: the retry looks it up.
+            Err(e) => Err(provider_failure(
+                &format!("create Supabase project {name}"),
+                e,
+            )),
         }
+    }
 
+    async fn made_by(
+        &self,
+        _: &Stack,
+        found: &OrganizationProject,
+        mark: &RunMark,
+    ) -> Result<bool, StepError> {
+        Ok(mark.made_during_attempts(self.created_at(found)))
+    }
+
+    async fn complete(
+        &self,
+        stack: &Stack,
+        ctx: &StepContext<'_, Client>,
+        found: OrganizationProject,
+        adopted: bool,
+    ) -> Result<SupabaseProject, StepError> {
+        let name = project_name(&ctx.input().client_id);
+        let project_ref = found.project_ref;
+        self.wait_until_ready(stack, &project_ref, &name).await?;
         let project = stack
             .supabase
             .get_project(&project_ref)
@@ -261,53 +254,36 @@ impl Step for SupabaseProjectStep {
         })
     }
 
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Client>,
-        output: Option<SupabaseProject>,
-    ) -> Result<(), StepError> {
-        match output {
-            Some(project) if project.adopted => Ok(()),
-            Some(project) => delete(&self.stack, &project.project_ref).await,
-            None => {
-                let name = project_name(&ctx.input().client_id);
-                for project in lookup(&self.stack, &name).await? {
-                    let created = project.inserted_at.as_deref().and_then(parse_time);
-                    if created_by_run(created, ctx.run_id()) {
-                        delete(&self.stack, &project.project_ref).await?;
-                    }
-                }
-                Ok(())
-            }
+    fn id(&self, found: &OrganizationProject) -> String {
+        found.project_ref.clone()
+    }
+
+    fn created_at(&self, found: &OrganizationProject) -> Option<DateTime<Utc>> {
+        found.inserted_at.as_deref().and_then(parse_time)
+    }
+
+    fn describe(&self, found: &OrganizationProject) -> String {
+        format!("Supabase project {} ({})", found.name, found.project_ref)
+    }
+
+    fn recorded(&self, output: &SupabaseProject) -> Recorded {
+        Recorded {
+            adopted: output.adopted,
+            id: output.project_ref.clone(),
         }
+    }
+
+    async fn delete(&self, stack: &Stack, project_ref: &str) -> Result<(), StepError> {
+        delete(stack, project_ref).await
     }
 }
 
-/// Deprovision: deletes every project of the org named `client-{slug}-prod`.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SupabaseProjects;
-
-#[async_trait]
-impl Removal for SupabaseProjects {
-    const STEP: &'static str = TEARDOWN;
-
-    fn policy(&self) -> StepPolicy {
-        // Deletes fail with "not ready for deletion" while a project is still coming up.
-        StepPolicy::uniform(RetryPolicy {
-            max_attempts: 30,
-            backoff_cap: Duration::from_secs(30),
-            ..RetryPolicy::default()
-        })
-    }
-
-    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
-        let name = project_name(slug);
-        let mut removed = Vec::new();
-        for project in lookup(stack, &name).await? {
-            delete(stack, &project.project_ref).await?;
-            removed.push(format!("Supabase project {name} ({})", project.project_ref));
-        }
-        Ok(removed)
+/// Deletes fail with "not ready for deletion" while a project is still coming up.
+fn not_ready_for_deletion() -> RetryPolicy {
+    RetryPolicy {
+        max_attempts: 30,
+        backoff_cap: Duration::from_secs(30),
+        ..RetryPolicy::default()
     }
 }
 

@@ -3,24 +3,26 @@
 //! deployment from the default branch (optionally waited on until READY).
 //!
 //! Vercel project names are unique per team, so the lookup is `GET /v9/projects/{name}`; an
-//! existing project is adopted only if it is linked to the client's repository.
+//! existing project is adopted only if it is linked to the client's repository. A run marks
+//! the project it creates with a plain variable holding its id ([`MARKER_VAR`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use providers::ProviderError;
 use providers::vercel::{
     CreateDeployment, CreateProject, EnvTarget, EnvType, EnvVar, GitRepository, GitSource, Project,
     ReadyState,
 };
-use saga::{RetryPolicy, Step, StepContext, StepError, StepPolicy};
+use saga::{RetryPolicy, StepContext, StepError, StepPolicy};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use super::github_repo::{self, GithubRepo};
 use super::supabase_project::{self, SupabaseProject};
-use super::{Removal, created_by_run, poll_delays, provider_failure, time_from_millis};
+use super::{ProviderResource, Recorded, RunMark, poll_delays, provider_failure, time_from_millis};
 use crate::client::{Client, ClientSlug};
 use crate::stack::Stack;
 
@@ -69,6 +71,23 @@ async fn delete(stack: &Stack, id_or_name: &str) -> Result<(), StepError> {
     }
 }
 
+/// The plain variable that marks a project with the run that created it. The app can read
+/// it; it holds no secret.
+pub const MARKER_VAR: &str = "PROVISIONER_RUN_ID";
+
+fn marker(run_id: Uuid) -> EnvVar {
+    EnvVar {
+        key: MARKER_VAR.to_owned(),
+        value: SecretString::from(run_id.to_string()),
+        env_type: EnvType::Plain,
+        target: vec![
+            EnvTarget::Production,
+            EnvTarget::Preview,
+            EnvTarget::Development,
+        ],
+    }
+}
+
 /// The app's environment: Supabase's URL and anon key everywhere, the service-role key only
 /// in production and as a sensitive variable (never readable back), and the app's own URL.
 fn environment(supabase: &SupabaseProject, app_url: &str) -> Vec<EnvVar> {
@@ -111,41 +130,21 @@ fn environment(supabase: &SupabaseProject, app_url: &str) -> Vec<EnvVar> {
     ]
 }
 
-#[derive(Debug, Clone)]
-pub struct VercelProjectStep {
-    pub stack: Arc<Stack>,
-}
+/// The client's Vercel project, as the shared lifecycle drives it. Marked by a plain
+/// environment variable holding the run's id ([`MARKER_VAR`]), sent in the create call itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct VercelProjects;
 
-impl VercelProjectStep {
-    async fn create(&self, name: &str, repo: &GithubRepo) -> Result<Project, StepError> {
-        let stack = &self.stack;
-        let framework = Some(stack.settings.vercel.framework.clone()).filter(|f| !f.is_empty());
-        let body = CreateProject {
-            name: name.to_owned(),
-            framework,
-            git_repository: GitRepository::github(&repo.owner, &repo.name),
-        };
-        match stack.vercel.create_project(&body).await {
-            Ok(project) => Ok(project),
-            Err(ProviderError::Conflict { .. }) => lookup(stack, name).await?.ok_or_else(|| {
-                StepError::retryable(format!("Vercel said {name} exists but cannot find it yet"))
-            }),
-            Err(e) => Err(provider_failure(
-                &format!("create Vercel project {name}"),
-                e,
-            )),
-        }
-    }
-
+impl VercelProjects {
     /// The project's production deployment: the newest one that has not failed, else a new
     /// one from the default branch. A repeat (crash, re-provision) finds the first instead of
     /// deploying again.
     async fn deployment(
         &self,
+        stack: &Stack,
         project: &Project,
         repo: &GithubRepo,
     ) -> Result<(String, String), StepError> {
-        let stack = &self.stack;
         let existing = stack
             .vercel
             .list_deployments(&project.id, Some("production"))
@@ -170,13 +169,12 @@ impl VercelProjectStep {
         Ok((created.id, created.url))
     }
 
-    async fn wait_until_ready(&self, deployment_id: &str) -> Result<(), StepError> {
-        let timeout = Duration::from_secs(self.stack.settings.vercel.deploy_timeout_secs);
+    async fn wait_until_ready(&self, stack: &Stack, deployment_id: &str) -> Result<(), StepError> {
+        let timeout = Duration::from_secs(stack.settings.vercel.deploy_timeout_secs);
         let deadline = Instant::now() + timeout;
         let mut delays = poll_delays(Duration::from_secs(2));
         loop {
-            let deployment = self
-                .stack
+            let deployment = stack
                 .vercel
                 .get_deployment(deployment_id)
                 .await
@@ -204,53 +202,114 @@ impl VercelProjectStep {
 }
 
 #[async_trait]
-impl Step for VercelProjectStep {
-    type Input = Client;
+impl ProviderResource for VercelProjects {
+    type Found = Project;
     type Output = VercelProject;
 
-    fn name(&self) -> &'static str {
-        NAME
-    }
+    const STEP: &'static str = NAME;
+    const TEARDOWN: &'static str = TEARDOWN;
 
-    fn policy(&self) -> StepPolicy {
+    fn policy(&self, stack: &Stack) -> StepPolicy {
         StepPolicy {
             action: RetryPolicy {
-                timeout: Duration::from_secs(self.stack.settings.vercel.deploy_timeout_secs + 120),
+                timeout: Duration::from_secs(stack.settings.vercel.deploy_timeout_secs + 120),
                 ..RetryPolicy::default()
             },
             undo: StepPolicy::default().undo,
         }
     }
 
-    async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<VercelProject, StepError> {
+    async fn find(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<Project>, StepError> {
+        Ok(lookup(stack, &project_name(slug))
+            .await?
+            .into_iter()
+            .collect())
+    }
+
+    async fn create(
+        &self,
+        stack: &Stack,
+        ctx: &StepContext<'_, Client>,
+    ) -> Result<Project, StepError> {
+        let repo: GithubRepo = ctx.output(github_repo::NAME)?;
+        let name = project_name(&ctx.input().client_id);
+        let framework = Some(stack.settings.vercel.framework.clone()).filter(|f| !f.is_empty());
+        let body = CreateProject {
+            name: name.clone(),
+            framework,
+            git_repository: GitRepository::github(&repo.owner, &repo.name),
+        };
+        match stack
+            .vercel
+            .create_project_with_env(&body, &[marker(ctx.run_id())])
+            .await
+        {
+            Ok(project) => Ok(project),
+            // Made in the meantime, by someone else or by a lost attempt of ours: the next
+            // attempt's lookup finds it and reads its mark.
+            Err(ProviderError::Conflict { .. }) => Err(StepError::retry_after(
+                Duration::from_secs(1),
+                format!(
+                    "Vercel says {name} exists although the lookup did not find it; looking again"
+                ),
+            )),
+            Err(e) => Err(provider_failure(
+                &format!("create Vercel project {name}"),
+                e,
+            )),
+        }
+    }
+
+    async fn made_by(
+        &self,
+        stack: &Stack,
+        project: &Project,
+        mark: &RunMark,
+    ) -> Result<bool, StepError> {
+        let value = stack
+            .vercel
+            .plain_env_value(&project.id, MARKER_VAR)
+            .await
+            .map_err(|e| provider_failure(&format!("read {MARKER_VAR} of {}", project.name), e))?;
+        Ok(value.is_some_and(|v| v == mark.run_id.to_string()))
+    }
+
+    fn check_adoptable(
+        &self,
+        _: &Stack,
+        ctx: &StepContext<'_, Client>,
+        project: &Project,
+    ) -> Result<(), StepError> {
+        let repo: GithubRepo = ctx.output(github_repo::NAME)?;
+        if project.linked_to(&repo.owner, &repo.name) {
+            Ok(())
+        } else {
+            Err(StepError::permanent(format!(
+                "Vercel project {} exists but is not linked to {}; rename or delete it, then retry the run",
+                project.name, repo.full_name
+            )))
+        }
+    }
+
+    async fn complete(
+        &self,
+        stack: &Stack,
+        ctx: &StepContext<'_, Client>,
+        project: Project,
+        adopted: bool,
+    ) -> Result<VercelProject, StepError> {
         let supabase: SupabaseProject = ctx.output(supabase_project::NAME)?;
         let repo: GithubRepo = ctx.output(github_repo::NAME)?;
-        let stack = &self.stack;
-        let name = project_name(&ctx.input().client_id);
-        let (project, adopted) = match lookup(stack, &name).await? {
-            Some(project) if project.linked_to(&repo.owner, &repo.name) => {
-                let ours =
-                    created_by_run(project.created_at.and_then(time_from_millis), ctx.run_id());
-                (project, !ours)
-            }
-            Some(_) => {
-                return Err(StepError::permanent(format!(
-                    "Vercel project {name} exists but is not linked to {}; rename or delete it, then retry the run",
-                    repo.full_name
-                )));
-            }
-            None => (self.create(&name, &repo).await?, false),
-        };
         let app_url = app_url(&project.name);
         stack
             .vercel
             .upsert_env(&project.id, &environment(&supabase, &app_url))
             .await
-            .map_err(|e| provider_failure(&format!("set environment of {name}"), e))?;
-        let (deployment_id, deployment_url) = self.deployment(&project, &repo).await?;
+            .map_err(|e| provider_failure(&format!("set environment of {}", project.name), e))?;
+        let (deployment_id, deployment_url) = self.deployment(stack, &project, &repo).await?;
         let ready = stack.settings.vercel.wait_for_ready;
         if ready {
-            self.wait_until_ready(&deployment_id).await?;
+            self.wait_until_ready(stack, &deployment_id).await?;
         }
         Ok(VercelProject {
             project_id: project.id,
@@ -263,47 +322,26 @@ impl Step for VercelProjectStep {
         })
     }
 
-    async fn undo(
-        &self,
-        ctx: &StepContext<'_, Client>,
-        output: Option<VercelProject>,
-    ) -> Result<(), StepError> {
-        match output {
-            Some(project) if project.adopted => Ok(()),
-            Some(project) => delete(&self.stack, &project.project_id).await,
-            None => {
-                let name = project_name(&ctx.input().client_id);
-                match lookup(&self.stack, &name).await? {
-                    Some(project)
-                        if created_by_run(
-                            project.created_at.and_then(time_from_millis),
-                            ctx.run_id(),
-                        ) =>
-                    {
-                        delete(&self.stack, &project.id).await
-                    }
-                    _ => Ok(()),
-                }
-            }
+    fn id(&self, project: &Project) -> String {
+        project.id.clone()
+    }
+
+    fn created_at(&self, project: &Project) -> Option<DateTime<Utc>> {
+        project.created_at.and_then(time_from_millis)
+    }
+
+    fn describe(&self, project: &Project) -> String {
+        format!("Vercel project {} ({})", project.name, project.id)
+    }
+
+    fn recorded(&self, output: &VercelProject) -> Recorded {
+        Recorded {
+            adopted: output.adopted,
+            id: output.project_id.clone(),
         }
     }
-}
 
-/// Deprovision: deletes `client-{slug}-app` (its env vars and deployments go with it).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct VercelProjects;
-
-#[async_trait]
-impl Removal for VercelProjects {
-    const STEP: &'static str = TEARDOWN;
-
-    async fn remove_all(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<String>, StepError> {
-        let name = project_name(slug);
-        let mut removed = Vec::new();
-        if let Some(project) = lookup(stack, &name).await? {
-            delete(stack, &project.id).await?;
-            removed.push(format!("Vercel project {name} ({})", project.id));
-        }
-        Ok(removed)
+    async fn delete(&self, stack: &Stack, id: &str) -> Result<(), StepError> {
+        delete(stack, id).await
     }
 }

@@ -316,7 +316,8 @@ pub async fn build_parts(stack: &provisioner::stack::Stack, client: &Client, par
             return;
         }
         let path = n8n_workflow::webhook_path(slug);
-        let webhook_id = n8n_workflow::webhook_id(slug);
+        // Not any run's id: what an earlier pipeline or a person made.
+        let webhook_id = n8n_workflow::webhook_id(uuid::Uuid::new_v4());
         let doc = stack
             .templates
             .n8n_workflow(&provisioner::templates::N8nVars {
