@@ -8,7 +8,7 @@ mod support;
 use providers::N8nApiFlavour;
 use provisioner::config::Settings;
 use saga::RunStatus;
-use sandbox::{N8nVersion, Provider};
+use sandbox::{FaultKind, FaultRule, N8nVersion, Provider};
 
 const PUBLISH: &str = "POST /api/v1/workflows/{workflowId}/publish";
 const UNPUBLISH: &str = "POST /api/v1/workflows/{workflowId}/unpublish";
@@ -89,6 +89,43 @@ async fn n8n_2x_provisions_and_deprovisions_with_the_default_configuration() {
     assert_eq!(publish, 1);
     assert!(unpublish >= 1, "the teardown unpublishes first");
     assert_eq!((activate, deactivate), (0, 0), "no deprecated alias on 2.x");
+}
+
+/// A run that fails elsewhere undoes its n8n workflow on 1.x too: the undo deactivates with
+/// the 1.x verb and deletes, so the run compensates and leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn n8n_1x_undo_removes_the_workflow_with_the_default_configuration() {
+    let Some(world) = support::world_with(
+        |c| c.n8n_version = N8nVersion::V1,
+        support::quick_settings(),
+    )
+    .await
+    else {
+        return;
+    };
+    world.sandbox.faults().add(FaultRule::new(
+        Provider::Vercel,
+        "POST /v10/projects/{idOrName}/env",
+        FaultKind::Status {
+            status: 400,
+            message: Some("The environment variable value is invalid".into()),
+            retry_after_secs: None,
+        },
+    ));
+    let client = support::client(&support::unique_slug("undo1x"));
+    let started = world.app.provision(&client).await.unwrap();
+    let view = world.app.wait(started.run_id).await.unwrap();
+    let record = provisioner::app::App::record(&view);
+    assert_eq!(view.status, RunStatus::Compensated, "{record:#?}");
+    let inventory = world.sandbox.inventory().await;
+    assert!(
+        inventory.is_empty(),
+        "left behind: {:?}",
+        inventory.resource_names()
+    );
+    assert!(world.sandbox.calls(Provider::N8n, ACTIVATE) >= 1);
+    assert_eq!(world.sandbox.calls(Provider::N8n, UNPUBLISH), 0);
+    world.app.shutdown(std::time::Duration::from_secs(5)).await;
 }
 
 #[tokio::test]
