@@ -78,8 +78,14 @@ fn detected_flavours() -> &'static Mutex<HashMap<String, N8nApiFlavour>> {
     DETECTED.get_or_init(|| Mutex::new(HashMap::new()))
 }
 
+/// Origin and path: what tells two n8n instances apart, without any user info the URL
+/// might carry (the key is logged).
 fn flavour_key(base_url: &Url) -> String {
-    base_url.as_str().trim_end_matches('/').to_owned()
+    format!(
+        "{}{}",
+        base_url.origin().ascii_serialization(),
+        base_url.path().trim_end_matches('/')
+    )
 }
 
 fn remember_flavour(key: &str, flavour: N8nApiFlavour) {
@@ -258,10 +264,7 @@ impl N8nClient {
 
     /// True when the 1.x verbs are known to be the ones: forced, or detected earlier.
     fn uses_1x_verbs(&self) -> bool {
-        match self.fixed {
-            Some(flavour) => flavour == N8nApiFlavour::ActivateDeactivate,
-            None => self.remembered() == Some(N8nApiFlavour::ActivateDeactivate),
-        }
+        self.flavour() == Some(N8nApiFlavour::ActivateDeactivate)
     }
 
     pub fn budget(&self) -> &std::sync::Arc<crate::rate_budget::RateBudget> {
