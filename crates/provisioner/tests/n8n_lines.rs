@@ -160,3 +160,79 @@ fn api_version_defaults_to_auto_and_names_the_choices_when_wrong() {
     assert!(text.contains("\"auto\""), "{text}");
     assert!(text.contains("\"v1\"") && text.contains("\"v2\""), "{text}");
 }
+
+/// The same run with a real n8n in place of the simulated one (the other three providers
+/// stay simulated). Needs N8N_HOST (the instance's base URL) and N8N_API_KEY; not part of the
+/// normal run: `cargo nextest run -p provisioner --test n8n_lines --run-ignored only real_n8n`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "needs a real n8n at N8N_HOST with N8N_API_KEY"]
+async fn real_n8n_provisions_and_deprovisions_with_the_default_configuration() {
+    let (Ok(host), Ok(key)) = (std::env::var("N8N_HOST"), std::env::var("N8N_API_KEY")) else {
+        println!("skipped: N8N_HOST and N8N_API_KEY are not set");
+        return;
+    };
+    let Some(url) = support::admin_url().await else {
+        return;
+    };
+    let sandbox = support::sandbox_with(&url, |_| {}).await;
+    let mut env = support::env_map(&sandbox);
+    env.insert("N8N_HOST".into(), host.clone());
+    env.insert("N8N_API_KEY".into(), key);
+    let mut config = provisioner::config::Config::load(None, &|k| env.get(k).cloned())
+        .expect("a valid configuration");
+    config.settings = support::test_settings();
+    assert_eq!(config.settings.n8n.api_version, "auto");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, encoded) = saga::SealingKey::generate();
+    let secret_key = secrecy::SecretString::from(encoded);
+    let journal = provisioner::app::open_sqlite(&dir.path().join("journal.sqlite"))
+        .await
+        .unwrap();
+    let app = provisioner::app::App::start(&config, journal, &secret_key, support::fast_options())
+        .await
+        .unwrap();
+
+    let client = support::client(&support::unique_slug("real"));
+    let started = app.provision(&client).await.unwrap();
+    let view = app.wait(started.run_id).await.unwrap();
+    let record = provisioner::app::App::record(&view);
+    assert_eq!(view.status, RunStatus::Succeeded, "{record:#?}");
+    let n8n = record.n8n.as_ref().expect("n8n in record");
+    let answer = reqwest::Client::new()
+        .post(&n8n.webhook_url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200, "the real webhook answers");
+    println!(
+        "real n8n at {host}: provisioned workflow {} ({}); line {:?}",
+        n8n.workflow_id,
+        n8n.webhook_url,
+        app.stack.n8n.flavour()
+    );
+
+    let down = app.deprovision(&client.client_id).await.unwrap();
+    let view = app.wait(down.run_id).await.unwrap();
+    let record = provisioner::app::App::record(&view);
+    assert_eq!(view.status, RunStatus::Succeeded, "{record:#?}");
+    assert!(
+        app.stack
+            .n8n
+            .find_by_webhook_path(&format!("client-{}/content", client.client_id))
+            .await
+            .unwrap()
+            .is_empty(),
+        "the real n8n keeps no workflow of the client"
+    );
+    let answer = reqwest::Client::new()
+        .post(&n8n.webhook_url)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 404, "the webhook is gone");
+    assert!(sandbox.inventory().await.is_empty());
+    app.shutdown(std::time::Duration::from_secs(5)).await;
+    sandbox.shutdown().await;
+}
