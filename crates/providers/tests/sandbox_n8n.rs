@@ -11,7 +11,7 @@ use futures::future::join_all;
 use harness::{Clients, Harness};
 use providers::n8n::N8nConfig;
 use providers::{N8nApiFlavour, N8nClient, ProviderError, RateBudgetConfig, SecretString, Url};
-use sandbox::contract::Contracts;
+use sandbox::contract::{Contracts, Exchange};
 use sandbox::{FaultKind, FaultRule, N8nVersion, Provider};
 
 const CREATE: &str = "POST /api/v1/workflows";
@@ -486,7 +486,9 @@ async fn the_2x_override_on_a_1x_server_fails_naming_the_line() {
 
 /// What one server answered to a fixed sequence: statuses, messages and the key sets of the
 /// workflow objects (values such as ids and times differ between servers).
-async fn transcript(base: &str, key: &str, unique: &str) -> Vec<String> {
+/// Also returns the raw workflow exchanges it made (get, list, deactivate, activate, delete),
+/// for the contract check.
+async fn transcript(base: &str, key: &str, unique: &str) -> (Vec<String>, Vec<Exchange>) {
     fn keys(body: &serde_json::Value) -> String {
         let mut keys: Vec<&str> = body
             .as_object()
@@ -545,6 +547,29 @@ async fn transcript(base: &str, key: &str, unique: &str) -> Vec<String> {
         .status()
         .as_u16();
     lines.push(format!("webhook while active: {webhook}"));
+    let mut exchanges = Vec::new();
+    let mut record = |method: &str, path: String, status: u16, body: &serde_json::Value| {
+        exchanges.push(Exchange {
+            provider: Provider::N8n,
+            method: method.to_owned(),
+            path: format!("/api/v1{path}"),
+            status,
+            request_body: None,
+            response_body: Some(body.clone()),
+        });
+    };
+    for path in [
+        format!("/workflows/{id}?excludePinnedData=true"),
+        "/workflows?limit=250".to_owned(),
+    ] {
+        let answer = raw(reqwest::Method::GET, path.clone())
+            .send()
+            .await
+            .unwrap();
+        let status = answer.status().as_u16();
+        let body: serde_json::Value = answer.json().await.unwrap();
+        record("GET", path, status, &body);
+    }
     for (what, verb) in [
         ("deactivate", "deactivate"),
         ("activate, no body", "activate"),
@@ -555,6 +580,7 @@ async fn transcript(base: &str, key: &str, unique: &str) -> Vec<String> {
             .unwrap();
         let status = answer.status().as_u16();
         let body: serde_json::Value = answer.json().await.unwrap();
+        record("POST", format!("/workflows/{id}/{verb}"), status, &body);
         lines.push(format!(
             "{what}: {status} active={} keys={} activeVersion={}",
             body["active"],
@@ -572,6 +598,7 @@ async fn transcript(base: &str, key: &str, unique: &str) -> Vec<String> {
         .unwrap();
     let status = answer.status().as_u16();
     let body: serde_json::Value = answer.json().await.unwrap();
+    record("DELETE", format!("/workflows/{id}"), status, &body);
     lines.push(format!(
         "delete while active: {status} active={} keys={}",
         body["active"],
@@ -590,7 +617,7 @@ async fn transcript(base: &str, key: &str, unique: &str) -> Vec<String> {
         "client deactivate after delete: {:?}",
         client.deactivate(&id).await.map(|w| w.active)
     ));
-    lines
+    (lines, exchanges)
 }
 
 /// The 1.x simulator against a real n8n 1.x: the same sequence gives the same statuses,
@@ -605,9 +632,9 @@ async fn real_1x_server_and_the_1x_simulator_answer_alike() {
         return;
     };
     let unique = uuid::Uuid::new_v4().simple().to_string();
-    let real = transcript(host.trim_end_matches('/'), &key, &unique[..12]).await;
+    let (real, real_exchanges) = transcript(host.trim_end_matches('/'), &key, &unique[..12]).await;
     let h = Harness::start_without_databases(|c| c.n8n_version = N8nVersion::V1).await;
-    let simulated = transcript(
+    let (simulated, _) = transcript(
         &h.sandbox.urls().n8n,
         &h.sandbox.credentials().n8n_api_key,
         &unique[..12],
@@ -615,5 +642,15 @@ async fn real_1x_server_and_the_1x_simulator_answer_alike() {
     .await;
     println!("real n8n:\n{}", real.join("\n"));
     assert_eq!(real, simulated);
+    // The vendored 1.x spec, with the extra keys the contract module allows, describes the
+    // real server's answers: what the simulator is held to is what the server does.
+    let contracts = Contracts::shared().unwrap();
+    let violations: Vec<String> = real_exchanges
+        .iter()
+        .flat_map(|exchange| contracts.check_n8n_1x(exchange))
+        .map(|violation| violation.to_string())
+        .collect();
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
+    assert_eq!(real_exchanges.len(), 5);
     h.sandbox.shutdown().await;
 }
