@@ -1,8 +1,16 @@
 //! n8n public API v1: workflows with a webhook trigger, activated (1.x) or published (2.x).
-//! Shapes follow `n8n-public-api-v1-subset.n8n-2.41.3.json` and API-CONTRACTS §4, §6, §8.
+//! Shapes follow the 2.41.3 and 1.123.81 specs and API-CONTRACTS §4, §6, §8.
 //!
 //! Requests carry only fields the spec allows (n8n rejects unknown and read-only ones);
 //! responses carry more than the spec says (§8), and extra fields are ignored.
+//!
+//! Both server lines speak the same `/api/v1` except for the verbs that turn a workflow on
+//! and off. Unless told which line it talks to, the client tries the 2.x verb first; a 1.x
+//! server has no such route and answers 405, after which the 1.x verb is used and the line
+//! is remembered for that base URL by every client in the process.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock, PoisonError};
 
 use reqwest::Method;
 use reqwest::header::HeaderName;
@@ -36,20 +44,82 @@ pub struct N8nConfig {
     pub base_url: Url,
     /// Sent as `X-N8N-API-KEY`.
     pub api_key: SecretString,
-    pub flavour: N8nApiFlavour,
+    /// The verbs to use; `None` detects them from the server's answers.
+    pub flavour: Option<N8nApiFlavour>,
     pub policy: HttpPolicy,
     pub budget: RateBudgetConfig,
 }
 
 impl N8nConfig {
+    /// A client that always uses `flavour`'s verbs (an operator's override).
     pub fn new(base_url: Url, api_key: SecretString, flavour: N8nApiFlavour) -> Self {
+        N8nConfig {
+            flavour: Some(flavour),
+            ..N8nConfig::detecting(base_url, api_key)
+        }
+    }
+
+    /// A client that finds out which line the server is on (see the module docs).
+    pub fn detecting(base_url: Url, api_key: SecretString) -> Self {
         N8nConfig {
             base_url,
             api_key,
-            flavour,
+            flavour: None,
             policy: HttpPolicy::default(),
             budget: RateBudgetConfig::default_for(Provider::N8n),
         }
+    }
+}
+
+/// The line each n8n base URL was found to be on, shared by every client of the process (as
+/// the rate budgets are), so that only the first call to a 1.x server pays for the probe.
+fn detected_flavours() -> &'static Mutex<HashMap<String, N8nApiFlavour>> {
+    static DETECTED: OnceLock<Mutex<HashMap<String, N8nApiFlavour>>> = OnceLock::new();
+    DETECTED.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Origin and path: what tells two n8n instances apart, without any user info the URL
+/// might carry (the key is logged).
+fn flavour_key(base_url: &Url) -> String {
+    format!(
+        "{}{}",
+        base_url.origin().ascii_serialization(),
+        base_url.path().trim_end_matches('/')
+    )
+}
+
+fn remember_flavour(key: &str, flavour: N8nApiFlavour) {
+    let mut detected = detected_flavours()
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    if detected.insert(key.to_owned(), flavour) != Some(flavour) {
+        tracing::info!(
+            provider = "n8n",
+            base_url = key,
+            ?flavour,
+            "n8n server line detected"
+        );
+    }
+}
+
+/// n8n 1.x answers 405 to a POST on a route it does not have (`publish`, `unpublish`).
+fn is_method_not_allowed(error: &ProviderError) -> bool {
+    matches!(error, ProviderError::Permanent { status: 405, .. })
+}
+
+/// The 405 of a 1.x server to an operator who forced the 2.x verbs, with what to do.
+fn explain_forced_2x(error: ProviderError) -> ProviderError {
+    match error {
+        ProviderError::Permanent {
+            status: 405,
+            message,
+        } => ProviderError::Permanent {
+            status: 405,
+            message: format!(
+                "{message} (this n8n has no publish/unpublish, so it is a 1.x server: use the 1.x verbs or let the client detect them)"
+            ),
+        },
+        other => other,
     }
 }
 
@@ -147,15 +217,19 @@ struct WorkflowPage {
     next_cursor: Option<String>,
 }
 
-/// The optional body of activate/publish: empty, so the latest version is used. Sent as
-/// `{}` because n8n answers 415 to a POST that is not JSON.
+/// The optional body of 2.x `publish`: empty, so the latest version is used. Sent as `{}`
+/// because n8n answers 415 to a POST that is not JSON. 1.x `activate` defines no body at all,
+/// and a proxy validating against the 1.x spec refuses one, so it gets none.
 #[derive(Debug, Serialize)]
-struct ActivateBody {}
+struct PublishBody {}
 
 #[derive(Debug, Clone)]
 pub struct N8nClient {
     transport: Transport,
-    flavour: N8nApiFlavour,
+    /// The operator's override; `None` when detecting.
+    fixed: Option<N8nApiFlavour>,
+    /// This client's base URL as the detected-line registry knows it.
+    flavour_key: String,
 }
 
 impl N8nClient {
@@ -169,8 +243,28 @@ impl N8nClient {
         )?;
         Ok(N8nClient {
             transport,
-            flavour: config.flavour,
+            fixed: config.flavour,
+            flavour_key: flavour_key(&config.base_url),
         })
+    }
+
+    /// The verbs the next activate/deactivate will use: the override, else what was
+    /// detected for this base URL, else `None` (the 2.x verb is tried first).
+    pub fn flavour(&self) -> Option<N8nApiFlavour> {
+        self.fixed.or_else(|| self.remembered())
+    }
+
+    fn remembered(&self) -> Option<N8nApiFlavour> {
+        detected_flavours()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(&self.flavour_key)
+            .copied()
+    }
+
+    /// True when the 1.x verbs are known to be the ones: forced, or detected earlier.
+    fn uses_1x_verbs(&self) -> bool {
+        self.flavour() == Some(N8nApiFlavour::ActivateDeactivate)
     }
 
     pub fn budget(&self) -> &std::sync::Arc<crate::rate_budget::RateBudget> {
@@ -224,24 +318,64 @@ impl N8nClient {
         Ok(all)
     }
 
-    /// Turns the workflow on: `/activate` on 1.x, `/publish` on 2.x.
+    /// Turns the workflow on: `/activate` on 1.x, `/publish` on 2.x; when detecting, a 405
+    /// to `publish` switches this base URL to the 1.x verbs and activates.
     pub async fn activate(&self, id: &str) -> Result<Workflow, ProviderError> {
-        let (op, verb) = match self.flavour {
-            N8nApiFlavour::ActivateDeactivate => ("POST /workflows/{id}/activate", "activate"),
-            N8nApiFlavour::PublishUnpublish => ("POST /workflows/{id}/publish", "publish"),
-        };
-        let call = Call::new(Method::POST, op, vec!["workflows", id, verb])
-            .json(Provider::N8n, &ActivateBody {})?;
-        self.transport.execute(call).await?.json(Provider::N8n, op)
+        if self.uses_1x_verbs() {
+            self.post_verb(id, Verb::Activate).await
+        } else if self.fixed.is_some() {
+            self.post_verb(id, Verb::Publish)
+                .await
+                .map_err(explain_forced_2x)
+        } else {
+            self.detecting(id, Verb::Publish, Verb::Activate).await
+        }
     }
 
-    /// Turns the workflow off: `/deactivate` on 1.x, `/unpublish` on 2.x.
+    /// Turns the workflow off: `/deactivate` on 1.x, `/unpublish` on 2.x; when detecting, a
+    /// 405 to `unpublish` switches this base URL to the 1.x verbs and deactivates.
     pub async fn deactivate(&self, id: &str) -> Result<Workflow, ProviderError> {
-        let (op, verb) = match self.flavour {
-            N8nApiFlavour::ActivateDeactivate => ("POST /workflows/{id}/deactivate", "deactivate"),
-            N8nApiFlavour::PublishUnpublish => ("POST /workflows/{id}/unpublish", "unpublish"),
-        };
-        let call = Call::new(Method::POST, op, vec!["workflows", id, verb]);
+        if self.uses_1x_verbs() {
+            self.post_verb(id, Verb::Deactivate).await
+        } else if self.fixed.is_some() {
+            self.post_verb(id, Verb::Unpublish)
+                .await
+                .map_err(explain_forced_2x)
+        } else {
+            self.detecting(id, Verb::Unpublish, Verb::Deactivate).await
+        }
+    }
+
+    /// The 2.x verb, then the 1.x one if the server has no 2.x route; what the server
+    /// answered is remembered. Also taken when 2.x was remembered, so that a server replaced
+    /// by a 1.x one at the same URL is followed.
+    async fn detecting(
+        &self,
+        id: &str,
+        current: Verb,
+        legacy: Verb,
+    ) -> Result<Workflow, ProviderError> {
+        match self.post_verb(id, current).await {
+            Err(error) if is_method_not_allowed(&error) => {
+                remember_flavour(&self.flavour_key, N8nApiFlavour::ActivateDeactivate);
+                self.post_verb(id, legacy).await
+            }
+            Ok(workflow) => {
+                remember_flavour(&self.flavour_key, N8nApiFlavour::PublishUnpublish);
+                Ok(workflow)
+            }
+            // Says nothing sure about the line (a 404 may be the workflow's): probe again
+            // next time.
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn post_verb(&self, id: &str, verb: Verb) -> Result<Workflow, ProviderError> {
+        let op = verb.operation();
+        let mut call = Call::new(Method::POST, op, vec!["workflows", id, verb.segment()]);
+        if verb == Verb::Publish {
+            call = call.json(Provider::N8n, &PublishBody {})?;
+        }
         self.transport.execute(call).await?.json(Provider::N8n, op)
     }
 
@@ -251,6 +385,35 @@ impl N8nClient {
         const OP: &str = "DELETE /workflows/{id}";
         let call = Call::new(Method::DELETE, OP, vec!["workflows", id]);
         self.transport.execute(call).await.map(|_| ())
+    }
+}
+
+/// The four verbs of the two lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verb {
+    Activate,
+    Deactivate,
+    Publish,
+    Unpublish,
+}
+
+impl Verb {
+    fn segment(self) -> &'static str {
+        match self {
+            Verb::Activate => "activate",
+            Verb::Deactivate => "deactivate",
+            Verb::Publish => "publish",
+            Verb::Unpublish => "unpublish",
+        }
+    }
+
+    fn operation(self) -> &'static str {
+        match self {
+            Verb::Activate => "POST /workflows/{id}/activate",
+            Verb::Deactivate => "POST /workflows/{id}/deactivate",
+            Verb::Publish => "POST /workflows/{id}/publish",
+            Verb::Unpublish => "POST /workflows/{id}/unpublish",
+        }
     }
 }
 

@@ -167,14 +167,15 @@ impl Default for VercelSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct N8nSettings {
-    /// `v1` (n8n 1.x: activate/deactivate) or `v2` (n8n 2.x: publish/unpublish).
+    /// `auto` (detect the server's line: a 405 to publish means 1.x), or an override: `v1`
+    /// (n8n 1.x: activate/deactivate) or `v2` (n8n 2.x: publish/unpublish).
     pub api_version: String,
 }
 
 impl Default for N8nSettings {
     fn default() -> Self {
         Self {
-            api_version: "v2".into(),
+            api_version: "auto".into(),
         }
     }
 }
@@ -317,9 +318,9 @@ impl Settings {
                 ));
             }
         }
-        if !matches!(self.n8n.api_version.as_str(), "v1" | "v2") {
+        if !matches!(self.n8n.api_version.as_str(), "auto" | "v1" | "v2") {
             problems.push(format!(
-                "n8n.api_version: {:?} is not supported; use \"v1\" (n8n 1.x) or \"v2\" (n8n 2.x)",
+                "n8n.api_version: {:?} is not supported; use \"auto\" (detect the server's line), \"v1\" (n8n 1.x) or \"v2\" (n8n 2.x)",
                 self.n8n.api_version
             ));
         }

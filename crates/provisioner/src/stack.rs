@@ -102,17 +102,15 @@ impl Stack {
         vercel_config.budget = budget("vercel", vercel_config.budget);
         let vercel =
             VercelClient::new(vercel_config).map_err(|e| StackError::Client("vercel", e))?;
-        let flavour = if config.settings.n8n.api_version == "v1" {
-            N8nApiFlavour::ActivateDeactivate
-        } else {
-            N8nApiFlavour::PublishUnpublish
-        };
         // The public API lives under `/api/v1` of the instance (N8N_PUBLIC_API_ENDPOINT default).
-        let mut n8n_config = N8nConfig::new(
-            url("N8N_HOST", &format!("{}/api/v1", env.n8n_base_url))?,
-            env.n8n_api_key.clone(),
-            flavour,
-        );
+        let n8n_url = url("N8N_HOST", &format!("{}/api/v1", env.n8n_base_url))?;
+        let n8n_key = env.n8n_api_key.clone();
+        // Validated settings hold "auto", "v1" or "v2"; "auto" lets the client detect the line.
+        let mut n8n_config = match config.settings.n8n.api_version.as_str() {
+            "v1" => N8nConfig::new(n8n_url, n8n_key, N8nApiFlavour::ActivateDeactivate),
+            "v2" => N8nConfig::new(n8n_url, n8n_key, N8nApiFlavour::PublishUnpublish),
+            _ => N8nConfig::detecting(n8n_url, n8n_key),
+        };
         n8n_config.budget = budget("n8n", n8n_config.budget);
         let n8n = N8nClient::new(n8n_config).map_err(|e| StackError::Client("n8n", e))?;
         let http = reqwest::Client::builder()

@@ -12,6 +12,15 @@ const BUILT_IN_N8N_WORKFLOW: &str = include_str!("../../../templates/n8n-workflo
 /// The placeholders an n8n workflow template may use.
 pub const N8N_PLACEHOLDERS: &[&str] = &["slug", "clientName", "webhookId", "webhookPath"];
 
+/// The only value a webhook node's `parameters.path` may have: the step finds a client's
+/// workflow by this path, so any other path would make a new workflow on every attempt and
+/// leave one behind on undo.
+const WEBHOOK_PATH_PLACEHOLDER: &str = "{{webhookPath}}";
+/// The only value a webhook node's `webhookId` may have: n8n registers production webhooks
+/// only for nodes with one, and each client's must be its own.
+const WEBHOOK_ID_PLACEHOLDER: &str = "{{webhookId}}";
+const WEBHOOK_NODE_TYPE: &str = "n8n-nodes-base.webhook";
+
 #[derive(Debug, thiserror::Error)]
 pub enum TemplateError {
     #[error("{path}: cannot be read ({source}); fix templates.{key} in provisioner.toml")]
@@ -25,13 +34,25 @@ pub enum TemplateError {
     )]
     NotJson(serde_json::Error),
     #[error(
-        "n8n workflow template uses {{{{{0}}}}}, which is not a placeholder; use one of {{{{slug}}}}, {{{{clientName}}}}, {{{{webhookId}}}}, {{{{webhookPath}}}}"
+        "n8n workflow template uses {{{{{0}}}}}, which is not a placeholder; use one of {{{{slug}}}}, {{{{clientName}}}}, {{{{webhookId}}}}, {{{{webhookPath}}}} (n8n expressions such as {{{{ $json.body }}}} are left as they are)"
     )]
     UnknownPlaceholder(String),
+    #[error(
+        "n8n workflow template has a placeholder inside the n8n expression {0:?}; placeholders go outside {{{{ }}}} expressions (use {{{{ $json... }}}} inside them)"
+    )]
+    PlaceholderInExpression(String),
     #[error(
         "n8n workflow template has no webhook node (type n8n-nodes-base.webhook); the client's workflow needs one"
     )]
     NoWebhookNode,
+    #[error(
+        "n8n workflow template: webhook node {node:?} has parameters.path {found}; it must be exactly \"{{{{webhookPath}}}}\" (the client's workflow is found by its webhook path: any other path creates a new workflow on every attempt and leaves one behind on undo)"
+    )]
+    WebhookPath { node: String, found: String },
+    #[error(
+        "n8n workflow template: webhook node {node:?} has webhookId {found}; it must be exactly \"{{{{webhookId}}}}\" (n8n registers a production webhook only for a node with a webhookId, and each client needs its own)"
+    )]
+    WebhookId { node: String, found: String },
 }
 
 /// The schema to apply, with its version: the SHA-256 of its text.
@@ -84,20 +105,16 @@ impl Templates {
     fn from_texts(schema: String, workflow: &str) -> Result<Self, TemplateError> {
         let n8n_workflow: Value = serde_json::from_str(workflow).map_err(TemplateError::NotJson)?;
         check_placeholders(&n8n_workflow)?;
-        let has_webhook = n8n_workflow["nodes"]
-            .as_array()
-            .is_some_and(|nodes| nodes.iter().any(|n| n["type"] == "n8n-nodes-base.webhook"));
-        if !has_webhook {
-            return Err(TemplateError::NoWebhookNode);
-        }
+        check_webhook_nodes(&n8n_workflow)?;
         Ok(Self {
             schema: SchemaTemplate::new(schema),
             n8n_workflow,
         })
     }
 
-    /// The workflow for one client. Substitution happens inside JSON strings, so a client
-    /// name with quotes cannot change the document's structure.
+    /// The workflow for one client. Only the known placeholders are replaced, inside JSON
+    /// strings, so a value cannot change the document's structure. In node parameters, which
+    /// n8n evaluates, a value cannot become an n8n expression either (see [`render_parameter`]).
     pub fn n8n_workflow(&self, vars: &N8nVars<'_>) -> Value {
         let mut doc = self.n8n_workflow.clone();
         substitute(&mut doc, vars);
@@ -122,33 +139,222 @@ fn each_string(value: &mut Value, f: &mut dyn FnMut(&mut String)) {
     }
 }
 
-fn check_placeholders(doc: &Value) -> Result<(), TemplateError> {
-    let mut unknown = None;
-    each_string(&mut doc.clone(), &mut |s| {
-        let mut rest = s.as_str();
-        while let Some(start) = rest.find("{{") {
-            let after = &rest[start + 2..];
-            let Some(end) = after.find("}}") else { break };
-            let name = after[..end].trim();
-            if !N8N_PLACEHOLDERS.contains(&name) && unknown.is_none() {
-                unknown = Some(name.to_owned());
+/// A template string cut at its `{{ … }}` spans.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece<'a> {
+    Text(&'a str),
+    /// One of [`N8N_PLACEHOLDERS`].
+    Placeholder(&'static str),
+    /// `{{name}}` with a bare name that is not a placeholder (a typo); refused at load.
+    Unknown(&'a str),
+    /// Any other `{{ … }}`: an n8n expression, kept verbatim.
+    Expression(&'a str),
+}
+
+/// A bare name (`clientName`), as opposed to code (`$json.body`, `1 + 2`).
+fn is_bare_name(text: &str) -> bool {
+    let mut chars = text.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+fn pieces(text: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let Some(len) = rest[start + 2..].find("}}") else {
+            break;
+        };
+        if start > 0 {
+            out.push(Piece::Text(&rest[..start]));
+        }
+        let span = &rest[start..start + 2 + len + 2];
+        let inner = span[2..span.len() - 2].trim();
+        out.push(if is_bare_name(inner) {
+            match N8N_PLACEHOLDERS.iter().find(|known| **known == inner) {
+                Some(known) => Piece::Placeholder(known),
+                None => Piece::Unknown(inner),
             }
-            rest = &after[end + 2..];
+        } else {
+            Piece::Expression(span)
+        });
+        rest = &rest[start + span.len()..];
+    }
+    if !rest.is_empty() {
+        out.push(Piece::Text(rest));
+    }
+    out
+}
+
+fn check_placeholders(doc: &Value) -> Result<(), TemplateError> {
+    let mut problem = None;
+    each_string(&mut doc.clone(), &mut |s| {
+        for piece in pieces(s) {
+            if problem.is_some() {
+                return;
+            }
+            match piece {
+                Piece::Unknown(name) => {
+                    problem = Some(TemplateError::UnknownPlaceholder(name.to_owned()));
+                }
+                // `{{ "a" + "{{slug}}" }}` would be cut at the inner `}}`.
+                Piece::Expression(span) if span[2..].contains("{{") => {
+                    problem = Some(TemplateError::PlaceholderInExpression(span.to_owned()));
+                }
+                _ => {}
+            }
         }
     });
-    unknown.map_or(Ok(()), |name| Err(TemplateError::UnknownPlaceholder(name)))
+    problem.map_or(Ok(()), Err)
+}
+
+fn check_webhook_nodes(doc: &Value) -> Result<(), TemplateError> {
+    let webhooks: Vec<&Value> = doc["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter(|n| n["type"] == WEBHOOK_NODE_TYPE)
+                .collect()
+        })
+        .unwrap_or_default();
+    if webhooks.is_empty() {
+        return Err(TemplateError::NoWebhookNode);
+    }
+    for node in webhooks {
+        let name = node["name"].as_str().unwrap_or("(unnamed)").to_owned();
+        let path = &node["parameters"]["path"];
+        if path.as_str() != Some(WEBHOOK_PATH_PLACEHOLDER) {
+            return Err(TemplateError::WebhookPath {
+                node: name,
+                found: describe(path),
+            });
+        }
+        let webhook_id = &node["webhookId"];
+        if webhook_id.as_str() != Some(WEBHOOK_ID_PLACEHOLDER) {
+            return Err(TemplateError::WebhookId {
+                node: name,
+                found: describe(webhook_id),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn describe(value: &Value) -> String {
+    match value {
+        Value::Null => "none".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn value_of<'v>(name: &str, vars: &N8nVars<'v>) -> &'v str {
+    match name {
+        "slug" => vars.slug,
+        "clientName" => vars.client_name,
+        "webhookId" => vars.webhook_id,
+        _ => vars.webhook_path,
+    }
+}
+
+/// The pieces with placeholders replaced as they are; everything else verbatim.
+fn render_plain(text: &str, vars: &N8nVars<'_>) -> String {
+    pieces(text)
+        .into_iter()
+        .map(|piece| match piece {
+            Piece::Placeholder(name) => value_of(name, vars),
+            Piece::Text(text) | Piece::Unknown(text) | Piece::Expression(text) => text,
+        })
+        .collect()
+}
+
+/// An n8n expression whose value is `text`, whatever it holds: a JavaScript string literal
+/// (JSON's escaping is valid JavaScript) with its braces written as escapes, so that no `{{`
+/// or `}}` of the value can open or close an expression span.
+fn literal_expression(text: &str) -> String {
+    // Serialising a &str to JSON cannot fail.
+    let quoted = serde_json::to_string(text).unwrap_or_default();
+    let escaped = quoted.replace('{', "\\u007b").replace('}', "\\u007d");
+    format!("{{{{ {escaped} }}}}")
+}
+
+/// A node parameter for one client. n8n evaluates a parameter that starts with `=` as an
+/// expression (`{{ … }}` spans inside it are code), so a value must not bring in `=` at the
+/// start nor braces into an expression:
+/// - in an expression (`=…`), a value with a brace or backslash goes in as a string
+///   literal expression; the template's own spans are kept verbatim;
+/// - a parameter holding a JSON document (a response body) gets the values inside its
+///   strings, JSON-escaped, so it stays valid JSON;
+/// - any other parameter is literal text, unless the value would make it start with `=`:
+///   then the whole text goes in as one string literal expression.
+fn render_parameter(text: &str, vars: &N8nVars<'_>) -> String {
+    let has_placeholder = |text: &str| {
+        pieces(text)
+            .iter()
+            .any(|piece| matches!(piece, Piece::Placeholder(_)))
+    };
+    if !has_placeholder(text) {
+        return text.to_owned();
+    }
+    if let Some(expression) = text.strip_prefix('=') {
+        let body: String = pieces(expression)
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Placeholder(name) => {
+                    let value = value_of(name, vars);
+                    if value.contains(['{', '}', '\\']) {
+                        literal_expression(value)
+                    } else {
+                        value.to_owned()
+                    }
+                }
+                Piece::Text(text) | Piece::Unknown(text) | Piece::Expression(text) => {
+                    text.to_owned()
+                }
+            })
+            .collect();
+        return format!("={body}");
+    }
+    if let Ok(mut document @ (Value::Object(_) | Value::Array(_))) =
+        serde_json::from_str::<Value>(text)
+    {
+        each_string(&mut document, &mut |s| *s = render_plain(s, vars));
+        return document.to_string();
+    }
+    let rendered = render_plain(text, vars);
+    if rendered.starts_with('=') {
+        format!("={}", literal_expression(&rendered))
+    } else {
+        rendered
+    }
 }
 
 fn substitute(doc: &mut Value, vars: &N8nVars<'_>) {
-    each_string(doc, &mut |s| {
-        if s.contains("{{") {
-            *s = s
-                .replace("{{slug}}", vars.slug)
-                .replace("{{clientName}}", vars.client_name)
-                .replace("{{webhookId}}", vars.webhook_id)
-                .replace("{{webhookPath}}", vars.webhook_path);
+    let Value::Object(workflow) = doc else {
+        return;
+    };
+    for (key, value) in workflow.iter_mut() {
+        if key != "nodes" {
+            each_string(value, &mut |s| *s = render_plain(s, vars));
+            continue;
         }
-    });
+        let Value::Array(nodes) = value else {
+            each_string(value, &mut |s| *s = render_plain(s, vars));
+            continue;
+        };
+        for node in nodes {
+            let Value::Object(node) = node else { continue };
+            for (field, value) in node.iter_mut() {
+                if field == "parameters" {
+                    each_string(value, &mut |s| *s = render_parameter(s, vars));
+                } else {
+                    each_string(value, &mut |s| *s = render_plain(s, vars));
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -189,6 +395,156 @@ mod tests {
         assert!(err.to_string().contains("{{clientname}}"), "{err}");
         let err = Templates::from_texts(String::new(), r#"{"name":"x","nodes":[]}"#).unwrap_err();
         assert!(matches!(err, TemplateError::NoWebhookNode));
+    }
+
+    /// A template with the built-in template's shape; `webhook` and `respond_body` vary.
+    fn template(path: &str, webhook_id: &str, respond_body: &str) -> String {
+        serde_json::json!({
+            "name": "Client {{slug}} - {{clientName}}",
+            "nodes": [
+                {
+                    "name": "Incoming",
+                    "type": "n8n-nodes-base.webhook",
+                    "typeVersion": 2,
+                    "position": [0, 0],
+                    "webhookId": webhook_id,
+                    "parameters": { "httpMethod": "POST", "path": path, "responseMode": "responseNode" }
+                },
+                {
+                    "name": "Respond",
+                    "type": "n8n-nodes-base.respondToWebhook",
+                    "typeVersion": 1.1,
+                    "position": [240, 0],
+                    "parameters": {
+                        "respondWith": "json",
+                        "responseBody": respond_body,
+                        "notice": "={{ $json.body.note }} for {{clientName}}",
+                        "label": "{{clientName}}"
+                    }
+                }
+            ],
+            "connections": {},
+            "settings": {}
+        })
+        .to_string()
+    }
+
+    #[test]
+    fn a_webhook_path_other_than_the_placeholder_is_refused_naming_the_node() {
+        for path in [
+            "client-acme/content",
+            "client-{{slug}}/content",
+            "{{ webhookPath }}",
+        ] {
+            let err = Templates::from_texts(String::new(), &template(path, "{{webhookId}}", "{}"))
+                .unwrap_err();
+            assert!(matches!(err, TemplateError::WebhookPath { .. }), "{err:?}");
+            let text = err.to_string();
+            assert!(text.contains("\"Incoming\""), "{text}");
+            assert!(
+                text.contains("must be exactly \"{{webhookPath}}\""),
+                "{text}"
+            );
+            assert!(text.contains("found by its webhook path"), "{text}");
+        }
+        let err = Templates::from_texts(
+            String::new(),
+            &template(
+                "{{webhookPath}}",
+                "3f1c1d7e-0000-4000-8000-000000000001",
+                "{}",
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("webhook node \"Incoming\" has webhookId \"3f1c1d7e"),
+            "{err}"
+        );
+        assert!(
+            Templates::from_texts(
+                String::new(),
+                &template("{{webhookPath}}", "{{webhookId}}", "{}")
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn n8n_expressions_are_left_as_they_are() {
+        let body = r#"={{ { "ok": true, "received": $json.body, "at": $now.toISO() } }}"#;
+        let templates = Templates::from_texts(
+            String::new(),
+            &template("{{webhookPath}}", "{{webhookId}}", body),
+        )
+        .unwrap();
+        let doc = templates.n8n_workflow(&vars());
+        let respond = &doc["nodes"][1]["parameters"];
+        assert_eq!(respond["responseBody"], body);
+        assert_eq!(
+            respond["notice"],
+            "={{ $json.body.note }} for Acme \"Quotes\" & Co"
+        );
+    }
+
+    #[test]
+    fn a_placeholder_inside_an_n8n_expression_is_refused() {
+        let err = Templates::from_texts(
+            String::new(),
+            &template(
+                "{{webhookPath}}",
+                "{{webhookId}}",
+                r#"={{ $json.body.client === "{{slug}}" }}"#,
+            ),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TemplateError::PlaceholderInExpression(_)),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn a_client_name_cannot_become_an_n8n_expression_nor_break_json() {
+        let templates = Templates::from_texts(
+            String::new(),
+            &template(
+                "{{webhookPath}}",
+                "{{webhookId}}",
+                r#"{"ok": true, "client": "{{clientName}}"}"#,
+            ),
+        )
+        .unwrap();
+        let hostile = r#"={{ $env.N8N_API_KEY }} "quoted" \back\slash }}{{"#;
+        let doc = templates.n8n_workflow(&N8nVars {
+            client_name: hostile,
+            ..vars()
+        });
+        // Not evaluated by n8n: the workflow's name is the text as given.
+        assert_eq!(doc["name"], format!("Client acme - {hostile}"));
+        let respond = &doc["nodes"][1]["parameters"];
+        // A JSON body stays JSON and carries the name as one string.
+        let body: Value = serde_json::from_str(respond["responseBody"].as_str().unwrap())
+            .expect("the response body stays valid JSON");
+        assert_eq!(body, serde_json::json!({ "ok": true, "client": hostile }));
+        // In an expression, the name is one string literal, braces escaped: the only `{{`
+        // spans are the template's own and the literal.
+        let notice = respond["notice"].as_str().unwrap();
+        let literal = r#"{{ "=\u007b\u007b $env.N8N_API_KEY \u007d\u007d \"quoted\" \\back\\slash \u007d\u007d\u007b\u007b" }}"#;
+        assert_eq!(notice, format!("={{{{ $json.body.note }}}} for {literal}"));
+        // A literal parameter the name would turn into an expression becomes one that
+        // evaluates to the literal text.
+        assert_eq!(respond["label"], format!("={literal}"));
+        // Harmless names go in as they are.
+        let doc = templates.n8n_workflow(&vars());
+        assert_eq!(
+            doc["nodes"][1]["parameters"]["notice"],
+            "={{ $json.body.note }} for Acme \"Quotes\" & Co"
+        );
+        assert_eq!(
+            doc["nodes"][1]["parameters"]["label"],
+            "Acme \"Quotes\" & Co"
+        );
     }
 
     #[test]

@@ -83,13 +83,15 @@ pub enum ContractError {
     },
 }
 
-/// The four providers' compiled contracts.
+/// The four providers' compiled contracts, and the previous n8n line's.
 #[derive(Debug)]
 pub struct Contracts {
     supabase: Spec,
     github: Spec,
     vercel: Spec,
     n8n: Spec,
+    /// n8n 1.x (1.123.81, the line's last spec): what a 1.x server's exchanges are held to.
+    n8n_1x: Spec,
 }
 
 /// A status a real service is known to answer for an operation although its spec does not
@@ -159,6 +161,7 @@ const SUPABASE_SPEC: &str = include_str!("../specs/supabase-management-subset.js
 const GITHUB_SPEC: &str = include_str!("../specs/github-rest-subset.json");
 const VERCEL_SPEC: &str = include_str!("../specs/vercel-rest-subset.json");
 const N8N_SPEC: &str = include_str!("../specs/n8n-public-api-v1-subset.n8n-2.41.3.json");
+const N8N_1X_SPEC: &str = include_str!("../specs/n8n-public-api-v1-subset.n8n-1.123.81.json");
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -173,6 +176,7 @@ impl Contracts {
             github: Spec::parse(Provider::Github, GITHUB_SPEC)?,
             vercel: Spec::parse(Provider::Vercel, VERCEL_SPEC)?,
             n8n: Spec::parse(Provider::N8n, N8N_SPEC)?,
+            n8n_1x: Spec::parse(Provider::N8n, N8N_1X_SPEC)?,
         })
     }
 
@@ -192,31 +196,25 @@ impl Contracts {
     /// [`Direction::Response`] ones. A schema that cannot be compiled is reported as a
     /// violation ("cannot check: …"), never as a pass.
     pub fn check(&self, exchange: &Exchange) -> Vec<Violation> {
-        let spec = self.spec(exchange.provider);
-        let violation = |direction: Direction, message: String| Violation {
-            provider: exchange.provider,
-            method: exchange.method.clone(),
-            path: exchange.path.clone(),
-            status: exchange.status,
-            direction,
-            message,
-        };
-        let method = exchange.method.to_ascii_lowercase();
-        let path = exchange.path.split('?').next().unwrap_or_default();
-        let operation = match spec.find(&method, path) {
-            Ok(operation) => operation,
-            Err(reason) => return vec![violation(Direction::Request, reason)],
-        };
-        let mut violations = Vec::new();
-        for message in spec.check_request(operation, exchange.request_body.as_ref()) {
-            violations.push(violation(Direction::Request, message));
+        check_against(self.spec(exchange.provider), exchange)
+    }
+
+    /// As [`check`](Self::check), holding an n8n exchange to the 1.x spec (a simulator in
+    /// 1.x mode, a real 1.x server). Exchanges of other providers are checked as usual.
+    pub fn check_n8n_1x(&self, exchange: &Exchange) -> Vec<Violation> {
+        match exchange.provider {
+            Provider::N8n => check_against(&self.n8n_1x, exchange),
+            _ => self.check(exchange),
         }
-        for message in
-            spec.check_response(operation, exchange.status, exchange.response_body.as_ref())
-        {
-            violations.push(violation(Direction::Response, message));
-        }
-        violations
+    }
+
+    /// As [`template`](Self::template), in the n8n 1.x spec (its templates say `{id}`).
+    pub fn template_n8n_1x(&self, method: &str, path: &str) -> Option<&str> {
+        let path = path.split('?').next().unwrap_or_default();
+        self.n8n_1x
+            .find(&method.to_ascii_lowercase(), path)
+            .ok()
+            .map(|operation| operation.template.as_str())
     }
 
     /// The spec's path template an exchange is routed to, e.g. `/v1/projects/{ref}` for
@@ -624,6 +622,33 @@ impl Spec {
                 .collect(),
         )
     }
+}
+
+/// Every way `exchange` breaks `spec` (see [`Contracts::check`]).
+fn check_against(spec: &Spec, exchange: &Exchange) -> Vec<Violation> {
+    let violation = |direction: Direction, message: String| Violation {
+        provider: exchange.provider,
+        method: exchange.method.clone(),
+        path: exchange.path.clone(),
+        status: exchange.status,
+        direction,
+        message,
+    };
+    let method = exchange.method.to_ascii_lowercase();
+    let path = exchange.path.split('?').next().unwrap_or_default();
+    let operation = match spec.find(&method, path) {
+        Ok(operation) => operation,
+        Err(reason) => return vec![violation(Direction::Request, reason)],
+    };
+    let mut violations = Vec::new();
+    for message in spec.check_request(operation, exchange.request_body.as_ref()) {
+        violations.push(violation(Direction::Request, message));
+    }
+    for message in spec.check_response(operation, exchange.status, exchange.response_body.as_ref())
+    {
+        violations.push(violation(Direction::Response, message));
+    }
+    violations
 }
 
 /// The response entry for a status: exact code, then range (`4XX`), then `default`.

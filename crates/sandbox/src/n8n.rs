@@ -191,6 +191,13 @@ fn not_found() -> Response {
     error(StatusCode::NOT_FOUND, "Not Found")
 }
 
+/// 1.x's answer to `publish`/`unpublish`, whatever the workflow id: its request validator
+/// matches the path to `GET /workflows/{id}/{versionId}` and refuses the method (observed on
+/// 1.123.50).
+fn no_such_verb_on_1x() -> Response {
+    error(StatusCode::METHOD_NOT_ALLOWED, "POST method not allowed")
+}
+
 pub(crate) fn router(shared: Arc<Shared>) -> Router {
     let tap = Tap {
         shared: shared.clone(),
@@ -312,17 +319,80 @@ fn webhook_keys(workflow: &Workflow) -> Vec<(String, String)> {
 /// The personal project every workflow of the sandbox belongs to.
 const PROJECT_ID: &str = "sandboxPersonal01";
 
-/// Which operation answers: 2.x returns a slightly different workflow object from each.
+/// Which operation answers: each returns a slightly different workflow object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Shape {
-    /// `POST /workflows`: everything, including `parentFolder`.
+    /// `POST /workflows`: everything, including `parentFolder` (2.x).
     Created,
-    /// get, delete, deactivate/unpublish.
-    Plain,
+    /// get (2.x: as deactivate and delete).
+    Fetched,
+    /// deactivate/unpublish.
+    Deactivated,
+    /// delete.
+    Deleted,
     /// activate/publish: no `shared`.
     Published,
     /// an item of the list: no `sourceWorkflowId`, sharing without the project object.
     Listed,
+}
+
+/// The top-level keys of each 1.x answer (observed on 1.123.50; `get` with
+/// `excludePinnedData=true`, as the client asks). Every answer has the keys of [`V1_ALWAYS`].
+fn v1_keys(shape: Shape) -> &'static [&'static str] {
+    match shape {
+        Shape::Created => &["description", "pinData", "versionCounter"],
+        Shape::Fetched => &[
+            "activeVersion",
+            "description",
+            "shared",
+            "tags",
+            "versionCounter",
+        ],
+        Shape::Listed => &["activeVersion", "pinData", "shared", "tags"],
+        Shape::Published => &["activeVersion", "description", "pinData", "versionCounter"],
+        Shape::Deactivated => &[
+            "activeVersion",
+            "description",
+            "pinData",
+            "shared",
+            "versionCounter",
+        ],
+        Shape::Deleted => &["description", "pinData", "shared", "versionCounter"],
+    }
+}
+
+const V1_ALWAYS: [&str; 14] = [
+    "active",
+    "activeVersionId",
+    "connections",
+    "createdAt",
+    "id",
+    "isArchived",
+    "meta",
+    "name",
+    "nodes",
+    "settings",
+    "staticData",
+    "triggerCount",
+    "updatedAt",
+    "versionId",
+];
+
+/// A 1.x `activeVersion` has no node groups, autosave flag nor publish history.
+const V1_ACTIVE_VERSION_ABSENT: [&str; 3] = ["nodeGroups", "autosaved", "workflowPublishHistory"];
+
+fn workflow_json_for(workflow: &Workflow, shape: Shape, version: N8nVersion) -> Value {
+    let mut body = workflow_json(workflow, shape);
+    if version == N8nVersion::V1
+        && let Some(object) = body.as_object_mut()
+    {
+        let extra = v1_keys(shape);
+        object.retain(|key, _| V1_ALWAYS.contains(&key.as_str()) || extra.contains(&key.as_str()));
+        if let Some(Value::Object(active_version)) = object.get_mut("activeVersion") {
+            active_version.retain(|key, _| !V1_ACTIVE_VERSION_ABSENT.contains(&key.as_str()));
+        }
+    }
+    body
 }
 
 fn workflow_json(workflow: &Workflow, shape: Shape) -> Value {
@@ -403,7 +473,7 @@ fn workflow_json(workflow: &Workflow, shape: Shape) -> Value {
                     }
                 }
             }
-            Shape::Created | Shape::Plain => {}
+            Shape::Created | Shape::Fetched | Shape::Deactivated | Shape::Deleted => {}
         }
     }
     body
@@ -513,7 +583,7 @@ async fn create_workflow(
         created_at: stamp.clone(),
         updated_at: stamp,
     };
-    let response = workflow_json(&workflow, Shape::Created);
+    let response = workflow_json_for(&workflow, Shape::Created, shared.config.n8n_version);
     shared.world().n8n.workflows.push(workflow);
     json(StatusCode::OK, &response)
 }
@@ -593,7 +663,7 @@ async fn list_workflows(
         .iter()
         .skip(offset)
         .take(limit)
-        .map(|workflow| workflow_json(workflow, Shape::Listed))
+        .map(|workflow| workflow_json_for(workflow, Shape::Listed, shared.config.n8n_version))
         .collect();
     let next_offset = offset + limit;
     let next_cursor = if next_offset < matching.len() {
@@ -619,7 +689,10 @@ async fn get_workflow(
         .iter()
         .find(|workflow| workflow.id == id)
     {
-        Some(workflow) => json(StatusCode::OK, &workflow_json(workflow, Shape::Plain)),
+        Some(workflow) => json(
+            StatusCode::OK,
+            &workflow_json_for(workflow, Shape::Fetched, shared.config.n8n_version),
+        ),
         None => not_found(),
     }
 }
@@ -634,7 +707,10 @@ async fn delete_workflow(
     };
     let workflow = world.n8n.workflows.remove(position);
     world.n8n.unregister(&id);
-    json(StatusCode::OK, &workflow_json(&workflow, Shape::Plain))
+    json(
+        StatusCode::OK,
+        &workflow_json_for(&workflow, Shape::Deleted, shared.config.n8n_version),
+    )
 }
 
 async fn activate(
@@ -653,7 +729,7 @@ async fn publish(
     body: Bytes,
 ) -> Response {
     if shared.config.n8n_version == N8nVersion::V1 {
-        return not_found();
+        return no_such_verb_on_1x();
     }
     turn_on(&shared, &id, &headers, &body)
 }
@@ -664,7 +740,7 @@ async fn deactivate(AxumState(shared): AxumState<Arc<Shared>>, Path(id): Path<St
 
 async fn unpublish(AxumState(shared): AxumState<Arc<Shared>>, Path(id): Path<String>) -> Response {
     if shared.config.n8n_version == N8nVersion::V1 {
-        return not_found();
+        return no_such_verb_on_1x();
     }
     turn_off(&shared, &id)
 }
@@ -684,6 +760,12 @@ fn turn_on(shared: &Shared, id: &str, headers: &HeaderMap, body: &Bytes) -> Resp
         }
     };
     let version = shared.config.n8n_version;
+    // 1.x's activate defines no body and ignores one (observed: `{"versionId":"nope"}`
+    // activates the current version).
+    let options = match version {
+        N8nVersion::V1 => Map::new(),
+        N8nVersion::V2 => options,
+    };
     let mut world = shared.world();
     let Some(position) = world.n8n.position(id) else {
         return not_found();
@@ -739,7 +821,10 @@ fn turn_on(shared: &Shared, id: &str, headers: &HeaderMap, body: &Bytes) -> Resp
             .map(str::to_owned),
         created_at: stamp,
     });
-    json(StatusCode::OK, &workflow_json(workflow, Shape::Published))
+    json(
+        StatusCode::OK,
+        &workflow_json_for(workflow, Shape::Published, version),
+    )
 }
 
 fn turn_off(shared: &Shared, id: &str) -> Response {
@@ -752,7 +837,10 @@ fn turn_off(shared: &Shared, id: &str) -> Response {
     workflow.active = false;
     workflow.active_version = None;
     workflow.updated_at = now();
-    json(StatusCode::OK, &workflow_json(workflow, Shape::Plain))
+    json(
+        StatusCode::OK,
+        &workflow_json_for(workflow, Shape::Deactivated, shared.config.n8n_version),
+    )
 }
 
 fn parameter<'a>(node: &'a Value, name: &str) -> Option<&'a Value> {

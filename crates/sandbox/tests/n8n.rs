@@ -231,8 +231,12 @@ async fn version_1_activates_and_lets_a_later_workflow_take_a_path_over() {
     .unwrap();
     assert_eq!(
         publish.status(),
-        StatusCode::NOT_FOUND,
+        StatusCode::METHOD_NOT_ALLOWED,
         "1.x has no publish"
+    );
+    assert_eq!(
+        publish.json::<Value>().await.unwrap(),
+        json!({ "message": "POST method not allowed" })
     );
 
     // Without webhookId the URL carries the workflow id and the node name.
@@ -404,5 +408,322 @@ async fn list_pages_with_next_cursor_past_one_page() {
     assert_eq!(names.len(), 260);
     assert_eq!(sandbox.inventory().await.n8n_workflows.len(), 260);
     support::assert_contracts(&sandbox);
+    sandbox.shutdown().await;
+}
+
+/// Every n8n exchange of a 1.x-mode sandbox keeps the 1.x spec both ways, except the answers
+/// 1.x gives to the 2.x verbs (which it does not have), checked here to be its 405.
+fn assert_contracts_1x(sandbox: &Sandbox) {
+    let contracts = sandbox::contract::Contracts::shared().expect("the specs load");
+    let exchanges = sandbox.exchanges();
+    assert!(!exchanges.is_empty(), "no exchanges were recorded");
+    let mut violations = Vec::new();
+    for exchange in &exchanges {
+        if exchange.path.ends_with("/publish") || exchange.path.ends_with("/unpublish") {
+            assert_eq!(exchange.status, 405, "{exchange:?}");
+            assert_eq!(
+                exchange.response_body,
+                Some(json!({ "message": "POST method not allowed" }))
+            );
+            continue;
+        }
+        violations.extend(
+            contracts
+                .check_n8n_1x(exchange)
+                .into_iter()
+                .map(|v| v.to_string()),
+        );
+    }
+    assert!(
+        violations.is_empty(),
+        "1.x exchanges break the 1.x spec:\n{}",
+        violations.join("\n")
+    );
+}
+
+fn sorted_keys(body: &Value) -> Vec<String> {
+    let mut keys: Vec<String> = body.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    keys
+}
+
+/// The key sets, statuses and messages below were read off a real n8n 1.123.50 running the
+/// same sequence.
+#[tokio::test]
+async fn version_1_answers_the_2x_verbs_with_405_and_shapes_workflows_as_1x_does() {
+    let sandbox =
+        support::start_without_databases(|config| config.n8n_version = N8nVersion::V1).await;
+    let post = |path: String| api(&sandbox, reqwest::Method::POST, &path);
+    let created = create(
+        &sandbox,
+        &workflow(
+            "probe",
+            "probe/content",
+            Some("6b1f3c52-6a1e-4d8c-9c55-4f1f3f2a9e99"),
+        ),
+    )
+    .await;
+    assert_eq!(created.status(), StatusCode::OK);
+    let created: Value = created.json().await.unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let always = [
+        "active",
+        "activeVersionId",
+        "connections",
+        "createdAt",
+        "id",
+        "isArchived",
+        "meta",
+        "name",
+        "nodes",
+        "settings",
+        "staticData",
+        "triggerCount",
+        "updatedAt",
+        "versionId",
+    ];
+    let keys = |extra: &[&str]| {
+        let mut keys: Vec<String> = always.iter().chain(extra).map(|k| k.to_string()).collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(
+        sorted_keys(&created),
+        keys(&["description", "pinData", "versionCounter"])
+    );
+
+    // The 2.x verbs, with and without a body, on a real id and on none: always 405.
+    for path in [
+        format!("/workflows/{id}/publish"),
+        "/workflows/nonexistent123/publish".to_owned(),
+        format!("/workflows/{id}/unpublish"),
+    ] {
+        for with_body in [true, false] {
+            let request = post(path.clone());
+            let request = if with_body {
+                request.json(&json!({}))
+            } else {
+                request
+            };
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), StatusCode::METHOD_NOT_ALLOWED, "{path}");
+            assert_eq!(
+                answer.json::<Value>().await.unwrap(),
+                json!({ "message": "POST method not allowed" })
+            );
+        }
+    }
+    assert_eq!(
+        post_webhook(&sandbox, "probe/content").await.status(),
+        StatusCode::NOT_FOUND,
+        "the 405s activated nothing"
+    );
+
+    let fetched: Value = api(
+        &sandbox,
+        reqwest::Method::GET,
+        &format!("/workflows/{id}?excludePinnedData=true"),
+    )
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(
+        sorted_keys(&fetched),
+        keys(&[
+            "activeVersion",
+            "description",
+            "shared",
+            "tags",
+            "versionCounter"
+        ])
+    );
+    let listed: Value = api(&sandbox, reqwest::Method::GET, "/workflows?limit=250")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        sorted_keys(&listed["data"][0]),
+        keys(&["activeVersion", "pinData", "shared", "tags"])
+    );
+
+    // Activate without a body, as the 1.x spec defines it.
+    let activated = post(format!("/workflows/{id}/activate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(activated.status(), StatusCode::OK);
+    let activated: Value = activated.json().await.unwrap();
+    assert_eq!(activated["active"], true);
+    assert_eq!(
+        sorted_keys(&activated),
+        keys(&["activeVersion", "description", "pinData", "versionCounter"])
+    );
+    let mut version_keys = sorted_keys(&activated["activeVersion"]);
+    version_keys.dedup();
+    assert_eq!(
+        version_keys,
+        [
+            "authors",
+            "connections",
+            "createdAt",
+            "description",
+            "name",
+            "nodes",
+            "updatedAt",
+            "versionId",
+            "workflowId"
+        ]
+    );
+    assert_eq!(
+        post_webhook(&sandbox, "probe/content").await.status(),
+        StatusCode::OK
+    );
+
+    let deactivated = post(format!("/workflows/{id}/deactivate"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(deactivated.status(), StatusCode::OK);
+    let deactivated: Value = deactivated.json().await.unwrap();
+    assert_eq!(deactivated["active"], false);
+    assert_eq!(deactivated["activeVersion"], Value::Null);
+    assert_eq!(
+        sorted_keys(&deactivated),
+        keys(&[
+            "activeVersion",
+            "description",
+            "pinData",
+            "shared",
+            "versionCounter"
+        ])
+    );
+
+    // 1.x ignores a body on activate, even a version it does not have.
+    let activated = post(format!("/workflows/{id}/activate"))
+        .json(&json!({ "versionId": "nope" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(activated.status(), StatusCode::OK);
+
+    // 1.x deletes an active workflow and answers with it as it was, still active.
+    let deleted = api(
+        &sandbox,
+        reqwest::Method::DELETE,
+        &format!("/workflows/{id}"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(deleted.status(), StatusCode::OK);
+    let deleted: Value = deleted.json().await.unwrap();
+    assert_eq!(deleted["active"], true);
+    assert_eq!(
+        sorted_keys(&deleted),
+        keys(&["description", "pinData", "shared", "versionCounter"])
+    );
+    assert_eq!(
+        post_webhook(&sandbox, "probe/content").await.status(),
+        StatusCode::NOT_FOUND
+    );
+    for verb in ["deactivate", "activate"] {
+        let gone = post(format!("/workflows/{id}/{verb}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(gone.status(), StatusCode::NOT_FOUND);
+        assert_eq!(
+            gone.json::<Value>().await.unwrap(),
+            json!({ "message": "Not Found" })
+        );
+    }
+    assert!(sandbox.inventory().await.is_empty());
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn version_1_exchanges_keep_the_1x_spec() {
+    let sandbox =
+        support::start_without_databases(|config| config.n8n_version = N8nVersion::V1).await;
+    let post = |path: String| api(&sandbox, reqwest::Method::POST, &path);
+    let created: Value = create(
+        &sandbox,
+        &workflow(
+            "spec",
+            "spec/content",
+            Some("6b1f3c52-6a1e-4d8c-9c55-4f1f3f2a9e97"),
+        ),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    post(format!("/workflows/{id}/publish"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    for path in [
+        format!("/workflows/{id}/activate"),
+        format!("/workflows/{id}/deactivate"),
+        format!("/workflows/{id}/activate"),
+    ] {
+        assert_eq!(post(path).send().await.unwrap().status(), StatusCode::OK);
+    }
+    for (method, path) in [
+        (
+            reqwest::Method::GET,
+            format!("/workflows/{id}?excludePinnedData=true"),
+        ),
+        (reqwest::Method::GET, "/workflows?limit=250".to_owned()),
+        (reqwest::Method::DELETE, format!("/workflows/{id}")),
+        (reqwest::Method::GET, format!("/workflows/{id}")),
+    ] {
+        api(&sandbox, method, &path).send().await.unwrap();
+    }
+    assert_contracts_1x(&sandbox);
+
+    // The 1.x spec is the one that holds: a body on activate breaks it.
+    let contracts = sandbox::contract::Contracts::shared().unwrap();
+    let with_body = sandbox::contract::Exchange {
+        provider: Provider::N8n,
+        method: "POST".into(),
+        path: format!("/api/v1/workflows/{id}/activate"),
+        status: 200,
+        request_body: Some(json!({})),
+        response_body: Some(created.clone()),
+    };
+    let violations = contracts.check_n8n_1x(&with_body);
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.message.contains("documents no request body")),
+        "{violations:?}"
+    );
+    // And a 2.x-only key in a 1.x answer breaks it too.
+    let mut two_x = created.clone();
+    two_x["sourceWorkflowId"] = Value::Null;
+    let violations = contracts.check_n8n_1x(&sandbox::contract::Exchange {
+        request_body: None,
+        response_body: Some(two_x),
+        ..with_body
+    });
+    assert!(
+        violations
+            .iter()
+            .any(|v| v.message.contains("sourceWorkflowId")),
+        "{violations:?}"
+    );
+    assert_eq!(
+        contracts.template_n8n_1x("POST", &format!("/api/v1/workflows/{id}/activate")),
+        Some("/workflows/{id}/activate")
+    );
     sandbox.shutdown().await;
 }
