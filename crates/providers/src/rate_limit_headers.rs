@@ -240,7 +240,11 @@ mod tests {
             assert_eq!(parse_epoch_seconds(value, now), Some(MAX_PROVIDER_WAIT));
         }
         for value in ["1e300", "1.7976931348623157e308", "86400.5"] {
-            assert_eq!(parse_seconds_left(value), Some(MAX_PROVIDER_WAIT), "{value}");
+            assert_eq!(
+                parse_seconds_left(value),
+                Some(MAX_PROVIDER_WAIT),
+                "{value}"
+            );
         }
         assert_eq!(
             parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),

@@ -330,7 +330,10 @@ async fn absurd_provider_waits_are_clamped_to_an_hour_not_a_panic() {
     ])
     .await;
     let client = supabase(&server, fresh_token("sbp"));
-    let err = client.get_project("abcdefghijklmnopqrst").await.unwrap_err();
+    let err = client
+        .get_project("abcdefghijklmnopqrst")
+        .await
+        .unwrap_err();
     assert!(err.is_retryable());
     assert_eq!(err.retry_after(), Some(an_hour));
     assert!(held_to_an_hour(client.budget().paused_for()));

@@ -60,10 +60,7 @@ fn a_poller_that_stopped_without_answering_does_not_block_later_waits() {
     let outcome = doomed
         .block_on(readiness.wait("agency-org", PROJECT, Duration::from_millis(50)))
         .unwrap();
-    assert_eq!(
-        outcome,
-        ReadinessOutcome::TimedOut { last_status: None }
-    );
+    assert_eq!(outcome, ReadinessOutcome::TimedOut { last_status: None });
     drop(doomed);
     assert!(server.received().is_empty(), "no listing was made yet");
 
@@ -72,7 +69,11 @@ fn a_poller_that_stopped_without_answering_does_not_block_later_waits() {
         .block_on(readiness.wait("agency-org", PROJECT, Duration::from_secs(10)))
         .unwrap();
     assert_eq!(outcome, ReadinessOutcome::Ready);
-    assert_eq!(readiness.pollers_started(), 2, "the later wait started a new loop");
+    assert_eq!(
+        readiness.pollers_started(),
+        2,
+        "the later wait started a new loop"
+    );
     assert_eq!(server.received().len(), 1);
 }
 
