@@ -16,6 +16,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::Provider;
+use crate::rate_limit_headers::{MAX_PROVIDER_WAIT, clamp_wait};
 
 /// The limits of one budget.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -114,7 +115,10 @@ impl Bucket {
             self.tokens -= 1.0;
             Ok(())
         } else {
-            Err(Duration::from_secs_f64((1.0 - self.tokens) / rate))
+            // A tiny rate would make this wait overflow `Duration` (a panic); no token is
+            // worth waiting longer than a provider may make us wait.
+            let seconds = ((1.0 - self.tokens) / rate).min(MAX_PROVIDER_WAIT.as_secs_f64());
+            Err(Duration::from_secs_f64(seconds))
         }
     }
 
@@ -183,8 +187,13 @@ impl RateBudget {
     /// Stops every caller of this budget for `duration` (or the configured default when the
     /// provider named no reset).
     pub fn pause_for(&self, duration: Option<Duration>) {
-        let duration = duration.unwrap_or(self.config.pause_without_reset);
-        let until = Instant::now() + duration;
+        let duration = clamp_wait(duration.unwrap_or(self.config.pause_without_reset));
+        let now = Instant::now();
+        // Clamped above, so this only fails on a clock near its end; then no pause beats a
+        // panic.
+        let Some(until) = now.checked_add(duration) else {
+            return;
+        };
         self.bucket
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -387,5 +396,23 @@ mod tests {
         let _permit = budget.acquire().await;
         // Paused clock: the only way past the pause is to have slept through it.
         assert!(Instant::now() - before >= Duration::from_secs(42));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_pause_beyond_an_hour_is_held_to_an_hour() {
+        let budget = RateBudget::new(RateBudgetConfig::unlimited());
+        budget.pause_for(Some(Duration::from_secs(99_999_999_999_999_999)));
+        assert_eq!(budget.paused_for(), Some(MAX_PROVIDER_WAIT));
+        budget.pause_for(Some(Duration::MAX));
+        assert_eq!(budget.paused_for(), Some(MAX_PROVIDER_WAIT));
+    }
+
+    #[test]
+    fn a_vanishing_rate_waits_at_most_an_hour_for_a_token() {
+        let cfg = config(1e-30, 1);
+        let t0 = Instant::now();
+        let mut bucket = Bucket::full(&cfg, t0);
+        assert_eq!(bucket.try_take(&cfg, t0), Ok(()));
+        assert_eq!(bucket.try_take(&cfg, t0), Err(MAX_PROVIDER_WAIT));
     }
 }

@@ -7,12 +7,39 @@
 //!   primary limit is spent until then.
 //! - Vercel's `X-RateLimit-*` semantics are not confirmed by a first-party source, so only its
 //!   `Retry-After` is trusted.
+//!
+//! Every wait read here is clamped to [`MAX_PROVIDER_WAIT`]: a header is input from outside,
+//! and `Retry-After: 99999999999999999` or `X-RateLimit-Reset: 1e300` must not overflow an
+//! `Instant` (a panic) nor park the process for centuries.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use reqwest::header::HeaderMap;
 
 use crate::error::Provider;
+
+/// The longest a provider can make us wait with one answer. No documented limit window is
+/// longer (GitHub's primary window is an hour); anything beyond is a bug on the other side,
+/// and waiting an hour then asking again is the sane answer to it.
+pub const MAX_PROVIDER_WAIT: Duration = Duration::from_secs(3600);
+
+/// `wait`, or [`MAX_PROVIDER_WAIT`] when it is longer.
+pub fn clamp_wait(wait: Duration) -> Duration {
+    wait.min(MAX_PROVIDER_WAIT)
+}
+
+/// A count of seconds given as digits (any length): clamped rather than refused, since an
+/// absurdly long wait still means "not now".
+fn clamped_whole_seconds(value: &str) -> Option<Duration> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(match value.parse::<u64>() {
+        Ok(seconds) => clamp_wait(Duration::from_secs(seconds)),
+        // More digits than a u64 holds.
+        Err(_) => MAX_PROVIDER_WAIT,
+    })
+}
 
 /// The rate-limit facts one response carried, already turned into waits relative to `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -65,29 +92,41 @@ fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
 /// `Retry-After: 120` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`.
 pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if let Some(wait) = clamped_whole_seconds(value) {
+        return Some(wait);
     }
     let at = httpdate::parse_http_date(value).ok()?;
     // A date already past means "now".
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    Some(clamp_wait(at.duration_since(now).unwrap_or(Duration::ZERO)))
 }
 
 /// Supabase: the header holds the seconds remaining in the window.
 pub fn parse_seconds_left(value: &str) -> Option<Duration> {
     let value = value.trim();
-    if let Ok(seconds) = value.parse::<u64>() {
-        return Some(Duration::from_secs(seconds));
+    if let Some(wait) = clamped_whole_seconds(value) {
+        return Some(wait);
     }
     let seconds: f64 = value.parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    // Clamped before the conversion: `from_secs_f64` panics on values past `Duration::MAX`.
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::from_secs_f64(seconds.min(MAX_PROVIDER_WAIT.as_secs_f64())))
 }
 
 /// GitHub: the header holds the UTC epoch second at which the window resets.
 pub fn parse_epoch_seconds(value: &str, now: SystemTime) -> Option<Duration> {
-    let epoch: u64 = value.trim().parse().ok()?;
-    let at = UNIX_EPOCH.checked_add(Duration::from_secs(epoch))?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+    let value = value.trim();
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    // An epoch too large for a u64 or a SystemTime is far in the future: the longest wait.
+    let Some(at) = value
+        .parse::<u64>()
+        .ok()
+        .and_then(|epoch| UNIX_EPOCH.checked_add(Duration::from_secs(epoch)))
+    else {
+        return Some(MAX_PROVIDER_WAIT);
+    };
+    Some(clamp_wait(at.duration_since(now).unwrap_or(Duration::ZERO)))
 }
 
 #[cfg(test)]
@@ -186,6 +225,35 @@ mod tests {
         );
         assert_eq!(signal.reset_in, None);
         assert_eq!(signal.wait(), Some(Duration::from_secs(7)));
+    }
+
+    #[test]
+    fn absurd_waits_are_clamped_to_an_hour() {
+        let now = at(1_700_000_000);
+        for value in [
+            "99999999999999999",
+            "18446744073709551615",
+            "999999999999999999999999999999",
+        ] {
+            assert_eq!(parse_retry_after(value, now), Some(MAX_PROVIDER_WAIT));
+            assert_eq!(parse_seconds_left(value), Some(MAX_PROVIDER_WAIT));
+            assert_eq!(parse_epoch_seconds(value, now), Some(MAX_PROVIDER_WAIT));
+        }
+        for value in ["1e300", "1.7976931348623157e308", "86400.5"] {
+            assert_eq!(
+                parse_seconds_left(value),
+                Some(MAX_PROVIDER_WAIT),
+                "{value}"
+            );
+        }
+        assert_eq!(
+            parse_retry_after("Fri, 31 Dec 9999 23:59:59 GMT", now),
+            Some(MAX_PROVIDER_WAIT)
+        );
+        assert_eq!(parse_seconds_left("inf"), None);
+        assert_eq!(parse_seconds_left("NaN"), None);
+        assert_eq!(parse_seconds_left("-1e300"), None);
+        assert_eq!(parse_seconds_left("2.5"), Some(Duration::from_millis(2500)));
     }
 
     #[test]

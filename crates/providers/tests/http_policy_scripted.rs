@@ -297,6 +297,72 @@ async fn github_403_with_spent_limit_is_a_rate_limit_with_the_epoch_reset() {
     ));
 }
 
+/// A provider's wait past an hour is held to an hour: before, `Retry-After: 99999999999999999`
+/// overflowed the budget's `Instant` and `X-RateLimit-Reset: 1e300` overflowed `Duration`, both
+/// panics inside the caller's task.
+#[tokio::test]
+async fn absurd_provider_waits_are_clamped_to_an_hour_not_a_panic() {
+    let an_hour = Duration::from_secs(3600);
+    let held_to_an_hour = |paused: Option<Duration>| {
+        paused.is_some_and(|p| p <= an_hour && p > an_hour - Duration::from_secs(60))
+    };
+
+    let server = ScriptedServer::start(vec![
+        Action::json(
+            429,
+            json!({"error": {"code": "too_many_requests", "message": "slow down"}}),
+        )
+        .with_header("retry-after", "99999999999999999"),
+    ])
+    .await;
+    let mut config = VercelConfig::new(url(&server), fresh_token("vercel"));
+    config.budget = RateBudgetConfig::unlimited();
+    let vercel = VercelClient::new(config).unwrap();
+    let err = vercel.get_project("client-acme").await.unwrap_err();
+    assert!(err.is_retryable());
+    assert_eq!(err.retry_after(), Some(an_hour));
+    assert!(held_to_an_hour(vercel.budget().paused_for()));
+
+    let server = ScriptedServer::start(vec![
+        Action::json(429, json!({"message": "Too many requests"}))
+            .with_header("x-ratelimit-remaining", "0")
+            .with_header("x-ratelimit-reset", "1e300"),
+    ])
+    .await;
+    let client = supabase(&server, fresh_token("sbp"));
+    let err = client
+        .get_project("abcdefghijklmnopqrst")
+        .await
+        .unwrap_err();
+    assert!(err.is_retryable());
+    assert_eq!(err.retry_after(), Some(an_hour));
+    assert!(held_to_an_hour(client.budget().paused_for()));
+
+    let server = ScriptedServer::start(vec![
+        Action::json(200, project_json("abcdefghijklmnopqrst", "a", "COMING_UP"))
+            .with_header("x-ratelimit-remaining", "0")
+            .with_header("x-ratelimit-reset", "1.7976931348623157e308"),
+    ])
+    .await;
+    let client = supabase(&server, fresh_token("sbp"));
+    client.get_project("abcdefghijklmnopqrst").await.unwrap();
+    assert!(held_to_an_hour(client.budget().paused_for()));
+
+    let server = ScriptedServer::start(vec![
+        Action::json(403, json!({"message": "API rate limit exceeded"}))
+            .with_header("x-ratelimit-remaining", "0")
+            .with_header("x-ratelimit-reset", "99999999999999999999999"),
+    ])
+    .await;
+    let mut config = GithubConfig::new(url(&server), fresh_token("gh"));
+    config.budget = RateBudgetConfig::unlimited();
+    let github = GithubClient::new(config).unwrap();
+    let err = github.delete_repository("agency", "x").await.unwrap_err();
+    assert!(err.is_retryable());
+    assert_eq!(err.retry_after(), Some(an_hour));
+    assert!(held_to_an_hour(github.budget().paused_for()));
+}
+
 #[tokio::test]
 async fn supabase_spent_window_holds_the_next_call_until_the_reset() {
     let server = ScriptedServer::start(vec![

@@ -9,7 +9,7 @@ use saga::{RunStatus, RunView};
 use uuid::Uuid;
 
 use crate::app::{App, AppOptions, open_journal, secret_key_from_env};
-use crate::client::{ClientRecord, ClientSlug};
+use crate::client::{Client, ClientRecord, ClientSlug, InvalidClient};
 use crate::config::Config;
 use crate::progress::Progress;
 use crate::record::ResourceRecord;
@@ -32,8 +32,9 @@ pub struct Cli {
 pub enum Command {
     /// Start the simulators and a sample client end to end, with nothing to set up.
     Demo(DemoArgs),
-    /// Start the four simulators until interrupted and print the environment pointing at them.
-    Sandbox,
+    /// Start the four simulators until SIGINT/SIGTERM and print the environment pointing at
+    /// them (and the control listener, as PROVISIONER_SANDBOX_URL).
+    Sandbox(SandboxArgs),
     /// Provision a client: Supabase project and schema, GitHub repo, Vercel project, n8n workflow.
     Provision(ProvisionArgs),
     /// Tear a client down, from its record or whatever part of it exists.
@@ -60,6 +61,14 @@ pub struct DemoArgs {
     pub json: bool,
     #[arg(long, value_enum, default_value = "none")]
     pub latency: Latency,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Instead of serving: drop the databases and roles that sandboxes no longer running
+    /// (killed outright, crashed) left on the PostgreSQL server, and say what was dropped.
+    #[arg(long)]
+    pub sweep: bool,
 }
 
 #[derive(Debug, Args)]
@@ -165,8 +174,43 @@ async fn open_app(config_file: Option<PathBuf>, workers: bool) -> Result<App, Cl
         .map_err(|e| CliError::Usage(e.to_string()))
 }
 
-/// Drives a started run to its end with live progress; Ctrl-C hands the run back intact.
+/// SIGINT (Ctrl-C) or SIGTERM (what a service manager sends), whichever comes first. Made
+/// before the work it guards starts, so neither signal can kill the process without cleanup
+/// once it is listening.
+#[derive(Debug)]
+pub struct StopSignal {
+    terminate: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignal {
+    pub fn listen() -> Self {
+        let terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| tracing::warn!(error = %e, "cannot listen for SIGTERM"))
+            .ok();
+        StopSignal { terminate }
+    }
+
+    /// Resolves when either signal arrives.
+    pub async fn received(&mut self) {
+        let terminate = async {
+            match &mut self.terminate {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            () = terminate => {}
+        }
+    }
+}
+
+/// Drives a started run to its end with live progress; Ctrl-C or SIGTERM hands the run back
+/// intact.
 pub async fn drive(app: &App, run_id: Uuid, title: &str) -> Result<RunView, CliError> {
+    let mut stop = StopSignal::listen();
     let steps: Vec<String> = app
         .engine
         .status(run_id)
@@ -179,7 +223,7 @@ pub async fn drive(app: &App, run_id: Uuid, title: &str) -> Result<RunView, CliE
     let progress = Progress::follow(&app.engine, run_id, title, &steps);
     let outcome = tokio::select! {
         view = app.wait(run_id) => view.map_err(|e| CliError::Other(e.to_string())),
-        _ = tokio::signal::ctrl_c() => Err(CliError::Other(format!(
+        () = stop.received() => Err(CliError::Other(format!(
             "interrupted: run {run_id} is journaled and resumes where it stopped when the same command runs again"
         ))),
     };
@@ -288,19 +332,46 @@ pub fn human(record: &ResourceRecord) -> String {
     out
 }
 
+/// The `provision` flags as a validated client. The record's rules speak of its JSON fields
+/// (`clientId`), which the API keeps; here each problem names the flag that was typed.
+pub fn client_from_flags(args: &ProvisionArgs) -> Result<Client, CliError> {
+    ClientRecord {
+        client_id: Some(args.client_id.clone()),
+        client_name: Some(args.name.clone()),
+        org_email: Some(args.email.clone()),
+        tier: Some(args.tier.clone()),
+    }
+    .validate()
+    .map_err(|InvalidClient(errors)| {
+        CliError::Usage(format!(
+            "invalid arguments: {}",
+            errors
+                .iter()
+                .map(|e| format!("{} {}", provision_flag(e.field), e.message))
+                .collect::<Vec<_>>()
+                .join("; ")
+        ))
+    })
+}
+
+/// The `provision` flag that carries a client record's field.
+fn provision_flag(field: &str) -> &str {
+    match field {
+        "clientId" => "--client-id",
+        "clientName" => "--name",
+        "orgEmail" => "--email",
+        "tier" => "--tier",
+        other => other,
+    }
+}
+
 pub async fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Demo(args) => crate::demo::run(args).await,
-        Command::Sandbox => crate::demo::sandbox().await,
+        Command::Sandbox(args) if args.sweep => crate::demo::sweep().await,
+        Command::Sandbox(_) => crate::demo::sandbox().await,
         Command::Provision(args) => {
-            let client = ClientRecord {
-                client_id: Some(args.client_id),
-                client_name: Some(args.name),
-                org_email: Some(args.email),
-                tier: Some(args.tier),
-            }
-            .validate()
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+            let client = client_from_flags(&args)?;
             let app = open_app(cli.config, true).await?;
             let started = app
                 .provision(&client)

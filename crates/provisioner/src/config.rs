@@ -65,6 +65,18 @@ pub const DEFAULT_VERCEL_API_URL: &str = "https://api.vercel.com";
 pub const DEFAULT_SUPABASE_DB_URL_TEMPLATE: &str =
     "postgresql://postgres:{password}@{host}:5432/postgres";
 
+/// The range every `*_timeout_secs` key must fall in: at least a second (zero would fail every
+/// wait at once), at most a day (beyond that a wait is a hang, and huge values overflow the
+/// clock).
+pub const TIMEOUT_SECS_RANGE: std::ops::RangeInclusive<u64> = 1..=86_400;
+/// `rate_budgets.*.requests_per_second`: from one request every 100 s to 1000 a second (no
+/// provider allows more; a vanishing rate would stall every run for ever).
+pub const REQUESTS_PER_SECOND_RANGE: std::ops::RangeInclusive<f64> = 0.01..=1000.0;
+/// `rate_budgets.*.burst`.
+pub const BURST_RANGE: std::ops::RangeInclusive<u32> = 1..=10_000;
+/// `rate_budgets.*.max_concurrent`.
+pub const MAX_CONCURRENT_RANGE: std::ops::RangeInclusive<usize> = 1..=1_000;
+
 /// Everything that was wrong, in one error.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("configuration is not usable:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
@@ -232,19 +244,21 @@ pub struct Config {
 
 impl Config {
     /// Reads `provisioner.toml` (when given) and the environment through `env`, and validates
-    /// both together.
+    /// both together: the error lists the file's problems and the environment's at once.
     pub fn load(
         toml_path: Option<&Path>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
         let settings = match toml_path {
-            Some(path) => Settings::from_file(path)?,
-            None => Settings::default(),
+            Some(path) => Settings::from_file(path)
+                .map_err(|e| problems.extend(e.problems))
+                .ok(),
+            None => Some(Settings::default()),
         };
-        let mut problems = settings.problems();
         let providers = ProviderEnv::from_env(env, &mut problems);
-        match providers {
-            Some(providers) if problems.is_empty() => Ok(Self {
+        match (settings, providers) {
+            (Some(settings), Some(providers)) if problems.is_empty() => Ok(Self {
                 settings,
                 providers,
             }),
@@ -270,14 +284,16 @@ impl Settings {
     }
 
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let settings: Settings = toml::from_str(text).map_err(|e| ConfigError {
-            problems: vec![
-                e.message().to_owned()
-                    + &e.span()
-                        .map(|s| format!(" (at byte {})", s.start))
-                        .unwrap_or_default(),
-            ],
-        })?;
+        let syntax = |error: toml::de::Error| ConfigError {
+            problems: vec![toml_problem(text, "", &error)],
+        };
+        let deserializer = toml::Deserializer::parse(text).map_err(syntax)?;
+        // The path tracker names the key whose value was wrong (`vercel.deploy_timeout_secs`);
+        // toml's own error only carries a byte span.
+        let settings: Settings =
+            serde_path_to_error::deserialize(deserializer).map_err(|error| ConfigError {
+                problems: vec![toml_problem(text, &error.path().to_string(), error.inner())],
+            })?;
         let problems = settings.problems();
         if problems.is_empty() {
             Ok(settings)
@@ -338,8 +354,12 @@ impl Settings {
                 self.vercel.deploy_timeout_secs,
             ),
         ] {
-            if secs == 0 {
-                problems.push(format!("{name}: must be at least 1 second"));
+            if !TIMEOUT_SECS_RANGE.contains(&secs) {
+                problems.push(format!(
+                    "{name}: {secs} is out of range; use {} to {} seconds (1 s to 1 day)",
+                    TIMEOUT_SECS_RANGE.start(),
+                    TIMEOUT_SECS_RANGE.end()
+                ));
             }
         }
         if self.vercel.production_branch.trim().is_empty() {
@@ -371,14 +391,29 @@ impl Settings {
                     "rate_budgets.{provider}: not a provider; use supabase, github, vercel or n8n"
                 ));
             }
-            // Written so NaN fails too.
-            if !budget.requests_per_second.is_finite()
-                || budget.requests_per_second <= 0.0
-                || budget.burst == 0
-                || budget.max_concurrent == 0
-            {
+            // `contains` is false for NaN, so NaN is refused too.
+            if !REQUESTS_PER_SECOND_RANGE.contains(&budget.requests_per_second) {
                 problems.push(format!(
-                    "rate_budgets.{provider}: requests_per_second, burst and max_concurrent must all be above 0"
+                    "rate_budgets.{provider}.requests_per_second: {:?} is out of range; use a number from {} to {}",
+                    budget.requests_per_second,
+                    REQUESTS_PER_SECOND_RANGE.start(),
+                    REQUESTS_PER_SECOND_RANGE.end()
+                ));
+            }
+            if !BURST_RANGE.contains(&budget.burst) {
+                problems.push(format!(
+                    "rate_budgets.{provider}.burst: {} is out of range; use a whole number from {} to {}",
+                    budget.burst,
+                    BURST_RANGE.start(),
+                    BURST_RANGE.end()
+                ));
+            }
+            if !MAX_CONCURRENT_RANGE.contains(&budget.max_concurrent) {
+                problems.push(format!(
+                    "rate_budgets.{provider}.max_concurrent: {} is out of range; use a whole number from {} to {}",
+                    budget.max_concurrent,
+                    MAX_CONCURRENT_RANGE.start(),
+                    MAX_CONCURRENT_RANGE.end()
                 ));
             }
         }
@@ -451,11 +486,20 @@ impl ProviderEnv {
         let mut url = |name: &str, default: &str| {
             let value = get(name).unwrap_or_else(|| default.to_owned());
             match url::Url::parse(&value) {
+                Ok(u) if carries_credentials(&u) => {
+                    problems.push(format!(
+                        "{name}: {CREDENTIALS_IN_URL} (the provider's token variable authenticates)"
+                    ));
+                    None
+                }
                 Ok(u) if matches!(u.scheme(), "http" | "https") => {
                     Some(value.trim_end_matches('/').to_owned())
                 }
                 _ => {
-                    problems.push(format!("{name}: {value:?} is not an http(s) URL"));
+                    problems.push(format!(
+                        "{name}: {:?} is not an http(s) URL",
+                        without_userinfo(&value)
+                    ));
                     None
                 }
             }
@@ -519,7 +563,34 @@ impl ProviderEnv {
     }
 }
 
-/// `N8N_HOST` is a bare host (https assumed, as the seed did) or a full base URL.
+/// Why a URL with `user:password@` is refused: the value would be copied into logs, the
+/// journal and the resource record, each a place a secret must never be in clear.
+const CREDENTIALS_IN_URL: &str = "carries credentials (user:password@), and this URL is recorded in logs and records; remove them";
+
+fn carries_credentials(url: &url::Url) -> bool {
+    !url.username().is_empty() || url.password().is_some()
+}
+
+/// `value` with anything before an `@` in its authority replaced, for messages about a
+/// value that did not parse (it may still hold a password).
+fn without_userinfo(value: &str) -> String {
+    let (scheme, rest) = value.split_once("://").unwrap_or(("", value));
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let prefix = if scheme.is_empty() {
+                String::new()
+            } else {
+                format!("{scheme}://")
+            };
+            format!("{prefix}[credentials removed]{}", &rest[at..])
+        }
+        None => value.to_owned(),
+    }
+}
+
+/// `N8N_HOST` is a bare host (https assumed, as the seed did) or a full base URL, without
+/// credentials.
 fn n8n_base_url(host: &str) -> Result<String, String> {
     let candidate = if host.contains("://") {
         host.to_owned()
@@ -527,12 +598,80 @@ fn n8n_base_url(host: &str) -> Result<String, String> {
         format!("https://{host}")
     };
     match url::Url::parse(&candidate) {
+        Ok(u) if carries_credentials(&u) => Err(format!(
+            "{CREDENTIALS_IN_URL} (the n8n API key goes in N8N_API_KEY)"
+        )),
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => {
             Ok(candidate.trim_end_matches('/').to_owned())
         }
         _ => Err(format!(
-            "{host:?} is neither a host name (n8n.example.com) nor an http(s) base URL"
+            "{:?} is neither a host name (n8n.example.com) nor an http(s) base URL",
+            without_userinfo(host)
         )),
+    }
+}
+
+/// One TOML problem as a person fixes it: the dotted key whose value was wrong and what was
+/// expected, or the line and column of a syntax error; never a byte offset.
+fn toml_problem(text: &str, path: &str, error: &toml::de::Error) -> String {
+    let message = plain_serde_message(error.message());
+    if !path.is_empty() && path != "." {
+        return format!("{path}: {message}");
+    }
+    match error.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}: {message}")
+        }
+        None => message,
+    }
+}
+
+/// serde's `invalid type: string "soon", expected u64` as `expected an integer, found a
+/// string ("soon")`.
+fn plain_serde_message(message: &str) -> String {
+    let message = message.trim();
+    let Some(rest) = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+    else {
+        return message.to_owned();
+    };
+    let Some((found, expected)) = rest.rsplit_once(", expected ") else {
+        return message.to_owned();
+    };
+    let (kind, value) = match found.find([' ', '`', '"']) {
+        Some(at) if !found.starts_with("floating point") => {
+            (&found[..at], found[at..].trim().trim_matches('`'))
+        }
+        _ => match found.strip_prefix("floating point") {
+            Some(value) => ("floating point", value.trim().trim_matches('`')),
+            None => (found, ""),
+        },
+    };
+    let kind = match kind {
+        "string" => "a string",
+        "integer" => "an integer",
+        "floating point" => "a floating-point number",
+        "boolean" => "a boolean",
+        "map" => "a table",
+        "sequence" => "an array",
+        other => other,
+    };
+    let expected = match expected {
+        "u8" | "u16" | "u32" | "u64" | "usize" => "a whole number of at least 0",
+        "i8" | "i16" | "i32" | "i64" | "isize" => "an integer",
+        "f32" | "f64" => "a number",
+        "a boolean" => "a boolean (true or false)",
+        other if other.starts_with("struct ") || other.starts_with("a map") => "a table",
+        other => other,
+    };
+    if value.is_empty() {
+        format!("expected {expected}, found {kind}")
+    } else {
+        format!("expected {expected}, found {kind} ({value})")
     }
 }
 
@@ -673,5 +812,156 @@ mod tests {
         assert!(text.contains("SUPABASE_API_URL"), "{text}");
         assert!(text.contains("GITHUB_TEMPLATE_REPO"), "{text}");
         assert!(!text.contains("canary"), "{text}");
+    }
+
+    #[test]
+    fn values_that_would_overflow_are_refused_with_the_key_and_its_range() {
+        let toml = r#"
+            [supabase]
+            ready_timeout_secs = 9223372036854775807
+            [github]
+            branch_timeout_secs = 0
+            [vercel]
+            deploy_timeout_secs = 86401
+            [rate_budgets.supabase]
+            requests_per_second = 1e-30
+            burst = 0
+            max_concurrent = 1000000
+            [rate_budgets.github]
+            requests_per_second = nan
+            burst = 1
+            max_concurrent = 1
+        "#;
+        let err = Settings::from_toml(toml).unwrap_err();
+        let problem = |key: &str| {
+            err.problems
+                .iter()
+                .find(|p| p.starts_with(&format!("{key}: ")))
+                .unwrap_or_else(|| panic!("{key} not reported: {err}"))
+                .clone()
+        };
+        for key in [
+            "supabase.ready_timeout_secs",
+            "github.branch_timeout_secs",
+            "vercel.deploy_timeout_secs",
+        ] {
+            assert!(problem(key).contains("use 1 to 86400 seconds"), "{err}");
+        }
+        assert!(problem("supabase.ready_timeout_secs").contains("9223372036854775807"));
+        assert!(
+            problem("rate_budgets.supabase.requests_per_second")
+                .contains("use a number from 0.01 to 1000"),
+            "{err}"
+        );
+        assert!(problem("rate_budgets.github.requests_per_second").contains("NaN"));
+        assert!(problem("rate_budgets.supabase.requests_per_second").contains("1e-30"));
+        assert!(problem("rate_budgets.supabase.burst").contains("from 1 to 10000"));
+        assert!(problem("rate_budgets.supabase.max_concurrent").contains("from 1 to 1000"));
+        assert_eq!(err.problems.len(), 7, "{err}");
+
+        let edges = Settings::from_toml(
+            "[vercel]\ndeploy_timeout_secs = 86400\n[rate_budgets.n8n]\nrequests_per_second = 0.01\nburst = 10000\nmax_concurrent = 1000\n",
+        );
+        assert!(edges.is_ok(), "{edges:?}");
+    }
+
+    #[test]
+    fn type_errors_name_the_key_not_a_byte_offset() {
+        let err = Settings::from_toml("[vercel]\ndeploy_timeout_secs = \"soon\"\n").unwrap_err();
+        assert_eq!(
+            err.problems,
+            [
+                "vercel.deploy_timeout_secs: expected a whole number of at least 0, found a string (\"soon\")"
+            ]
+        );
+        let err = Settings::from_toml(
+            "[rate_budgets.github]\nrequests_per_second = 1.0\nburst = 2.5\nmax_concurrent = 1\n",
+        )
+        .unwrap_err();
+        assert!(
+            err.problems[0].starts_with("rate_budgets.github.burst: expected a whole number"),
+            "{err}"
+        );
+        let err = Settings::from_toml("[vercel]\nwait_for_ready = \"yes\"\n").unwrap_err();
+        assert!(
+            err.problems[0].starts_with("vercel.wait_for_ready: expected a boolean"),
+            "{err}"
+        );
+        let err = Settings::from_toml("[github]\nbranch_timeout_secs = -5\n").unwrap_err();
+        assert!(
+            err.problems[0].starts_with("github.branch_timeout_secs: "),
+            "{err}"
+        );
+        let err = Settings::from_toml("[supabase]\nregion = \"us-east-1\"\nready_timeout_secs 5\n")
+            .unwrap_err();
+        assert!(err.problems[0].starts_with("line 3, column "), "{err}");
+        for problem in &err.problems {
+            assert!(!problem.contains("byte"), "{problem}");
+        }
+    }
+
+    #[test]
+    fn file_and_environment_problems_come_in_one_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("provisioner.toml");
+        std::fs::write(&path, "[supabase]\nregion = \"af-south-1\"\n").unwrap();
+        let mut pairs = FULL.to_vec();
+        pairs.retain(|(name, _)| *name != "GITHUB_TOKEN");
+        let err = Config::load(Some(&path), &env_of(&pairs)).unwrap_err();
+        assert!(
+            err.problems.iter().any(
+                |p| p.contains("supabase.region") && p.starts_with(&path.display().to_string())
+            ),
+            "{err}"
+        );
+        assert!(
+            err.problems.iter().any(|p| p.starts_with("GITHUB_TOKEN")),
+            "{err}"
+        );
+        assert_eq!(err.problems.len(), 2, "{err}");
+
+        // A file that does not even parse still lets the environment be checked.
+        std::fs::write(&path, "[vercel]\ndeploy_timeout_secs = \"soon\"\n").unwrap();
+        let err = Config::load(Some(&path), &env_of(&[])).unwrap_err();
+        assert!(
+            err.problems
+                .iter()
+                .any(|p| p.contains("vercel.deploy_timeout_secs")),
+            "{err}"
+        );
+        assert_eq!(err.problems.len(), 9, "{err}");
+    }
+
+    #[test]
+    fn urls_with_credentials_are_refused_without_repeating_them() {
+        for host in [
+            "admin:hunter2-canary@n8n.agency.example",
+            "https://admin:hunter2-canary@n8n.agency.example/",
+            "https://hunter2-canary@n8n.agency.example",
+        ] {
+            let mut pairs = FULL.to_vec();
+            pairs.retain(|(name, _)| *name != "N8N_HOST");
+            pairs.push(("N8N_HOST", host));
+            let err = Config::load(None, &env_of(&pairs)).unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains("N8N_HOST: carries credentials"), "{text}");
+            assert!(!text.contains("hunter2"), "{text}");
+            assert_eq!(err.problems.len(), 1, "{text}");
+        }
+        let mut pairs = FULL.to_vec();
+        pairs.push(("SUPABASE_API_URL", "https://me:hunter2-canary@api.example"));
+        pairs.push(("GITHUB_API_URL", "ftp://me:hunter2-canary@api.example/x"));
+        let text = Config::load(None, &env_of(&pairs)).unwrap_err().to_string();
+        assert!(
+            text.contains("SUPABASE_API_URL: carries credentials"),
+            "{text}"
+        );
+        assert!(
+            text.contains("GITHUB_API_URL: carries credentials"),
+            "{text}"
+        );
+        assert!(!text.contains("hunter2"), "{text}");
+        let err = n8n_base_url("me:hunter2 canary@not a host").unwrap_err();
+        assert!(!err.contains("hunter2"), "{err}");
     }
 }

@@ -9,7 +9,7 @@ use sandbox::{Sandbox, SandboxConfig};
 use secrecy::SecretString;
 
 use crate::app::{App, AppOptions, open_sqlite};
-use crate::cli::{CliError, DemoArgs, Latency, drive, human, print_json};
+use crate::cli::{CliError, DemoArgs, Latency, StopSignal, drive, human, print_json};
 use crate::client::ClientRecord;
 use crate::config::{Config, Settings};
 use crate::local_postgres::LocalPostgres;
@@ -43,6 +43,7 @@ fn shell_quote(value: &str) -> String {
 }
 
 pub async fn run(args: DemoArgs) -> Result<(), CliError> {
+    let mut stop = StopSignal::listen();
     let (_postgres, sandbox) = start_sandbox(args.latency).await?;
     let env: HashMap<String, String> = sandbox.env_exports().into_iter().collect();
     let mut config = Config::load(None, &|k| env.get(k).cloned()).map_err(other)?;
@@ -117,8 +118,10 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         for (name, value) in sandbox.env_exports() {
             eprintln!("export {name}={}", shell_quote(&value));
         }
-        eprintln!("--keep: the stack stays up; press Ctrl-C to stop the simulators");
-        let _ = tokio::signal::ctrl_c().await;
+        eprintln!(
+            "--keep: the stack stays up; press Ctrl-C (or send SIGTERM) to stop the simulators"
+        );
+        stop.received().await;
     } else {
         let down = app.deprovision(&client.client_id).await.map_err(other)?;
         let down_view = drive(&app, down.run_id, "tearing acme-dental down").await?;
@@ -151,6 +154,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
 }
 
 pub async fn sandbox() -> Result<(), CliError> {
+    // Before anything is made: from here on, SIGTERM as well as Ctrl-C ends in the cleanup
+    // below (dropping the project databases and roles), never in a bare exit.
+    let mut stop = StopSignal::listen();
     let (_postgres, sandbox) = start_sandbox(Latency::None).await?;
     let (_, key) = SealingKey::generate();
     let mut lines: Vec<String> = sandbox
@@ -162,12 +168,65 @@ pub async fn sandbox() -> Result<(), CliError> {
         "export PROVISIONER_SECRET_KEY={}",
         shell_quote(&key)
     ));
+    // The control listener: inventory, request log and fault injection under /_sandbox/.
+    lines.push(format!(
+        "export PROVISIONER_SANDBOX_URL={}",
+        shell_quote(&sandbox.urls().control)
+    ));
     #[allow(clippy::print_stdout)] // the exports are the output, for `eval`
     {
         println!("{}", lines.join("\n"));
     }
-    eprintln!("simulators running; press Ctrl-C to stop them");
-    let _ = tokio::signal::ctrl_c().await;
+    eprintln!(
+        "simulators running; press Ctrl-C (or send SIGTERM) to stop them; control: $PROVISIONER_SANDBOX_URL/_sandbox/inventory"
+    );
+    stop.received().await;
     sandbox.shutdown().await;
     Ok(())
+}
+
+/// `provisioner sandbox --sweep`: drops what sandboxes that no longer run left on the server,
+/// one line per dropped object.
+pub async fn sweep() -> Result<(), CliError> {
+    let postgres = LocalPostgres::find()
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if postgres.is_temporary() {
+        eprintln!(
+            "no PostgreSQL server to sweep: only a temporary one could be started, and it holds nothing"
+        );
+        return Ok(());
+    }
+    let report = sandbox::sweep_leftovers(&postgres.url)
+        .await
+        .map_err(other)?;
+    let mut lines: Vec<String> = report
+        .dropped_databases
+        .iter()
+        .map(|name| format!("dropped database {name}"))
+        .chain(
+            report
+                .dropped_roles
+                .iter()
+                .map(|name| format!("dropped role {name}")),
+        )
+        .collect();
+    if lines.is_empty() {
+        lines.push("nothing to drop: no leftovers of sandboxes that stopped running".into());
+    }
+    #[allow(clippy::print_stdout)] // what was dropped is the command's output
+    {
+        println!("{}", lines.join("\n"));
+    }
+    for what in &report.kept_live {
+        eprintln!("kept {what}: its sandbox is still running");
+    }
+    if report.failed.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Other(format!(
+            "could not drop: {}",
+            report.failed.join("; ")
+        )))
+    }
 }

@@ -31,7 +31,7 @@ pub use config::{
 pub use faults::{FaultKind, FaultRule, Faults};
 pub use github::RepoSummary;
 pub use n8n::WorkflowSummary;
-pub use project_db::{NAME_PREFIX, ProjectDbError};
+pub use project_db::{NAME_PREFIX, OWNER_MARK, ProjectDbError, SweepReport};
 pub use request_log::LoggedRequest;
 pub use supabase::ProjectSummary;
 pub use vercel::VercelSummary;
@@ -135,6 +135,13 @@ impl Inventory {
         );
         names
     }
+}
+
+/// Drops the project databases and roles that sandboxes which no longer run (killed outright,
+/// crashed) left on the PostgreSQL server at `admin_url`. Only objects a sandbox marked as its
+/// own are considered, and those of sandboxes still running are kept.
+pub async fn sweep_leftovers(admin_url: &str) -> Result<SweepReport, ProjectDbError> {
+    project_db::sweep(admin_url).await
 }
 
 /// A running set of simulators. Prefer `shutdown`; dropping it also stops the listeners and

@@ -1,6 +1,12 @@
 //! The real PostgreSQL databases behind simulated Supabase projects: one database and one
 //! login role per project on the admin server, bootstrapped with what a fresh Supabase
 //! project already contains, dropped on delete.
+//!
+//! Each role is marked as a sandbox's own when it is made (`COMMENT ON ROLE`, in the same
+//! transaction as `CREATE ROLE`), and so is each database, with the making process's identity.
+//! A sandbox killed outright (SIGKILL, a crash) cannot clean up; `sweep` later finds what such
+//! dead sandboxes left by those marks, and leaves alone what a running sandbox owns and
+//! whatever carries no mark.
 
 use std::collections::BTreeSet;
 use std::str::FromStr;
@@ -45,9 +51,143 @@ $roles$;
 GRANT anon, authenticated, service_role TO authenticator;
 "#;
 
+/// Databases named like a sandbox's, each with its comment, its owning role and that role's
+/// comment (a database's own comment is set just after `CREATE DATABASE`, which cannot share
+/// a transaction; its owner's comment covers the moment between).
+const SANDBOX_NAMED_DATABASES: &str = r#"
+SELECT d.datname::text,
+       shobj_description(d.oid, 'pg_database'),
+       r.rolname::text,
+       shobj_description(r.oid, 'pg_authid')
+FROM pg_database d
+JOIN pg_roles r ON r.oid = d.datdba
+WHERE starts_with(d.datname, $1)
+ORDER BY 1
+"#;
+
+/// Roles named like a sandbox's, each with its comment.
+const SANDBOX_NAMED_ROLES: &str = r#"
+SELECT rolname::text, shobj_description(oid, 'pg_authid')
+FROM pg_roles
+WHERE starts_with(rolname, $1)
+ORDER BY 1
+"#;
+
+/// The first word of every mark; the rest names the process that made the object.
+pub const OWNER_MARK: &str = "provisioner-sandbox";
+
+/// The process that made an object: host, boot, process id and the process's start time
+/// (clock ticks after boot, from `/proc`), so a reused process id is not taken for the maker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Owner {
+    host: String,
+    boot: String,
+    pid: u32,
+    started: u64,
+}
+
+/// What `Owner::liveness` can say from this machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Liveness {
+    Alive,
+    Dead,
+    /// Made on another machine (or this one cannot tell): never touched.
+    Unknown,
+}
+
+fn read_trimmed(path: &str) -> Option<String> {
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|text| text.trim().to_owned())
+        .filter(|text| !text.is_empty() && !text.contains(char::is_whitespace))
+}
+
+/// Field 22 of `/proc/<pid>/stat` (start time in clock ticks after boot). The command name
+/// before it is in parentheses and may hold spaces, so fields are counted after the last `)`.
+fn process_start(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    after_name.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Owner {
+    /// This process, or `None` where `/proc` does not say (objects are then made unmarked,
+    /// and a sweep leaves them alone like anything else it cannot attribute).
+    pub(crate) fn this_process() -> Option<Owner> {
+        Some(Owner {
+            host: read_trimmed("/proc/sys/kernel/hostname")?,
+            boot: read_trimmed("/proc/sys/kernel/random/boot_id")?,
+            pid: std::process::id(),
+            started: process_start("self")?,
+        })
+    }
+
+    pub(crate) fn mark(&self) -> String {
+        format!(
+            "{OWNER_MARK} host={} boot={} pid={} started={}",
+            self.host, self.boot, self.pid, self.started
+        )
+    }
+
+    pub(crate) fn from_mark(mark: &str) -> Option<Owner> {
+        let mut words = mark.split_whitespace();
+        if words.next()? != OWNER_MARK {
+            return None;
+        }
+        let (mut host, mut boot, mut pid, mut started) = (None, None, None, None);
+        for word in words {
+            match word.split_once('=')? {
+                ("host", value) => host = Some(value.to_owned()),
+                ("boot", value) => boot = Some(value.to_owned()),
+                ("pid", value) => pid = value.parse().ok(),
+                ("started", value) => started = value.parse().ok(),
+                _ => {}
+            }
+        }
+        Some(Owner {
+            host: host?,
+            boot: boot?,
+            pid: pid?,
+            started: started?,
+        })
+    }
+
+    /// Judged against `here` (this process's own identity).
+    pub(crate) fn liveness(&self, here: &Owner) -> Liveness {
+        if self.host != here.host {
+            return Liveness::Unknown;
+        }
+        if self.boot != here.boot {
+            // This machine restarted since: no process of that boot runs any more.
+            return Liveness::Dead;
+        }
+        match process_start(&self.pid.to_string()) {
+            Some(started) if started == self.started => Liveness::Alive,
+            _ => Liveness::Dead,
+        }
+    }
+}
+
+/// What a sweep did with the objects named like a sandbox's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct SweepReport {
+    /// Databases of sandboxes that no longer run, dropped.
+    pub dropped_databases: Vec<String>,
+    /// Their roles, dropped.
+    pub dropped_roles: Vec<String>,
+    /// Objects of sandboxes still running, kept.
+    pub kept_live: Vec<String>,
+    /// Named like a sandbox's but with no mark, or marked by another machine: not touched.
+    pub not_ours: Vec<String>,
+    /// Objects that should have been dropped but could not be, with the reason.
+    pub failed: Vec<String>,
+}
+
 #[derive(Debug)]
 pub(crate) struct ProjectDatabases {
     admin: PgConnectOptions,
+    /// Written on every role and database this sandbox makes.
+    owner_mark: Option<String>,
     pool: PgPool,
     /// Every database this sandbox ever created (kept after drops, so `existing` proves that a
     /// drop really happened on the server).
@@ -62,6 +202,8 @@ pub enum ProjectDbError {
     AdminUrl(String),
     #[error("PostgreSQL: {0}")]
     Postgres(#[from] sqlx::Error),
+    #[error("cannot sweep: {0}")]
+    Sweep(String),
 }
 
 /// The database and role name of a project.
@@ -71,6 +213,93 @@ pub(crate) fn object_name(project_ref: &str) -> String {
 
 fn quote_literal(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
+}
+
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+fn drop_database(name: &str) -> String {
+    format!(
+        "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+        quote_identifier(name)
+    )
+}
+
+fn drop_role(name: &str) -> String {
+    format!("DROP ROLE IF EXISTS {}", quote_identifier(name))
+}
+
+/// Drops what sandboxes that no longer run left on the server at `admin_url`: databases and
+/// roles named `sandbox_*` whose mark names a process of this machine that has ended. Objects
+/// of running sandboxes, unmarked objects and those marked on other machines are kept.
+pub(crate) async fn sweep(admin_url: &str) -> Result<SweepReport, ProjectDbError> {
+    let here = Owner::this_process().ok_or_else(|| {
+        ProjectDbError::Sweep(
+            "this system does not expose process start times (/proc), so no sandbox can be told dead"
+                .to_owned(),
+        )
+    })?;
+    let admin = PgConnectOptions::from_str(admin_url)
+        .map_err(|_| ProjectDbError::AdminUrl("cannot be parsed".to_owned()))?
+        .log_statements(log::LevelFilter::Off);
+    let mut connection = sqlx::PgConnection::connect_with(&admin).await?;
+    let databases: Vec<(String, Option<String>, String, Option<String>)> =
+        sqlx::query_as(SANDBOX_NAMED_DATABASES)
+            .bind(NAME_PREFIX)
+            .fetch_all(&mut connection)
+            .await?;
+    let roles: Vec<(String, Option<String>)> = sqlx::query_as(SANDBOX_NAMED_ROLES)
+        .bind(NAME_PREFIX)
+        .fetch_all(&mut connection)
+        .await?;
+    let judge = |mark: Option<&str>| {
+        mark.and_then(Owner::from_mark)
+            .map_or(Liveness::Unknown, |owner| owner.liveness(&here))
+    };
+    let mut report = SweepReport::default();
+    for (database, mark, owner_role, owner_mark) in databases {
+        let what = format!("database {database}");
+        // Its own mark first; its owner's when the maker died before marking it.
+        let liveness = match judge(mark.as_deref()) {
+            Liveness::Unknown if mark.is_none() => judge(owner_mark.as_deref()),
+            liveness => liveness,
+        };
+        // A marked owner role that is not named like the database is not a project's: the
+        // database was made some other way.
+        let liveness = if mark.is_none() && owner_role != database {
+            Liveness::Unknown
+        } else {
+            liveness
+        };
+        match liveness {
+            Liveness::Alive => report.kept_live.push(what),
+            Liveness::Unknown => report.not_ours.push(what),
+            Liveness::Dead => match sqlx::raw_sql(AssertSqlSafe(drop_database(&database)))
+                .execute(&mut connection)
+                .await
+            {
+                Ok(_) => report.dropped_databases.push(database),
+                Err(error) => report.failed.push(format!("{what}: {error}")),
+            },
+        }
+    }
+    for (role, mark) in roles {
+        let what = format!("role {role}");
+        match judge(mark.as_deref()) {
+            Liveness::Alive => report.kept_live.push(what),
+            Liveness::Unknown => report.not_ours.push(what),
+            Liveness::Dead => match sqlx::raw_sql(AssertSqlSafe(drop_role(&role)))
+                .execute(&mut connection)
+                .await
+            {
+                Ok(_) => report.dropped_roles.push(role),
+                Err(error) => report.failed.push(format!("{what}: {error}")),
+            },
+        }
+    }
+    let _ = connection.close().await;
+    Ok(report)
 }
 
 impl ProjectDatabases {
@@ -89,6 +318,7 @@ impl ProjectDatabases {
         Ok(Self {
             admin,
             pool,
+            owner_mark: Owner::this_process().map(|owner| owner.mark()),
             created: Mutex::new(BTreeSet::new()),
             dropped: Mutex::new(BTreeSet::new()),
         })
@@ -148,10 +378,17 @@ impl ProjectDatabases {
         self.created().insert(name.to_owned());
         // Like Supabase's `postgres` role: may create roles, not a superuser, member of the
         // API roles so it can grant to and switch into them.
-        let create_role = format!(
-            "CREATE ROLE \"{name}\" LOGIN CREATEROLE PASSWORD {}",
+        // One simple query, so one implicit transaction: the role never exists unmarked.
+        let mut create_role = format!(
+            "CREATE ROLE \"{name}\" LOGIN CREATEROLE PASSWORD {};",
             quote_literal(db_pass)
         );
+        if let Some(mark) = &self.owner_mark {
+            create_role.push_str(&format!(
+                "COMMENT ON ROLE \"{name}\" IS {};",
+                quote_literal(mark)
+            ));
+        }
         sqlx::raw_sql(AssertSqlSafe(create_role))
             .execute(&self.pool)
             .await?;
@@ -163,6 +400,12 @@ impl ProjectDatabases {
         sqlx::raw_sql(AssertSqlSafe(create_db))
             .execute(&self.pool)
             .await?;
+        if let Some(mark) = &self.owner_mark {
+            let comment = format!("COMMENT ON DATABASE \"{name}\" IS {}", quote_literal(mark));
+            sqlx::raw_sql(AssertSqlSafe(comment))
+                .execute(&self.pool)
+                .await?;
+        }
 
         let mut connection =
             sqlx::PgConnection::connect_with(&self.admin.clone().database(name)).await?;
@@ -187,12 +430,10 @@ impl ProjectDatabases {
     }
 
     async fn drop_objects(&self, name: &str) -> Result<(), ProjectDbError> {
-        let drop_db = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-        sqlx::raw_sql(AssertSqlSafe(drop_db))
+        sqlx::raw_sql(AssertSqlSafe(drop_database(name)))
             .execute(&self.pool)
             .await?;
-        let drop_role = format!("DROP ROLE IF EXISTS \"{name}\"");
-        sqlx::raw_sql(AssertSqlSafe(drop_role))
+        sqlx::raw_sql(AssertSqlSafe(drop_role(name)))
             .execute(&self.pool)
             .await?;
         self.dropped().insert(name.to_owned());
@@ -251,12 +492,10 @@ impl ProjectDatabases {
                     return;
                 };
                 for name in names {
-                    let drop_db = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
-                    let drop_role = format!("DROP ROLE IF EXISTS \"{name}\"");
-                    let _ = sqlx::raw_sql(AssertSqlSafe(drop_db))
+                    let _ = sqlx::raw_sql(AssertSqlSafe(drop_database(&name)))
                         .execute(&mut connection)
                         .await;
-                    let _ = sqlx::raw_sql(AssertSqlSafe(drop_role))
+                    let _ = sqlx::raw_sql(AssertSqlSafe(drop_role(&name)))
                         .execute(&mut connection)
                         .await;
                 }

@@ -5,6 +5,10 @@
 //! minute. Here every waiter registers its project ref; one loop per organization lists the
 //! organization's projects (all pages) once per interval and answers every waiter from that
 //! one listing, then stops when nobody waits.
+//!
+//! A loop that ends any other way (its task panicked, or the runtime it ran on shut down)
+//! takes its organization's entry with it: its waiters hear that it stopped, and the next
+//! wait starts a fresh loop instead of joining one that no longer runs.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,8 +34,10 @@ pub enum ReadinessOutcome {
 
 type Answer = Result<ReadinessOutcome, ProviderError>;
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct OrganizationWaiters {
+    /// Which loop serves this entry; a loop only ever removes the entry it was started for.
+    poller: u64,
     waiters: HashMap<String, Vec<oneshot::Sender<Answer>>>,
     last_status: HashMap<String, ProjectStatus>,
 }
@@ -42,6 +48,7 @@ struct Shared {
     interval: Duration,
     organizations: Mutex<HashMap<String, OrganizationWaiters>>,
     listings: AtomicU64,
+    pollers_started: AtomicU64,
 }
 
 /// Shared by every run that waits on projects through the same client (clone it freely).
@@ -59,8 +66,15 @@ impl Readiness {
                 interval,
                 organizations: Mutex::new(HashMap::new()),
                 listings: AtomicU64::new(0),
+                pollers_started: AtomicU64::new(0),
             }),
         }
+    }
+
+    /// How many polling loops have been started so far (one per organization and stretch of
+    /// time with waiters).
+    pub fn pollers_started(&self) -> u64 {
+        self.shared.pollers_started.load(Ordering::Relaxed)
     }
 
     /// How many organization listings (one per interval per organization with waiters) have
@@ -81,20 +95,29 @@ impl Readiness {
         let (sender, receiver) = oneshot::channel();
         let start_loop = {
             let mut organizations = self.lock();
-            let start_loop = !organizations.contains_key(organization_slug);
+            let mut start_loop = None;
             organizations
                 .entry(organization_slug.to_owned())
-                .or_default()
+                .or_insert_with(|| {
+                    let poller = self.shared.pollers_started.fetch_add(1, Ordering::Relaxed);
+                    start_loop = Some(poller);
+                    OrganizationWaiters {
+                        poller,
+                        waiters: HashMap::new(),
+                        last_status: HashMap::new(),
+                    }
+                })
                 .waiters
                 .entry(project_ref.to_owned())
                 .or_default()
                 .push(sender);
             start_loop
         };
-        if start_loop {
+        if let Some(poller) = start_loop {
             tokio::spawn(poll_organization(
                 Arc::clone(&self.shared),
                 organization_slug.to_owned(),
+                poller,
             ));
         }
         match tokio::time::timeout(timeout, receiver).await {
@@ -124,9 +147,40 @@ impl Readiness {
     }
 }
 
+/// Removes its loop's entry when dropped: the loop's future is dropped however the loop ends
+/// (return, panic, task aborted, runtime shut down), so no entry outlives its loop.
+struct PollerRegistration {
+    shared: Arc<Shared>,
+    organization_slug: String,
+    poller: u64,
+}
+
+impl Drop for PollerRegistration {
+    fn drop(&mut self) {
+        let mut organizations = self
+            .shared
+            .organizations
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // After a normal end the entry is gone already, or belongs to a newer loop.
+        if organizations
+            .get(&self.organization_slug)
+            .is_some_and(|org| org.poller == self.poller)
+        {
+            // Dropping the senders tells every waiter the loop stopped.
+            organizations.remove(&self.organization_slug);
+        }
+    }
+}
+
 /// The one loop for an organization; it exists exactly while the organization has an entry
 /// in the map, and removes that entry (under the lock) when no waiter is left.
-async fn poll_organization(shared: Arc<Shared>, organization_slug: String) {
+async fn poll_organization(shared: Arc<Shared>, organization_slug: String, poller: u64) {
+    let _registration = PollerRegistration {
+        shared: Arc::clone(&shared),
+        organization_slug: organization_slug.clone(),
+        poller,
+    };
     loop {
         tokio::time::sleep(shared.interval).await;
         {
@@ -145,6 +199,7 @@ async fn poll_organization(shared: Arc<Shared>, organization_slug: String) {
             let OrganizationWaiters {
                 waiters,
                 last_status,
+                ..
             } = org;
             last_status.retain(|project_ref, _| waiters.contains_key(project_ref));
             if waiters.is_empty() {
