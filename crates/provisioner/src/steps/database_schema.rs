@@ -127,3 +127,46 @@ impl Step for DatabaseSchemaStep {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant_db::{CheckName, Finding, Severity};
+
+    fn root(table: &str, also_failing: usize) -> Finding {
+        Finding {
+            check: CheckName::SelectableAsAuthenticated,
+            severity: Severity::Failure,
+            schema: "public".into(),
+            table: table.into(),
+            column: None,
+            cause: format!("a policy on it reads {table} itself (infinite recursion ...)"),
+            hint: "read it through a SECURITY DEFINER function".into(),
+            also_failing: (0..also_failing).map(|i| format!("public.t{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn a_failed_check_is_one_line_per_root_cause_with_the_report_as_detail() {
+        let mut warning = root("audit_log", 0);
+        warning.severity = Severity::Warning;
+        let report = CheckReport::new(
+            vec!["public".into()],
+            vec![(CheckName::SelectableAsAuthenticated, 23, Vec::new())],
+            vec![root("users", 20), root("teams", 0), warning],
+        );
+        let error = checks_failed("acme", &report);
+        let message = error.to_string();
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 3, "{message}");
+        assert_eq!(lines[0], "the schema of acme failed its checks:");
+        assert!(lines[1].starts_with("SelectableAsAuthenticated on users: "));
+        assert!(lines[2].starts_with("SelectableAsAuthenticated on teams: "));
+        assert!(!message.contains("audit_log"), "warnings are not failures");
+        assert!(message.len() < 1000, "{} bytes", message.len());
+
+        let detail = error.detail().expect("the report as detail");
+        assert_eq!(detail["findings"].as_array().map(Vec::len), Some(3));
+        assert_eq!(detail["findings"][0]["alsoFailing"][19], "public.t19");
+    }
+}
