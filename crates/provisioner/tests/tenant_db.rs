@@ -1214,10 +1214,7 @@ async fn a_secret_column_any_signed_in_user_reads_in_other_tenants_rows_fails() 
         .collect();
     // Not own_credentials (each user reads their own), not announcements (nothing secret).
     assert_eq!(objects, vec!["integrations.refresh_token"], "{report}");
-    assert!(
-        !report.passed && report.failures().count() == 1,
-        "{report}"
-    );
+    assert!(!report.passed && report.failures().count() == 1, "{report}");
 
     let allowing = CheckOptions {
         allow_authenticated_secret_columns: vec!["public.integrations.refresh_token".into()],

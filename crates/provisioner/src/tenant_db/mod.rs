@@ -16,8 +16,8 @@
 //!   `anon`. The result is a [`CheckReport`] of findings (`report`), one per root cause.
 //!
 //! The connection URL carries the database password: it is taken as a
-//! [`SecretString`](secrecy::SecretString), never
-//! logged, and scrubbed from every error message (`target`).
+//! [`SecretString`](secrecy::SecretString), never logged, and scrubbed from every error
+//! message (`target`).
 
 mod apply;
 mod checks;

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use sqlx::postgres::PgDatabaseError;
+use sqlx::postgres::{PgDatabaseError, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
 use super::report::{CheckName, Finding, Severity, display_name};
@@ -124,26 +124,45 @@ pub(crate) async fn probe_tables(
         .fetch_all(&mut *tx)
         .await
         .map_err(db("listing the constraints and triggers to set aside"))?;
-    for statement in &preparation {
-        // A constraint that cannot be set aside shows up as its table's failed insert.
-        let _ = in_savepoint(&mut tx, statement).await;
+    // All at once in the common case; one by one only when something refuses, so the rest
+    // still happens. A constraint that cannot be set aside shows up as its table's failed
+    // insert.
+    if batch(&mut tx, &preparation).await.is_err() {
+        for statement in &preparation {
+            let _ = batch(&mut tx, std::slice::from_ref(statement)).await;
+        }
     }
 
     let mut findings = Vec::new();
     for (row, owner) in [(1_i32, mine), (2_i32, theirs)] {
-        let inserts = sqlx::query(SYNTHETIC_ROWS_SQL)
+        let composed = sqlx::query(SYNTHETIC_ROWS_SQL)
             .bind(exposed_schemas)
             .bind(row)
             .bind(owner.to_string())
             .fetch_all(&mut *tx)
             .await
             .map_err(db("composing the synthetic rows"))?;
-        for insert in inserts {
+        let mut inserts = Vec::with_capacity(composed.len());
+        for insert in &composed {
             let read = |e: sqlx::Error| target.database_error("composing the synthetic rows", &e);
             let schema: String = insert.try_get("schema_name").map_err(read)?;
             let name: String = insert.try_get("name").map_err(read)?;
             let statement: String = insert.try_get("insert_statement").map_err(read)?;
-            match insert_row(&mut tx, &statement).await {
+            inserts.push((schema, name, statement));
+        }
+        let statements: Vec<String> = inserts.iter().map(|(_, _, s)| s.clone()).collect();
+        let together = match batch(&mut tx, &statements).await {
+            Ok(rows) if rows.len() == inserts.len() => Some(rows),
+            _ => None,
+        };
+        for (i, (schema, name, statement)) in inserts.into_iter().enumerate() {
+            let inserted = match &together {
+                Some(rows) => location(&rows[i]),
+                None => batch(&mut tx, std::slice::from_ref(&statement))
+                    .await
+                    .and_then(|rows| rows.first().map_or(Err(sqlx::Error::RowNotFound), location)),
+            };
+            match inserted {
                 Ok(location) => {
                     if row == 2
                         && let Some(table) = tables
@@ -242,18 +261,26 @@ async fn probe_targets(
         .map_err(|e| target.database_error("reading the tables to probe", &e))
 }
 
-/// Runs `statement` in a savepoint, kept if it succeeds and rolled back if it fails.
-async fn in_savepoint(
+/// Runs `statements` as one batch in a savepoint, kept if every one succeeds and rolled back
+/// whole if any fails; the rows they return, in order.
+async fn batch(
     tx: &mut Transaction<'_, Postgres>,
-    statement: &str,
-) -> Result<(), sqlx::Error> {
+    statements: &[String],
+) -> Result<Vec<PgRow>, sqlx::Error> {
+    if statements.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut savepoint = tx.begin().await?;
-    // The statement was composed by a check query from catalog names, each quoted with %I.
-    match sqlx::raw_sql(AssertSqlSafe(statement.to_owned()))
-        .execute(&mut *savepoint)
+    // Every statement was composed by a check query from catalog names quoted with %I and
+    // values quoted with quote_literal.
+    match sqlx::raw_sql(AssertSqlSafe(statements.join(";\n")))
+        .fetch_all(&mut *savepoint)
         .await
     {
-        Ok(_) => savepoint.commit().await,
+        Ok(rows) => {
+            savepoint.commit().await?;
+            Ok(rows)
+        }
         Err(e) => {
             savepoint.rollback().await?;
             Err(e)
@@ -261,26 +288,9 @@ async fn in_savepoint(
     }
 }
 
-/// Inserts one synthetic row in a savepoint; its `tableoid` and `ctid` on success.
-async fn insert_row(
-    tx: &mut Transaction<'_, Postgres>,
-    statement: &str,
-) -> Result<(i64, String), sqlx::Error> {
-    let mut savepoint = tx.begin().await?;
-    // Composed by `synthetic_rows.sql` from quoted catalog names and quoted literals.
-    match sqlx::query_as::<_, (i64, String)>(AssertSqlSafe(statement.to_owned()))
-        .fetch_one(&mut *savepoint)
-        .await
-    {
-        Ok(location) => {
-            savepoint.commit().await?;
-            Ok(location)
-        }
-        Err(e) => {
-            savepoint.rollback().await?;
-            Err(e)
-        }
-    }
+/// `tableoid` and `ctid` of a synthetic row, from its INSERT's RETURNING.
+fn location(row: &PgRow) -> Result<(i64, String), sqlx::Error> {
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
 /// Reads `table` whole as the synthetic user, with the row level security of `without`
@@ -397,10 +407,12 @@ async fn attribute(
             continue;
         }
         let mut culprits = Vec::new();
-        for (r, root) in roots.iter().enumerate() {
-            let alone = [&tables[root.members[0]]];
-            if passes(&probe(tx, target, claims, &tables[index], &alone).await?) {
-                culprits.push(r);
+        if roots.len() > 1 {
+            for (r, root) in roots.iter().enumerate() {
+                let alone = [&tables[root.members[0]]];
+                if passes(&probe(tx, target, claims, &tables[index], &alone).await?) {
+                    culprits.push(r);
+                }
             }
         }
         if culprits.is_empty() {
