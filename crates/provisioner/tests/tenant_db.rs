@@ -967,6 +967,34 @@ async fn tables_whose_policies_read_each_other_are_one_root_cause() {
 }
 
 #[tokio::test]
+async fn a_table_the_probe_cannot_fill_is_a_warning_and_the_others_still_get_rows() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    // No sample value for a point: the insert into places fails on NOT NULL, which must not
+    // keep the rows of the other tables (and so the recursion) from the probe.
+    let schema = format!(
+        "{RECURSION_THROUGH_A_FUNCTION}
+         CREATE TABLE public.places (id int PRIMARY KEY, location point NOT NULL);
+         ALTER TABLE public.places ENABLE ROW LEVEL SECURITY;"
+    );
+    let (project, report) = checked(&cluster, &schema, &CheckOptions::default()).await;
+    let warned: Vec<String> = report.warnings().map(Finding::object).collect();
+    assert_eq!(warned, vec!["places", "places"], "{report}");
+    assert!(
+        report
+            .warnings()
+            .all(|w| w.cause.contains("could not give it synthetic row")
+                && w.cause.contains("null value")),
+        "{report}"
+    );
+    let failures = findings_of(&report, CheckName::SelectableAsAuthenticated);
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0].table, "team_members");
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
 async fn the_probe_leaves_nothing_behind() {
     let Some(cluster) = Cluster::find().await else {
         return;

@@ -198,6 +198,21 @@ pub(crate) async fn probe_tables(
 
     let mut outcomes: BTreeMap<usize, ProbeFailure> = BTreeMap::new();
     let mut others_row_visible = BTreeSet::new();
+    if let Some(visible) = probe_all_at_once(&mut tx, target, &claims, &tables).await? {
+        for (table, others_visible) in tables.iter().zip(visible) {
+            if others_visible {
+                others_row_visible.insert((table.schema.clone(), table.name.clone()));
+            }
+        }
+        tx.rollback()
+            .await
+            .map_err(db("rolling back the probe transaction"))?;
+        return Ok(ProbeResults {
+            tables_examined: tables.len(),
+            findings,
+            others_row_visible,
+        });
+    }
     for (index, table) in tables.iter().enumerate() {
         match probe(&mut tx, target, &claims, table, &[]).await? {
             Probed::Read { others_visible } => {
@@ -293,6 +308,65 @@ fn location(row: &PgRow) -> Result<(i64, String), sqlx::Error> {
     Ok((row.try_get(0)?, row.try_get(1)?))
 }
 
+/// Reads every table as the synthetic user in one savepoint, acting as `authenticated` once
+/// per schema: one round trip per table when every read succeeds, as it does for a sound
+/// schema. `None` at the first failure, after which each table is probed on its own.
+/// Whether the other tenant's row was visible, per table, otherwise.
+async fn probe_all_at_once(
+    tx: &mut Transaction<'_, Postgres>,
+    target: &Target,
+    claims: &str,
+    tables: &[ProbeTarget],
+) -> Result<Option<Vec<bool>>, TenantDbError> {
+    let db = |during: &'static str| move |e: sqlx::Error| target.database_error(during, &e);
+    let mut savepoint = tx.begin().await.map_err(db("starting a probe"))?;
+    let mut acting_in: Option<&str> = None;
+    let mut visible = Vec::with_capacity(tables.len());
+    for table in tables {
+        if acting_in != Some(table.schema.as_str()) {
+            act_as_authenticated(&mut savepoint, target, claims, &table.schema).await?;
+            acting_in = Some(table.schema.as_str());
+        }
+        let (other_oid, other_ctid) = table.other_row.clone().unzip();
+        // Composed by `probe_targets.sql` from quoted catalog names.
+        let read = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(table.probe.clone()))
+            .bind(other_oid)
+            .bind(other_ctid)
+            .fetch_one(&mut *savepoint)
+            .await;
+        match read {
+            Ok((_, others_visible)) => visible.push(others_visible > 0),
+            Err(_) => {
+                savepoint.rollback().await.map_err(db("ending a probe"))?;
+                return Ok(None);
+            }
+        }
+    }
+    savepoint.rollback().await.map_err(db("ending a probe"))?;
+    Ok(Some(visible))
+}
+
+/// Acts as a signed-in user until the (sub)transaction ends, with the search path the Data
+/// API sets for a request to `schema`.
+async fn act_as_authenticated(
+    savepoint: &mut Transaction<'_, Postgres>,
+    target: &Target,
+    claims: &str,
+    schema: &str,
+) -> Result<(), TenantDbError> {
+    let search_path = format!("{}, public, extensions", quote_ident(schema));
+    sqlx::query(AS_AUTHENTICATED_SQL)
+        .bind(claims)
+        .bind(search_path)
+        .execute(&mut **savepoint)
+        .await
+        .map_err(|e| TenantDbError::CannotActAs {
+            role: "authenticated",
+            message: target.redact(&error_message(&e)),
+        })?;
+    Ok(())
+}
+
 /// Reads `table` whole as the synthetic user, with the row level security of `without`
 /// taken away first, all in a savepoint that is rolled back.
 async fn probe(
@@ -315,16 +389,7 @@ async fn probe(
             return Ok(Probed::NotIsolated);
         }
     }
-    let search_path = format!("{}, public, extensions", quote_ident(&table.schema));
-    sqlx::query(AS_AUTHENTICATED_SQL)
-        .bind(claims)
-        .bind(search_path)
-        .execute(&mut *savepoint)
-        .await
-        .map_err(|e| TenantDbError::CannotActAs {
-            role: "authenticated",
-            message: target.redact(&error_message(&e)),
-        })?;
+    act_as_authenticated(&mut savepoint, target, claims, &table.schema).await?;
     let (other_oid, other_ctid) = table.other_row.clone().unzip();
     // Composed by `probe_targets.sql` from quoted catalog names.
     let read = sqlx::query_as::<_, (i64, i64)>(AssertSqlSafe(table.probe.clone()))
