@@ -201,11 +201,107 @@ pub struct TemplateSettings {
     pub n8n_workflow: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SchemaCheckSettings {
-    /// `table.column` pairs that may be readable by `anon` although they look secret.
+    /// The schemas the Supabase Data API exposes (the project's "exposed schemas"); every
+    /// relation and function in them is checked. Default: `public`, `graphql_public`.
+    pub exposed_schemas: Vec<String>,
+    /// `table.column` (in `public`) or `schema.table.column` entries that may be readable by
+    /// `anon` although they look secret.
     pub allow_anon_secret_columns: Vec<String>,
+    /// The same, for columns `authenticated` may read in other tenants' rows.
+    pub allow_authenticated_secret_columns: Vec<String>,
+}
+
+impl Default for SchemaCheckSettings {
+    fn default() -> Self {
+        Self {
+            exposed_schemas: crate::tenant_db::DEFAULT_EXPOSED_SCHEMAS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            allow_anon_secret_columns: Vec::new(),
+            allow_authenticated_secret_columns: Vec::new(),
+        }
+    }
+}
+
+impl SchemaCheckSettings {
+    /// Every problem with these settings, each naming its key and what to write instead.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.exposed_schemas.is_empty() {
+            problems.push(
+                "schema_checks.exposed_schemas: is empty; list the schemas the Data API exposes \
+                 (e.g. [\"public\", \"graphql_public\"]), or remove the key for that default"
+                    .to_owned(),
+            );
+        }
+        for (i, schema) in self.exposed_schemas.iter().enumerate() {
+            if schema.trim().is_empty() || schema.len() > 63 || schema.contains('\0') {
+                problems.push(format!(
+                    "schema_checks.exposed_schemas: {schema:?} is not a schema name (1 to 63 \
+                     bytes); write it as PostgreSQL spells it, without quotes"
+                ));
+            } else if self.exposed_schemas[..i].contains(schema) {
+                problems.push(format!(
+                    "schema_checks.exposed_schemas: {schema:?} is listed twice; list it once"
+                ));
+            }
+        }
+        for (key, entries) in [
+            ("allow_anon_secret_columns", &self.allow_anon_secret_columns),
+            (
+                "allow_authenticated_secret_columns",
+                &self.allow_authenticated_secret_columns,
+            ),
+        ] {
+            for entry in entries {
+                let parts: Vec<&str> = entry.split('.').collect();
+                if !matches!(parts.len(), 2 | 3) || parts.iter().any(|p| p.is_empty()) {
+                    problems.push(format!(
+                        "schema_checks.{key}: {entry:?} must be \"table.column\" (in public) or \
+                         \"schema.table.column\""
+                    ));
+                }
+            }
+        }
+        problems
+    }
+}
+
+#[cfg(test)]
+mod schema_check_settings_tests {
+    use super::SchemaCheckSettings;
+
+    #[test]
+    fn exposed_schemas_default_to_the_data_apis_and_bad_entries_name_their_key() {
+        let defaults: SchemaCheckSettings = toml::from_str("").expect("empty is valid");
+        assert_eq!(defaults.exposed_schemas, vec!["public", "graphql_public"]);
+        assert!(defaults.problems().is_empty());
+
+        let bad: SchemaCheckSettings = toml::from_str(
+            r#"exposed_schemas = ["public", "", "public"]
+               allow_anon_secret_columns = ["integrations.api_token", "a.b.c", "nodot"]
+               allow_authenticated_secret_columns = ["a..c"]"#,
+        )
+        .expect("well-formed TOML");
+        let problems = bad.problems();
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(
+            problems[0].starts_with("schema_checks.exposed_schemas: \"\" is not a schema name")
+        );
+        assert!(problems[1].contains("\"public\" is listed twice"));
+        assert!(problems[2].starts_with("schema_checks.allow_anon_secret_columns: \"nodot\""));
+        assert!(
+            problems[3].starts_with("schema_checks.allow_authenticated_secret_columns: \"a..c\"")
+        );
+
+        let empty: SchemaCheckSettings =
+            toml::from_str("exposed_schemas = []").expect("well-formed TOML");
+        assert!(empty.problems()[0].contains("is empty"));
+    }
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -378,13 +474,7 @@ impl Settings {
                 ));
             }
         }
-        for entry in &self.schema_checks.allow_anon_secret_columns {
-            if entry.split('.').count() != 2 || entry.split('.').any(str::is_empty) {
-                problems.push(format!(
-                    "schema_checks.allow_anon_secret_columns: {entry:?} must be \"table.column\""
-                ));
-            }
-        }
+        problems.extend(self.schema_checks.problems());
         for (provider, budget) in &self.rate_budgets {
             if !matches!(provider.as_str(), "supabase" | "github" | "vercel" | "n8n") {
                 problems.push(format!(

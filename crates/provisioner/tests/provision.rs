@@ -37,7 +37,7 @@ async fn provision_then_deprovision_leaves_nothing() {
             .ends_with(&format!("/webhook/client-{slug}/content"))
     );
     let database = record.database.as_ref().expect("database in record");
-    assert_eq!(database.checks.len(), 3);
+    assert_eq!(database.checks.len(), 6);
     assert!(database.checks.iter().all(|c| c.passed));
 
     // The webhook answers as a user would call it.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use provisioner::tenant_db::{
-    CheckName, CheckOptions, CheckReport, TenantDbError, apply_schema, check_schema,
+    CheckName, CheckOptions, CheckReport, Finding, TenantDbError, apply_schema, check_schema,
     schema_checksum,
 };
 use secrecy::SecretString;
@@ -177,8 +177,16 @@ async fn public_tables(conn: &mut PgConnection) -> Vec<String> {
 fn failures_of(report: &CheckReport, check: CheckName) -> Vec<(String, Option<String>, String)> {
     report
         .failures()
-        .filter(|(c, _)| *c == check)
-        .map(|(_, f)| (f.table.clone(), f.column.clone(), f.message.clone()))
+        .filter(|f| f.check == check)
+        .map(|f| (f.table.clone(), f.column.clone(), f.cause.clone()))
+        .collect()
+}
+
+fn findings_of(report: &CheckReport, check: CheckName) -> Vec<Finding> {
+    report
+        .failures()
+        .filter(|f| f.check == check)
+        .cloned()
         .collect()
 }
 
@@ -237,15 +245,25 @@ async fn the_template_applies_and_passes_every_check() {
     ] {
         assert!(tables.iter().any(|t| t == wanted), "no table {wanted}");
     }
-    for check in &report.checks {
-        assert_eq!(
-            check.relations_examined > 0,
-            check.check != CheckName::NoAnonSecretColumns,
-            "{:?} examined {} relations",
-            check.check,
-            check.relations_examined
-        );
-    }
+    let examined = |name: CheckName| {
+        report
+            .checks
+            .iter()
+            .find(|c| c.check == name)
+            .expect("every check is reported")
+            .relations_examined
+    };
+    assert!(examined(CheckName::RlsEnabled) >= 20, "{report}");
+    assert!(
+        examined(CheckName::SelectableAsAuthenticated) >= 20,
+        "{report}"
+    );
+    // Anon reads nothing; the secret-looking columns members read are their own tenant's.
+    assert_eq!(examined(CheckName::NoAnonSecretColumns), 0, "{report}");
+    assert!(examined(CheckName::NoSharedSecretColumns) >= 2, "{report}");
+    // Every table got both synthetic rows: the probe met the template with rows everywhere.
+    let warnings: Vec<String> = report.warnings().map(Finding::line).collect();
+    assert!(warnings.is_empty(), "{warnings:#?}");
 
     // Every foreign key's columns lead some index of its table.
     let unindexed: Vec<String> = sqlx::query_scalar(
@@ -478,18 +496,78 @@ async fn a_broken_schema_leaves_nothing_behind() {
 }
 
 #[tokio::test]
-async fn a_schema_that_commits_midway_is_reported() {
+async fn a_schema_that_commits_midway_is_refused_and_nothing_of_it_exists() {
     let Some(cluster) = Cluster::find().await else {
         return;
     };
     let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
     let err = apply_schema(
-        &project.owner_url(&cluster),
-        "CREATE TABLE public.early (id int); COMMIT; CREATE TABLE public.late (id int);",
+        &url,
+        "CREATE TABLE public.early (id int);\nCOMMIT;\nCREATE TABLE public.late (id int);",
     )
     .await
     .unwrap_err();
-    assert!(matches!(err, TenantDbError::SchemaEndsTransaction), "{err}");
+    match &err {
+        TenantDbError::SchemaRefused { statements } => {
+            assert_eq!(statements.len(), 1, "{err}");
+            assert_eq!(
+                (statements[0].line, statements[0].statement.as_str()),
+                (2, "COMMIT")
+            );
+        }
+        other => panic!("expected SchemaRefused, got {other}"),
+    }
+    assert!(err.to_string().contains("line 2: `COMMIT`"), "{err}");
+    assert!(!err.is_retryable());
+
+    let mut owner = project.owner(&cluster).await;
+    assert!(public_tables(&mut owner).await.is_empty());
+    let version_table: Option<String> =
+        sqlx::query_scalar("SELECT to_regclass('provisioner.schema_versions')::text")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(
+        version_table, None,
+        "nothing was sent, not even the version table"
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn role_changes_and_statements_that_cannot_run_in_a_transaction_are_refused() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    let script = "CREATE TABLE public.t (id int);\n\
+                  SET SESSION AUTHORIZATION DEFAULT;\n\
+                  CREATE INDEX CONCURRENTLY t_id ON public.t (id);\n\
+                  SAVEPOINT half;\n\
+                  RESET ROLE;\n\
+                  -- 'COMMIT;' in a comment and in a string is not a statement\n\
+                  COMMENT ON TABLE public.t IS 'COMMIT;';\n";
+    let err = apply_schema(&url, script).await.unwrap_err();
+    let TenantDbError::SchemaRefused { statements } = &err else {
+        panic!("expected SchemaRefused, got {err}");
+    };
+    let refused: Vec<(usize, &str)> = statements
+        .iter()
+        .map(|s| (s.line, s.statement.as_str()))
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            (2, "SET SESSION AUTHORIZATION DEFAULT"),
+            (3, "CREATE INDEX CONCURRENTLY t_id ON public.t (id)"),
+            (4, "SAVEPOINT half"),
+            (5, "RESET ROLE"),
+        ]
+    );
+    let mut owner = project.owner(&cluster).await;
+    assert!(public_tables(&mut owner).await.is_empty());
     project.drop(&cluster).await;
 }
 
@@ -522,6 +600,11 @@ async fn a_recursive_policy_fails_the_authenticated_check() {
     assert_eq!((table.as_str(), column), ("team_members", &None));
     assert!(message.contains("infinite recursion"), "{message}");
     assert!(report.to_string().contains("SECURITY DEFINER"), "{report}");
+    assert!(
+        findings_of(&report, CheckName::SelectableAsAuthenticated)[0]
+            .also_failing
+            .is_empty()
+    );
     project.drop(&cluster).await;
 }
 
@@ -544,20 +627,16 @@ async fn a_table_authenticated_may_not_select_fails_with_the_grant_to_add() {
     let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
     let failure = report
         .failures()
-        .find(|(check, _)| *check == CheckName::SelectableAsAuthenticated)
-        .map(|(_, f)| f.clone())
+        .find(|f| f.check == CheckName::SelectableAsAuthenticated)
+        .cloned()
         .expect("a failure for reports");
     assert_eq!(failure.table, "reports");
     assert!(
-        failure.message.contains("permission denied"),
+        failure.cause.contains("permission denied"),
         "{}",
-        failure.message
+        failure.cause
     );
-    assert!(
-        failure.remedy.starts_with("GRANT SELECT"),
-        "{}",
-        failure.remedy
-    );
+    assert!(failure.hint.contains("GRANT SELECT"), "{}", failure.hint);
     project.drop(&cluster).await;
 }
 
@@ -587,9 +666,10 @@ async fn a_table_without_rls_fails_the_rls_check() {
     assert!(check_passed(&report, CheckName::NoAnonSecretColumns));
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["checks"][0]["check"], "rlsEnabled");
-    assert_eq!(json["checks"][0]["failures"][0]["table"], "open_notes");
+    assert_eq!(json["findings"][0]["check"], "rlsEnabled");
+    assert_eq!(json["findings"][0]["table"], "open_notes");
     assert!(
-        json["checks"][0]["failures"][0]["remedy"]
+        json["findings"][0]["hint"]
             .as_str()
             .unwrap()
             .contains("ENABLE ROW LEVEL SECURITY")
@@ -622,6 +702,19 @@ async fn an_anon_readable_secret_column_fails_unless_allowed() {
     assert!(!report.passed);
     assert!(check_passed(&report, CheckName::RlsEnabled));
     assert!(check_passed(&report, CheckName::SelectableAsAuthenticated));
+    let shared: Vec<(String, Option<String>)> =
+        failures_of(&report, CheckName::NoSharedSecretColumns)
+            .into_iter()
+            .map(|(t, c, _)| (t, c))
+            .collect();
+    assert_eq!(
+        shared,
+        vec![
+            ("team_logins".to_owned(), Some("password_hash".to_owned())),
+            ("vault".to_owned(), Some("client_secret".to_owned())),
+        ],
+        "{report}"
+    );
     let failures = failures_of(&report, CheckName::NoAnonSecretColumns);
     let located: Vec<(&str, Option<&str>)> = failures
         .iter()
@@ -647,6 +740,13 @@ async fn an_anon_readable_secret_column_fails_unless_allowed() {
             "integrations.api_token".to_owned(),
             "public.team_logins.password_hash".to_owned(),
         ],
+        // Any signed-in user reads these two as well (policies for PUBLIC / authenticated
+        // with USING (true)): a failure of its own, allowed separately.
+        allow_authenticated_secret_columns: vec![
+            "team_logins.password_hash".to_owned(),
+            "vault.client_secret".to_owned(),
+        ],
+        ..CheckOptions::default()
     };
     let report = check_schema(&url, &allowing).await.unwrap();
     assert!(report.passed, "{report}");
@@ -657,8 +757,501 @@ async fn an_anon_readable_secret_column_fails_unless_allowed() {
         .unwrap();
     assert_eq!(
         anon_check.allowed,
-        vec!["integrations.api_token", "team_logins.password_hash"]
+        vec![
+            "public.integrations.api_token",
+            "public.team_logins.password_hash"
+        ]
     );
+    project.drop(&cluster).await;
+}
+
+/// Applies `schema` to a fresh project and checks it with `options`.
+async fn checked(
+    cluster: &Cluster,
+    schema: &str,
+    options: &CheckOptions,
+) -> (Project, CheckReport) {
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(cluster);
+    apply_schema(&url, schema).await.unwrap();
+    let report = check_schema(&url, options).await.unwrap();
+    (project, report)
+}
+
+/// The issue's example: the membership lookup is a plain SQL function reading
+/// `team_members`, called from the policies of `team_members` and `teams`.
+const RECURSION_THROUGH_A_FUNCTION: &str = "
+CREATE TABLE public.teams (id uuid PRIMARY KEY DEFAULT gen_random_uuid(), name text NOT NULL);
+CREATE TABLE public.team_members (
+    team_id uuid NOT NULL REFERENCES public.teams (id) ON DELETE CASCADE,
+    user_id uuid NOT NULL,
+    PRIMARY KEY (team_id, user_id)
+);
+create function public.is_member(t uuid) returns boolean language sql stable as $$ select
+exists (select 1 from public.team_members m where m.team_id = t and m.user_id = auth.uid())
+$$;
+ALTER TABLE public.teams ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.team_members ENABLE ROW LEVEL SECURITY;
+CREATE POLICY team_members_select ON public.team_members FOR SELECT TO authenticated
+    USING (public.is_member(team_id));
+CREATE POLICY teams_select ON public.teams FOR SELECT TO authenticated
+    USING (public.is_member(id));
+";
+
+#[tokio::test]
+async fn a_policy_recursing_through_a_function_fails_once_its_table_has_rows() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let (project, report) = checked(
+        &cluster,
+        RECURSION_THROUGH_A_FUNCTION,
+        &CheckOptions::default(),
+    )
+    .await;
+
+    // What the check did before: read the empty tables as authenticated. It passes, which is
+    // why the check must give the tables rows first.
+    let mut owner = project.owner(&cluster).await;
+    let mut tx = owner.begin().await.unwrap();
+    sqlx::raw_sql("SET LOCAL ROLE authenticated")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for table in ["teams", "team_members"] {
+        sqlx::raw_sql(AssertSqlSafe(format!(
+            "SELECT 1 FROM public.{table} LIMIT 1"
+        )))
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("the empty {table} reads fine: {e}"));
+    }
+    tx.rollback().await.unwrap();
+
+    assert!(!report.passed, "{report}");
+    let failures = findings_of(&report, CheckName::SelectableAsAuthenticated);
+    assert_eq!(failures.len(), 1, "one root cause: {report}");
+    let root = &failures[0];
+    assert_eq!(root.table, "team_members", "{report}");
+    assert!(
+        root.cause.contains("stack depth limit exceeded") && root.cause.contains("function"),
+        "{}",
+        root.cause
+    );
+    assert_eq!(root.also_failing, vec!["public.teams"], "{report}");
+    assert!(root.hint.contains("SECURITY DEFINER"), "{}", root.hint);
+    project.drop(&cluster).await;
+}
+
+/// The agency's schema: `users`' own policy selects from `users`, and twenty other tables'
+/// policies select from `users`.
+fn self_recursive_users_and_twenty_readers() -> String {
+    let mut schema = String::from(
+        "CREATE TABLE public.users (id uuid PRIMARY KEY, agency_id uuid NOT NULL, email text);
+         ALTER TABLE public.users ENABLE ROW LEVEL SECURITY;
+         CREATE POLICY users_same_agency ON public.users FOR SELECT TO authenticated
+             USING (agency_id IN (SELECT u.agency_id FROM public.users u WHERE u.id = auth.uid()));
+        ",
+    );
+    for i in 1..=20 {
+        schema.push_str(&format!(
+            "CREATE TABLE public.records_{i:02} (
+                 id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
+                 agency_id uuid NOT NULL,
+                 body text
+             );
+             ALTER TABLE public.records_{i:02} ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY records_{i:02}_agency ON public.records_{i:02} FOR SELECT TO authenticated
+                 USING (agency_id IN (SELECT u.agency_id FROM public.users u WHERE u.id = auth.uid()));
+            "
+        ));
+    }
+    schema
+}
+
+#[tokio::test]
+async fn a_recursing_policy_every_table_reads_is_reported_once_as_the_root_cause() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let (project, report) = checked(
+        &cluster,
+        &self_recursive_users_and_twenty_readers(),
+        &CheckOptions::default(),
+    )
+    .await;
+
+    let failures = findings_of(&report, CheckName::SelectableAsAuthenticated);
+    assert_eq!(failures.len(), 1, "{report}");
+    let root = &failures[0];
+    assert_eq!(root.table, "users");
+    assert!(
+        root.cause.contains("a policy on it reads users itself")
+            && root.cause.contains("infinite recursion"),
+        "{}",
+        root.cause
+    );
+    let expected: Vec<String> = (1..=20).map(|i| format!("public.records_{i:02}")).collect();
+    assert_eq!(root.also_failing, expected);
+    // No table is blamed for querying itself but users.
+    assert!(
+        !report.to_string().contains("records_01 itself"),
+        "{report}"
+    );
+
+    // What the step reports: one line per root cause, short.
+    let brief = report.brief();
+    assert_eq!(brief.lines().count(), 1, "{brief}");
+    assert!(
+        brief.starts_with("SelectableAsAuthenticated on users: "),
+        "{brief}"
+    );
+    assert!(
+        brief.contains("(20 other tables fail because of it: records_01, "),
+        "{brief}"
+    );
+    assert!(brief.len() < 800, "{} bytes: {brief}", brief.len());
+    // The whole report stays data, for the step's error detail.
+    let json = serde_json::to_value(&report).unwrap();
+    let finding = &json["findings"][0];
+    assert_eq!(
+        (&finding["check"], &finding["table"]),
+        (
+            &serde_json::json!("selectableAsAuthenticated"),
+            &serde_json::json!("users")
+        )
+    );
+    assert_eq!(finding["alsoFailing"].as_array().unwrap().len(), 20);
+    assert!(
+        finding["hint"]
+            .as_str()
+            .unwrap()
+            .contains("SECURITY DEFINER")
+    );
+    project.drop(&cluster).await;
+}
+
+const MUTUAL_RECURSION: &str = "
+CREATE TABLE public.a (id uuid PRIMARY KEY, b_id uuid);
+CREATE TABLE public.b (id uuid PRIMARY KEY, a_id uuid);
+CREATE TABLE public.c (id uuid PRIMARY KEY, a_id uuid);
+ALTER TABLE public.a ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.b ENABLE ROW LEVEL SECURITY;
+ALTER TABLE public.c ENABLE ROW LEVEL SECURITY;
+CREATE POLICY a_via_b ON public.a FOR SELECT TO authenticated
+    USING (EXISTS (SELECT 1 FROM public.b WHERE b.a_id = a.id));
+CREATE POLICY b_via_a ON public.b FOR SELECT TO authenticated
+    USING (EXISTS (SELECT 1 FROM public.a WHERE a.b_id = b.id));
+CREATE POLICY c_via_a ON public.c FOR SELECT TO authenticated
+    USING (EXISTS (SELECT 1 FROM public.a WHERE a.id = c.a_id));
+";
+
+#[tokio::test]
+async fn tables_whose_policies_read_each_other_are_one_root_cause() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let (project, report) = checked(&cluster, MUTUAL_RECURSION, &CheckOptions::default()).await;
+    let failures = findings_of(&report, CheckName::SelectableAsAuthenticated);
+    assert_eq!(failures.len(), 1, "{report}");
+    let root = &failures[0];
+    assert_eq!(root.table, "a");
+    assert!(
+        root.cause
+            .contains("the policies on a and b read each other's tables (a → b → a)"),
+        "{}",
+        root.cause
+    );
+    assert_eq!(root.also_failing, vec!["public.c"], "{report}");
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_table_the_probe_cannot_fill_is_a_warning_and_the_others_still_get_rows() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    // No sample value for a point: the insert into places fails on NOT NULL, which must not
+    // keep the rows of the other tables (and so the recursion) from the probe.
+    let schema = format!(
+        "{RECURSION_THROUGH_A_FUNCTION}
+         CREATE TABLE public.places (id int PRIMARY KEY, location point NOT NULL);
+         ALTER TABLE public.places ENABLE ROW LEVEL SECURITY;"
+    );
+    let (project, report) = checked(&cluster, &schema, &CheckOptions::default()).await;
+    let warned: Vec<String> = report.warnings().map(Finding::object).collect();
+    assert_eq!(warned, vec!["places", "places"], "{report}");
+    assert!(
+        report
+            .warnings()
+            .all(|w| w.cause.contains("could not give it synthetic row")
+                && w.cause.contains("null value")),
+        "{report}"
+    );
+    let failures = findings_of(&report, CheckName::SelectableAsAuthenticated);
+    assert_eq!(failures.len(), 1, "{report}");
+    assert_eq!(failures[0].table, "team_members");
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn the_probe_leaves_nothing_behind() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    apply_schema(&url, TEMPLATE_SCHEMA).await.unwrap();
+    let mut owner = project.owner(&cluster).await;
+    // Rows of every table, and the constraints, triggers and row level security flags the
+    // probe sets aside for a moment.
+    let snapshot = "SELECT
+        (SELECT string_agg(format('%s=%s', c.relname,
+                    (xpath('/row/n/text()',
+                           query_to_xml(format('SELECT count(*) AS n FROM %I.%I', n.nspname, c.relname),
+                                        false, true, '')))[1]::text), ',' ORDER BY c.relname)
+         FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE n.nspname = 'public' AND c.relkind = 'r') AS row_counts,
+        (SELECT string_agg(format('%s:%s:%s', conrelid::regclass, conname, contype), ',' ORDER BY 1)
+         FROM pg_constraint WHERE connamespace = 'public'::regnamespace) AS constraints,
+        (SELECT string_agg(format('%s:%s:%s', tgrelid::regclass, tgname, tgenabled), ',' ORDER BY 1)
+         FROM pg_trigger WHERE NOT tgisinternal) AS triggers,
+        (SELECT string_agg(format('%s:%s', oid::regclass, relrowsecurity), ',' ORDER BY 1)
+         FROM pg_class WHERE relnamespace = 'public'::regnamespace AND relkind = 'r') AS rls";
+    let before: (String, String, String, String) = sqlx::query_as(snapshot)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert!(before.0.contains("organisations=0"), "{}", before.0);
+    assert!(before.1.contains(":f"), "the template has foreign keys");
+    assert!(before.2.contains(":O"), "and enabled triggers");
+
+    let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
+    assert!(report.passed, "{report}");
+    let after: (String, String, String, String) = sqlx::query_as(snapshot)
+        .fetch_one(&mut owner)
+        .await
+        .unwrap();
+    assert_eq!(before, after);
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_definer_function_anon_may_execute_fails() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let schema = "
+        CREATE TABLE public.payouts (id int PRIMARY KEY, amount numeric NOT NULL);
+        ALTER TABLE public.payouts ENABLE ROW LEVEL SECURITY;
+        -- Executable by anon through the default privileges on functions.
+        CREATE FUNCTION public.total_payouts() RETURNS numeric
+            LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+            AS $$ SELECT sum(amount) FROM public.payouts $$;
+        -- The same, kept from anon: fine.
+        CREATE FUNCTION public.my_payouts(since date) RETURNS numeric
+            LANGUAGE sql STABLE SECURITY DEFINER SET search_path = ''
+            AS $$ SELECT sum(amount) FROM public.payouts $$;
+        REVOKE EXECUTE ON FUNCTION public.my_payouts(date) FROM PUBLIC, anon;
+        -- Invoker functions and trigger functions are not reachable as definer through /rpc.
+        CREATE FUNCTION public.double(x int) RETURNS int LANGUAGE sql AS $$ SELECT 2 * x $$;
+        CREATE FUNCTION public.touch() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER
+            AS $$ BEGIN RETURN NEW; END $$;
+    ";
+    let (project, report) = checked(&cluster, schema, &CheckOptions::default()).await;
+    let failures = findings_of(&report, CheckName::NoAnonDefinerFunctions);
+    let named: Vec<&str> = failures.iter().map(|f| f.table.as_str()).collect();
+    assert_eq!(named, vec!["total_payouts()"], "{report}");
+    assert!(
+        failures[0].cause.contains("/rpc/total_payouts"),
+        "{}",
+        failures[0].cause
+    );
+    assert!(
+        failures[0].hint.starts_with(
+            "REVOKE EXECUTE ON FUNCTION \"public\".\"total_payouts\"() FROM PUBLIC, anon"
+        ),
+        "{}",
+        failures[0].hint
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_view_that_skips_row_level_security_fails() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let schema = "
+        CREATE TABLE public.salaries (id int PRIMARY KEY, employee uuid NOT NULL, amount int);
+        ALTER TABLE public.salaries ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY own_salary ON public.salaries FOR SELECT TO authenticated
+            USING (employee = auth.uid());
+        CREATE VIEW public.salary_overview AS SELECT employee, amount FROM public.salaries;
+        CREATE VIEW public.salary_nested AS SELECT * FROM public.salary_overview;
+        CREATE VIEW public.my_salary WITH (security_invoker = true) AS
+            SELECT employee, amount FROM public.salaries;
+        CREATE MATERIALIZED VIEW public.salary_totals AS SELECT sum(amount) FROM public.salaries;
+        CREATE VIEW public.private_overview AS SELECT * FROM public.salaries;
+        REVOKE ALL ON public.private_overview FROM anon, authenticated;
+    ";
+    let (project, report) = checked(&cluster, schema, &CheckOptions::default()).await;
+    let failures = findings_of(&report, CheckName::NoRlsBypassingViews);
+    let named: Vec<&str> = failures.iter().map(|f| f.table.as_str()).collect();
+    assert_eq!(
+        named,
+        vec!["salary_nested", "salary_overview", "salary_totals"],
+        "{report}"
+    );
+    let plain = &failures[1];
+    assert!(
+        plain.cause.contains("anon, authenticated") && plain.cause.contains("of public.salaries"),
+        "{}",
+        plain.cause
+    );
+    assert!(
+        plain.hint.contains("security_invoker = true"),
+        "{}",
+        plain.hint
+    );
+    assert!(
+        failures[2].hint.starts_with("REVOKE SELECT"),
+        "{}",
+        failures[2].hint
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn every_exposed_schema_is_checked() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let schema = "
+        CREATE SCHEMA IF NOT EXISTS graphql_public;
+        GRANT USAGE ON SCHEMA graphql_public TO anon, authenticated;
+        CREATE TABLE graphql_public.exposed_by_default (id int PRIMARY KEY, note text);
+        GRANT SELECT ON graphql_public.exposed_by_default TO anon, authenticated;
+        CREATE SCHEMA api;
+        GRANT USAGE ON SCHEMA api TO anon, authenticated;
+        CREATE TABLE api.orders (id int PRIMARY KEY, api_key text);
+        GRANT SELECT ON api.orders TO anon, authenticated;
+    ";
+    let (project, report) = checked(&cluster, schema, &CheckOptions::default()).await;
+    let unprotected: Vec<String> = report
+        .failures()
+        .filter(|f| f.check == CheckName::RlsEnabled)
+        .map(Finding::object)
+        .collect();
+    assert_eq!(
+        unprotected,
+        vec!["graphql_public.exposed_by_default"],
+        "{report}"
+    );
+
+    let with_api = CheckOptions {
+        exposed_schemas: vec!["public".into(), "graphql_public".into(), "api".into()],
+        ..CheckOptions::default()
+    };
+    let report = check_schema(&project.owner_url(&cluster), &with_api)
+        .await
+        .unwrap();
+    let objects: Vec<(CheckName, String)> =
+        report.failures().map(|f| (f.check, f.object())).collect();
+    assert!(
+        objects.contains(&(CheckName::RlsEnabled, "api.orders".to_owned()))
+            && objects.contains(&(
+                CheckName::NoAnonSecretColumns,
+                "api.orders.api_key".to_owned()
+            )),
+        "{report}"
+    );
+    assert!(
+        report
+            .failures()
+            .any(|f| f.hint.contains("ALTER TABLE \"api\".\"orders\" ENABLE")),
+        "{report}"
+    );
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_function_shadowing_a_catalog_one_does_not_blind_the_checks() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    // An exact-type match beats pg_catalog.unnest(anyarray) wherever public is on the search
+    // path: a check that calls unnest(polroles) unqualified would see no role in any policy.
+    let schema = format!(
+        "{ANON_SECRET_FIXTURE}
+         CREATE FUNCTION public.unnest(oid[]) RETURNS SETOF oid LANGUAGE sql IMMUTABLE
+             AS $$ SELECT NULL::oid WHERE false $$;"
+    );
+    let (project, report) = checked(&cluster, &schema, &CheckOptions::default()).await;
+    let located: Vec<(String, Option<String>)> =
+        failures_of(&report, CheckName::NoAnonSecretColumns)
+            .into_iter()
+            .map(|(t, c, _)| (t, c))
+            .collect();
+    assert_eq!(
+        located,
+        vec![
+            ("integrations".to_owned(), Some("api_token".to_owned())),
+            ("team_logins".to_owned(), Some("password_hash".to_owned())),
+        ],
+        "{report}"
+    );
+    // The shadow is real: on the database's own search path it hides every policy role.
+    let mut owner = project.owner(&cluster).await;
+    let seen: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM pg_policy p, unnest(p.polroles) AS r(role_oid)")
+            .fetch_one(&mut owner)
+            .await
+            .unwrap();
+    assert_eq!(seen, 0);
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_secret_column_any_signed_in_user_reads_in_other_tenants_rows_fails() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let schema = "
+        CREATE TABLE public.integrations (
+            id uuid PRIMARY KEY, owner_id uuid NOT NULL, label text, refresh_token text
+        );
+        ALTER TABLE public.integrations ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY integrations_everyone ON public.integrations FOR SELECT TO authenticated
+            USING (true);
+        CREATE TABLE public.own_credentials (
+            id uuid PRIMARY KEY, owner_id uuid NOT NULL, credential text
+        );
+        ALTER TABLE public.own_credentials ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY own_only ON public.own_credentials FOR SELECT TO authenticated
+            USING (owner_id = auth.uid());
+        CREATE TABLE public.announcements (id uuid PRIMARY KEY, body text);
+        ALTER TABLE public.announcements ENABLE ROW LEVEL SECURITY;
+        CREATE POLICY everyone ON public.announcements FOR SELECT TO authenticated USING (true);
+    ";
+    let (project, report) = checked(&cluster, schema, &CheckOptions::default()).await;
+    let objects: Vec<String> = report
+        .failures()
+        .filter(|f| f.check == CheckName::NoSharedSecretColumns)
+        .map(Finding::object)
+        .collect();
+    // Not own_credentials (each user reads their own), not announcements (nothing secret).
+    assert_eq!(objects, vec!["integrations.refresh_token"], "{report}");
+    assert!(!report.passed && report.failures().count() == 1, "{report}");
+
+    let allowing = CheckOptions {
+        allow_authenticated_secret_columns: vec!["public.integrations.refresh_token".into()],
+        ..CheckOptions::default()
+    };
+    let report = check_schema(&project.owner_url(&cluster), &allowing)
+        .await
+        .unwrap();
+    assert!(report.passed, "{report}");
     project.drop(&cluster).await;
 }
 

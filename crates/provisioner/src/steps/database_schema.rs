@@ -1,8 +1,10 @@
 //! `database_schema`: the app's schema applied to the client's project database in one
 //! transaction, its version (checksum) recorded there so a repeat does nothing, then checked
-//! as a user would meet it (RLS on every table, every table selectable as `authenticated`,
-//! nothing secret-looking readable by `anon`). A failed check fails the run, which removes
-//! the project; the report says which table broke which rule.
+//! as the Data API will meet it (see [`tenant_db::check_schema`]). A failed check fails the
+//! run, which removes the project.
+//!
+//! The step's error is one line per root cause, and carries the whole report as its detail
+//! (`StepError::detail`); its output on success carries the report too, warnings included.
 //!
 //! No undo of its own: the schema goes with the project.
 
@@ -30,27 +32,37 @@ pub struct DatabaseSchema {
 }
 
 fn failure(err: TenantDbError) -> StepError {
-    if err.is_retryable() {
+    let detail = match &err {
+        TenantDbError::SchemaRefused { statements } => {
+            Some(serde_json::json!({ "refusedStatements": statements }))
+        }
+        _ => None,
+    };
+    let error = if err.is_retryable() {
         // e.g. a fresh project refusing connections for a moment after ACTIVE_HEALTHY.
         StepError::retry_after(Duration::from_secs(3), err.to_string())
     } else {
         StepError::permanent(err.to_string())
+    };
+    match detail {
+        Some(detail) => error.with_detail(detail),
+        None => error,
     }
 }
 
-/// One line per failure: which check, which table (and column), what to do.
-fn report_failures(report: &CheckReport) -> String {
-    report
-        .failures()
-        .map(|(check, f)| {
-            let at = f
-                .column
-                .as_ref()
-                .map_or(f.table.clone(), |c| format!("{}.{c}", f.table));
-            format!("{check:?} on {at}: {}; {}", f.message, f.remedy)
-        })
-        .collect::<Vec<_>>()
-        .join(" | ")
+/// The step's error for a schema that failed its checks: a short message, one line per root
+/// cause, and the whole report as detail.
+fn checks_failed(project_name: &str, report: &CheckReport) -> StepError {
+    let message = format!(
+        "the schema of {project_name} failed its checks:\n{}",
+        report.brief()
+    );
+    match serde_json::to_value(report) {
+        Ok(detail) => StepError::permanent(message).with_detail(detail),
+        // The report is plain strings, numbers and lists; should it ever not serialise, the
+        // message still says what failed.
+        Err(_) => StepError::permanent(message),
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -88,23 +100,17 @@ impl Step for DatabaseSchemaStep {
         let applied = tenant_db::apply_schema(&url, &schema.sql)
             .await
             .map_err(failure)?;
+        let settings = &self.stack.settings.schema_checks;
         let options = CheckOptions {
-            allow_anon_secret_columns: self
-                .stack
-                .settings
-                .schema_checks
-                .allow_anon_secret_columns
-                .clone(),
+            exposed_schemas: settings.exposed_schemas.clone(),
+            allow_anon_secret_columns: settings.allow_anon_secret_columns.clone(),
+            allow_authenticated_secret_columns: settings.allow_authenticated_secret_columns.clone(),
         };
         let checks = tenant_db::check_schema(&url, &options)
             .await
             .map_err(failure)?;
         if !checks.passed {
-            return Err(StepError::permanent(format!(
-                "the schema of {} failed its checks: {}",
-                project.name,
-                report_failures(&checks)
-            )));
+            return Err(checks_failed(&project.name, &checks));
         }
         Ok(DatabaseSchema {
             checksum: applied.checksum,
@@ -119,5 +125,48 @@ impl Step for DatabaseSchemaStep {
         _output: Option<DatabaseSchema>,
     ) -> Result<(), StepError> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant_db::{CheckName, Finding, Severity};
+
+    fn root(table: &str, also_failing: usize) -> Finding {
+        Finding {
+            check: CheckName::SelectableAsAuthenticated,
+            severity: Severity::Failure,
+            schema: "public".into(),
+            table: table.into(),
+            column: None,
+            cause: format!("a policy on it reads {table} itself (infinite recursion ...)"),
+            hint: "read it through a SECURITY DEFINER function".into(),
+            also_failing: (0..also_failing).map(|i| format!("public.t{i}")).collect(),
+        }
+    }
+
+    #[test]
+    fn a_failed_check_is_one_line_per_root_cause_with_the_report_as_detail() {
+        let mut warning = root("audit_log", 0);
+        warning.severity = Severity::Warning;
+        let report = CheckReport::new(
+            vec!["public".into()],
+            vec![(CheckName::SelectableAsAuthenticated, 23, Vec::new())],
+            vec![root("users", 20), root("teams", 0), warning],
+        );
+        let error = checks_failed("acme", &report);
+        let message = error.to_string();
+        let lines: Vec<&str> = message.lines().collect();
+        assert_eq!(lines.len(), 3, "{message}");
+        assert_eq!(lines[0], "the schema of acme failed its checks:");
+        assert!(lines[1].starts_with("SelectableAsAuthenticated on users: "));
+        assert!(lines[2].starts_with("SelectableAsAuthenticated on teams: "));
+        assert!(!message.contains("audit_log"), "warnings are not failures");
+        assert!(message.len() < 1000, "{} bytes", message.len());
+
+        let detail = error.detail().expect("the report as detail");
+        assert_eq!(detail["findings"].as_array().map(Vec::len), Some(3));
+        assert_eq!(detail["findings"][0]["alsoFailing"][19], "public.t19");
     }
 }

@@ -1,0 +1,233 @@
+//! The app schema in a client's Supabase database: applied once, and checked as the Data API
+//! will meet it.
+//!
+//! - [`apply_schema`] (`apply`) runs a schema script in one transaction over a direct
+//!   connection (not a transaction-mode pooler) and records the script's SHA-256 checksum in
+//!   `provisioner.schema_versions` inside the tenant database, a schema the API roles cannot
+//!   reach. A second call with the same script finds the checksum and does nothing; a script
+//!   that fails anywhere leaves nothing behind. The script is parsed first (`screening`), and
+//!   refused before anything is sent if it holds transaction control or statements that cannot
+//!   run in a transaction.
+//! - [`check_schema`] (`checks`, `probe`) inspects every schema the Data API exposes: row
+//!   level security on every table, every table readable as `authenticated` with rows in it (a
+//!   policy that recurses, directly, through a function or through another table, fails here as
+//!   it would for a real user), no secret-looking column readable by `anon` or by other
+//!   tenants, no view that skips row level security, no `SECURITY DEFINER` function open to
+//!   `anon`. The result is a [`CheckReport`] of findings (`report`), one per root cause.
+//!
+//! The connection URL carries the database password: it is taken as a
+//! [`SecretString`](secrecy::SecretString), never logged, and scrubbed from every error
+//! message (`target`).
+
+mod apply;
+mod checks;
+mod probe;
+mod report;
+mod screening;
+mod secrets;
+mod target;
+
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+
+pub use apply::{Applied, apply_schema};
+pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema};
+pub use report::{CheckName, CheckOutcome, CheckReport, Finding, Severity};
+pub use screening::RefusedStatement;
+pub use secrets::looks_secret;
+
+/// Why the schema step could not apply or inspect the tenant database. Messages never contain
+/// the connection password.
+#[derive(Debug, thiserror::Error)]
+pub enum TenantDbError {
+    #[error("the tenant database URL is not valid: {reason}")]
+    InvalidUrl { reason: String },
+
+    #[error("could not connect to the tenant database {database} on {host}: {message}")]
+    Connect {
+        host: String,
+        database: String,
+        message: String,
+        /// SQLSTATE when the server answered (e.g. `3D000` no such database); none for I/O.
+        code: Option<String>,
+    },
+
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+
+    #[error(
+        "the schema failed{} and nothing of it was kept: {message}{}{}{}",
+        line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+        code.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default(),
+        detail.as_ref().map(|d| format!("; detail: {d}")).unwrap_or_default(),
+        hint.as_ref().map(|h| format!("; hint: {h}")).unwrap_or_default(),
+    )]
+    SchemaFailed {
+        message: String,
+        code: Option<String>,
+        /// Line of the schema script the error points at, when PostgreSQL gives a position.
+        line: Option<usize>,
+        detail: Option<String>,
+        hint: Option<String>,
+    },
+
+    #[error(
+        "the schema was not applied, nothing of it was sent: {}",
+        statements
+            .iter()
+            .map(|s| format!("line {}: `{}`: {}", s.line, s.statement, s.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )]
+    SchemaRefused { statements: Vec<RefusedStatement> },
+
+    #[error(
+        "the schema was not applied, nothing of it was sent: PostgreSQL's parser rejects it \
+         ({message}); psql meta-commands such as \\i or \\connect cannot be used"
+    )]
+    SchemaUnparsable { message: String },
+
+    #[error(
+        "the schema ended the surrounding transaction (COMMIT or ROLLBACK inside the script), so it \
+         was not applied atomically; remove transaction control from the schema"
+    )]
+    SchemaEndsTransaction,
+
+    #[error(
+        "the tenant database already has schema version {applied}, not {wanted}; changing the \
+         schema of an existing client is a migration, which this step does not do"
+    )]
+    DifferentVersionApplied { applied: String, wanted: String },
+
+    #[error(
+        "the connecting role cannot act as {role}: {message}; connect as the project's owner \
+         role (a member of anon, authenticated and service_role) or a superuser"
+    )]
+    CannotActAs { role: &'static str, message: String },
+
+    #[error("{during} failed: {message}")]
+    Database {
+        during: &'static str,
+        message: String,
+        code: Option<String>,
+    },
+}
+
+impl TenantDbError {
+    /// Whether trying again later may succeed: the server unreachable, starting up, out of
+    /// resources, or a deadlock. A broken schema, a refused login or a missing database stay
+    /// broken.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Timeout { .. } => true,
+            Self::Connect { code, .. } | Self::Database { code, .. } => match code.as_deref() {
+                None => true,
+                Some(code) => TRANSIENT_SQLSTATE_CLASSES
+                    .iter()
+                    .any(|c| code.starts_with(c)),
+            },
+            Self::InvalidUrl { .. }
+            | Self::SchemaFailed { .. }
+            | Self::SchemaRefused { .. }
+            | Self::SchemaUnparsable { .. }
+            | Self::SchemaEndsTransaction
+            | Self::DifferentVersionApplied { .. }
+            | Self::CannotActAs { .. } => false,
+        }
+    }
+}
+
+/// SQLSTATE classes that describe the moment, not the request: 08 connection exception,
+/// 40 transaction rollback (deadlock, serialisation), 53 insufficient resources, 57 operator
+/// intervention (e.g. 57P03 "the database system is starting up").
+const TRANSIENT_SQLSTATE_CLASSES: &[&str] = &["08", "40", "53", "57"];
+
+/// The schema's version: SHA-256 of the script's bytes, lowercase hex.
+pub fn schema_checksum(schema_sql: &str) -> String {
+    hex::encode(Sha256::digest(schema_sql.as_bytes()))
+}
+
+/// `"name"`, with embedded quotes doubled: an identifier for SQL or a `search_path` value.
+pub(crate) fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .map(|c| c.into_owned())
+}
+
+/// PostgreSQL's own message when the server sent one, else sqlx's description.
+pub(crate) fn error_message(e: &sqlx::Error) -> String {
+    match e.as_database_error() {
+        Some(d) => d.message().to_owned(),
+        None => e.to_string(),
+    }
+}
+
+/// 1-based line of the 1-based character `position` in `text`.
+pub(crate) fn line_of(text: &str, position: usize) -> usize {
+    1 + text
+        .chars()
+        .take(position.saturating_sub(1))
+        .filter(|&c| c == '\n')
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_is_sha256_hex() {
+        // SHA-256 of the empty string, a published constant.
+        assert_eq!(
+            schema_checksum(""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+        assert_ne!(schema_checksum("a"), schema_checksum("b"));
+    }
+
+    #[test]
+    fn positions_map_to_lines() {
+        let text = "one\ntwo\nthree";
+        assert_eq!(line_of(text, 1), 1);
+        assert_eq!(line_of(text, 5), 2);
+        assert_eq!(line_of(text, 9), 3);
+    }
+
+    #[test]
+    fn only_momentary_failures_are_retryable() {
+        let connect = |code: Option<&str>| TenantDbError::Connect {
+            host: "h:5432".into(),
+            database: "d".into(),
+            message: "m".into(),
+            code: code.map(str::to_owned),
+        };
+        assert!(connect(None).is_retryable(), "I/O: server not up yet");
+        assert!(connect(Some("57P03")).is_retryable(), "starting up");
+        assert!(
+            connect(Some("53300")).is_retryable(),
+            "too many connections"
+        );
+        assert!(!connect(Some("28P01")).is_retryable(), "wrong password");
+        assert!(!connect(Some("3D000")).is_retryable(), "no such database");
+        let deadlock = TenantDbError::Database {
+            during: "x",
+            message: "m".into(),
+            code: Some("40P01".into()),
+        };
+        assert!(deadlock.is_retryable());
+        let broken = TenantDbError::SchemaFailed {
+            message: "m".into(),
+            code: Some("42P01".into()),
+            line: Some(3),
+            detail: None,
+            hint: None,
+        };
+        assert!(!broken.is_retryable());
+        assert!(!TenantDbError::SchemaEndsTransaction.is_retryable());
+    }
+}
