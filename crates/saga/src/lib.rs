@@ -1,9 +1,11 @@
 //! A durable saga engine. A saga is a DAG of named steps, each with an action and an undo
-//! (or none, for forward-only steps);
-//! the engine runs independent steps concurrently, journals every transition before and after
-//! each side effect (SQLite or PostgreSQL), retries with persisted timers, undoes everything
-//! in reverse dependency order when a run fails or is cancelled, and lets several workers
-//! share runs through fenced leases. [`testkit`] proves a saga survives failures and crashes.
+//! (or, for a [`ForwardStep`], none); the engine runs independent steps concurrently,
+//! journals every transition before and after each side effect (SQLite or PostgreSQL),
+//! retries with persisted timers, undoes everything in reverse dependency order when a run
+//! fails or is cancelled (a saga of forward-only steps stops for an operator instead), and
+//! lets several workers share runs through fenced leases; a worker that loses its lease
+//! stops its steps mid-call, and claims only runs of its own environment. [`testkit`] proves
+//! a saga survives failures and crashes.
 //!
 //! It knows nothing about providers, HTTP or the product's resources: steps bring those.
 

@@ -7,7 +7,7 @@
 mod support;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -24,12 +24,14 @@ use support::scripted::Out;
 use tokio::sync::Notify;
 
 /// Passes everything through, except that once `refusing` is set it renews no lease of
-/// `worker` (as a journal does when another worker's claim won, or the row is unreachable).
+/// `worker`: it answers that none is held (as when another worker's claim won), or, with
+/// `failing`, it fails the renewal (as when the journal is unreachable from that worker).
 #[derive(Debug)]
 struct RefusingRenewals {
     inner: Arc<dyn Journal>,
     worker: String,
     refusing: AtomicBool,
+    failing: bool,
 }
 
 #[async_trait]
@@ -58,6 +60,9 @@ impl Journal for RefusingRenewals {
         now_ms: i64,
     ) -> Result<Vec<Claim>, JournalError> {
         if lease.worker == self.worker && self.refusing.load(Ordering::Acquire) {
+            if self.failing {
+                return Err(JournalError::Unavailable("connection reset".into()));
+            }
             return Ok(Vec::new());
         }
         self.inner.renew(lease, held, now_ms).await
@@ -80,8 +85,12 @@ impl Journal for RefusingRenewals {
     }
 }
 
-const SLEEP: Duration = Duration::from_millis(1_500);
-const TIMEOUT: Duration = Duration::from_millis(2_500);
+/// Long enough that a heartbeat (a third of it) late by a loaded machine's scheduling is
+/// still early enough.
+const LEASE: Duration = Duration::from_millis(1_000);
+/// The first attempt sleeps well past the lease.
+const SLEEP: Duration = Duration::from_millis(2_000);
+const TIMEOUT: Duration = Duration::from_millis(3_000);
 
 /// Its first attempt sleeps past the lease, then creates `a-{client}`; it notes whether
 /// that attempt was dropped before it could create anything.
@@ -89,18 +98,20 @@ struct Sleepy {
     world: Arc<MemoryWorld>,
     entered: Arc<Notify>,
     first: Arc<AtomicBool>,
-    dropped_mid_call: Arc<AtomicBool>,
+    /// When the first attempt was dropped mid-call (ms since the epoch; 0: it was not).
+    dropped_mid_call: Arc<AtomicI64>,
 }
 
 struct DropWatch {
     armed: bool,
-    flag: Arc<AtomicBool>,
+    dropped_at: Arc<AtomicI64>,
 }
 
 impl Drop for DropWatch {
     fn drop(&mut self) {
         if self.armed {
-            self.flag.store(true, Ordering::Release);
+            self.dropped_at
+                .store(chrono::Utc::now().timestamp_millis(), Ordering::Release);
         }
     }
 }
@@ -125,7 +136,7 @@ impl Step for Sleepy {
         if self.first.swap(false, Ordering::AcqRel) {
             let mut watch = DropWatch {
                 armed: true,
-                flag: self.dropped_mid_call.clone(),
+                dropped_at: self.dropped_mid_call.clone(),
             };
             self.entered.notify_one();
             tokio::time::sleep(SLEEP).await;
@@ -144,18 +155,18 @@ fn engine(journal: Arc<dyn Journal>, def: SagaDefinition, worker: &str) -> Engin
     let mut registry = Registry::new();
     registry.register(def).unwrap();
     Engine::builder(journal, registry)
-        .lease(Duration::from_millis(300))
+        .lease(LEASE)
         .poll_interval(Duration::from_millis(20))
         .sealing_key(SealingKey::from_bytes([7; 32]))
         .worker_id(worker)
         .build()
 }
 
-async fn lease_lost_mid_step(j: &TestJournal) {
+async fn lease_lost_mid_step(j: &TestJournal, failing: bool) {
     let world = Arc::new(MemoryWorld::default());
     let entered = Arc::new(Notify::new());
     let first = Arc::new(AtomicBool::new(true));
-    let dropped = Arc::new(AtomicBool::new(false));
+    let dropped = Arc::new(AtomicI64::new(0));
     let def = || {
         SagaDefinition::builder::<Input>("sleepy", 1)
             .step(
@@ -174,6 +185,7 @@ async fn lease_lost_mid_step(j: &TestJournal) {
         inner: j.journal.clone(),
         worker: "worker-one".into(),
         refusing: AtomicBool::new(false),
+        failing,
     });
     let one = engine(journal.clone(), def(), "worker-one");
     let two = engine(journal.clone(), def(), "worker-two");
@@ -196,8 +208,9 @@ async fn lease_lost_mid_step(j: &TestJournal) {
     assert_eq!(view.status, RunStatus::Compensated, "{}", j.label);
     // Give the first attempt every chance to land had it not been stopped.
     tokio::time::sleep(SLEEP).await;
+    let dropped_at = dropped.load(Ordering::Acquire);
     assert!(
-        dropped.load(Ordering::Acquire),
+        dropped_at > 0,
         "{}: the step in flight under the lost lease was not stopped",
         j.label
     );
@@ -218,6 +231,17 @@ async fn lease_lost_mid_step(j: &TestJournal) {
         .find(|e| matches!(&e.event, RunEvent::UndoStarted { step, .. } if step == "a"))
         .unwrap()
         .at_ms;
+    let taken_over = events
+        .iter()
+        .find(|e| matches!(&e.event, RunEvent::RunCancelled))
+        .unwrap()
+        .at_ms;
+    assert!(
+        dropped_at <= taken_over,
+        "{}: the old owner's step ran {} ms into the new owner's turn",
+        j.label,
+        dropped_at - taken_over
+    );
     let timeout_ms = i64::try_from(TIMEOUT.as_millis()).unwrap();
     assert!(
         undo >= started + timeout_ms,
@@ -232,7 +256,15 @@ async fn lease_lost_mid_step(j: &TestJournal) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_lease_stops_the_step_in_flight_and_the_new_owner_waits_before_undoing() {
     for j in both().await {
-        lease_lost_mid_step(&j).await;
+        lease_lost_mid_step(&j, false).await;
+        j.cleanup().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lease_that_cannot_be_renewed_stops_the_step_before_it_lapses() {
+    for j in both().await {
+        lease_lost_mid_step(&j, true).await;
         j.cleanup().await;
     }
 }
