@@ -35,6 +35,7 @@ fn client(slug: &str) -> Client {
         client_name: Some(format!("Bench {slug}")),
         org_email: Some(format!("ops@{slug}.example")),
         tier: Some("starter".into()),
+        ..Default::default()
     }
     .validate()
     .unwrap()

@@ -1,17 +1,20 @@
 //! A client of the agency as the provisioner takes it in: the seed's record (`clientId`,
-//! `clientName`, `orgEmail`, `tier`), parsed into types that cannot hold bad values.
+//! `clientName`, `orgEmail`, `tier`, optional `branding`, `modules` and `metadata`), parsed
+//! into types that cannot hold bad values. The API, manifests and CLI flags all go through
+//! [`ClientRecord::validate`], so a rule is written once.
 //!
 //! The slug becomes a repository name, a project name, a webhook path and a database
 //! identifier, so nothing outside `^[a-z0-9][a-z0-9-]{1,38}[a-z0-9]$` gets through.
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use std::fmt;
 
 /// One rule a field broke; a record's errors are reported together.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
-    /// The field as the user spelled it in JSON (`clientId`, `tier`, ...).
-    pub field: &'static str,
+    /// The field as the user spelled it in JSON (`clientId`, `tier`, `branding.logo_url`...).
+    pub field: String,
     /// The rule, and what to do about it.
     pub message: String,
 }
@@ -115,7 +118,70 @@ impl<'de> Deserialize<'de> for Tier {
     }
 }
 
-/// A validated client: what the provision saga takes as input.
+/// The client's brand as the agency writes it (snake_case keys; camelCase is accepted too).
+/// Colours are `#RRGGBB`, the logo an http(s) URL.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Branding {
+    #[serde(
+        default,
+        alias = "primaryColor",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub primary_color: Option<String>,
+    #[serde(
+        default,
+        alias = "secondaryColor",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub secondary_color: Option<String>,
+    #[serde(
+        default,
+        alias = "companyName",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub company_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tagline: Option<String>,
+    #[serde(default, alias = "logoUrl", skip_serializing_if = "Option::is_none")]
+    pub logo_url: Option<String>,
+}
+
+impl Branding {
+    pub const KEYS: &'static str =
+        "primary_color, secondary_color, company_name, tagline, logo_url";
+    pub const TEXT_MAX_CHARS: usize = 200;
+}
+
+/// The app modules a client has switched on or off; a module not named takes its tier's
+/// default.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Modules {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub crm: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub social: Option<bool>,
+    #[serde(
+        default,
+        alias = "contentStudio",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub content_studio: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accommodation: Option<bool>,
+    #[serde(default, alias = "aiAgents", skip_serializing_if = "Option::is_none")]
+    pub ai_agents: Option<bool>,
+}
+
+impl Modules {
+    pub const KEYS: &'static str = "crm, email, social, content_studio, accommodation, ai_agents";
+}
+
+/// A validated client: what the provision saga takes as input. The optional parts are left
+/// out of the JSON when absent, so runs started before they existed keep the same input.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Client {
@@ -123,6 +189,44 @@ pub struct Client {
     pub client_name: String,
     pub org_email: String,
     pub tier: Tier,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branding: Option<Branding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub modules: Option<Modules>,
+    /// Kept with the run as given (an object); never interpreted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+}
+
+impl Client {
+    /// The provisioning parameters, without `metadata`: two requests for the same client that
+    /// differ only in metadata ask for the same stack.
+    pub fn parameters(&self) -> Value {
+        let mut value = serde_json::to_value(self).unwrap_or(Value::Null);
+        if let Some(map) = value.as_object_mut() {
+            map.remove("metadata");
+        }
+        value
+    }
+
+    /// The parameter fields (JSON names) in which `self` and `other` differ.
+    pub fn differing_fields(&self, other: &Client) -> Vec<String> {
+        let (a, b) = (self.parameters(), other.parameters());
+        let empty = serde_json::Map::new();
+        let (a, b) = (
+            a.as_object().unwrap_or(&empty),
+            b.as_object().unwrap_or(&empty),
+        );
+        let mut fields: Vec<String> = a
+            .keys()
+            .chain(b.keys())
+            .filter(|k| a.get(*k) != b.get(*k))
+            .cloned()
+            .collect();
+        fields.sort();
+        fields.dedup();
+        fields
+    }
 }
 
 /// What the deprovision saga takes: the slug alone, since every resource is found by its
@@ -142,16 +246,21 @@ pub struct ClientRecord {
     pub client_name: Option<String>,
     pub org_email: Option<String>,
     pub tier: Option<String>,
+    pub branding: Option<Value>,
+    pub modules: Option<Value>,
+    pub metadata: Option<Value>,
 }
 
 impl ClientRecord {
     pub const NAME_MAX_CHARS: usize = 100;
+    /// Metadata is stored with the run; keep it to what a label needs.
+    pub const METADATA_MAX_BYTES: usize = 16 * 1024;
 
     pub fn validate(&self) -> Result<Client, InvalidClient> {
         let mut errors = Vec::new();
-        let mut missing = |field: &'static str, what: &str| {
+        let mut missing = |field: &str, what: &str| {
             errors.push(FieldError {
-                field,
+                field: field.to_owned(),
                 message: format!("is required: {what}"),
             })
         };
@@ -177,7 +286,7 @@ impl ClientRecord {
             ClientSlug::parse(raw)
                 .map_err(|message| {
                     errors.push(FieldError {
-                        field: "clientId",
+                        field: "clientId".into(),
                         message,
                     })
                 })
@@ -187,7 +296,7 @@ impl ClientRecord {
             Tier::parse(raw)
                 .map_err(|message| {
                     errors.push(FieldError {
-                        field: "tier",
+                        field: "tier".into(),
                         message,
                     })
                 })
@@ -197,7 +306,7 @@ impl ClientRecord {
             let chars = name.trim().chars().count();
             if chars > Self::NAME_MAX_CHARS {
                 errors.push(FieldError {
-                    field: "clientName",
+                    field: "clientName".into(),
                     message: format!(
                         "is {chars} characters long; shorten it to at most {}",
                         Self::NAME_MAX_CHARS
@@ -206,7 +315,7 @@ impl ClientRecord {
             }
             if name.chars().any(char::is_control) {
                 errors.push(FieldError {
-                    field: "clientName",
+                    field: "clientName".into(),
                     message: "contains control characters; use plain text".into(),
                 });
             }
@@ -215,10 +324,25 @@ impl ClientRecord {
             && !looks_like_email(email.trim())
         {
             errors.push(FieldError {
-                field: "orgEmail",
+                field: "orgEmail".into(),
                 message: format!("{email:?} is not an e-mail address (expected name@domain.tld)"),
             });
         }
+        let branding = self
+            .branding
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .and_then(|raw| validate_branding(raw, &mut errors));
+        let modules = self
+            .modules
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .and_then(|raw| validate_modules(raw, &mut errors));
+        let metadata = self
+            .metadata
+            .as_ref()
+            .filter(|v| !v.is_null())
+            .and_then(|raw| validate_metadata(raw, &mut errors));
         match (slug, name, email, tier) {
             (Some(client_id), Some(name), Some(email), Some(tier)) if errors.is_empty() => {
                 Ok(Client {
@@ -226,11 +350,170 @@ impl ClientRecord {
                     client_name: name.trim().to_owned(),
                     org_email: email.trim().to_owned(),
                     tier,
+                    branding,
+                    modules,
+                    metadata,
                 })
             }
             _ => Err(InvalidClient(errors)),
         }
     }
+}
+
+fn field_error(field: impl Into<String>, message: impl Into<String>) -> FieldError {
+    FieldError {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// The keys of `raw` (an object) that `known` (a comma-separated list) does not name, as
+/// errors under `section`; also refuses a value that is not an object.
+fn unknown_keys(section: &str, raw: &Value, known: &str, errors: &mut Vec<FieldError>) -> bool {
+    let Some(map) = raw.as_object() else {
+        errors.push(field_error(
+            section,
+            format!("must be an object with the keys {known}"),
+        ));
+        return false;
+    };
+    let accepted: Vec<&str> = known.split(", ").collect();
+    let mut clean = true;
+    for key in map.keys() {
+        let snake = camel_to_snake(key);
+        if !accepted.contains(&key.as_str()) && !accepted.contains(&snake.as_str()) {
+            errors.push(field_error(
+                format!("{section}.{key}"),
+                format!("is not a {section} key; use {known}"),
+            ));
+            clean = false;
+        }
+    }
+    clean
+}
+
+fn camel_to_snake(key: &str) -> String {
+    let mut out = String::with_capacity(key.len() + 4);
+    for c in key.chars() {
+        if c.is_ascii_uppercase() {
+            out.push('_');
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn validate_branding(raw: &Value, errors: &mut Vec<FieldError>) -> Option<Branding> {
+    if !unknown_keys("branding", raw, Branding::KEYS, errors) {
+        return None;
+    }
+    let before = errors.len();
+    let Ok(branding) = Branding::deserialize(raw) else {
+        errors.push(field_error(
+            "branding",
+            format!("every value must be a string (keys {})", Branding::KEYS),
+        ));
+        return None;
+    };
+    for (key, value) in [
+        ("primary_color", &branding.primary_color),
+        ("secondary_color", &branding.secondary_color),
+    ] {
+        if let Some(colour) = value
+            && !is_hex_colour(colour)
+        {
+            errors.push(field_error(
+                format!("branding.{key}"),
+                format!("{colour:?} is not a colour; write it as #RRGGBB (e.g. \"#0A7CFF\")"),
+            ));
+        }
+    }
+    for (key, value) in [
+        ("company_name", &branding.company_name),
+        ("tagline", &branding.tagline),
+    ] {
+        if let Some(text) = value {
+            let chars = text.chars().count();
+            if chars > Branding::TEXT_MAX_CHARS {
+                errors.push(field_error(
+                    format!("branding.{key}"),
+                    format!(
+                        "is {chars} characters long; shorten it to at most {}",
+                        Branding::TEXT_MAX_CHARS
+                    ),
+                ));
+            }
+            if text.chars().any(char::is_control) {
+                errors.push(field_error(
+                    format!("branding.{key}"),
+                    "contains control characters; use plain text",
+                ));
+            }
+        }
+    }
+    if let Some(logo) = &branding.logo_url {
+        let ok = url::Url::parse(logo)
+            .map(|u| matches!(u.scheme(), "https" | "http") && u.host().is_some())
+            .unwrap_or(false);
+        if !ok {
+            errors.push(field_error(
+                "branding.logo_url",
+                format!(
+                    "{logo:?} is not an http(s) URL; give the logo's full address (https://...)"
+                ),
+            ));
+        }
+    }
+    (errors.len() == before).then_some(branding)
+}
+
+fn is_hex_colour(text: &str) -> bool {
+    text.len() == 7 && text.starts_with('#') && text[1..].chars().all(|c| c.is_ascii_hexdigit())
+}
+
+fn validate_modules(raw: &Value, errors: &mut Vec<FieldError>) -> Option<Modules> {
+    if !unknown_keys("modules", raw, Modules::KEYS, errors) {
+        return None;
+    }
+    let before = errors.len();
+    if let Some(map) = raw.as_object() {
+        for (key, value) in map {
+            if !value.is_boolean() {
+                errors.push(field_error(
+                    format!("modules.{key}"),
+                    format!("is {value}; use true or false"),
+                ));
+            }
+        }
+    }
+    if errors.len() != before {
+        return None;
+    }
+    Modules::deserialize(raw).ok()
+}
+
+fn validate_metadata(raw: &Value, errors: &mut Vec<FieldError>) -> Option<Value> {
+    if !raw.is_object() {
+        errors.push(field_error(
+            "metadata",
+            "must be a JSON object (it is kept with the run as given)",
+        ));
+        return None;
+    }
+    let size = raw.to_string().len();
+    if size > ClientRecord::METADATA_MAX_BYTES {
+        errors.push(field_error(
+            "metadata",
+            format!(
+                "is {size} bytes of JSON; keep it to at most {}",
+                ClientRecord::METADATA_MAX_BYTES
+            ),
+        ));
+        return None;
+    }
+    Some(raw.clone())
 }
 
 /// Deliberately loose: one `@`, a non-empty local part, a dotted domain, no spaces. Whether
@@ -298,8 +581,87 @@ mod tests {
         }))
         .unwrap();
         let InvalidClient(errors) = record.validate().unwrap_err();
-        let fields: Vec<_> = errors.iter().map(|e| e.field).collect();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["clientName", "clientId", "tier", "orgEmail"]);
+    }
+
+    #[test]
+    fn branding_modules_and_metadata_are_checked_field_by_field() {
+        let record: ClientRecord = serde_json::from_value(serde_json::json!({
+            "clientId": "acme-dental", "clientName": "Acme", "orgEmail": "ops@acme.example",
+            "tier": "growth",
+            "branding": {"primary_color": "#12345", "logo_url": "ftp://x", "font": "Inter"},
+            "modules": {"crm": "yes", "fax": true},
+            "metadata": ["not", "an", "object"]
+        }))
+        .unwrap();
+        let InvalidClient(errors) = record.validate().unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["branding.font", "modules.fax", "metadata"],
+            "unknown keys are reported before the values of their section are read"
+        );
+        let record: ClientRecord = serde_json::from_value(serde_json::json!({
+            "clientId": "acme-dental", "clientName": "Acme", "orgEmail": "ops@acme.example",
+            "tier": "growth",
+            "branding": {"primary_color": "#12345", "logo_url": "ftp://x"},
+            "modules": {"crm": "yes"}
+        }))
+        .unwrap();
+        let InvalidClient(errors) = record.validate().unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["branding.primary_color", "branding.logo_url", "modules.crm"]
+        );
+        assert!(
+            errors[0].message.contains("#RRGGBB"),
+            "{}",
+            errors[0].message
+        );
+    }
+
+    #[test]
+    fn a_full_record_keeps_its_parts_and_metadata_does_not_count_as_a_parameter() {
+        let record: ClientRecord = serde_json::from_value(serde_json::json!({
+            "clientId": "acme-dental", "clientName": "Acme", "orgEmail": "ops@acme.example",
+            "tier": "growth",
+            "branding": {"primary_color": "#0A7CFF", "companyName": "Acme Dental",
+                         "logo_url": "https://acme.example/logo.png"},
+            "modules": {"crm": true, "ai_agents": false},
+            "metadata": {"crmId": 42}
+        }))
+        .unwrap();
+        let client = record.validate().unwrap();
+        let branding = client.branding.clone().unwrap();
+        assert_eq!(branding.primary_color.as_deref(), Some("#0A7CFF"));
+        assert_eq!(branding.company_name.as_deref(), Some("Acme Dental"));
+        assert_eq!(client.modules.clone().unwrap().crm, Some(true));
+        let mut other = client.clone();
+        other.metadata = Some(serde_json::json!({"crmId": 43}));
+        assert!(client.differing_fields(&other).is_empty());
+        other.tier = Tier::Enterprise;
+        other.modules = None;
+        assert_eq!(client.differing_fields(&other), ["modules", "tier"]);
+    }
+
+    #[test]
+    fn a_client_without_the_optional_parts_serialises_as_before() {
+        let client = Client {
+            client_id: ClientSlug::parse("acme-dental").unwrap(),
+            client_name: "Acme".into(),
+            org_email: "ops@acme.example".into(),
+            tier: Tier::Starter,
+            branding: None,
+            modules: None,
+            metadata: None,
+        };
+        assert_eq!(
+            serde_json::to_value(&client).unwrap(),
+            serde_json::json!({"clientId": "acme-dental", "clientName": "Acme",
+                               "orgEmail": "ops@acme.example", "tier": "starter"})
+        );
     }
 
     #[test]

@@ -16,13 +16,13 @@ use crate::local_postgres::LocalPostgres;
 use crate::record::ResourceRecord;
 
 fn other(e: impl std::fmt::Display) -> CliError {
-    CliError::Other(e.to_string())
+    CliError::internal(e.to_string())
 }
 
 async fn start_sandbox(latency: Latency) -> Result<(LocalPostgres, Sandbox), CliError> {
     let postgres = LocalPostgres::find()
         .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(|e| CliError::usage(e.to_string()))?;
     if postgres.is_temporary() {
         eprintln!("started a temporary PostgreSQL for the simulated Supabase projects");
     }
@@ -73,6 +73,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         client_name: Some("Acme Dental".into()),
         org_email: Some("ops@acme-dental.example".into()),
         tier: Some("growth".into()),
+        ..Default::default()
     }
     .validate()
     .map_err(other)?;
@@ -88,7 +89,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     if view.status != RunStatus::Succeeded {
         app.shutdown(Duration::from_secs(5)).await;
         sandbox.shutdown().await;
-        return Err(CliError::RunFailed(format!(
+        return Err(CliError::run_failed(format!(
             "the demo run ended {}",
             view.status
         )));
@@ -134,12 +135,10 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
                 "sandbox inventory still holds: {}",
                 inventory.resource_names().join(", ")
             );
-            outcome = Err(CliError::RunFailed(
-                "the teardown left resources behind".into(),
-            ));
+            outcome = Err(CliError::run_failed("the teardown left resources behind"));
         }
         if down_view.status != RunStatus::Succeeded {
-            outcome = Err(CliError::RunFailed(format!(
+            outcome = Err(CliError::run_failed(format!(
                 "the teardown ended {}",
                 down_view.status
             )));
@@ -190,7 +189,7 @@ pub async fn sandbox() -> Result<(), CliError> {
 pub async fn sweep() -> Result<(), CliError> {
     let postgres = LocalPostgres::find()
         .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(|e| CliError::usage(e.to_string()))?;
     if postgres.is_temporary() {
         eprintln!(
             "no PostgreSQL server to sweep: only a temporary one could be started, and it holds nothing"
@@ -224,7 +223,7 @@ pub async fn sweep() -> Result<(), CliError> {
     if report.failed.is_empty() {
         Ok(())
     } else {
-        Err(CliError::Other(format!(
+        Err(CliError::internal(format!(
             "could not drop: {}",
             report.failed.join("; ")
         )))

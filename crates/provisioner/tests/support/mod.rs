@@ -134,6 +134,7 @@ pub fn client(slug: &str) -> Client {
         client_name: Some(format!("Client {slug}")),
         org_email: Some(format!("ops@{slug}.example")),
         tier: Some("growth".into()),
+        ..Default::default()
     }
     .validate()
     .unwrap()

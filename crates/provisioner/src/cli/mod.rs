@@ -1,0 +1,130 @@
+//! `provisioner` on the command line: the clap definitions and the dispatch, with one file per
+//! command beside this one. Exit codes come from [`crate::outcome`]: 0 success, 1 a run that
+//! did not succeed, 2 a usage or configuration error.
+
+mod deprovision;
+mod follow;
+mod output;
+mod provision;
+mod signal;
+mod status;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::app::{App, AppOptions, open_journal, secret_key_from_env};
+use crate::config::Config;
+pub use crate::outcome::Failure as CliError;
+
+pub use follow::drive;
+pub use output::{human, print_json, report};
+pub use provision::client_from_flags;
+pub use signal::StopSignal;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "provisioner",
+    version,
+    about = "Onboards and tears down an agency client's stack: Supabase, GitHub, Vercel, n8n."
+)]
+pub struct Cli {
+    /// provisioner.toml to use (else PROVISIONER_CONFIG, else ./provisioner.toml if present).
+    #[arg(long, global = true, env = "PROVISIONER_CONFIG")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start the simulators and a sample client end to end, with nothing to set up.
+    Demo(DemoArgs),
+    /// Start the four simulators until SIGINT/SIGTERM and print the environment pointing at
+    /// them (and the control listener, as PROVISIONER_SANDBOX_URL).
+    Sandbox(SandboxArgs),
+    /// Provision a client: Supabase project and schema, GitHub repo, Vercel project, n8n workflow.
+    Provision(provision::ProvisionArgs),
+    /// Tear a client down, from its record or whatever part of it exists.
+    Deprovision(deprovision::DeprovisionArgs),
+    /// Show a run's state and its resource record.
+    Status(status::StatusArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Latency {
+    /// As fast as the simulators go.
+    None,
+    /// The seed's measured timings scaled down a hundredfold.
+    Seed,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Leave the sample client's stack in place (the simulators keep running until Ctrl-C).
+    #[arg(long)]
+    pub keep: bool,
+    /// Print the resource record as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+    #[arg(long, value_enum, default_value = "none")]
+    pub latency: Latency,
+}
+
+#[derive(Debug, Args)]
+pub struct SandboxArgs {
+    /// Instead of serving: drop the databases and roles that sandboxes no longer running
+    /// (killed outright, crashed) left on the PostgreSQL server, and say what was dropped.
+    #[arg(long)]
+    pub sweep: bool,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok()
+}
+
+/// `--config`, else `./provisioner.toml` if present, else defaults.
+fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
+    explicit.or_else(|| {
+        let local = PathBuf::from("provisioner.toml");
+        local.is_file().then_some(local)
+    })
+}
+
+async fn open_app(config_file: Option<PathBuf>, workers: bool) -> Result<App, CliError> {
+    let path = config_path(config_file);
+    let mut problems = Vec::new();
+    let config = Config::load(path.as_deref(), &env).map_err(|e| problems.extend(e.problems));
+    let key = secret_key_from_env(&env).map_err(|e| problems.push(e.to_string()));
+    let (Ok(config), Ok(key)) = (config, key) else {
+        return Err(CliError::usage(format!(
+            "configuration is not usable:\n{}",
+            problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    };
+    let journal = open_journal(config.settings.journal.url.as_deref())
+        .await
+        .map_err(CliError::from)?;
+    let options = AppOptions {
+        workers,
+        ..AppOptions::default()
+    };
+    App::start(&config, journal, &key, options)
+        .await
+        .map_err(|e| CliError::usage(e.to_string()))
+}
+
+pub async fn run(cli: Cli) -> Result<(), CliError> {
+    match cli.command {
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Sandbox(args) if args.sweep => crate::demo::sweep().await,
+        Command::Sandbox(_) => crate::demo::sandbox().await,
+        Command::Provision(args) => provision::run(args, cli.config).await,
+        Command::Deprovision(args) => deprovision::run(args, cli.config).await,
+        Command::Status(args) => status::run(args, cli.config).await,
+    }
+}

@@ -1,0 +1,107 @@
+//! What commands print: the resource record for people (stderr) or as JSON (stdout).
+
+use saga::{RunStatus, RunView};
+
+use super::CliError;
+use crate::record::ResourceRecord;
+
+/// Prints the outcome and turns a run that did not succeed into exit code 1.
+pub fn report(view: &RunView, json: bool) -> Result<(), CliError> {
+    let record = ResourceRecord::from_run(view);
+    if json {
+        print_json(&record)?;
+    } else {
+        eprint!("{}", human(&record));
+    }
+    match view.status {
+        RunStatus::Succeeded => Ok(()),
+        other => Err(CliError::run_failed(format!(
+            "run {} ended {other}{}",
+            view.id,
+            record
+                .still_exists
+                .as_ref()
+                .map(|s| format!(
+                    "; resources of these steps may still exist: {}",
+                    s.join(", ")
+                ))
+                .unwrap_or_default()
+        ))),
+    }
+}
+
+/// The record as one JSON line on stdout: the command's output with `--json`.
+pub fn print_json(record: &ResourceRecord) -> Result<(), CliError> {
+    let line = serde_json::to_string(record).map_err(|e| CliError::internal(e.to_string()))?;
+    #[allow(clippy::print_stdout)] // the record is the command's output
+    {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The record as a person reads it.
+pub fn human(record: &ResourceRecord) -> String {
+    let mut out = format!(
+        "run {} ({}): {}\n",
+        record.run_id, record.saga, record.status
+    );
+    let adopted = |a: bool| if a { " (adopted)" } else { "" };
+    if let Some(s) = &record.supabase {
+        out += &format!(
+            "  supabase   {} {} in {}{}\n",
+            s.name,
+            s.project_ref,
+            s.region,
+            adopted(s.adopted)
+        );
+    }
+    if let Some(d) = &record.database {
+        out += &format!(
+            "  schema     version {}{}\n",
+            &d.checksum[..12.min(d.checksum.len())],
+            if d.already_applied {
+                " (already applied)"
+            } else {
+                ""
+            }
+        );
+        for c in &d.checks {
+            out += &format!(
+                "    {} {} ({} relations)\n",
+                if c.passed { "ok  " } else { "FAIL" },
+                c.description,
+                c.relations_examined
+            );
+        }
+    }
+    if let Some(g) = &record.github {
+        out += &format!("  github     {}{}\n", g.html_url, adopted(g.adopted));
+    }
+    if let Some(v) = &record.vercel {
+        out += &format!(
+            "  vercel     {} → {}{}\n",
+            v.deployment_url,
+            v.app_url,
+            adopted(v.adopted)
+        );
+    }
+    if let Some(n) = &record.n8n {
+        out += &format!(
+            "  n8n        {} (workflow {}){}\n",
+            n.webhook_url,
+            n.workflow_id,
+            adopted(n.adopted)
+        );
+    }
+    for r in &record.removed {
+        out += &format!("  removed    {r}\n");
+    }
+    if let Some(f) = &record.failure {
+        out += &format!("  failure    {f}\n");
+    }
+    if let Some(s) = &record.still_exists {
+        out += &format!("  still exists (steps): {}\n", s.join(", "));
+    }
+    out
+}
