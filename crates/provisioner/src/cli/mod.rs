@@ -10,6 +10,8 @@ mod output;
 mod provision;
 mod signal;
 mod status;
+mod sweep;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -54,6 +56,10 @@ pub enum Command {
     /// Check the configuration and every credential with read-only calls; a table of what
     /// passes and how to fix what fails.
     Doctor(doctor::DoctorArgs),
+    /// Check provisioned clients against their records, item by item (read-only).
+    Verify(verify::VerifyArgs),
+    /// List resources named like a client's that no live client owns; --delete removes them.
+    Sweep(sweep::SweepArgs),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(completions::CompletionsArgs),
 }
@@ -135,5 +141,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => status::run(args, cli.config).await,
         Command::Doctor(args) => doctor::run(args, cli.config).await,
         Command::Completions(args) => completions::run(args),
+        Command::Verify(args) => verify::run(args, cli.config).await,
+        Command::Sweep(args) => sweep::run(args, cli.config).await,
     }
 }
