@@ -12,7 +12,12 @@ async fn binary() -> Option<(sandbox::Sandbox, tempfile::TempDir, Binary)> {
     let sandbox = support::sandbox_with(&url, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = SealingKey::generate();
-    let binary = Binary::new(&sandbox, dir.path(), &dir.path().join("journal.sqlite"), &key);
+    let binary = Binary::new(
+        &sandbox,
+        dir.path(),
+        &dir.path().join("journal.sqlite"),
+        &key,
+    );
     Some((sandbox, dir, binary))
 }
 
@@ -43,8 +48,16 @@ async fn doctor_passes_every_check_on_the_sandbox() {
             .unwrap_or_else(|| panic!("no line for {check}:\n{}", ran.stdout));
         assert!(line.starts_with("pass"), "{line}");
     }
-    assert!(ran.stdout.contains("scopes repo, delete_repo"), "{}", ran.stdout);
-    assert!(ran.stdout.contains("n8n 2.x: needs api_version \"v2\""), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("scopes repo, delete_repo"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("n8n 2.x: needs api_version \"v2\""),
+        "{}",
+        ran.stdout
+    );
 
     // Only reads: nothing the doctor did created anything.
     assert!(sandbox.inventory().await.supabase_projects.is_empty());
@@ -55,6 +68,8 @@ async fn doctor_passes_every_check_on_the_sandbox() {
     let checks: Vec<serde_json::Value> = serde_json::from_str(json.stdout.trim()).unwrap();
     assert_eq!(checks.len(), 11, "{checks:#?}");
     assert!(checks.iter().all(|c| c["passed"] == true), "{checks:#?}");
+    let violations = ops_support::contract_violations(&sandbox, 0);
+    assert!(violations.is_empty(), "{violations:#?}");
 }
 
 #[tokio::test]
@@ -79,7 +94,11 @@ async fn a_refused_token_fails_its_check_with_a_fix_and_exit_code_2() {
         lines[at + 1]
     );
     // The other credentials are still checked, and pass.
-    assert!(ran.stdout.contains("pass  vercel token and team"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("pass  vercel token and team"),
+        "{}",
+        ran.stdout
+    );
     assert!(ran.stderr.contains("github token scopes"), "{}", ran.stderr);
     assert!(!ran.stdout.contains("ghp_not_the_sandbox_token"));
     assert!(!ran.stderr.contains("ghp_not_the_sandbox_token"));
@@ -107,6 +126,33 @@ async fn a_refused_token_fails_its_check_with_a_fix_and_exit_code_2() {
     );
     let inventory = sandbox.inventory().await;
     assert!(inventory.supabase_projects.is_empty() && inventory.vercel_projects.is_empty());
+}
+
+#[tokio::test]
+async fn an_organization_the_token_does_not_belong_to_fails_with_its_fix() {
+    let Some((_sandbox, _dir, mut binary)) = binary().await else {
+        return;
+    };
+    binary
+        .env
+        .insert("SUPABASE_ORG_ID".into(), "someone-elses-org".into());
+    let ran = binary.run(&["doctor"]).await;
+    assert_eq!(ran.code, 2, "{}\n{}", ran.stdout, ran.stderr);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("FAIL  supabase token and organization"))
+        .unwrap_or_else(|| panic!("{}", ran.stdout));
+    assert!(
+        lines[at + 1].contains("fix: SUPABASE_MANAGEMENT_TOKEN lacks"),
+        "{}",
+        lines[at + 1]
+    );
+    assert!(
+        lines[at + 1].contains("SUPABASE_ORG_ID"),
+        "{}",
+        lines[at + 1]
+    );
 }
 
 #[tokio::test]

@@ -59,6 +59,7 @@ async fn sweep_lists_orphans_never_a_live_clients_and_delete_journals_the_remova
     )
     .await;
 
+    let before = sandbox.exchanges().len();
     let binary = Binary::new(
         &sandbox,
         dir.path(),
@@ -108,7 +109,11 @@ async fn sweep_lists_orphans_never_a_live_clients_and_delete_journals_the_remova
     // Not on a terminal and no --yes: refused, nothing deleted.
     let unconfirmed = binary.run(&["sweep", "--delete"]).await;
     assert_eq!(unconfirmed.code, 2, "{}", unconfirmed.stderr);
-    assert!(unconfirmed.stderr.contains("--yes"), "{}", unconfirmed.stderr);
+    assert!(
+        unconfirmed.stderr.contains("--yes"),
+        "{}",
+        unconfirmed.stderr
+    );
     assert!(
         sandbox
             .inventory()
@@ -120,12 +125,21 @@ async fn sweep_lists_orphans_never_a_live_clients_and_delete_journals_the_remova
 
     let deleted = binary.run(&["sweep", "--delete", "--yes"]).await;
     assert_eq!(deleted.code, 0, "{}\n{}", deleted.stdout, deleted.stderr);
-    assert!(deleted.stderr.contains("journaled as sweep run"), "{}", deleted.stderr);
+    assert!(
+        deleted.stderr.contains("journaled as sweep run"),
+        "{}",
+        deleted.stderr
+    );
 
     let names = support::stable_names(&sandbox.inventory().await);
-    assert!(!names.iter().any(|n| n.contains("client-x-app")), "{names:#?}");
     assert!(
-        !names.iter().any(|n| n.contains(leftover.client_id.as_str())),
+        !names.iter().any(|n| n.contains("client-x-app")),
+        "{names:#?}"
+    );
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.contains(leftover.client_id.as_str())),
         "{names:#?}"
     );
     for name in support::full_stack_names(&live_client) {
@@ -156,6 +170,14 @@ async fn sweep_lists_orphans_never_a_live_clients_and_delete_journals_the_remova
     };
     assert!(removed("sweep_github_repos").contains("client-x-app"));
     assert!(removed("sweep_n8n_workflows").contains(leftover.client_id.as_str()));
+
+    // The simulator's workflow listing carries `activeVersion.workflowPublishHistory`, which
+    // the vendored spec does not declare; the provision saga's lookups meet the same answer.
+    let violations: Vec<String> = ops_support::contract_violations(&sandbox, before)
+        .into_iter()
+        .filter(|v| !v.contains("workflowPublishHistory"))
+        .collect();
+    assert!(violations.is_empty(), "{violations:#?}");
 
     let again = binary.run(&["sweep"]).await;
     assert_eq!(again.code, 0, "{}\n{}", again.stdout, again.stderr);

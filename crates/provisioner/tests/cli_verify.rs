@@ -32,6 +32,8 @@ async fn verify_passes_after_provision_and_reports_each_drifted_item() {
     let record = ResourceRecord::from_run(&view);
     app.shutdown(Duration::from_secs(5)).await;
 
+    // The commands' own calls are held to the contracts; the provision's are other tests'.
+    let before = sandbox.exchanges().len();
     let journal = dir.path().join("journal.sqlite");
     let binary = Binary::new(&sandbox, dir.path(), &journal, secret_key.expose_secret());
     let clean = binary.run(&["verify", "--client-id", &slug]).await;
@@ -77,8 +79,17 @@ async fn verify_passes_after_provision_and_reports_each_drifted_item() {
     assert!(drift[1].contains("n8n workflow") && drift[1].contains("not active"));
     assert!(drift[2].contains("n8n webhook"), "{}", drift[2]);
     // Everything else still matches its record.
-    assert!(drifted.stdout.lines().any(|l| l.starts_with("ok") && l.contains("vercel env NEXT_PUBLIC_SUPABASE_URL")));
-    assert!(drifted.stderr.contains("drift found in 3 item(s)"), "{}", drifted.stderr);
+    assert!(
+        drifted
+            .stdout
+            .lines()
+            .any(|l| l.starts_with("ok") && l.contains("vercel env NEXT_PUBLIC_SUPABASE_URL"))
+    );
+    assert!(
+        drifted.stderr.contains("drift found in 3 item(s)"),
+        "{}",
+        drifted.stderr
+    );
 
     // --all finds the same client, as JSON lines.
     let all = binary.run(&["verify", "--all", "--json"]).await;
@@ -99,10 +110,17 @@ async fn verify_passes_after_provision_and_reports_each_drifted_item() {
     assert!(anon_key_step.output.is_some());
     assert!(!all.stdout.contains("eyJ"), "{}", all.stdout);
 
+    let violations = ops_support::contract_violations(&sandbox, before);
+    assert!(violations.is_empty(), "{violations:#?}");
+
     // An unknown client is a usage error.
     let unknown = binary.run(&["verify", "--client-id", "nobody-here"]).await;
     assert_eq!(unknown.code, 2, "{}", unknown.stderr);
-    assert!(unknown.stderr.contains("no provision run"), "{}", unknown.stderr);
+    assert!(
+        unknown.stderr.contains("no provision run"),
+        "{}",
+        unknown.stderr
+    );
 
     // doctor: the journal's sealed values open with the key, and not with another.
     let doctor = binary.run(&["doctor"]).await;
@@ -123,6 +141,10 @@ async fn verify_passes_after_provision_and_reports_each_drifted_item() {
         .iter()
         .position(|l| l.starts_with("FAIL  secret key opens sealed values"))
         .unwrap_or_else(|| panic!("{}", refused.stdout));
-    assert!(lines[at + 1].contains("fix: PROVISIONER_SECRET_KEY"), "{}", lines[at + 1]);
+    assert!(
+        lines[at + 1].contains("fix: PROVISIONER_SECRET_KEY"),
+        "{}",
+        lines[at + 1]
+    );
     sandbox.shutdown().await;
 }

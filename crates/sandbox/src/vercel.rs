@@ -576,7 +576,9 @@ async fn list_projects(
         StatusCode::OK,
         &json!({
             "projects": page,
-            "pagination": { "count": page.len(), "next": null, "prev": null },
+            // The continuation-token variant: with `prev` as well, a last page (`next: null`)
+            // would match both of the spec's `oneOf` alternatives.
+            "pagination": { "count": page.len(), "next": null },
         }),
     )
 }

@@ -125,10 +125,24 @@ async fn supabase_check(stack: &Stack) -> Check {
     const NAME: &str = "supabase token and organization";
     let org = &stack.env.supabase_org_slug;
     let region = &stack.settings.supabase.region;
+    let organization = match stack.supabase.get_organization(org).await {
+        Ok(o) => o,
+        Err(e) => {
+            return refused(
+                NAME,
+                &e,
+                "SUPABASE_MANAGEMENT_TOKEN",
+                "SUPABASE_ORG_ID must be the slug of an organization the token belongs to",
+            );
+        }
+    };
     match stack.supabase.available_regions(org, None).await {
         Ok(regions) if regions.all.iter().any(|r| r == region) => Check::pass(
             NAME,
-            format!("token accepted; organization {org} is offered region {region}"),
+            format!(
+                "token accepted; organization {org} ({}) is offered region {region}",
+                organization.name
+            ),
         ),
         Ok(regions) => Check::fail(
             NAME,
@@ -165,7 +179,10 @@ async fn github_checks(stack: &Stack) -> Vec<Check> {
                         .filter(|s| !scopes.iter().any(|have| have == s))
                         .collect();
                     if missing.is_empty() {
-                        Check::pass(TOKEN, format!("token accepted; scopes {}", scopes.join(", ")))
+                        Check::pass(
+                            TOKEN,
+                            format!("token accepted; scopes {}", scopes.join(", ")),
+                        )
                     } else {
                         Check::fail(
                             TOKEN,
@@ -280,7 +297,9 @@ async fn tenant_route_check(stack: &Stack) -> Check {
     let template = &stack.env.supabase_db_url_template;
     let host = if template.contains("{host}") {
         match stack.supabase.list_projects().await {
-            Ok(projects) => projects.into_iter().find_map(|p| p.database.map(|d| d.host)),
+            Ok(projects) => projects
+                .into_iter()
+                .find_map(|p| p.database.map(|d| d.host)),
             Err(e) => {
                 return refused(
                     NAME,
@@ -327,7 +346,10 @@ async fn tenant_route_check(stack: &Stack) -> Check {
         ),
         Err(_) => Check::fail(
             NAME,
-            format!("{address} did not answer within {} s", ROUTE_TIMEOUT.as_secs()),
+            format!(
+                "{address} did not answer within {} s",
+                ROUTE_TIMEOUT.as_secs()
+            ),
             "check SUPABASE_DB_URL_TEMPLATE's host and port, and any firewall in between",
         ),
     }

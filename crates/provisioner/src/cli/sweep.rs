@@ -12,7 +12,9 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use clap::Args;
 use providers::ProviderError;
-use saga::{Engine, ForwardStep, Registry, RetryPolicy, RunStatus, SagaDefinition, StepContext, StepError};
+use saga::{
+    Engine, ForwardStep, Registry, RetryPolicy, RunStatus, SagaDefinition, StepContext, StepError,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -103,7 +105,9 @@ async fn candidates(stack: &Stack) -> Result<Vec<Candidate>, CliError> {
     let org = &stack.env.supabase_org_slug;
     let (projects, repos, vercel, workflows) = tokio::join!(
         stack.supabase.list_organization_projects(org),
-        stack.github.list_organization_repositories(&stack.env.github_org),
+        stack
+            .github
+            .list_organization_repositories(&stack.env.github_org),
         stack.vercel.list_projects("client-"),
         stack.n8n.list_workflows()
     );
@@ -164,7 +168,9 @@ async fn candidates(stack: &Stack) -> Result<Vec<Candidate>, CliError> {
 /// its current generation exists, whatever its state, or its teardown is still under way).
 async fn ownerless(engine: &Engine, client: &str) -> Result<Option<String>, CliError> {
     let Ok(slug) = ClientSlug::parse(client) else {
-        return Ok(Some(format!("{client:?} is not a client slug: no run can own it")));
+        return Ok(Some(format!(
+            "{client:?} is not a client slug: no run can own it"
+        )));
     };
     let mut generation = 0;
     loop {
@@ -275,7 +281,10 @@ impl ForwardStep for DeleteOrphans {
                     match self.stack.n8n.deactivate(id).await {
                         Ok(_) | Err(ProviderError::NotFound) => {}
                         Err(e) => {
-                            return Err(provider_failure(&format!("turn off n8n workflow {id}"), e));
+                            return Err(provider_failure(
+                                &format!("turn off n8n workflow {id}"),
+                                e,
+                            ));
                         }
                     }
                     self.stack.n8n.delete_workflow(id).await
@@ -328,7 +337,11 @@ fn sweep_registry(stack: &Arc<Stack>) -> Result<Registry, CliError> {
 
 /// Runs the deletion as a `sweep` run of its own engine over the same journal (workers of
 /// other processes do not know the saga and leave its runs alone), and waits for it.
-async fn delete(app: &App, config: &crate::config::Config, orphans: Vec<Orphan>) -> Result<saga::RunView, CliError> {
+async fn delete(
+    app: &App,
+    config: &crate::config::Config,
+    orphans: Vec<Orphan>,
+) -> Result<saga::RunView, CliError> {
     let registry = sweep_registry(&app.stack)?;
     let engine = Engine::builder(Arc::clone(app.engine.journal()), registry)
         .environment(environment_fingerprint(config))
@@ -338,7 +351,10 @@ async fn delete(app: &App, config: &crate::config::Config, orphans: Vec<Orphan>)
     let key = format!("{SWEEP}:{}", Uuid::now_v7());
     let started = engine.start(SWEEP, &key, &SweepInput { orphans }).await;
     let view = match started {
-        Ok(started) => engine.wait_for(started.run_id).await.map_err(CliError::from),
+        Ok(started) => engine
+            .wait_for(started.run_id)
+            .await
+            .map_err(CliError::from),
         Err(e) => Err(CliError::from(e)),
     };
     workers.shutdown(Duration::from_secs(5)).await;
@@ -360,7 +376,11 @@ fn age(at: Option<DateTime<Utc>>) -> String {
 
 fn table(orphans: &[Orphan]) -> String {
     let name_w = orphans.iter().map(|o| o.name.len()).max().unwrap_or(0);
-    let id_w = orphans.iter().map(|o| o.provider_id.len()).max().unwrap_or(0);
+    let id_w = orphans
+        .iter()
+        .map(|o| o.provider_id.len())
+        .max()
+        .unwrap_or(0);
     orphans
         .iter()
         .map(|o| {
@@ -405,7 +425,11 @@ pub async fn run(args: SweepArgs, config_file: Option<PathBuf>) -> Result<(), Cl
     result
 }
 
-async fn sweep(app: &App, config: &crate::config::Config, args: &SweepArgs) -> Result<(), CliError> {
+async fn sweep(
+    app: &App,
+    config: &crate::config::Config,
+    args: &SweepArgs,
+) -> Result<(), CliError> {
     let orphans = find(app).await?;
     if args.json {
         for o in &orphans {
@@ -426,12 +450,18 @@ async fn sweep(app: &App, config: &crate::config::Config, args: &SweepArgs) -> R
         )));
     }
     if !args.yes && !confirmed(orphans.len())? {
-        return Err(CliError::new(Outcome::Interrupted, "nothing deleted: not confirmed"));
+        return Err(CliError::new(
+            Outcome::Interrupted,
+            "nothing deleted: not confirmed",
+        ));
     }
     let count = orphans.len();
     let view = delete(app, config, orphans).await?;
     if view.status == RunStatus::Succeeded {
-        eprintln!("removed {count} resource(s); journaled as sweep run {}", view.id);
+        eprintln!(
+            "removed {count} resource(s); journaled as sweep run {}",
+            view.id
+        );
         Ok(())
     } else {
         let errors: Vec<String> = view

@@ -42,7 +42,11 @@ const PAGE: u32 = 200;
 )]
 pub struct VerifyArgs {
     /// The client to verify.
-    #[arg(long = "client-id", conflicts_with = "all", required_unless_present = "all")]
+    #[arg(
+        long = "client-id",
+        conflicts_with = "all",
+        required_unless_present = "all"
+    )]
     pub client_id: Option<String>,
     /// Every client whose provision succeeded and that was not torn down since.
     #[arg(long)]
@@ -143,10 +147,20 @@ async fn live_runs(engine: &Engine) -> Result<Vec<(ClientSlug, Uuid)>, CliError>
     }
 }
 
-async fn supabase_items(app: &App, client: &str, run_id: Uuid, record: &ResourceRecord) -> Vec<Item> {
+async fn supabase_items(
+    app: &App,
+    client: &str,
+    run_id: Uuid,
+    record: &ResourceRecord,
+) -> Vec<Item> {
     let stack = &app.stack;
     let Some(sb) = &record.supabase else {
-        return vec![item(client, "supabase project", false, "the record has no Supabase project")];
+        return vec![item(
+            client,
+            "supabase project",
+            false,
+            "the record has no Supabase project",
+        )];
     };
     let mut items = Vec::new();
     match stack.supabase.get_project(&sb.project_ref).await {
@@ -160,10 +174,18 @@ async fn supabase_items(app: &App, client: &str, run_id: Uuid, record: &Resource
             client,
             "supabase project",
             false,
-            format!("{} ({}) is {:?}, not healthy", sb.name, sb.project_ref, p.status),
+            format!(
+                "{} ({}) is {:?}, not healthy",
+                sb.name, sb.project_ref, p.status
+            ),
         )),
         Err(e) => {
-            items.push(item(client, "supabase project", false, format!("{}: {}", sb.name, missing(&e))));
+            items.push(item(
+                client,
+                "supabase project",
+                false,
+                format!("{}: {}", sb.name, missing(&e)),
+            ));
             return items;
         }
     }
@@ -173,7 +195,7 @@ async fn supabase_items(app: &App, client: &str, run_id: Uuid, record: &Resource
             client,
             "schema version",
             true,
-            format!("{}", &expected[..12.min(expected.len())]),
+            expected[..12.min(expected.len())].to_owned(),
         )),
         Some(db) => items.push(item(
             client,
@@ -185,12 +207,22 @@ async fn supabase_items(app: &App, client: &str, run_id: Uuid, record: &Resource
                 &expected[..12.min(expected.len())]
             ),
         )),
-        None => items.push(item(client, "schema version", false, "the record has no schema")),
+        None => items.push(item(
+            client,
+            "schema version",
+            false,
+            "the record has no schema",
+        )),
     }
     let project: SupabaseProject = match app.engine.output(run_id, supabase_project::NAME).await {
         Ok(p) => p,
         Err(e) => {
-            items.push(item(client, "schema checks", false, format!("cannot open the record's database credentials: {e}")));
+            items.push(item(
+                client,
+                "schema checks",
+                false,
+                format!("cannot open the record's database credentials: {e}"),
+            ));
             return items;
         }
     };
@@ -208,7 +240,12 @@ async fn supabase_items(app: &App, client: &str, run_id: Uuid, record: &Resource
     items.push(match tenant_db::check_schema(&url, &options).await {
         Ok(report) if report.passed => item(client, "schema checks", true, "every check passes"),
         Ok(report) => item(client, "schema checks", false, report.brief()),
-        Err(e) => item(client, "schema checks", false, format!("cannot check the database: {e}")),
+        Err(e) => item(
+            client,
+            "schema checks",
+            false,
+            format!("cannot check the database: {e}"),
+        ),
     });
     items
 }
@@ -216,10 +253,20 @@ async fn supabase_items(app: &App, client: &str, run_id: Uuid, record: &Resource
 async fn github_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
     let stack = &app.stack;
     let Some(gh) = &record.github else {
-        return vec![item(client, "github repository", false, "the record has no repository")];
+        return vec![item(
+            client,
+            "github repository",
+            false,
+            "the record has no repository",
+        )];
     };
     let Some((owner, name)) = gh.full_name.split_once('/') else {
-        return vec![item(client, "github repository", false, format!("{} is not owner/name", gh.full_name))];
+        return vec![item(
+            client,
+            "github repository",
+            false,
+            format!("{} is not owner/name", gh.full_name),
+        )];
     };
     let (t_owner, t_name) = &stack.env.github_template;
     vec![match stack.github.get_repository(owner, name).await {
@@ -233,21 +280,37 @@ async fn github_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<I
             client,
             "github repository",
             false,
-            format!("{} exists but was not generated from {t_owner}/{t_name}", gh.full_name),
+            format!(
+                "{} exists but was not generated from {t_owner}/{t_name}",
+                gh.full_name
+            ),
         ),
-        Err(e) => item(client, "github repository", false, format!("{}: {}", gh.full_name, missing(&e))),
+        Err(e) => item(
+            client,
+            "github repository",
+            false,
+            format!("{}: {}", gh.full_name, missing(&e)),
+        ),
     }]
 }
 
 async fn vercel_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
     let stack = &app.stack;
     let Some(vc) = &record.vercel else {
-        return vec![item(client, "vercel project", false, "the record has no Vercel project")];
+        return vec![item(
+            client,
+            "vercel project",
+            false,
+            "the record has no Vercel project",
+        )];
     };
     let mut items = Vec::new();
     match stack.vercel.get_project(&vc.project_id).await {
         Ok(project) => {
-            let linked = record.github.as_ref().and_then(|g| g.full_name.split_once('/'));
+            let linked = record
+                .github
+                .as_ref()
+                .and_then(|g| g.full_name.split_once('/'));
             match linked {
                 Some((owner, name)) if project.linked_to(owner, name) => items.push(item(
                     client,
@@ -264,7 +327,12 @@ async fn vercel_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<I
             }
         }
         Err(e) => {
-            items.push(item(client, "vercel project", false, format!("{}: {}", vc.name, missing(&e))));
+            items.push(item(
+                client,
+                "vercel project",
+                false,
+                format!("{}: {}", vc.name, missing(&e)),
+            ));
             return items;
         }
     }
@@ -276,33 +344,76 @@ async fn vercel_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<I
                     client,
                     &format!("vercel env {expected}"),
                     present,
-                    if present { "present" } else { "missing from the project" },
+                    if present {
+                        "present"
+                    } else {
+                        "missing from the project"
+                    },
                 ));
             }
         }
         Err(e) => items.push(item(client, "vercel env", false, missing(&e))),
     }
-    items.push(match stack.vercel.list_deployments(&vc.project_id, Some("production")).await {
-        Ok(deployments) => match deployments.iter().find(|d| d.ready_state == Some(ReadyState::Ready)) {
-            Some(d) => item(client, "vercel deployment", true, format!("{} is READY", d.url)),
-            None => item(client, "vercel deployment", false, "no production deployment is READY"),
+    items.push(
+        match stack
+            .vercel
+            .list_deployments(&vc.project_id, Some("production"))
+            .await
+        {
+            Ok(deployments) => match deployments
+                .iter()
+                .find(|d| d.ready_state == Some(ReadyState::Ready))
+            {
+                Some(d) => item(
+                    client,
+                    "vercel deployment",
+                    true,
+                    format!("{} is READY", d.url),
+                ),
+                None => item(
+                    client,
+                    "vercel deployment",
+                    false,
+                    "no production deployment is READY",
+                ),
+            },
+            Err(e) => item(client, "vercel deployment", false, missing(&e)),
         },
-        Err(e) => item(client, "vercel deployment", false, missing(&e)),
-    });
+    );
     items
 }
 
 async fn n8n_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
     let stack = &app.stack;
     let Some(wf) = &record.n8n else {
-        return vec![item(client, "n8n workflow", false, "the record has no workflow")];
+        return vec![item(
+            client,
+            "n8n workflow",
+            false,
+            "the record has no workflow",
+        )];
     };
     let mut items = Vec::new();
     match stack.n8n.get_workflow(&wf.workflow_id).await {
-        Ok(w) if w.active => items.push(item(client, "n8n workflow", true, format!("{} is active", wf.name))),
-        Ok(_) => items.push(item(client, "n8n workflow", false, format!("{} is not active", wf.name))),
+        Ok(w) if w.active => items.push(item(
+            client,
+            "n8n workflow",
+            true,
+            format!("{} is active", wf.name),
+        )),
+        Ok(_) => items.push(item(
+            client,
+            "n8n workflow",
+            false,
+            format!("{} is not active", wf.name),
+        )),
         Err(e) => {
-            items.push(item(client, "n8n workflow", false, format!("{}: {}", wf.name, missing(&e))));
+            items.push(item(
+                client,
+                "n8n workflow",
+                false,
+                format!("{}: {}", wf.name, missing(&e)),
+            ));
             return items;
         }
     }
@@ -314,15 +425,34 @@ async fn n8n_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item
         .send()
         .await;
     items.push(match answer {
-        Ok(r) if r.status().is_success() => item(client, "n8n webhook", true, format!("{} answers", wf.webhook_url)),
-        Ok(r) => item(client, "n8n webhook", false, format!("{} answered {}", wf.webhook_url, r.status())),
-        Err(e) => item(client, "n8n webhook", false, format!("{} does not answer: {e}", wf.webhook_url)),
+        Ok(r) if r.status().is_success() => item(
+            client,
+            "n8n webhook",
+            true,
+            format!("{} answers", wf.webhook_url),
+        ),
+        Ok(r) => item(
+            client,
+            "n8n webhook",
+            false,
+            format!("{} answered {}", wf.webhook_url, r.status()),
+        ),
+        Err(e) => item(
+            client,
+            "n8n webhook",
+            false,
+            format!("{} does not answer: {e}", wf.webhook_url),
+        ),
     });
     items
 }
 
 /// Every item of one client's stack.
-pub async fn verify_client(app: &App, slug: &ClientSlug, run_id: Uuid) -> Result<Vec<Item>, CliError> {
+pub async fn verify_client(
+    app: &App,
+    slug: &ClientSlug,
+    run_id: Uuid,
+) -> Result<Vec<Item>, CliError> {
     let view = app.engine.status(run_id).await?;
     let record = ResourceRecord::from_run(&view);
     let client = slug.as_str();
@@ -354,9 +484,10 @@ fn table(items: &[Item]) -> String {
 
 pub async fn run(args: VerifyArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let wanted = match &args.client_id {
-        Some(raw) => Some(ClientSlug::parse(raw).map_err(|rule| {
-            CliError::usage(format!("--client-id {raw:?}: {rule}"))
-        })?),
+        Some(raw) => Some(
+            ClientSlug::parse(raw)
+                .map_err(|rule| CliError::usage(format!("--client-id {raw:?}: {rule}")))?,
+        ),
         None => None,
     };
     let app = open_app(config, false).await?;

@@ -52,3 +52,20 @@ impl Binary {
         }
     }
 }
+
+/// Every exchange the sandbox logged after the first `skip` that breaks its provider's
+/// published contract.
+pub fn contract_violations(sandbox: &Sandbox, skip: usize) -> Vec<String> {
+    let contracts = sandbox::contract::Contracts::shared().expect("the specs load");
+    sandbox
+        .exchanges()
+        .iter()
+        .skip(skip)
+        .flat_map(|exchange| {
+            contracts
+                .check(exchange)
+                .into_iter()
+                .map(move |v| format!("{} {}: {v}", exchange.method, exchange.path))
+        })
+        .collect()
+}
