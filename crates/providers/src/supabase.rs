@@ -153,6 +153,13 @@ pub struct DeletedProject {
     pub name: String,
 }
 
+/// The fields of `V1OrganizationSlugResponse` doctor reports.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+}
+
 /// Region codes from `GET /v1/projects/available-regions` (`RegionsInfo`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AvailableRegions {
@@ -317,6 +324,17 @@ impl SupabaseClient {
                 return Ok(all);
             }
         }
+    }
+
+    /// `GET /v1/organizations/{slug}`: the organization, when the token belongs to it (403
+    /// "Forbidden resource" otherwise).
+    pub async fn get_organization(&self, slug: &str) -> Result<Organization, ProviderError> {
+        const OP: &str = "GET /v1/organizations/{slug}";
+        let call = Call::new(Method::GET, OP, vec!["v1", "organizations", slug]);
+        self.transport
+            .execute(call)
+            .await?
+            .json(Provider::Supabase, OP)
     }
 
     /// `GET /v1/projects/available-regions`: the codes to choose from (the spec says they are

@@ -22,11 +22,25 @@ use sandbox::{Provider, Sandbox, SandboxConfig};
 use secrecy::SecretString;
 use serde_json::json;
 
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Mode {
+    /// One client under the seed's latencies: wall time against the critical path.
+    Single,
+    /// Many clients at once: Supabase Management API calls per client.
+    Batch,
+}
+
+#[derive(Debug, clap::Parser)]
+#[command(
+    about = "Client stack benchmark against the simulators; prints one JSON line per mode.",
+    after_help = "Examples:\n  cargo run --release -p provisioner --example bench -- --mode single\n  cargo run --release -p provisioner --example bench -- --mode batch --clients 100"
+)]
+struct Args {
+    #[arg(long, value_enum, default_value = "single")]
+    mode: Mode,
+    /// Clients provisioned at once in batch mode.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
 }
 
 fn client(slug: &str) -> Client {
@@ -168,13 +182,10 @@ async fn batch(postgres_url: String, clients: usize) {
 
 #[tokio::main]
 async fn main() {
+    let args = <Args as clap::Parser>::parse();
     let postgres = LocalPostgres::find().await.unwrap();
-    match arg("--mode").as_deref().unwrap_or("single") {
-        "single" => single(postgres.url.clone()).await,
-        "batch" => {
-            let clients = arg("--clients").and_then(|c| c.parse().ok()).unwrap_or(100);
-            batch(postgres.url.clone(), clients).await
-        }
-        other => panic!("--mode {other}: use single or batch"),
+    match args.mode {
+        Mode::Single => single(postgres.url.clone()).await,
+        Mode::Batch => batch(postgres.url.clone(), args.clients).await,
     }
 }

@@ -89,35 +89,29 @@ fn saga(park: Option<Arc<AtomicUsize>>) -> SagaDefinition {
         .unwrap()
 }
 
+/// Engine throughput on a journal, one JSON line per invocation.
+#[derive(Debug, clap::Parser)]
+#[command(
+    about = "Saga engine benchmark: runs the five-step saga many times and prints one JSON line.",
+    after_help = "Example:\n  cargo run --release -p saga --example bench -- --store postgres --runs 1000 --concurrency 16"
+)]
 struct Args {
+    /// The journal: sqlite (a temporary file) or postgres (a fresh database on DATABASE_URL).
+    #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "postgres"])]
     store: String,
+    /// How many runs to drive.
+    #[arg(long, default_value_t = 1000)]
     runs: usize,
+    /// Runs in flight at once (at least 1).
+    #[arg(long, default_value_t = 1)]
     concurrency: usize,
+    /// engine (workers drive the runs), floor (the journal's own write floor) or memory.
+    #[arg(long, default_value = "engine", value_parser = ["engine", "floor", "memory"])]
     mode: String,
 }
 
 fn args() -> Args {
-    let mut a = Args {
-        store: "sqlite".into(),
-        runs: 1000,
-        concurrency: 1,
-        mode: "engine".into(),
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let value = it.next().unwrap_or_else(|| panic!("{flag} needs a value"));
-        match flag.as_str() {
-            "--store" => a.store = value,
-            "--runs" => a.runs = value.parse().expect("--runs takes a number"),
-            "--concurrency" => a.concurrency = value.parse().expect("--concurrency takes a number"),
-            "--mode" => a.mode = value,
-            other => panic!("unknown flag {other}"),
-        }
-    }
-    assert!(
-        a.store == "sqlite" || a.store == "postgres",
-        "--store is sqlite or postgres"
-    );
+    let mut a = <Args as clap::Parser>::parse();
     a.concurrency = a.concurrency.max(1);
     a
 }

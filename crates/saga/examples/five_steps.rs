@@ -25,8 +25,17 @@ fn describe(event: &RunEvent) -> String {
     }
 }
 
+/// Takes no options; parsed so that `--help` says what the example does.
+#[derive(Debug, clap::Parser)]
+#[command(
+    about = "Runs the five-step saga on a temporary SQLite journal, printing each event as it is committed.",
+    after_help = "Example:\n  cargo run -p saga --example five_steps"
+)]
+struct Args {}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    let _ = <Args as clap::Parser>::parse();
     let dir = tempfile::tempdir()?;
     let journal = Arc::new(SqliteJournal::open(dir.path().join("journal.db")).await?);
     let world = Arc::new(MemoryWorld::default());

@@ -2,12 +2,16 @@
 //! command beside this one. Exit codes come from [`crate::outcome`]: 0 success, 1 a run that
 //! did not succeed, 2 a usage or configuration error.
 
+mod completions;
 mod deprovision;
+pub mod doctor;
 mod follow;
 mod output;
 mod provision;
 mod signal;
 mod status;
+mod sweep;
+mod verify;
 
 use std::path::PathBuf;
 
@@ -49,6 +53,15 @@ pub enum Command {
     Deprovision(deprovision::DeprovisionArgs),
     /// Show a run's state and its resource record.
     Status(status::StatusArgs),
+    /// Check the configuration and every credential with read-only calls; a table of what
+    /// passes and how to fix what fails.
+    Doctor(doctor::DoctorArgs),
+    /// Check provisioned clients against their records, item by item (read-only).
+    Verify(verify::VerifyArgs),
+    /// List resources named like a client's that no live client owns; --delete removes them.
+    Sweep(sweep::SweepArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(completions::CompletionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,5 +139,9 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Provision(args) => provision::run(args, cli.config).await,
         Command::Deprovision(args) => deprovision::run(args, cli.config).await,
         Command::Status(args) => status::run(args, cli.config).await,
+        Command::Doctor(args) => doctor::run(args, cli.config).await,
+        Command::Completions(args) => completions::run(args),
+        Command::Verify(args) => verify::run(args, cli.config).await,
+        Command::Sweep(args) => sweep::run(args, cli.config).await,
     }
 }

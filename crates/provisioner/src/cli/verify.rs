@@ -1,0 +1,534 @@
+//! `provisioner verify`: a provisioned client's stack checked against its record, item by
+//! item, with read-only calls (and the webhook's own check call). Environment variables are
+//! compared by name; no value is read.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Args;
+use providers::ProviderError;
+use providers::supabase::ProjectStatus;
+use providers::vercel::ReadyState;
+use saga::{Engine, RunFilter, RunStatus};
+use secrecy::SecretString;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::doctor::write_stdout;
+use super::{CliError, open_app};
+use crate::app::App;
+use crate::client::ClientSlug;
+use crate::outcome::Outcome;
+use crate::record::ResourceRecord;
+use crate::sagas;
+use crate::steps::supabase_project::{self, SupabaseProject};
+use crate::steps::vercel_project::MARKER_VAR;
+use crate::tenant_db::{self, CheckOptions};
+
+/// The variables the provision saga gives a client's Vercel project.
+const EXPECTED_ENV: &[&str] = &[
+    "NEXT_PUBLIC_SUPABASE_URL",
+    "NEXT_PUBLIC_SUPABASE_ANON_KEY",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "NEXT_PUBLIC_APP_URL",
+    MARKER_VAR,
+];
+/// Journal pages read by `--all`.
+const PAGE: u32 = 200;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  provisioner verify --client-id acme-dental\n  provisioner verify --all --json"
+)]
+pub struct VerifyArgs {
+    /// The client to verify.
+    #[arg(
+        long = "client-id",
+        conflicts_with = "all",
+        required_unless_present = "all"
+    )]
+    pub client_id: Option<String>,
+    /// Every client whose provision succeeded and that was not torn down since.
+    #[arg(long)]
+    pub all: bool,
+    /// One JSON line per item on stdout instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// One thing compared with the record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Item {
+    pub client: String,
+    pub item: String,
+    /// False: the stack has drifted from its record here.
+    pub ok: bool,
+    pub detail: String,
+}
+
+fn item(client: &str, name: &str, ok: bool, detail: impl Into<String>) -> Item {
+    Item {
+        client: client.to_owned(),
+        item: name.to_owned(),
+        ok,
+        detail: detail.into(),
+    }
+}
+
+fn missing(err: &ProviderError) -> String {
+    match err {
+        ProviderError::NotFound => "gone: the provider has no such resource".to_owned(),
+        other => format!("cannot be read: {other}"),
+    }
+}
+
+/// How many teardowns of `slug` succeeded: its current provision run has that generation.
+async fn generation(engine: &Engine, slug: &ClientSlug) -> Result<u32, CliError> {
+    let mut generation = 0;
+    loop {
+        let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
+        match engine.find_by_key(&key).await? {
+            Some(run) if run.status == RunStatus::Succeeded => generation += 1,
+            _ => return Ok(generation),
+        }
+    }
+}
+
+/// The client's provision run, when it succeeded.
+async fn provisioned_run(engine: &Engine, slug: &ClientSlug) -> Result<Uuid, CliError> {
+    let generation = generation(engine, slug).await?;
+    let key = sagas::run_key(sagas::PROVISION, slug, generation);
+    match engine.find_by_key(&key).await? {
+        Some(run) if run.status == RunStatus::Succeeded => Ok(run.id),
+        Some(run) => Err(CliError::new(
+            Outcome::Conflict,
+            format!(
+                "client {slug}'s provision run {} is {}, not succeeded: there is no complete record to verify against; see `provisioner status {}`",
+                run.id, run.status, run.id
+            ),
+        )),
+        None => Err(CliError::new(
+            Outcome::NotFound,
+            format!("client {slug} has no provision run in this journal; check --client-id"),
+        )),
+    }
+}
+
+/// Every succeeded provision run whose client was not torn down afterwards.
+async fn live_runs(engine: &Engine) -> Result<Vec<(ClientSlug, Uuid)>, CliError> {
+    let mut live = Vec::new();
+    let mut after = None;
+    loop {
+        let page = engine
+            .list(&RunFilter {
+                status: Some(RunStatus::Succeeded),
+                saga: Some(sagas::PROVISION.to_owned()),
+                after,
+                limit: PAGE,
+            })
+            .await?;
+        for run in &page {
+            let Some(slug) = run
+                .idempotency_key
+                .split(':')
+                .nth(1)
+                .and_then(|s| ClientSlug::parse(s).ok())
+            else {
+                continue;
+            };
+            if provisioned_run(engine, &slug).await.ok() == Some(run.id) {
+                live.push((slug, run.id));
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE as usize => after = Some(last.id),
+            _ => return Ok(live),
+        }
+    }
+}
+
+async fn supabase_items(
+    app: &App,
+    client: &str,
+    run_id: Uuid,
+    record: &ResourceRecord,
+) -> Vec<Item> {
+    let stack = &app.stack;
+    let Some(sb) = &record.supabase else {
+        return vec![item(
+            client,
+            "supabase project",
+            false,
+            "the record has no Supabase project",
+        )];
+    };
+    let mut items = Vec::new();
+    match stack.supabase.get_project(&sb.project_ref).await {
+        Ok(p) if p.status == ProjectStatus::ActiveHealthy => items.push(item(
+            client,
+            "supabase project",
+            true,
+            format!("{} ({}) is healthy", sb.name, sb.project_ref),
+        )),
+        Ok(p) => items.push(item(
+            client,
+            "supabase project",
+            false,
+            format!(
+                "{} ({}) is {:?}, not healthy",
+                sb.name, sb.project_ref, p.status
+            ),
+        )),
+        Err(e) => {
+            items.push(item(
+                client,
+                "supabase project",
+                false,
+                format!("{}: {}", sb.name, missing(&e)),
+            ));
+            return items;
+        }
+    }
+    let expected = tenant_db::schema_checksum(&stack.templates.schema.sql);
+    match &record.database {
+        Some(db) if db.checksum == expected => items.push(item(
+            client,
+            "schema version",
+            true,
+            expected[..12.min(expected.len())].to_owned(),
+        )),
+        Some(db) => items.push(item(
+            client,
+            "schema version",
+            false,
+            format!(
+                "applied {} but the schema template is now {}; provision again to apply it",
+                &db.checksum[..12.min(db.checksum.len())],
+                &expected[..12.min(expected.len())]
+            ),
+        )),
+        None => items.push(item(
+            client,
+            "schema version",
+            false,
+            "the record has no schema",
+        )),
+    }
+    let project: SupabaseProject = match app.engine.output(run_id, supabase_project::NAME).await {
+        Ok(p) => p,
+        Err(e) => {
+            items.push(item(
+                client,
+                "schema checks",
+                false,
+                format!("cannot open the record's database credentials: {e}"),
+            ));
+            return items;
+        }
+    };
+    let url = stack.database_url(
+        &project.project_ref,
+        &project.db_host,
+        &SecretString::from(project.db_password.expose().clone()),
+    );
+    let settings = &stack.settings.schema_checks;
+    let options = CheckOptions {
+        exposed_schemas: settings.exposed_schemas.clone(),
+        allow_anon_secret_columns: settings.allow_anon_secret_columns.clone(),
+        allow_authenticated_secret_columns: settings.allow_authenticated_secret_columns.clone(),
+    };
+    items.push(match tenant_db::check_schema(&url, &options).await {
+        Ok(report) if report.passed => item(client, "schema checks", true, "every check passes"),
+        Ok(report) => item(client, "schema checks", false, report.brief()),
+        Err(e) => item(
+            client,
+            "schema checks",
+            false,
+            format!("cannot check the database: {e}"),
+        ),
+    });
+    items
+}
+
+async fn github_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
+    let stack = &app.stack;
+    let Some(gh) = &record.github else {
+        return vec![item(
+            client,
+            "github repository",
+            false,
+            "the record has no repository",
+        )];
+    };
+    let Some((owner, name)) = gh.full_name.split_once('/') else {
+        return vec![item(
+            client,
+            "github repository",
+            false,
+            format!("{} is not owner/name", gh.full_name),
+        )];
+    };
+    let (t_owner, t_name) = &stack.env.github_template;
+    vec![match stack.github.get_repository(owner, name).await {
+        Ok(repo) if gh.adopted || repo.generated_from(t_owner, t_name) => item(
+            client,
+            "github repository",
+            true,
+            format!("{} exists, from {t_owner}/{t_name}", gh.full_name),
+        ),
+        Ok(_) => item(
+            client,
+            "github repository",
+            false,
+            format!(
+                "{} exists but was not generated from {t_owner}/{t_name}",
+                gh.full_name
+            ),
+        ),
+        Err(e) => item(
+            client,
+            "github repository",
+            false,
+            format!("{}: {}", gh.full_name, missing(&e)),
+        ),
+    }]
+}
+
+async fn vercel_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
+    let stack = &app.stack;
+    let Some(vc) = &record.vercel else {
+        return vec![item(
+            client,
+            "vercel project",
+            false,
+            "the record has no Vercel project",
+        )];
+    };
+    let mut items = Vec::new();
+    match stack.vercel.get_project(&vc.project_id).await {
+        Ok(project) => {
+            let linked = record
+                .github
+                .as_ref()
+                .and_then(|g| g.full_name.split_once('/'));
+            match linked {
+                Some((owner, name)) if project.linked_to(owner, name) => items.push(item(
+                    client,
+                    "vercel project",
+                    true,
+                    format!("{} is linked to {owner}/{name}", vc.name),
+                )),
+                _ => items.push(item(
+                    client,
+                    "vercel project",
+                    false,
+                    format!("{} is not linked to the client's repository", vc.name),
+                )),
+            }
+        }
+        Err(e) => {
+            items.push(item(
+                client,
+                "vercel project",
+                false,
+                format!("{}: {}", vc.name, missing(&e)),
+            ));
+            return items;
+        }
+    }
+    match stack.vercel.env_names(&vc.project_id).await {
+        Ok(names) => {
+            for expected in EXPECTED_ENV {
+                let present = names.iter().any(|n| n == expected);
+                items.push(item(
+                    client,
+                    &format!("vercel env {expected}"),
+                    present,
+                    if present {
+                        "present"
+                    } else {
+                        "missing from the project"
+                    },
+                ));
+            }
+        }
+        Err(e) => items.push(item(client, "vercel env", false, missing(&e))),
+    }
+    items.push(
+        match stack
+            .vercel
+            .list_deployments(&vc.project_id, Some("production"))
+            .await
+        {
+            Ok(deployments) => match deployments
+                .iter()
+                .find(|d| d.ready_state == Some(ReadyState::Ready))
+            {
+                Some(d) => item(
+                    client,
+                    "vercel deployment",
+                    true,
+                    format!("{} is READY", d.url),
+                ),
+                None => item(
+                    client,
+                    "vercel deployment",
+                    false,
+                    "no production deployment is READY",
+                ),
+            },
+            Err(e) => item(client, "vercel deployment", false, missing(&e)),
+        },
+    );
+    items
+}
+
+async fn n8n_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
+    let stack = &app.stack;
+    let Some(wf) = &record.n8n else {
+        return vec![item(
+            client,
+            "n8n workflow",
+            false,
+            "the record has no workflow",
+        )];
+    };
+    let mut items = Vec::new();
+    match stack.n8n.get_workflow(&wf.workflow_id).await {
+        Ok(w) if w.active => items.push(item(
+            client,
+            "n8n workflow",
+            true,
+            format!("{} is active", wf.name),
+        )),
+        Ok(_) => items.push(item(
+            client,
+            "n8n workflow",
+            false,
+            format!("{} is not active", wf.name),
+        )),
+        Err(e) => {
+            items.push(item(
+                client,
+                "n8n workflow",
+                false,
+                format!("{}: {}", wf.name, missing(&e)),
+            ));
+            return items;
+        }
+    }
+    // The same check call the provision step makes once the workflow is active.
+    let answer = stack
+        .http
+        .post(&wf.webhook_url)
+        .json(&serde_json::json!({ "check": "provisioner" }))
+        .send()
+        .await;
+    items.push(match answer {
+        Ok(r) if r.status().is_success() => item(
+            client,
+            "n8n webhook",
+            true,
+            format!("{} answers", wf.webhook_url),
+        ),
+        Ok(r) => item(
+            client,
+            "n8n webhook",
+            false,
+            format!("{} answered {}", wf.webhook_url, r.status()),
+        ),
+        Err(e) => item(
+            client,
+            "n8n webhook",
+            false,
+            format!("{} does not answer: {e}", wf.webhook_url),
+        ),
+    });
+    items
+}
+
+/// Every item of one client's stack.
+pub async fn verify_client(
+    app: &App,
+    slug: &ClientSlug,
+    run_id: Uuid,
+) -> Result<Vec<Item>, CliError> {
+    let view = app.engine.status(run_id).await?;
+    let record = ResourceRecord::from_run(&view);
+    let client = slug.as_str();
+    let (supabase, github, vercel, n8n) = tokio::join!(
+        supabase_items(app, client, run_id, &record),
+        github_items(app, client, &record),
+        vercel_items(app, client, &record),
+        n8n_items(app, client, &record)
+    );
+    Ok([supabase, github, vercel, n8n].concat())
+}
+
+fn table(items: &[Item]) -> String {
+    let client_w = items.iter().map(|i| i.client.len()).max().unwrap_or(0);
+    let item_w = items.iter().map(|i| i.item.len()).max().unwrap_or(0);
+    items
+        .iter()
+        .map(|i| {
+            format!(
+                "{:<5}  {:<client_w$}  {:<item_w$}  {}\n",
+                if i.ok { "ok" } else { "DRIFT" },
+                i.client,
+                i.item,
+                i.detail
+            )
+        })
+        .collect()
+}
+
+pub async fn run(args: VerifyArgs, config: Option<PathBuf>) -> Result<(), CliError> {
+    let wanted = match &args.client_id {
+        Some(raw) => Some(
+            ClientSlug::parse(raw)
+                .map_err(|rule| CliError::usage(format!("--client-id {raw:?}: {rule}")))?,
+        ),
+        None => None,
+    };
+    let app = open_app(config, false).await?;
+    let result = verify(&app, wanted).await;
+    app.shutdown(Duration::from_secs(1)).await;
+    let items = result?;
+    if args.json {
+        for i in &items {
+            let line = serde_json::to_string(i).map_err(|e| CliError::internal(e.to_string()))?;
+            write_stdout(&format!("{line}\n"));
+        }
+    } else {
+        write_stdout(&table(&items));
+    }
+    let drifted: Vec<String> = items
+        .iter()
+        .filter(|i| !i.ok)
+        .map(|i| format!("{} {}", i.client, i.item))
+        .collect();
+    if drifted.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::run_failed(format!(
+            "drift found in {} item(s): {}",
+            drifted.len(),
+            drifted.join(", ")
+        )))
+    }
+}
+
+async fn verify(app: &App, wanted: Option<ClientSlug>) -> Result<Vec<Item>, CliError> {
+    let runs = match wanted {
+        Some(slug) => {
+            let run = provisioned_run(&app.engine, &slug).await?;
+            vec![(slug, run)]
+        }
+        None => live_runs(&app.engine).await?,
+    };
+    let mut items = Vec::new();
+    for (slug, run) in runs {
+        items.extend(verify_client(app, &slug, run).await?);
+    }
+    Ok(items)
+}
