@@ -2,9 +2,11 @@
 //! command beside this one. Exit codes come from [`crate::outcome`]: 0 success, 1 a run that
 //! did not succeed, 2 a usage or configuration error.
 
+mod batch;
 mod deprovision;
 mod follow;
 mod output;
+mod plan;
 mod provision;
 mod signal;
 mod status;
@@ -49,6 +51,10 @@ pub enum Command {
     Deprovision(deprovision::DeprovisionArgs),
     /// Show a run's state and its resource record.
     Status(status::StatusArgs),
+    /// Provision every client of a manifest directory or JSON Lines file, N at a time.
+    Batch(batch::BatchArgs),
+    /// Show, with read-only calls, what provisioning clients would adopt, create or be blocked by.
+    Plan(plan::PlanArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,5 +132,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Provision(args) => provision::run(args, cli.config).await,
         Command::Deprovision(args) => deprovision::run(args, cli.config).await,
         Command::Status(args) => status::run(args, cli.config).await,
+        Command::Batch(args) => batch::run(args, cli.config).await,
+        Command::Plan(args) => plan::run(args, cli.config).await,
     }
 }
