@@ -313,7 +313,9 @@ async fn existing_run(app: &App, slug: &ClientSlug) -> Result<Option<(Uuid, RunS
         .map(|run| (run.id, run.status)))
 }
 
-/// Provisions one client and follows its run until it settles.
+/// Provisions one client and follows its run until it settles. A run the client already has
+/// is followed as it is (an unfinished one goes on from its journal); only a missing run is
+/// started, and a failed one is run again only with `retry_failed`.
 async fn provision_one(
     app: &App,
     manifest: &Manifest,
@@ -322,37 +324,47 @@ async fn provision_one(
     started: &Mutex<HashMap<String, Uuid>>,
 ) -> Result<ClientSummary, Failure> {
     let slug = &manifest.client.client_id;
-    if let Some((run_id, status)) = existing_run(app, slug).await? {
-        let retry =
-            retry_failed && matches!(status, RunStatus::Compensated | RunStatus::NeedsAttention);
-        if status.is_settled() && status != RunStatus::Paused && !retry {
-            return summarise(app, manifest, run_id, true).await;
+    let (run_id, after_seq, resumed) = match existing_run(app, slug).await? {
+        Some((run_id, status)) => {
+            let failed = matches!(status, RunStatus::Compensated | RunStatus::NeedsAttention);
+            if status.is_settled() && status != RunStatus::Paused && !(failed && retry_failed) {
+                return summarise(app, manifest, run_id, true).await;
+            }
+            // Events up to here belong to what the run did before (a retried run's history
+            // holds the event that stopped it): the feed starts after them.
+            let seen = app.engine.status(run_id).await?.last_seq;
+            if failed {
+                if status == RunStatus::NeedsAttention {
+                    app.engine.retry(run_id).await?;
+                } else {
+                    // Runs a compensated run forward again.
+                    app.provision(&manifest.client).await?;
+                }
+            }
+            (run_id, seen, true)
         }
-        if retry && status == RunStatus::NeedsAttention {
-            app.engine.retry(run_id).await?;
+        None => {
+            let run = app.provision(&manifest.client).await?;
+            (run.run_id, 0, !run.created)
         }
-    }
-    // Starts the run, returns the one in flight, or runs a compensated one forward again.
-    let run = app.provision(&manifest.client).await?;
+    };
     started
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(slug.to_string(), run.run_id);
+        .insert(slug.to_string(), run_id);
     display.client(
         slug.as_str(),
-        format!(
-            "run {}{}",
-            run.run_id,
-            if run.created { "" } else { " (resumed)" }
-        ),
+        format!("run {run_id}{}", if resumed { " (resumed)" } else { "" }),
     );
-    let mut feed = EventFeed::open(&app.engine, run.run_id, 0, StopAt::Settled).await?;
+    let mut feed = EventFeed::open(&app.engine, run_id, after_seq, StopAt::Settled).await?;
     while let Some(records) = feed.next().await? {
         for record in &records {
             display.event(slug.as_str(), record);
         }
     }
-    summarise(app, manifest, run.run_id, false).await
+    // The feed has shown the stopping event; the journal's view is read once it is settled.
+    app.engine.wait_for(run_id).await?;
+    summarise(app, manifest, run_id, false).await
 }
 
 fn error_summary(
