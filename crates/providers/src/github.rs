@@ -150,6 +150,25 @@ impl GithubClient {
             .json(Provider::Github, OP)
     }
 
+    /// [`get_repository`](Self::get_repository) and the scopes the token carries, from the
+    /// `X-OAuth-Scopes` header GitHub sends with every answer to a classic token. `None`
+    /// when the header is absent (fine-grained tokens and apps have permissions, not scopes).
+    pub async fn get_repository_with_scopes(
+        &self,
+        owner: &str,
+        name: &str,
+    ) -> Result<(Repository, Option<Vec<String>>), ProviderError> {
+        const OP: &str = "GET /repos/{owner}/{repo}";
+        let call = Call::new(Method::GET, OP, vec!["repos", owner, name]);
+        let reply = self.transport.execute(call).await?;
+        let scopes = reply
+            .headers
+            .get("x-oauth-scopes")
+            .and_then(|v| v.to_str().ok())
+            .map(token_scopes);
+        Ok((reply.json(Provider::Github, OP)?, scopes))
+    }
+
     /// `POST /repos/{template_owner}/{template_repo}/generate` → 201. A taken name is
     /// `Conflict` (422 "Could not clone: Name already exists on this account"). The new
     /// repository is empty for a while: wait with [`branch_exists`](Self::branch_exists).
@@ -232,6 +251,16 @@ impl GithubClient {
         let call = Call::new(Method::DELETE, OP, vec!["repos", owner, name]);
         self.transport.execute(call).await.map(|_| ())
     }
+}
+
+/// The scopes of an `X-OAuth-Scopes` value (`repo, delete_repo`), in the order given.
+pub fn token_scopes(header: &str) -> Vec<String> {
+    header
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 /// The `rel="next"` target of an RFC 8288 `Link` header value, if any.

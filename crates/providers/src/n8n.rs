@@ -379,6 +379,29 @@ impl N8nClient {
         self.transport.execute(call).await?.json(Provider::N8n, op)
     }
 
+    /// Which line the server runs, asked without touching a workflow: `publish` on an id no
+    /// workflow has is 404 on 2.x (the route exists, the workflow does not) and 405 on 1.x
+    /// (no such route). The answer is remembered as an activation's would be.
+    pub async fn detect_line(&self) -> Result<N8nApiFlavour, ProviderError> {
+        const PROBE_ID: &str = "provisioner-line-probe-0";
+        match self.post_verb(PROBE_ID, Verb::Publish).await {
+            Err(error) if is_method_not_allowed(&error) => {
+                remember_flavour(&self.flavour_key, N8nApiFlavour::ActivateDeactivate);
+                Ok(N8nApiFlavour::ActivateDeactivate)
+            }
+            Err(ProviderError::NotFound) => {
+                remember_flavour(&self.flavour_key, N8nApiFlavour::PublishUnpublish);
+                Ok(N8nApiFlavour::PublishUnpublish)
+            }
+            Err(error) => Err(error),
+            Ok(_) => Err(ProviderError::Decode {
+                provider: Provider::N8n,
+                operation: Verb::Publish.operation().to_owned(),
+                message: "the server published a workflow that should not exist".to_owned(),
+            }),
+        }
+    }
+
     /// `DELETE /workflows/{id}` → 200 with the deleted workflow; `NotFound` when already
     /// gone. On 2.x a published workflow must be unpublished first (409 otherwise).
     pub async fn delete_workflow(&self, id: &str) -> Result<(), ProviderError> {

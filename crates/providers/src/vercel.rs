@@ -160,6 +160,12 @@ struct ListedEnv {
 }
 
 #[derive(Debug, Deserialize)]
+struct ProjectPage {
+    #[serde(default)]
+    projects: Vec<Project>,
+}
+
+#[derive(Debug, Deserialize)]
 struct EnvList {
     #[serde(default)]
     envs: Vec<ListedEnv>,
@@ -360,6 +366,34 @@ impl VercelClient {
             .into_iter()
             .find(|e| e.key == key && e.env_type == "plain")
             .and_then(|e| e.value))
+    }
+
+    /// The names of the project's environment variables (`GET /v10/projects/{idOrName}/env`);
+    /// values are not read.
+    pub async fn env_names(&self, id_or_name: &str) -> Result<Vec<String>, ProviderError> {
+        const OP: &str = "GET /v10/projects/{idOrName}/env";
+        let call = Call::new(Method::GET, OP, vec!["v10", "projects", id_or_name, "env"]);
+        let list: EnvList = self
+            .transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)?;
+        Ok(list.envs.into_iter().map(|e| e.key).collect())
+    }
+
+    /// `GET /v10/projects?search=…&limit=100`: the projects whose name contains `search`, up
+    /// to a hundred (one page; enough for a naming-convention scan of one team).
+    pub async fn list_projects(&self, search: &str) -> Result<Vec<Project>, ProviderError> {
+        const OP: &str = "GET /v10/projects";
+        let call = Call::new(Method::GET, OP, vec!["v10", "projects"])
+            .query("search", search)
+            .query("limit", "100");
+        let page: ProjectPage = self
+            .transport
+            .execute(call)
+            .await?
+            .json(Provider::Vercel, OP)?;
+        Ok(page.projects)
     }
 
     /// `GET /v9/projects/{idOrName}`; `NotFound` when absent.

@@ -166,6 +166,8 @@ pub struct SandboxConfig {
     pub github_empty_for: Duration,
     /// Requests per hour per token before GitHub answers 403 (primary rate limit).
     pub github_rate_limit_per_hour: u32,
+    /// The token's classic OAuth scopes, sent as `X-OAuth-Scopes` on every answer.
+    pub github_token_scopes: String,
     /// QUEUED → BUILDING → READY takes this long.
     pub vercel_build_time: Duration,
     pub n8n_version: N8nVersion,
@@ -185,6 +187,7 @@ impl Default for SandboxConfig {
             supabase_rate_limit_per_minute: 120,
             github_empty_for: Duration::from_millis(300),
             github_rate_limit_per_hour: 5000,
+            github_token_scopes: "repo, delete_repo".to_owned(),
             vercel_build_time: Duration::from_millis(600),
             n8n_version: N8nVersion::V2,
             latency: LatencyProfile::seed(),

@@ -243,6 +243,9 @@ async fn gate(AxumState(shared): AxumState<Arc<Shared>>, request: Request, next:
     headers.insert("x-ratelimit-reset", HeaderValue::from(reset_epoch));
     headers.insert("x-ratelimit-used", HeaderValue::from(used.min(limit)));
     headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    if let Ok(scopes) = HeaderValue::from_str(&shared.config.github_token_scopes) {
+        headers.insert("x-oauth-scopes", scopes);
+    }
     headers.insert(
         "x-github-api-version-selected",
         HeaderValue::from_static("2022-11-28"),

@@ -262,6 +262,12 @@ impl Sandbox {
         control::inventory(&self.shared).await
     }
 
+    /// Drift made outside the provisioner: removes Vercel project `project`'s environment
+    /// variable `key`, as an edit in the dashboard would. True when there was one.
+    pub fn remove_vercel_env(&self, project: &str, key: &str) -> bool {
+        self.shared.world().vercel.remove_env(project, key)
+    }
+
     /// Every call so far, in order. Never contains headers.
     pub fn request_log(&self) -> Vec<LoggedRequest> {
         self.shared.log.entries()

@@ -114,6 +114,17 @@ pub struct VercelSummary {
 }
 
 impl State {
+    /// Removes project `name`'s variable `key` behind the API's back, as a person editing the
+    /// project in the dashboard would; true when there was one.
+    pub(crate) fn remove_env(&mut self, name: &str, key: &str) -> bool {
+        let Some(project) = self.projects.values_mut().find(|p| p.name == name) else {
+            return false;
+        };
+        let before = project.envs.len();
+        project.envs.retain(|env| env.key != key);
+        project.envs.len() != before
+    }
+
     pub(crate) fn project_summaries(&self) -> Vec<VercelSummary> {
         self.projects
             .values()

@@ -3,7 +3,9 @@
 //! did not succeed, 2 a usage or configuration error.
 
 mod batch;
+mod completions;
 mod deprovision;
+pub mod doctor;
 mod follow;
 mod output;
 mod plan;
@@ -55,6 +57,11 @@ pub enum Command {
     Batch(batch::BatchArgs),
     /// Show, with read-only calls, what provisioning clients would adopt, create or be blocked by.
     Plan(plan::PlanArgs),
+    /// Check the configuration and every credential with read-only calls; a table of what
+    /// passes and how to fix what fails.
+    Doctor(doctor::DoctorArgs),
+    /// Print the shell completion script for bash, zsh or fish.
+    Completions(completions::CompletionsArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -134,5 +141,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status(args) => status::run(args, cli.config).await,
         Command::Batch(args) => batch::run(args, cli.config).await,
         Command::Plan(args) => plan::run(args, cli.config).await,
+        Command::Doctor(args) => doctor::run(args, cli.config).await,
+        Command::Completions(args) => completions::run(args),
     }
 }

@@ -64,6 +64,10 @@ fn provision_flag(field: &str) -> &str {
 pub async fn run(args: ProvisionArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let client = client_from_flags(&args)?;
     let app = open_app(config, true).await?;
+    if let Err(failure) = super::doctor::preflight(&app.stack).await {
+        app.shutdown(Duration::from_secs(1)).await;
+        return Err(failure);
+    }
     let started = app.provision(&client).await.map_err(CliError::from)?;
     let title = format!(
         "provisioning {} (run {}{})",
