@@ -14,15 +14,20 @@ use secrecy::{ExposeSecret, SecretString};
 
 const INJECTED: &str = "injected: the team's project limit is reached";
 
+/// Client-side rate budgets for fifty clients against the simulators: the defaults are sized
+/// for the real providers' published limits (GitHub 1.2/s, Vercel 2/s) and would make the
+/// batch take minutes of waiting on budgets alone; Supabase stays within the simulator's
+/// 120 calls a minute per endpoint.
+const BUDGETS: &str = "[rate_budgets.supabase]\nrequests_per_second = 10.0\nburst = 20\nmax_concurrent = 10\n\n[rate_budgets.github]\nrequests_per_second = 50.0\nburst = 50\nmax_concurrent = 20\n\n[rate_budgets.vercel]\nrequests_per_second = 50.0\nburst = 50\nmax_concurrent = 20\n";
+
 /// The binary with the sandbox's environment and a configuration in `dir`: the journal in
-/// it, deployments waited for, and a Supabase budget the simulator's per-endpoint limit
-/// (120 a minute) allows for fifty clients.
+/// it, deployments waited for, and the budgets above.
 fn provisioner(sandbox: &Sandbox, key: &SecretString, dir: &Path) -> Command {
     let config = dir.join("provisioner.toml");
     std::fs::write(
         &config,
         format!(
-            "[vercel]\nwait_for_ready = true\n\n[rate_budgets.supabase]\nrequests_per_second = 10.0\nburst = 20\nmax_concurrent = 10\n\n[journal]\nurl = \"sqlite://{}\"\n",
+            "[vercel]\nwait_for_ready = true\n\n{BUDGETS}\n[journal]\nurl = \"sqlite://{}\"\n",
             dir.join("journal.sqlite").display()
         ),
     )
@@ -83,6 +88,7 @@ async fn fifty_clients_ten_at_a_time_with_three_permanent_failures_survive_an_in
     let Some(sandbox) = seed_sandbox().await else {
         return;
     };
+    let began = std::time::Instant::now();
     let prefix = support::unique_slug("b");
     let clients: Vec<Client> = (0..50)
         .map(|i| support::client(&format!("{prefix}-{i:02}")))
@@ -209,6 +215,7 @@ async fn fifty_clients_ten_at_a_time_with_three_permanent_failures_survive_an_in
         "{table}"
     );
 
+    println!("second batch checked after {:?}", began.elapsed());
     // Exactly the 47 stacks, and no create was repeated across the interruption.
     let mut expected: Vec<String> = succeeded
         .iter()
@@ -226,7 +233,9 @@ async fn fifty_clients_ten_at_a_time_with_three_permanent_failures_survive_an_in
     );
     assert_eq!(sandbox.calls(Provider::N8n, "POST /api/v1/workflows"), 50);
     assert_eq!(sandbox.calls(Provider::Vercel, "POST /v11/projects"), 50);
+    println!("inventory checked after {:?}", began.elapsed());
     sandbox.shutdown().await;
+    println!("sandbox down after {:?}", began.elapsed());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -291,6 +300,28 @@ async fn bad_manifests_are_all_reported_at_once_and_nothing_starts() {
     assert_eq!(output.status.code(), Some(2), "{}", text(&output));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--client someone-else"));
     assert!(sandbox.request_log().is_empty());
+
+    // Valid manifests, but a token the provider refuses: the preflight stops the batch
+    // before any client starts.
+    let output = provisioner(&sandbox, &key, dir.path())
+        .env("GITHUB_TOKEN", "ghp_not_the_sandbox_token")
+        .args(["batch", "clients"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2), "{}", text(&output));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("GITHUB_TOKEN is refused"),
+        "{}",
+        text(&output)
+    );
+    let writes: Vec<_> = sandbox
+        .request_log()
+        .into_iter()
+        .filter(|r| r.method != "GET")
+        .map(|r| r.endpoint)
+        .collect();
+    assert!(writes.is_empty(), "{writes:?}");
+    assert!(sandbox.inventory().await.is_empty());
     sandbox.shutdown().await;
 }
 

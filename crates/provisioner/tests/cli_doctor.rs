@@ -12,7 +12,12 @@ async fn binary() -> Option<(sandbox::Sandbox, tempfile::TempDir, Binary)> {
     let sandbox = support::sandbox_with(&url, |_| {}).await;
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = SealingKey::generate();
-    let binary = Binary::new(&sandbox, dir.path(), &dir.path().join("journal.sqlite"), &key);
+    let binary = Binary::new(
+        &sandbox,
+        dir.path(),
+        &dir.path().join("journal.sqlite"),
+        &key,
+    );
     Some((sandbox, dir, binary))
 }
 
@@ -43,8 +48,16 @@ async fn doctor_passes_every_check_on_the_sandbox() {
             .unwrap_or_else(|| panic!("no line for {check}:\n{}", ran.stdout));
         assert!(line.starts_with("pass"), "{line}");
     }
-    assert!(ran.stdout.contains("scopes repo, delete_repo"), "{}", ran.stdout);
-    assert!(ran.stdout.contains("n8n 2.x: needs api_version \"v2\""), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("scopes repo, delete_repo"),
+        "{}",
+        ran.stdout
+    );
+    assert!(
+        ran.stdout.contains("n8n 2.x: needs api_version \"v2\""),
+        "{}",
+        ran.stdout
+    );
 
     // Only reads: nothing the doctor did created anything.
     assert!(sandbox.inventory().await.supabase_projects.is_empty());
@@ -79,7 +92,11 @@ async fn a_refused_token_fails_its_check_with_a_fix_and_exit_code_2() {
         lines[at + 1]
     );
     // The other credentials are still checked, and pass.
-    assert!(ran.stdout.contains("pass  vercel token and team"), "{}", ran.stdout);
+    assert!(
+        ran.stdout.contains("pass  vercel token and team"),
+        "{}",
+        ran.stdout
+    );
     assert!(ran.stderr.contains("github token scopes"), "{}", ran.stderr);
     assert!(!ran.stdout.contains("ghp_not_the_sandbox_token"));
     assert!(!ran.stderr.contains("ghp_not_the_sandbox_token"));

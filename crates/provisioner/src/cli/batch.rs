@@ -482,6 +482,11 @@ pub async fn run(args: BatchArgs, config: Option<PathBuf>) -> Result<(), CliErro
     // Listening before the first run starts, so Ctrl-C can never kill the process mid-batch.
     let mut stop = StopSignal::listen();
     let app = open_app(config, true).await?;
+    // Every token accepted before the first client starts: a refused one would fail them all.
+    if let Err(failure) = super::doctor::preflight(&app.stack).await {
+        app.shutdown(Duration::from_secs(1)).await;
+        return Err(failure);
+    }
     let started_at = Utc::now();
     let display = Display::new(manifests.len());
     let stopping = AtomicBool::new(false);

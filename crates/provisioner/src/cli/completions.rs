@@ -12,7 +12,9 @@ pub enum Shell {
 }
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  provisioner completions bash > /etc/bash_completion.d/provisioner\n  provisioner completions zsh > \"${fpath[1]}/_provisioner\"\n  provisioner completions fish > ~/.config/fish/completions/provisioner.fish")]
+#[command(
+    after_help = "Example:\n  provisioner completions bash > /etc/bash_completion.d/provisioner\n  provisioner completions zsh > \"${fpath[1]}/_provisioner\"\n  provisioner completions fish > ~/.config/fish/completions/provisioner.fish"
+)]
 pub struct CompletionsArgs {
     /// The shell to write the script for.
     #[arg(value_enum)]

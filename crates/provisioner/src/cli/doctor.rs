@@ -165,7 +165,10 @@ async fn github_checks(stack: &Stack) -> Vec<Check> {
                         .filter(|s| !scopes.iter().any(|have| have == s))
                         .collect();
                     if missing.is_empty() {
-                        Check::pass(TOKEN, format!("token accepted; scopes {}", scopes.join(", ")))
+                        Check::pass(
+                            TOKEN,
+                            format!("token accepted; scopes {}", scopes.join(", ")),
+                        )
                     } else {
                         Check::fail(
                             TOKEN,
@@ -280,7 +283,9 @@ async fn tenant_route_check(stack: &Stack) -> Check {
     let template = &stack.env.supabase_db_url_template;
     let host = if template.contains("{host}") {
         match stack.supabase.list_projects().await {
-            Ok(projects) => projects.into_iter().find_map(|p| p.database.map(|d| d.host)),
+            Ok(projects) => projects
+                .into_iter()
+                .find_map(|p| p.database.map(|d| d.host)),
             Err(e) => {
                 return refused(
                     NAME,
@@ -327,7 +332,10 @@ async fn tenant_route_check(stack: &Stack) -> Check {
         ),
         Err(_) => Check::fail(
             NAME,
-            format!("{address} did not answer within {} s", ROUTE_TIMEOUT.as_secs()),
+            format!(
+                "{address} did not answer within {} s",
+                ROUTE_TIMEOUT.as_secs()
+            ),
             "check SUPABASE_DB_URL_TEMPLATE's host and port, and any firewall in between",
         ),
     }
