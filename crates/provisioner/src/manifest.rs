@@ -293,7 +293,12 @@ mod tests {
         write(
             dir.path(),
             "d.json",
-            r#"{"clientId": "acme-dental", "clientName": "Again", "orgEmail": "x@y.example", "tier": "starter", "teir": "x"}"#,
+            r#"{"clientId": "acme-dental", "clientName": "Again", "orgEmail": "x@y.example", "tier": "starter"}"#,
+        );
+        write(
+            dir.path(),
+            "f.json",
+            r#"{"clientId": "f-co", "clientName": "F", "orgEmail": "f@f.example", "tier": "starter", "teir": "x"}"#,
         );
         write(
             dir.path(),
@@ -324,13 +329,13 @@ mod tests {
         expect("b.json", "branding.primary_color");
         expect("b.json", "modules.crm");
         expect("c.json", "");
-        expect("d.json", "teir");
+        expect("f.json", "teir");
         expect("d.json", "clientId");
         expect("e.json", "clientId");
         assert!(!seen.iter().any(|(f, _)| f == "a.json"), "{seen:?}");
         let text = ManifestError::Invalid(problems.clone()).to_string();
         assert!(
-            text.starts_with("4 of the manifests are not valid"),
+            text.starts_with("5 of the manifests are not valid"),
             "{text}"
         );
         assert!(text.contains("#RRGGBB"), "{text}");
