@@ -211,7 +211,7 @@ impl App {
     /// How many times the client has been torn down for good: runs of later generations get
     /// keys of their own, so provisioning a client again after a teardown starts afresh
     /// instead of returning the old run.
-    async fn generation(&self, slug: &ClientSlug) -> Result<u32, AppError> {
+    pub async fn generation(&self, slug: &ClientSlug) -> Result<u32, AppError> {
         let mut generation = 0;
         loop {
             let key = sagas::run_key(sagas::DEPROVISION, slug, generation);

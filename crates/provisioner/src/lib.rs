@@ -9,6 +9,7 @@ pub mod config;
 pub mod demo;
 pub mod event_feed;
 pub mod local_postgres;
+pub mod manifest;
 pub mod outcome;
 pub mod progress;
 pub mod record;

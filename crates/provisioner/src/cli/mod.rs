@@ -2,11 +2,13 @@
 //! command beside this one. Exit codes come from [`crate::outcome`]: 0 success, 1 a run that
 //! did not succeed, 2 a usage or configuration error.
 
+mod batch;
 mod completions;
 mod deprovision;
 pub mod doctor;
 mod follow;
 mod output;
+mod plan;
 mod provision;
 mod signal;
 mod status;
@@ -53,6 +55,10 @@ pub enum Command {
     Deprovision(deprovision::DeprovisionArgs),
     /// Show a run's state and its resource record.
     Status(status::StatusArgs),
+    /// Provision every client of a manifest directory or JSON Lines file, N at a time.
+    Batch(batch::BatchArgs),
+    /// Show, with read-only calls, what provisioning clients would adopt, create or be blocked by.
+    Plan(plan::PlanArgs),
     /// Check the configuration and every credential with read-only calls; a table of what
     /// passes and how to fix what fails.
     Doctor(doctor::DoctorArgs),
@@ -139,6 +145,8 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Provision(args) => provision::run(args, cli.config).await,
         Command::Deprovision(args) => deprovision::run(args, cli.config).await,
         Command::Status(args) => status::run(args, cli.config).await,
+        Command::Batch(args) => batch::run(args, cli.config).await,
+        Command::Plan(args) => plan::run(args, cli.config).await,
         Command::Doctor(args) => doctor::run(args, cli.config).await,
         Command::Completions(args) => completions::run(args),
         Command::Verify(args) => verify::run(args, cli.config).await,

@@ -1,0 +1,497 @@
+//! `provisioner plan`: what provisioning would do for each client, found out with read-only
+//! calls. Each resource is looked up the way its step looks it up and judged by the step's own
+//! test (a repository must come from the template, a Vercel project must be linked to the
+//! client's repository); nothing is created, changed or deleted.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use providers::{Provider, RateBudgetConfig};
+use serde::Serialize;
+
+use super::{CliError, open_app};
+use crate::client::ClientSlug;
+use crate::stack::Stack;
+use crate::steps::{
+    ProviderResource, database_schema, github_repo, n8n_workflow, supabase_project, vercel_project,
+};
+
+/// The batch size assumed for the ETA when none is given (as `batch` defaults to).
+pub const DEFAULT_CONCURRENCY: u16 = 4;
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  provisioner plan --client-id acme-dental\n  provisioner plan clients/ --json"
+)]
+pub struct PlanArgs {
+    /// A client to plan for, by slug (repeatable).
+    #[arg(long = "client-id", conflicts_with = "path")]
+    pub client_id: Vec<String>,
+    /// A directory of manifests or a JSON Lines file: plans for every client in it.
+    pub path: Option<PathBuf>,
+    /// How many clients would run at once, for the ETA.
+    #[arg(long, default_value_t = DEFAULT_CONCURRENCY, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+    /// Print the plan as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What provisioning does with one resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// It exists and passes the step's test: the run adopts it.
+    Adopt,
+    /// Nothing carries its name: the run creates it.
+    Create,
+    /// It exists in a state the step refuses: the run would stop here.
+    Blocked,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResourcePlan {
+    pub step: &'static str,
+    pub name: String,
+    pub action: Action,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientPlan {
+    pub client_id: String,
+    pub resources: Vec<ResourcePlan>,
+    /// Provider API calls the run makes at least, per provider (polls while a provider
+    /// finishes something come on top).
+    pub api_calls: BTreeMap<&'static str, u32>,
+    /// The client's run alone, from the measured latencies along its longest chain of steps.
+    pub eta_secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub clients: Vec<ClientPlan>,
+    pub api_calls: BTreeMap<&'static str, u32>,
+    /// Mean latency of this plan's own read calls, per provider, in milliseconds.
+    pub measured_latency_ms: BTreeMap<&'static str, f64>,
+    /// Requests per second each provider's rate budget allows.
+    pub rate_budget_per_sec: BTreeMap<&'static str, f64>,
+    pub concurrency: usize,
+    /// All clients at `concurrency`: the slower of the latency-bound waves and the
+    /// rate-budget floor.
+    pub eta_secs: f64,
+    pub blocked: usize,
+}
+
+const PROVIDERS: [Provider; 4] = [
+    Provider::Supabase,
+    Provider::Github,
+    Provider::Vercel,
+    Provider::N8n,
+];
+
+/// The calls each step makes besides polls, as written in its file: (when created, when
+/// adopted). Supabase: lookup, regions (once per process), create, project, API keys;
+/// GitHub: lookup, generate, branch; Vercel: lookup, create with env or read the marker,
+/// env upsert, deployments list, deploy, deployment state; n8n: lookup, create, activate.
+fn step_calls(step: &str) -> (Provider, u32, u32) {
+    match step {
+        supabase_project::NAME => (Provider::Supabase, 5, 4),
+        github_repo::NAME => (Provider::Github, 3, 2),
+        vercel_project::NAME => (Provider::Vercel, 6, 6),
+        _ => (Provider::N8n, 3, 2),
+    }
+}
+
+#[derive(Debug, Default)]
+struct Latencies {
+    samples: BTreeMap<&'static str, (Duration, u32)>,
+}
+
+impl Latencies {
+    fn add(&mut self, provider: Provider, took: Duration) {
+        let entry = self.samples.entry(provider.name()).or_default();
+        entry.0 += took;
+        entry.1 += 1;
+    }
+
+    fn mean(&self, provider: Provider) -> Duration {
+        self.samples
+            .get(provider.name())
+            .filter(|(_, n)| *n > 0)
+            .map(|(total, n)| *total / *n)
+            .unwrap_or_default()
+    }
+}
+
+/// Times one lookup under its provider's name.
+async fn timed<T>(
+    latencies: &mut Latencies,
+    provider: Provider,
+    call: impl std::future::Future<Output = T>,
+) -> T {
+    let began = Instant::now();
+    let out = call.await;
+    latencies.add(provider, began.elapsed());
+    out
+}
+
+fn describe_many<T>(what: &str, found: &[T], name: impl Fn(&T) -> String) -> String {
+    format!(
+        "{} {what}s carry this client's name ({}); delete the extra ones before provisioning",
+        found.len(),
+        found.iter().map(name).collect::<Vec<_>>().join(", ")
+    )
+}
+
+async fn plan_one(
+    stack: &Stack,
+    slug: &ClientSlug,
+    latencies: &mut Latencies,
+) -> Result<Vec<ResourcePlan>, CliError> {
+    let failed = |what: &str, e: saga::StepError| {
+        CliError::new(
+            crate::outcome::Outcome::Unavailable,
+            format!("plan for {slug}: cannot look up the {what}: {e}"),
+        )
+    };
+    let mut plans = Vec::new();
+
+    let name = supabase_project::project_name(slug);
+    let projects = timed(
+        latencies,
+        Provider::Supabase,
+        supabase_project::SupabaseProjects.find(stack, slug),
+    )
+    .await
+    .map_err(|e| failed("Supabase project", e))?;
+    let project_exists = !projects.is_empty();
+    plans.push(match projects.as_slice() {
+        [] => ResourcePlan {
+            step: supabase_project::NAME,
+            name,
+            action: Action::Create,
+            detail: format!("in {}", stack.settings.supabase.region),
+        },
+        [one] => ResourcePlan {
+            step: supabase_project::NAME,
+            name,
+            action: Action::Adopt,
+            detail: format!("{} in {}, {:?}", one.project_ref, one.region, one.status),
+        },
+        many => ResourcePlan {
+            step: supabase_project::NAME,
+            name,
+            action: Action::Blocked,
+            detail: describe_many("project", many, |p| p.project_ref.clone()),
+        },
+    });
+    plans.push(ResourcePlan {
+        step: database_schema::NAME,
+        name: format!("schema of {}", supabase_project::project_name(slug)),
+        action: if project_exists {
+            Action::Adopt
+        } else {
+            Action::Create
+        },
+        detail: if project_exists {
+            "applied if the project's database lacks it, then checked".into()
+        } else {
+            "applied to the new project's database, then checked".into()
+        },
+    });
+
+    let repo_name = github_repo::repo_name(slug);
+    let (owner, template) = &stack.env.github_template;
+    let repos = timed(
+        latencies,
+        Provider::Github,
+        github_repo::GithubRepos.find(stack, slug),
+    )
+    .await
+    .map_err(|e| failed("GitHub repository", e))?;
+    plans.push(match repos.as_slice() {
+        [] => ResourcePlan {
+            step: github_repo::NAME,
+            name: format!("{}/{repo_name}", stack.env.github_org),
+            action: Action::Create,
+            detail: format!("generated from {owner}/{template}"),
+        },
+        [repo] if repo.generated_from(owner, template) => ResourcePlan {
+            step: github_repo::NAME,
+            name: repo.full_name.clone(),
+            action: Action::Adopt,
+            detail: format!("generated from {owner}/{template}"),
+        },
+        [repo] => ResourcePlan {
+            step: github_repo::NAME,
+            name: repo.full_name.clone(),
+            action: Action::Blocked,
+            detail: format!(
+                "exists but was not generated from {owner}/{template}; rename or delete it before provisioning"
+            ),
+        },
+        many => ResourcePlan {
+            step: github_repo::NAME,
+            name: format!("{}/{repo_name}", stack.env.github_org),
+            action: Action::Blocked,
+            detail: describe_many("repositorie", many, |r| r.full_name.clone()),
+        },
+    });
+
+    let vercel_name = vercel_project::project_name(slug);
+    let vercel = timed(
+        latencies,
+        Provider::Vercel,
+        vercel_project::VercelProjects.find(stack, slug),
+    )
+    .await
+    .map_err(|e| failed("Vercel project", e))?;
+    plans.push(match vercel.as_slice() {
+        [] => ResourcePlan {
+            step: vercel_project::NAME,
+            name: vercel_name,
+            action: Action::Create,
+            detail: format!("linked to {}/{repo_name}", stack.env.github_org),
+        },
+        [project] if project.linked_to(&stack.env.github_org, &repo_name) => ResourcePlan {
+            step: vercel_project::NAME,
+            name: vercel_name,
+            action: Action::Adopt,
+            detail: format!("{} linked to {}/{repo_name}", project.id, stack.env.github_org),
+        },
+        [project] => ResourcePlan {
+            step: vercel_project::NAME,
+            name: vercel_name,
+            action: Action::Blocked,
+            detail: format!(
+                "{} exists but is not linked to {}/{repo_name}; rename or delete it before provisioning",
+                project.id, stack.env.github_org
+            ),
+        },
+        many => ResourcePlan {
+            step: vercel_project::NAME,
+            name: vercel_name,
+            action: Action::Blocked,
+            detail: describe_many("project", many, |p| p.id.clone()),
+        },
+    });
+
+    let path = n8n_workflow::webhook_path(slug);
+    let workflows = timed(
+        latencies,
+        Provider::N8n,
+        n8n_workflow::N8nWorkflows.find(stack, slug),
+    )
+    .await
+    .map_err(|e| failed("n8n workflow", e))?;
+    plans.push(match workflows.as_slice() {
+        [] => ResourcePlan {
+            step: n8n_workflow::NAME,
+            name: format!("webhook {path}"),
+            action: Action::Create,
+            detail: "created and activated".into(),
+        },
+        [w] => ResourcePlan {
+            step: n8n_workflow::NAME,
+            name: format!("webhook {path}"),
+            action: Action::Adopt,
+            detail: format!(
+                "workflow {} ({}){}",
+                w.id,
+                w.name,
+                if w.active { "" } else { ", activated" }
+            ),
+        },
+        many => ResourcePlan {
+            step: n8n_workflow::NAME,
+            name: format!("webhook {path}"),
+            action: Action::Blocked,
+            detail: describe_many("workflow", many, |w| w.id.clone()),
+        },
+    });
+    Ok(plans)
+}
+
+fn budget_rate(stack: &Stack, provider: Provider) -> f64 {
+    stack
+        .settings
+        .rate_budgets
+        .get(provider.name())
+        .map(|b| b.requests_per_second)
+        .unwrap_or_else(|| RateBudgetConfig::default_for(provider).requests_per_second)
+}
+
+/// Plans for `slugs`, with the ETA of running them `concurrency` at a time.
+pub async fn plan_clients(
+    stack: &Stack,
+    slugs: &[ClientSlug],
+    concurrency: usize,
+) -> Result<Plan, CliError> {
+    let mut latencies = Latencies::default();
+    let mut clients = Vec::new();
+    for slug in slugs {
+        let resources = plan_one(stack, slug, &mut latencies).await?;
+        clients.push(ClientPlan {
+            client_id: slug.to_string(),
+            resources,
+            api_calls: BTreeMap::new(),
+            eta_secs: 0.0,
+        });
+    }
+    let mut total: BTreeMap<&'static str, u32> = BTreeMap::new();
+    for client in &mut clients {
+        let mut chain: BTreeMap<&str, f64> = BTreeMap::new();
+        for resource in &client.resources {
+            if resource.step == database_schema::NAME {
+                continue;
+            }
+            let (provider, created, adopted) = step_calls(resource.step);
+            let calls = match resource.action {
+                Action::Create => created,
+                Action::Adopt => adopted,
+                // The run stops at the lookup.
+                Action::Blocked => 1,
+            };
+            *client.api_calls.entry(provider.name()).or_default() += calls;
+            *total.entry(provider.name()).or_default() += calls;
+            chain.insert(
+                resource.step,
+                f64::from(calls) * latencies.mean(provider).as_secs_f64(),
+            );
+        }
+        let at = |step: &str| chain.get(step).copied().unwrap_or_default();
+        // Vercel waits for both the project and the repository; n8n runs alongside.
+        let vercel_path =
+            at(supabase_project::NAME).max(at(github_repo::NAME)) + at(vercel_project::NAME);
+        client.eta_secs = vercel_path.max(at(n8n_workflow::NAME));
+    }
+    let concurrency = concurrency.max(1);
+    let waves = clients.len().div_ceil(concurrency);
+    let slowest = clients.iter().map(|c| c.eta_secs).fold(0.0, f64::max);
+    let rate_floor = PROVIDERS
+        .iter()
+        .map(|p| {
+            f64::from(total.get(p.name()).copied().unwrap_or_default()) / budget_rate(stack, *p)
+        })
+        .fold(0.0, f64::max);
+    Ok(Plan {
+        blocked: clients
+            .iter()
+            .filter(|c| c.resources.iter().any(|r| r.action == Action::Blocked))
+            .count(),
+        eta_secs: (waves as f64 * slowest).max(rate_floor),
+        measured_latency_ms: PROVIDERS
+            .iter()
+            .map(|p| (p.name(), latencies.mean(*p).as_secs_f64() * 1000.0))
+            .collect(),
+        rate_budget_per_sec: PROVIDERS
+            .iter()
+            .map(|p| (p.name(), budget_rate(stack, *p)))
+            .collect(),
+        api_calls: total,
+        concurrency,
+        clients,
+    })
+}
+
+/// Any command's data as one JSON line on stdout.
+pub fn print_data<T: Serialize>(data: &T) -> Result<(), CliError> {
+    let line = serde_json::to_string(data).map_err(|e| CliError::internal(e.to_string()))?;
+    #[allow(clippy::print_stdout)] // the data is the command's output
+    {
+        println!("{line}");
+    }
+    Ok(())
+}
+
+/// The plan as a person reads it.
+pub fn human(plan: &Plan) -> String {
+    let mut out = String::new();
+    for client in &plan.clients {
+        out += &format!("{}\n", client.client_id);
+        for r in &client.resources {
+            let action = match r.action {
+                Action::Adopt => "exists (adopt)",
+                Action::Create => "create",
+                Action::Blocked => "BLOCKED",
+            };
+            out += &format!("  {:<17} {:<15} {}: {}\n", r.step, action, r.name, r.detail);
+        }
+        let calls: Vec<String> = client
+            .api_calls
+            .iter()
+            .map(|(p, n)| format!("{p} {n}"))
+            .collect();
+        out += &format!(
+            "  api calls (at least): {}; about {:.1} s\n",
+            calls.join(", "),
+            client.eta_secs
+        );
+    }
+    let calls: Vec<String> = plan
+        .api_calls
+        .iter()
+        .map(|(p, n)| format!("{p} {n}"))
+        .collect();
+    out += &format!(
+        "{} client(s), {} blocked; api calls (at least): {}; ETA about {:.1} s at concurrency {} (latencies measured now, rate budgets as configured; provider-side waits such as a project coming up add to it)\n",
+        plan.clients.len(),
+        plan.blocked,
+        calls.join(", "),
+        plan.eta_secs,
+        plan.concurrency
+    );
+    out
+}
+
+/// Prints the plan (JSON on stdout with `json`, else the text); a blocked client makes the
+/// command exit 1, since provisioning it would stop.
+pub fn print(plan: &Plan, json: bool) -> Result<(), CliError> {
+    if json {
+        print_data(plan)?;
+    } else {
+        #[allow(clippy::print_stdout)] // the plan is the command's output
+        {
+            print!("{}", human(plan));
+        }
+    }
+    if plan.blocked > 0 {
+        return Err(CliError::run_failed(format!(
+            "{} client(s) have a resource in a state that blocks provisioning; see BLOCKED above",
+            plan.blocked
+        )));
+    }
+    Ok(())
+}
+
+pub async fn run(args: PlanArgs, config: Option<PathBuf>) -> Result<(), CliError> {
+    let slugs: Vec<ClientSlug> = match (&args.path, args.client_id.is_empty()) {
+        (Some(path), _) => crate::manifest::load(path)
+            .map_err(|e| CliError::new(crate::outcome::Outcome::Unprocessable, e.to_string()))?
+            .into_iter()
+            .map(|m| m.client.client_id)
+            .collect(),
+        (None, false) => args
+            .client_id
+            .iter()
+            .map(|raw| {
+                ClientSlug::parse(raw)
+                    .map_err(|rule| CliError::usage(format!("--client-id {rule}")))
+            })
+            .collect::<Result<_, _>>()?,
+        (None, true) => {
+            return Err(CliError::usage(
+                "plan needs clients: give --client-id SLUG (repeatable) or a manifest PATH",
+            ));
+        }
+    };
+    let app = open_app(config, false).await?;
+    let plan = plan_clients(&app.stack, &slugs, usize::from(args.concurrency)).await;
+    app.shutdown(Duration::from_secs(5)).await;
+    print(&plan?, args.json)
+}
