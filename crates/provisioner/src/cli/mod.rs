@@ -2,12 +2,15 @@
 //! command beside this one. Exit codes come from [`crate::outcome`]: 0 success, 1 a run that
 //! did not succeed, 2 a usage or configuration error.
 
+mod control;
 mod deprovision;
 mod follow;
+mod list;
 mod output;
 mod provision;
 mod signal;
 mod status;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -47,8 +50,27 @@ pub enum Command {
     Provision(provision::ProvisionArgs),
     /// Tear a client down, from its record or whatever part of it exists.
     Deprovision(deprovision::DeprovisionArgs),
-    /// Show a run's state and its resource record.
+    /// Show a run's state, its steps and its resource record.
     Status(status::StatusArgs),
+    /// List the journal's runs, by state, saga or client.
+    List(list::ListArgs),
+    /// Follow a run live until it succeeds, is compensated, needs attention or is abandoned.
+    Watch(watch::WatchArgs),
+    /// Continue a paused run where it stopped, and follow it.
+    #[command(after_help = "Example:\n  provisioner resume 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f")]
+    Resume(control::ControlArgs),
+    /// Cancel a run: in-flight steps finish, then everything made is undone.
+    #[command(after_help = "Example:\n  provisioner cancel 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f")]
+    Cancel(control::ControlArgs),
+    /// Retry a compensated run forward, or a run that needs attention from where it stopped.
+    #[command(after_help = "Example:\n  provisioner retry 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f")]
+    Retry(control::ControlArgs),
+    /// Pause a run: no new step starts; in-flight steps finish, then it parks as paused.
+    #[command(after_help = "Example:\n  provisioner pause 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --detach")]
+    Pause(control::ControlArgs),
+    /// Give up on a paused run or one that needs attention, with a reason kept in the journal.
+    #[command(after_help = "Example:\n  provisioner abandon 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --reason 'client cancelled the contract; resources removed by hand'")]
+    Abandon(control::AbandonArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,5 +148,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Provision(args) => provision::run(args, cli.config).await,
         Command::Deprovision(args) => deprovision::run(args, cli.config).await,
         Command::Status(args) => status::run(args, cli.config).await,
+        Command::List(args) => list::run(args, cli.config).await,
+        Command::Watch(args) => watch::run(args, cli.config).await,
+        Command::Resume(args) => control::run(control::Control::Resume, args, cli.config).await,
+        Command::Cancel(args) => control::run(control::Control::Cancel, args, cli.config).await,
+        Command::Retry(args) => control::run(control::Control::Retry, args, cli.config).await,
+        Command::Pause(args) => control::run(control::Control::Pause, args, cli.config).await,
+        Command::Abandon(args) => control::abandon(args, cli.config).await,
     }
 }
