@@ -94,7 +94,11 @@ pub struct Progress {
 
 impl Progress {
     /// Fails if the run does not exist.
-    pub async fn follow(engine: &Engine, run_id: Uuid, follow: Follow) -> Result<Self, EngineError> {
+    pub async fn follow(
+        engine: &Engine,
+        run_id: Uuid,
+        follow: Follow,
+    ) -> Result<Self, EngineError> {
         let feed = EventFeed::open(engine, run_id, 0, follow.stop_at)
             .await?
             .stopping_only_after(follow.stops_after_seq);
@@ -161,7 +165,9 @@ fn print_event(record: &EventRecord) {
 
 /// What a running step is waiting on, in the words an operator uses.
 fn running_note(step: &str) -> Option<&'static str> {
-    use crate::steps::{database_schema, github_repo, n8n_workflow, supabase_project, vercel_project};
+    use crate::steps::{
+        database_schema, github_repo, n8n_workflow, supabase_project, vercel_project,
+    };
     Some(match step {
         s if s == supabase_project::NAME => "waiting for the project to be healthy",
         s if s == github_repo::NAME => "waiting for the repository's default branch",
@@ -178,7 +184,8 @@ pub fn wait_reason(error: &str, wait_ms: i64) -> String {
     let secs = (wait_ms.max(0) as f64 / 1000.0).ceil() as i64;
     // Transient provider errors read "supabase: transient failure (HTTP 429): …".
     let provider = error.split(':').next().unwrap_or_default().trim();
-    let rate_limited = error.contains("HTTP 429") || error.to_ascii_lowercase().contains("rate limit");
+    let rate_limited =
+        error.contains("HTTP 429") || error.to_ascii_lowercase().contains("rate limit");
     if rate_limited && !provider.is_empty() && !provider.contains(' ') {
         format!("rate limited by {provider}, {secs} s")
     } else {
@@ -348,20 +355,30 @@ impl Drawing {
             } => match retry_at {
                 Some(when) => {
                     let reason = wait_reason(error, *when - at);
-                    self.step(step, format!("undo attempt {attempt} failed; {reason}"), true);
+                    self.step(
+                        step,
+                        format!("undo attempt {attempt} failed; {reason}"),
+                        true,
+                    );
                 }
                 None => self.step(step, format!("undo failed: {error}"), false),
             },
             RunEvent::CompensationStarted { reason } => {
                 self.line(format!("  undoing what was made: {reason}"));
             }
-            RunEvent::PauseRequested => self.line("  pause requested: in-flight steps finish first".into()),
+            RunEvent::PauseRequested => {
+                self.line("  pause requested: in-flight steps finish first".into())
+            }
             RunEvent::RunPaused => self.line("  run paused".into()),
             RunEvent::RunResumed => self.line("  run resumed".into()),
-            RunEvent::CancelRequested => self.line("  cancel requested: in-flight steps finish, then everything made is undone".into()),
+            RunEvent::CancelRequested => self.line(
+                "  cancel requested: in-flight steps finish, then everything made is undone".into(),
+            ),
             RunEvent::RetryRequested => self.line("  retry requested".into()),
             RunEvent::RunSucceeded => self.line("  run succeeded".into()),
-            RunEvent::RunCompensated => self.line("  run compensated: everything made was undone".into()),
+            RunEvent::RunCompensated => {
+                self.line("  run compensated: everything made was undone".into())
+            }
             RunEvent::RunNeedsAttention { remaining, reason } => self.line(format!(
                 "  run needs attention: {reason}; resources of these steps may still exist: {}",
                 remaining.join(", ")

@@ -132,7 +132,10 @@ fn provision_args(slug: &str) -> Vec<String> {
 }
 
 fn with<'a>(base: &'a [String], more: &[&'a str]) -> Vec<&'a str> {
-    base.iter().map(String::as_str).chain(more.iter().copied()).collect()
+    base.iter()
+        .map(String::as_str)
+        .chain(more.iter().copied())
+        .collect()
 }
 
 fn run_id_of(record: &Value) -> String {
@@ -141,7 +144,9 @@ fn run_id_of(record: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn provision_status_list_and_deprovision_through_the_binary() {
-    let Some(cli) = Cli::start().await else { return };
+    let Some(cli) = Cli::start().await else {
+        return;
+    };
     let slug = support::unique_slug("runs");
     let args = provision_args(&slug);
 
@@ -168,16 +173,33 @@ async fn provision_status_list_and_deprovision_through_the_binary() {
 
     // Human status is data: stdout.
     let (table, _) = cli.expect(0, &["status", &run]).await;
-    assert!(table.contains("succeeded") && table.contains("step supabase_project"), "{table}");
+    assert!(
+        table.contains("succeeded") && table.contains("step supabase_project"),
+        "{table}"
+    );
 
     let listed = cli.json(0, &["list", "--client-id", &slug, "--json"]).await;
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
     assert_eq!(listed[0]["id"], run.as_str());
     let succeeded = cli
-        .json(0, &["list", "--status", "succeeded", "--saga", "provision", "--json"])
+        .json(
+            0,
+            &[
+                "list",
+                "--status",
+                "succeeded",
+                "--saga",
+                "provision",
+                "--json",
+            ],
+        )
         .await;
     assert!(
-        succeeded.as_array().unwrap().iter().any(|r| r["id"] == run.as_str()),
+        succeeded
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["id"] == run.as_str()),
         "{succeeded}"
     );
     let none = cli
@@ -213,7 +235,9 @@ async fn provision_status_list_and_deprovision_through_the_binary() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_unknown_run_is_a_usage_error_naming_it() {
-    let Some(cli) = Cli::start().await else { return };
+    let Some(cli) = Cli::start().await else {
+        return;
+    };
     let unknown = uuid::Uuid::now_v7().to_string();
     for command in ["status", "watch", "cancel", "retry", "pause", "resume"] {
         let (_, stderr) = cli.expect(2, &[command, &unknown]).await;
@@ -230,12 +254,17 @@ async fn an_unknown_run_is_a_usage_error_naming_it() {
     assert!(stderr.contains("RUN must be a run id"), "{stderr}");
     let (_, stderr) = cli.expect(2, &["abandon", &unknown]).await;
     assert!(stderr.contains("--reason"), "{stderr}");
-    let (_, stderr) = cli.expect(2, &["status", "--client-id", "nobody-here"]).await;
+    let (_, stderr) = cli
+        .expect(2, &["status", "--client-id", "nobody-here"])
+        .await;
     assert!(stderr.contains("has no run"), "{stderr}");
     let (_, stderr) = cli
         .expect(
             2,
-            &with(&provision_args("server-side"), &["--server", "http://127.0.0.1:1"]),
+            &with(
+                &provision_args("server-side"),
+                &["--server", "http://127.0.0.1:1"],
+            ),
         )
         .await;
     assert!(stderr.contains("not built yet"), "{stderr}");
@@ -243,10 +272,14 @@ async fn an_unknown_run_is_a_usage_error_naming_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_detached_run_is_cancelled_and_nothing_stays() {
-    let Some(cli) = Cli::start().await else { return };
+    let Some(cli) = Cli::start().await else {
+        return;
+    };
     let slug = support::unique_slug("cancel");
     let started = std::time::Instant::now();
-    let (stdout, _) = cli.expect(0, &with(&provision_args(&slug), &["--detach"])).await;
+    let (stdout, _) = cli
+        .expect(0, &with(&provision_args(&slug), &["--detach"]))
+        .await;
     let run = stdout.trim().to_owned();
     uuid::Uuid::parse_str(&run).expect("--detach prints the run id");
     assert!(started.elapsed() < Duration::from_secs(20));
@@ -256,7 +289,10 @@ async fn a_detached_run_is_cancelled_and_nothing_stays() {
     assert_eq!(record["status"], "compensated", "{record}");
     assert_eq!(cli.status(&run).await["status"], "compensated");
     let (_, stderr) = cli.expect(2, &["cancel", &run]).await;
-    assert!(stderr.contains(&format!("cannot cancel run {run}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot cancel run {run}")),
+        "{stderr}"
+    );
     assert!(
         !cli.stack_names().await.iter().any(|n| n.contains(&slug)),
         "a cancelled run left resources"
@@ -265,7 +301,9 @@ async fn a_detached_run_is_cancelled_and_nothing_stays() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_compensated_run_is_retried_once_the_fault_is_gone() {
-    let Some(cli) = Cli::start().await else { return };
+    let Some(cli) = Cli::start().await else {
+        return;
+    };
     let slug = support::unique_slug("retry");
     // A permanent refusal, set through the sandbox's control listener as an operator would.
     let faults = format!("{}/_sandbox/faults", cli.sandbox.urls().control);
@@ -282,11 +320,16 @@ async fn a_compensated_run_is_retried_once_the_fault_is_gone() {
     let added = http.post(&faults).json(&rule).send().await.unwrap();
     assert!(added.status().is_success(), "{}", added.status());
 
-    let (stdout, stderr) = cli.expect(1, &with(&provision_args(&slug), &["--json"])).await;
+    let (stdout, stderr) = cli
+        .expect(1, &with(&provision_args(&slug), &["--json"]))
+        .await;
     let record: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
     assert_eq!(record["status"], "compensated", "{record}");
     assert!(stderr.contains("ended compensated"), "{stderr}");
-    assert!(stderr.contains("github_repo") && stderr.contains("organisation policy"), "{stderr}");
+    assert!(
+        stderr.contains("github_repo") && stderr.contains("organisation policy"),
+        "{stderr}"
+    );
     let run = run_id_of(&record);
     let (_, stderr) = cli.expect(2, &["resume", &run]).await;
     assert!(stderr.contains("cannot resume"), "{stderr}");
@@ -310,9 +353,13 @@ async fn a_compensated_run_is_retried_once_the_fault_is_gone() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_paused_run_resumes_to_success_or_is_abandoned_with_its_reason() {
-    let Some(cli) = Cli::start().await else { return };
+    let Some(cli) = Cli::start().await else {
+        return;
+    };
     let resumed = support::unique_slug("resume");
-    let (stdout, _) = cli.expect(0, &with(&provision_args(&resumed), &["--detach"])).await;
+    let (stdout, _) = cli
+        .expect(0, &with(&provision_args(&resumed), &["--detach"]))
+        .await;
     let run = stdout.trim().to_owned();
     let paused = cli.json(0, &["pause", &run, "--json"]).await;
     assert_eq!(paused["status"], "paused", "{paused}");
@@ -322,7 +369,10 @@ async fn a_paused_run_resumes_to_success_or_is_abandoned_with_its_reason() {
 
     let given_up = support::unique_slug("abandon");
     let (stdout, _) = cli
-        .expect(0, &with(&provision_args(&given_up), &["--detach", "--json"]))
+        .expect(
+            0,
+            &with(&provision_args(&given_up), &["--detach", "--json"]),
+        )
         .await;
     let started: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(started["created"], true);
@@ -348,7 +398,10 @@ async fn a_paused_run_resumes_to_success_or_is_abandoned_with_its_reason() {
 
 /// Every step's final line and the run's end, in plain lines (stderr is a pipe here).
 fn assert_every_transition(stderr: &str, steps: &[&str], end: &str) {
-    assert!(!stderr.contains('\u{1b}'), "escape codes off a terminal: {stderr}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "escape codes off a terminal: {stderr}"
+    );
     for step in steps {
         let finals = stderr
             .lines()
@@ -361,7 +414,9 @@ fn assert_every_transition(stderr: &str, steps: &[&str], end: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn watch_follows_a_run_another_process_drives_to_its_end() {
-    let Some(cli) = Cli::start().await else { return };
+    let Some(cli) = Cli::start().await else {
+        return;
+    };
     let slug = support::unique_slug("watch");
     let args = provision_args(&slug);
     let (stdout, _) = cli.expect(0, &with(&args, &["--detach"])).await;
@@ -377,12 +432,20 @@ async fn watch_follows_a_run_another_process_drives_to_its_end() {
     let stderr = String::from_utf8_lossy(&watched.stderr);
     assert_eq!(watched.status.code(), Some(0), "{stderr}");
     assert_every_transition(&stderr, &PROVISION_STEPS, "run succeeded");
-    assert!(stderr.contains("running (attempt 1): waiting for the project to be healthy"), "{stderr}");
+    assert!(
+        stderr.contains("running (attempt 1): waiting for the project to be healthy"),
+        "{stderr}"
+    );
 
     let (events, _) = cli.expect(0, &["watch", &run, "--json"]).await;
     let kinds: Vec<String> = events
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["event"]["type"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["event"]["type"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("run_created"));
     assert_eq!(kinds.last().map(String::as_str), Some("run_succeeded"));
@@ -391,7 +454,9 @@ async fn watch_follows_a_run_another_process_drives_to_its_end() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_plain_output_shows_every_steps_final_line_run_after_run() {
-    let Some(url) = support::admin_url().await else { return };
+    let Some(url) = support::admin_url().await else {
+        return;
+    };
     for round in 0..3 {
         let output = tokio::time::timeout(
             Duration::from_secs(180),

@@ -80,7 +80,11 @@ fn refused(control: &str, run: uuid::Uuid, err: saga::EngineError) -> Failure {
     }
 }
 
-pub async fn run(control: Control, args: ControlArgs, config: Option<PathBuf>) -> Result<(), CliError> {
+pub async fn run(
+    control: Control,
+    args: ControlArgs,
+    config: Option<PathBuf>,
+) -> Result<(), CliError> {
     let run_id = parse_run_id(&args.run)?;
     // Workers start only once the command is journaled: started earlier, they could claim the
     // run and plan its next steps before the command is there to be seen.
@@ -89,7 +93,10 @@ pub async fn run(control: Control, args: ControlArgs, config: Option<PathBuf>) -
     let outcome = async {
         let before = app.engine.status(run_id).await.map_err(CliError::from)?;
         if let Some(note) = app.environment_note(&before) {
-            return Err(Failure::new(Outcome::Conflict, format!("run {run_id}: {note}")));
+            return Err(Failure::new(
+                Outcome::Conflict,
+                format!("run {run_id}: {note}"),
+            ));
         }
         let sent = match control {
             Control::Resume => app.engine.resume(run_id).await,

@@ -10,7 +10,9 @@ use super::{CliError, drive, open_app, report};
 use crate::client::ClientSlug;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  provisioner deprovision --client-id acme-dental\n  provisioner deprovision --client-id acme-dental --detach --json")]
+#[command(
+    after_help = "Example:\n  provisioner deprovision --client-id acme-dental\n  provisioner deprovision --client-id acme-dental --detach --json"
+)]
 pub struct DeprovisionArgs {
     /// The client's slug, e.g. acme-dental.
     #[arg(long = "client-id")]

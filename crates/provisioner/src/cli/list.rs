@@ -12,7 +12,9 @@ use crate::client::ClientSlug;
 use crate::sagas;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  provisioner list --status needs_attention --saga provision --limit 20\n  provisioner list --client-id acme-dental --json")]
+#[command(
+    after_help = "Example:\n  provisioner list --status needs_attention --saga provision --limit 20\n  provisioner list --client-id acme-dental --json"
+)]
 pub struct ListArgs {
     /// Only runs in this state: queued, running, paused, cancelled, compensating, succeeded,
     /// compensated, needs_attention, abandoned.

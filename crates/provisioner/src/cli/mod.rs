@@ -66,10 +66,14 @@ pub enum Command {
     #[command(after_help = "Example:\n  provisioner retry 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f")]
     Retry(control::ControlArgs),
     /// Pause a run: no new step starts; in-flight steps finish, then it parks as paused.
-    #[command(after_help = "Example:\n  provisioner pause 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --detach")]
+    #[command(
+        after_help = "Example:\n  provisioner pause 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --detach"
+    )]
     Pause(control::ControlArgs),
     /// Give up on a paused run or one that needs attention, with a reason kept in the journal.
-    #[command(after_help = "Example:\n  provisioner abandon 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --reason 'client cancelled the contract; resources removed by hand'")]
+    #[command(
+        after_help = "Example:\n  provisioner abandon 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --reason 'client cancelled the contract; resources removed by hand'"
+    )]
     Abandon(control::AbandonArgs),
 }
 

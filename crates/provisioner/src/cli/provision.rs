@@ -9,7 +9,9 @@ use super::{CliError, drive, open_app, report};
 use crate::client::{Client, ClientRecord, InvalidClient};
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional --detach")]
+#[command(
+    after_help = "Example:\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional --detach"
+)]
 pub struct ProvisionArgs {
     /// The client's slug, e.g. acme-dental.
     #[arg(long = "client-id")]

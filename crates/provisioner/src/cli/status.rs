@@ -14,7 +14,9 @@ use crate::outcome::{Failure, Outcome};
 use crate::record::ResourceRecord;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Example:\n  provisioner status 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f\n  provisioner status --client-id acme-dental --json")]
+#[command(
+    after_help = "Example:\n  provisioner status 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f\n  provisioner status --client-id acme-dental --json"
+)]
 pub struct StatusArgs {
     /// The run's id (as `provision` or `list` print it).
     #[arg(required_unless_present = "client_id", conflicts_with = "client_id")]
@@ -56,7 +58,10 @@ pub fn status_json(view: &RunView) -> Result<serde_json::Value, CliError> {
             })
             .collect();
         object.insert("steps".into(), serde_json::Value::Array(steps));
-        object.insert("idempotency_key".into(), view.idempotency_key.clone().into());
+        object.insert(
+            "idempotency_key".into(),
+            view.idempotency_key.clone().into(),
+        );
         object.insert("updated_at".into(), view.updated_at.to_rfc3339().into());
         if let Some(reason) = &view.abandoned_reason {
             object.insert("abandoned_reason".into(), reason.clone().into());

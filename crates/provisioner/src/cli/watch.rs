@@ -15,9 +15,11 @@ use crate::event_feed::StopAt;
 use crate::record::ResourceRecord;
 
 #[derive(Debug, Args)]
-#[command(after_help = "Each step shows its state, attempt, elapsed time and what it waits for \
+#[command(
+    after_help = "Each step shows its state, attempt, elapsed time and what it waits for \
 (\"rate limited by supabase, 23 s\", \"waiting for the project to be healthy\"). Exit code 0 if \
-the run succeeded, 1 if it ended otherwise.\n\nExample:\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --json | jq .event.type")]
+the run succeeded, 1 if it ended otherwise.\n\nExample:\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --json | jq .event.type"
+)]
 pub struct WatchArgs {
     /// The run's id.
     pub run: String,
@@ -34,7 +36,11 @@ pub async fn run(args: WatchArgs, config: Option<PathBuf>) -> Result<(), CliErro
         if let Some(note) = app.environment_note(&view) {
             crate::progress::say(&format!("note: {note}"));
         }
-        let title = format!("watching run {run_id} ({} {})", view.saga, client_label(&view.idempotency_key));
+        let title = format!(
+            "watching run {run_id} ({} {})",
+            view.saga,
+            client_label(&view.idempotency_key)
+        );
         follow_until(&app, run_id, &title, StopAt::Terminal, args.json).await
     }
     .await;
