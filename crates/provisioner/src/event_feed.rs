@@ -48,6 +48,9 @@ pub struct EventFeed {
     run_id: Uuid,
     last_seq: i64,
     stop_at: StopAt,
+    /// Stopping events at or before this sequence number do not end the feed: they belong to
+    /// an earlier leg of a run an operator has since set going again (retry, resume).
+    stops_after_seq: i64,
     /// The run was already stopped when the feed opened.
     stopped_at_open: bool,
     finished: bool,
@@ -74,11 +77,19 @@ impl EventFeed {
             run_id,
             last_seq: after_seq.max(0),
             stop_at,
+            stops_after_seq: 0,
             stopped_at_open: stop_at.stops(view.status),
             finished: false,
             wakeups,
             poll: Duration::from_millis(250),
         })
+    }
+
+    /// Ends the feed only at a stopping event after `seq`, so a feed replaying a run from the
+    /// start does not end at the `compensated` or `paused` a retry or resume has since left.
+    pub fn stopping_only_after(mut self, seq: i64) -> Self {
+        self.stops_after_seq = seq;
+        self
     }
 
     /// The sequence number of the last event returned (what a client resumes from).
@@ -98,6 +109,7 @@ impl EventFeed {
                 self.last_seq = last.seq;
                 if batch
                     .iter()
+                    .filter(|r| r.seq > self.stops_after_seq)
                     .filter_map(|r| stopping_status(&r.event))
                     .any(|s| self.stop_at.stops(s))
                 {

@@ -5,22 +5,36 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::provision::{StartArgs, print_started};
 use super::{CliError, drive, open_app, report};
 use crate::client::ClientSlug;
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  provisioner deprovision --client-id acme-dental\n  provisioner deprovision --client-id acme-dental --detach --json"
+)]
 pub struct DeprovisionArgs {
+    /// The client's slug, e.g. acme-dental.
     #[arg(long = "client-id")]
     pub client_id: String,
+    /// Print the resource record as JSON on stdout (with --detach: the run id, as JSON).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub start: StartArgs,
 }
 
 pub async fn run(args: DeprovisionArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let slug = ClientSlug::parse(&args.client_id)
         .map_err(|e| CliError::usage(format!("--client-id {e}")))?;
-    let app = open_app(config, true).await?;
-    let started = app.deprovision(&slug).await.map_err(CliError::from)?;
+    args.start.check()?;
+    let app = open_app(config, !args.start.detach).await?;
+    let started = app.deprovision(&slug).await.map_err(CliError::from);
+    if args.start.detach {
+        app.shutdown(Duration::from_secs(1)).await;
+        return print_started(&started?, args.json);
+    }
+    let started = started?;
     let title = format!("tearing down {slug} (run {})", started.run_id);
     let view = drive(&app, started.run_id, &title).await;
     app.shutdown(Duration::from_secs(10)).await;

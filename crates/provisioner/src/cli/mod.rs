@@ -4,9 +4,11 @@
 
 mod batch;
 mod completions;
+mod control;
 mod deprovision;
 pub mod doctor;
 mod follow;
+mod list;
 mod output;
 mod plan;
 mod provision;
@@ -14,6 +16,7 @@ mod signal;
 mod status;
 mod sweep;
 mod verify;
+mod watch;
 
 use std::path::PathBuf;
 
@@ -53,7 +56,7 @@ pub enum Command {
     Provision(provision::ProvisionArgs),
     /// Tear a client down, from its record or whatever part of it exists.
     Deprovision(deprovision::DeprovisionArgs),
-    /// Show a run's state and its resource record.
+    /// Show a run's state, its steps and its resource record.
     Status(status::StatusArgs),
     /// Provision every client of a manifest directory or JSON Lines file, N at a time.
     Batch(batch::BatchArgs),
@@ -68,6 +71,29 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(completions::CompletionsArgs),
+    /// List the journal's runs, by state, saga or client.
+    List(list::ListArgs),
+    /// Follow a run live until it succeeds, is compensated, needs attention or is abandoned.
+    Watch(watch::WatchArgs),
+    /// Continue a paused run where it stopped, and follow it.
+    #[command(after_help = "Example:\n  provisioner resume 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f")]
+    Resume(control::ControlArgs),
+    /// Cancel a run: in-flight steps finish, then everything made is undone.
+    #[command(after_help = "Example:\n  provisioner cancel 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f")]
+    Cancel(control::ControlArgs),
+    /// Retry a compensated run forward, or a run that needs attention from where it stopped.
+    #[command(after_help = "Example:\n  provisioner retry 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f")]
+    Retry(control::ControlArgs),
+    /// Pause a run: no new step starts; in-flight steps finish, then it parks as paused.
+    #[command(
+        after_help = "Example:\n  provisioner pause 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --detach"
+    )]
+    Pause(control::ControlArgs),
+    /// Give up on a paused run or one that needs attention, with a reason kept in the journal.
+    #[command(
+        after_help = "Example:\n  provisioner abandon 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --reason 'client cancelled the contract; resources removed by hand'"
+    )]
+    Abandon(control::AbandonArgs),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -151,5 +177,12 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions(args) => completions::run(args),
         Command::Verify(args) => verify::run(args, cli.config).await,
         Command::Sweep(args) => sweep::run(args, cli.config).await,
+        Command::List(args) => list::run(args, cli.config).await,
+        Command::Watch(args) => watch::run(args, cli.config).await,
+        Command::Resume(args) => control::run(control::Control::Resume, args, cli.config).await,
+        Command::Cancel(args) => control::run(control::Control::Cancel, args, cli.config).await,
+        Command::Retry(args) => control::run(control::Control::Retry, args, cli.config).await,
+        Command::Pause(args) => control::run(control::Control::Pause, args, cli.config).await,
+        Command::Abandon(args) => control::abandon(args, cli.config).await,
     }
 }

@@ -9,6 +9,9 @@ use super::{CliError, drive, open_app, report};
 use crate::client::{Client, ClientRecord, InvalidClient};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional --detach"
+)]
 pub struct ProvisionArgs {
     /// The client's slug, e.g. acme-dental.
     #[arg(long = "client-id")]
@@ -22,9 +25,52 @@ pub struct ProvisionArgs {
     /// starter, professional, enterprise (or core, growth, scale).
     #[arg(long)]
     pub tier: String,
-    /// Print the resource record as JSON on stdout, as the last line.
+    /// Print the resource record as JSON on stdout, as the last line (with --detach: the
+    /// run id and whether it was created, as JSON).
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub start: StartArgs,
+}
+
+/// How a run is started and followed: here or through a server, followed or not.
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Start the run and print its id on stdout at once; a process with workers on the same
+    /// journal (`serve`, `resume`) drives it, and `watch RUN` follows it.
+    #[arg(long)]
+    pub detach: bool,
+    /// Start and follow the run through a running `serve` at this URL (authenticated with
+    /// PROVISIONER_TOKEN) instead of a local journal.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+impl StartArgs {
+    /// Refuses what is not built yet, before anything is read or started.
+    pub fn check(&self) -> Result<(), CliError> {
+        match &self.server {
+            Some(_) => Err(CliError::new(
+                crate::outcome::Outcome::Invalid,
+                "not built yet: --server (starting runs through a running `serve`) is not available in this build; run the command without --server against the journal",
+            )),
+            None => Ok(()),
+        }
+    }
+}
+
+/// With `--detach`: the run id (or, with `--json`, `{"runId":…,"created":…}`) on stdout.
+pub fn print_started(started: &saga::Started, json: bool) -> Result<(), CliError> {
+    let line = if json {
+        serde_json::json!({ "runId": started.run_id, "created": started.created }).to_string()
+    } else {
+        started.run_id.to_string()
+    };
+    #[allow(clippy::print_stdout)] // the run id is the command's output
+    {
+        println!("{line}");
+    }
+    Ok(())
 }
 
 /// The `provision` flags as a validated client. The record's rules speak of its JSON fields
@@ -63,12 +109,18 @@ fn provision_flag(field: &str) -> &str {
 
 pub async fn run(args: ProvisionArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let client = client_from_flags(&args)?;
-    let app = open_app(config, true).await?;
+    args.start.check()?;
+    let app = open_app(config, !args.start.detach).await?;
     if let Err(failure) = super::doctor::preflight(&app.stack).await {
         app.shutdown(Duration::from_secs(1)).await;
         return Err(failure);
     }
-    let started = app.provision(&client).await.map_err(CliError::from)?;
+    let started = app.provision(&client).await.map_err(CliError::from);
+    if args.start.detach {
+        app.shutdown(Duration::from_secs(1)).await;
+        return print_started(&started?, args.json);
+    }
+    let started = started?;
     let title = format!(
         "provisioning {} (run {}{})",
         client.client_id,
