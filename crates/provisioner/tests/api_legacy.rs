@@ -35,8 +35,17 @@ async fn a_run_done_within_the_wait_answers_200_with_the_resources() {
     assert_eq!(answer.body["success"], true);
     assert!(answer.body["message"].is_string());
     let resources = &answer.body["resources"];
-    for key in ["supabaseProjectId", "githubRepoUrl", "vercelDeploymentUrl", "n8nWebhookUrl"] {
-        assert!(resources[key].as_str().is_some_and(|v| !v.is_empty()), "{key}: {}", answer.text);
+    for key in [
+        "supabaseProjectId",
+        "githubRepoUrl",
+        "vercelDeploymentUrl",
+        "n8nWebhookUrl",
+    ] {
+        assert!(
+            resources[key].as_str().is_some_and(|v| !v.is_empty()),
+            "{key}: {}",
+            answer.text
+        );
     }
     let listed = api.get(&format!("/v1/provisionings?clientId={slug}")).await;
     let id = listed.body["items"][0]["id"].as_str().unwrap();
@@ -51,23 +60,37 @@ async fn a_run_still_going_answers_202_and_bad_input_400() {
     };
     let api = serve(world, waiting(0)).await;
     let answer = api
-        .post("/api/provisioning", &body(&support::unique_slug("api-slow")))
+        .post(
+            "/api/provisioning",
+            &body(&support::unique_slug("api-slow")),
+        )
         .await;
     assert_eq!(answer.status, 202, "{}", answer.text);
     assert_eq!(answer.body["success"], true);
     let run_id = answer.body["runId"].as_str().unwrap();
-    assert_eq!(answer.body["statusUrl"], format!("/v1/provisionings/{run_id}"));
+    assert_eq!(
+        answer.body["statusUrl"],
+        format!("/v1/provisionings/{run_id}")
+    );
     let status = api.get(answer.body["statusUrl"].as_str().unwrap()).await;
     assert_eq!(status.status, 200);
 
-    for bad in [json!({"clientId": "x"}), json!({"clientId": "acme-x", "plan": 1}), json!([1])] {
+    for bad in [
+        json!({"clientId": "x"}),
+        json!({"clientId": "acme-x", "plan": 1}),
+        json!([1]),
+    ] {
         let answer = api.post("/api/provisioning", &bad).await;
         assert_eq!(answer.status, 400, "{}", answer.text);
         assert_eq!(answer.body["error"], "Invalid request");
         assert!(!answer.body["details"].is_null());
     }
     let none = api
-        .send(api.http.post(api.url("/api/provisioning")).json(&body("acme-x")))
+        .send(
+            api.http
+                .post(api.url("/api/provisioning"))
+                .json(&body("acme-x")),
+        )
         .await;
     assert_eq!(none.status, 401);
     assert!(none.headers.contains_key("www-authenticate"));
@@ -121,10 +144,17 @@ async fn a_run_that_fails_answers_500_provisioning_failed() {
     ));
     let api = serve(world, waiting(90)).await;
     let answer = api
-        .post("/api/provisioning", &body(&support::unique_slug("api-fail")))
+        .post(
+            "/api/provisioning",
+            &body(&support::unique_slug("api-fail")),
+        )
         .await;
     assert_eq!(answer.status, 500, "{}", answer.text);
     assert_eq!(answer.body["error"], "Provisioning failed");
-    assert_eq!(answer.body["details"]["status"], "compensated", "{}", answer.text);
+    assert_eq!(
+        answer.body["details"]["status"], "compensated",
+        "{}",
+        answer.text
+    );
     assert!(answer.body["details"]["reason"].is_string());
 }

@@ -69,7 +69,11 @@ async fn the_document_is_openapi_3_1_and_matches_the_served_routes_both_ways() {
             "{method} {path} is served but not documented"
         );
     }
-    assert!(documented.iter().any(|(m, p)| m == "get" && p == "/openapi.json"));
+    assert!(
+        documented
+            .iter()
+            .any(|(m, p)| m == "get" && p == "/openapi.json")
+    );
 
     // Every documented operation is routed: without a token it is refused by
     // authentication (401), not by the router (404 / 405). The document itself answers 200.
@@ -86,7 +90,11 @@ async fn the_document_is_openapi_3_1_and_matches_the_served_routes_both_ways() {
     }
     // And something not documented is not served.
     let answer = api
-        .send(api.http.put(api.url("/v1/provisionings")).bearer_auth(api_support::TOKEN))
+        .send(
+            api.http
+                .put(api.url("/v1/provisionings"))
+                .bearer_auth(api_support::TOKEN),
+        )
         .await;
     assert_eq!(answer.status, 405);
 }

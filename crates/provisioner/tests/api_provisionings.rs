@@ -4,8 +4,8 @@
 //! response and stream chunk is checked for the world's secrets.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
 mod api_support;
+mod support;
 
 use api_support::{TOKEN_NAME, body, serve};
 use provisioner::api::ApiOptions;
@@ -19,10 +19,13 @@ async fn provision_follow_the_events_resume_mid_run_and_deprovision() {
     let api = serve(world, ApiOptions::default()).await;
     let slug = support::unique_slug("api-e2e");
     let created = api
-        .post("/v1/provisionings", &json!({
-            "clientId": slug, "clientName": "Acme", "orgEmail": "ops@acme.example",
-            "tier": "growth", "metadata": {"crmId": 42, "anything": ["kept", "as", "given"]}
-        }))
+        .post(
+            "/v1/provisionings",
+            &json!({
+                "clientId": slug, "clientName": "Acme", "orgEmail": "ops@acme.example",
+                "tier": "growth", "metadata": {"crmId": 42, "anything": ["kept", "as", "given"]}
+            }),
+        )
         .await;
     assert_eq!(created.status, 202, "{}", created.text);
     let id = created.body["id"].as_str().unwrap().to_owned();
@@ -30,7 +33,10 @@ async fn provision_follow_the_events_resume_mid_run_and_deprovision() {
         created.headers["location"].to_str().unwrap(),
         format!("/v1/provisionings/{id}")
     );
-    assert_eq!(created.body["links"]["events"], format!("/v1/provisionings/{id}/events"));
+    assert_eq!(
+        created.body["links"]["events"],
+        format!("/v1/provisionings/{id}/events")
+    );
     assert_eq!(created.body["clientId"], slug.as_str());
     assert_eq!(created.body["metadata"]["crmId"], 42);
 
@@ -47,7 +53,11 @@ async fn provision_follow_the_events_resume_mid_run_and_deprovision() {
     let ((whole, ended), resumed) = tokio::join!(whole, resumed);
     assert!(ended);
     let ids: Vec<i64> = whole.iter().map(|e| e.0).collect();
-    assert_eq!(ids, (1..=ids.len() as i64).collect::<Vec<_>>(), "ids are the sequence, no gap");
+    assert_eq!(
+        ids,
+        (1..=ids.len() as i64).collect::<Vec<_>>(),
+        "ids are the sequence, no gap"
+    );
     assert_eq!(
         resumed.iter().map(|e| e.0).collect::<Vec<_>>(),
         ids,
@@ -66,7 +76,11 @@ async fn provision_follow_the_events_resume_mid_run_and_deprovision() {
     assert_eq!(run.body["lastEventId"], *ids.last().unwrap());
     assert_eq!(run.body["history"][0]["actor"], TOKEN_NAME);
     assert_eq!(run.body["history"][0]["action"], "start");
-    assert!(run.body["record"]["github"]["htmlUrl"].is_string(), "{}", run.text);
+    assert!(
+        run.body["record"]["github"]["htmlUrl"].is_string(),
+        "{}",
+        run.text
+    );
     assert_eq!(run.body["metadata"]["anything"][0], "kept");
     let steps = run.body["steps"].as_array().unwrap();
     assert_eq!(steps.len(), 5);
@@ -76,10 +90,17 @@ async fn provision_follow_the_events_resume_mid_run_and_deprovision() {
     }
 
     // A command that does not fit names the run's state.
-    let cancel = api.post(&format!("/v1/provisionings/{id}/cancel"), &json!({})).await;
+    let cancel = api
+        .post(&format!("/v1/provisionings/{id}/cancel"), &json!({}))
+        .await;
     assert_eq!(cancel.status, 409, "{}", cancel.text);
     assert_eq!(cancel.body["runStatus"], "succeeded");
-    assert!(cancel.body["message"].as_str().unwrap().contains("succeeded"));
+    assert!(
+        cancel.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded")
+    );
 
     let client = api.get(&format!("/v1/clients/{slug}")).await;
     assert_eq!(client.status, 200, "{}", client.text);
@@ -158,9 +179,7 @@ async fn twenty_concurrent_identical_posts_make_one_run() {
     assert_eq!(answers.iter().filter(|a| a.status == 202).count(), 1);
     ids.dedup();
     assert_eq!(ids.len(), 1, "one run for twenty requests");
-    let listed = api
-        .get(&format!("/v1/provisionings?clientId={slug}"))
-        .await;
+    let listed = api.get(&format!("/v1/provisionings?clientId={slug}")).await;
     assert_eq!(listed.body["items"].as_array().unwrap().len(), 1);
 }
 
@@ -190,16 +209,25 @@ async fn listings_are_newest_first_with_cursors_that_hold_while_runs_arrive() {
     };
     assert_eq!(ids(&page1), newest_first[..2]);
     // A run arriving between pages does not shift the next page.
-    let late = api.post("/v1/provisionings", &body(&support::unique_slug("api-late"))).await;
+    let late = api
+        .post(
+            "/v1/provisionings",
+            &body(&support::unique_slug("api-late")),
+        )
+        .await;
     assert_eq!(late.status, 202);
     let cursor = page1.body["nextCursor"].as_str().unwrap();
     let page2 = api
-        .get(&format!("/v1/provisionings?saga=provision&limit=2&cursor={cursor}"))
+        .get(&format!(
+            "/v1/provisionings?saga=provision&limit=2&cursor={cursor}"
+        ))
         .await;
     assert_eq!(ids(&page2), newest_first[2..4]);
     let cursor = page2.body["nextCursor"].as_str().unwrap();
     let page3 = api
-        .get(&format!("/v1/provisionings?saga=provision&limit=2&cursor={cursor}"))
+        .get(&format!(
+            "/v1/provisionings?saga=provision&limit=2&cursor={cursor}"
+        ))
         .await;
     assert_eq!(ids(&page3), newest_first[4..]);
     assert!(page3.body["nextCursor"].is_null());
@@ -217,7 +245,10 @@ async fn listings_are_newest_first_with_cursors_that_hold_while_runs_arrive() {
         .map(|c| c["clientId"].as_str().unwrap())
         .collect();
     assert_eq!(names.len(), 3);
-    assert_eq!(names[1], made[4].0, "newest client first, after the late one");
+    assert_eq!(
+        names[1], made[4].0,
+        "newest client first, after the late one"
+    );
     let bad = api.get("/v1/provisionings?status=done&limit=0").await;
     assert_eq!(bad.status, 422, "{}", bad.text);
     let fields: Vec<&str> = bad.body["fields"]
@@ -243,13 +274,19 @@ async fn commands_are_recorded_with_who_made_them() {
     // call would race, so pause races are accepted either way and checked by state.
     let created = api.post("/v1/provisionings", &body(&slug)).await;
     let id = created.body["id"].as_str().unwrap().to_owned();
-    let pause = api.post(&format!("/v1/provisionings/{id}/pause"), &json!({})).await;
+    let pause = api
+        .post(&format!("/v1/provisionings/{id}/pause"), &json!({}))
+        .await;
     if pause.status == 202 {
         api.app.engine.wait_for(id.parse().unwrap()).await.unwrap();
-        let abandon = api.post(&format!("/v1/provisionings/{id}/abandon"), &json!({})).await;
+        let abandon = api
+            .post(&format!("/v1/provisionings/{id}/abandon"), &json!({}))
+            .await;
         assert_eq!(abandon.status, 422, "{}", abandon.text);
         assert_eq!(abandon.body["fields"][0]["field"], "reason");
-        let resume = api.post(&format!("/v1/provisionings/{id}/resume"), &json!({})).await;
+        let resume = api
+            .post(&format!("/v1/provisionings/{id}/resume"), &json!({}))
+            .await;
         assert_eq!(resume.status, 202, "{}", resume.text);
         let run = api.get(&format!("/v1/provisionings/{id}")).await;
         let actions: Vec<&str> = run.body["history"]
@@ -267,11 +304,16 @@ async fn commands_are_recorded_with_who_made_them() {
         assert_eq!(pause.body["runStatus"], "succeeded");
     }
     api.app.engine.wait_for(id.parse().unwrap()).await.unwrap();
-    let retry = api.post(&format!("/v1/provisionings/{id}/retry"), &json!({})).await;
+    let retry = api
+        .post(&format!("/v1/provisionings/{id}/retry"), &json!({}))
+        .await;
     assert_eq!(retry.status, 409);
     assert_eq!(retry.body["runStatus"], "succeeded");
     let unknown = api
-        .post(&format!("/v1/provisionings/{id}/cancel"), &json!({"force": true}))
+        .post(
+            &format!("/v1/provisionings/{id}/cancel"),
+            &json!({"force": true}),
+        )
         .await;
     assert_eq!(unknown.status, 400);
     assert_eq!(unknown.body["fields"][0]["field"], "force");

@@ -24,18 +24,84 @@ async fn each_bad_field_is_named_with_400_for_shape_and_422_for_rules() {
     let api = serve(world, ApiOptions::default()).await;
     let slug = support::unique_slug("api-valid");
     let cases: Vec<(&str, Value, u16, Vec<&str>)> = vec![
-        ("unknown top-level field", with(&slug, |b| b["client_id"] = json!("x")), 400, vec!["client_id"]),
-        ("two unknown fields", with(&slug, |b| { b["plan"] = json!(1); b["extra"] = json!(2); }), 400, vec!["extra", "plan"]),
-        ("unknown branding key", with(&slug, |b| b["branding"] = json!({"font": "Inter"})), 400, vec!["branding.font"]),
-        ("unknown module", with(&slug, |b| b["modules"] = json!({"fax": true})), 400, vec!["modules.fax"]),
-        ("number as a name", with(&slug, |b| b["clientName"] = json!(7)), 400, vec!["clientName"]),
-        ("metadata not an object", with(&slug, |b| b["metadata"] = json!([1])), 400, vec!["metadata"]),
-        ("branding not an object", with(&slug, |b| b["branding"] = json!("blue")), 400, vec!["branding"]),
-        ("everything missing", json!({}), 422, vec!["clientId", "clientName", "orgEmail", "tier"]),
-        ("bad slug", with(&slug, |b| b["clientId"] = json!("Bad_Slug!")), 422, vec!["clientId"]),
-        ("bad tier and email", with(&slug, |b| { b["tier"] = json!("gold"); b["orgEmail"] = json!("nobody"); }), 422, vec!["tier", "orgEmail"]),
-        ("bad colour", with(&slug, |b| b["branding"] = json!({"primaryColor": "#12345"})), 422, vec!["branding.primary_color"]),
-        ("module not a boolean", with(&slug, |b| b["modules"] = json!({"crm": "yes"})), 422, vec!["modules.crm"]),
+        (
+            "unknown top-level field",
+            with(&slug, |b| b["client_id"] = json!("x")),
+            400,
+            vec!["client_id"],
+        ),
+        (
+            "two unknown fields",
+            with(&slug, |b| {
+                b["plan"] = json!(1);
+                b["extra"] = json!(2);
+            }),
+            400,
+            vec!["extra", "plan"],
+        ),
+        (
+            "unknown branding key",
+            with(&slug, |b| b["branding"] = json!({"font": "Inter"})),
+            400,
+            vec!["branding.font"],
+        ),
+        (
+            "unknown module",
+            with(&slug, |b| b["modules"] = json!({"fax": true})),
+            400,
+            vec!["modules.fax"],
+        ),
+        (
+            "number as a name",
+            with(&slug, |b| b["clientName"] = json!(7)),
+            400,
+            vec!["clientName"],
+        ),
+        (
+            "metadata not an object",
+            with(&slug, |b| b["metadata"] = json!([1])),
+            400,
+            vec!["metadata"],
+        ),
+        (
+            "branding not an object",
+            with(&slug, |b| b["branding"] = json!("blue")),
+            400,
+            vec!["branding"],
+        ),
+        (
+            "everything missing",
+            json!({}),
+            422,
+            vec!["clientId", "clientName", "orgEmail", "tier"],
+        ),
+        (
+            "bad slug",
+            with(&slug, |b| b["clientId"] = json!("Bad_Slug!")),
+            422,
+            vec!["clientId"],
+        ),
+        (
+            "bad tier and email",
+            with(&slug, |b| {
+                b["tier"] = json!("gold");
+                b["orgEmail"] = json!("nobody");
+            }),
+            422,
+            vec!["tier", "orgEmail"],
+        ),
+        (
+            "bad colour",
+            with(&slug, |b| b["branding"] = json!({"primaryColor": "#12345"})),
+            422,
+            vec!["branding.primary_color"],
+        ),
+        (
+            "module not a boolean",
+            with(&slug, |b| b["modules"] = json!({"crm": "yes"})),
+            422,
+            vec!["modules.crm"],
+        ),
     ];
     for (what, request, status, fields) in cases {
         let answer = api.post("/v1/provisionings", &request).await;
@@ -58,7 +124,9 @@ async fn each_bad_field_is_named_with_400_for_shape_and_422_for_rules() {
     let ok = api
         .post(
             "/v1/provisionings",
-            &with(&slug, |b| b["metadata"] = json!({"any": {"nested": ["thing", 1, null]}})),
+            &with(&slug, |b| {
+                b["metadata"] = json!({"any": {"nested": ["thing", 1, null]}})
+            }),
         )
         .await;
     assert_eq!(ok.status, 202, "{}", ok.text);
@@ -75,5 +143,10 @@ async fn each_bad_field_is_named_with_400_for_shape_and_422_for_rules() {
     assert_eq!(answer.body["error"], "too_large");
     let route = api.get("/v1/nothing-here").await;
     assert_eq!(route.status, 404);
-    assert!(route.body["message"].as_str().unwrap().contains("openapi.json"));
+    assert!(
+        route.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("openapi.json")
+    );
 }

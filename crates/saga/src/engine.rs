@@ -509,15 +509,12 @@ impl Engine {
         &self,
         run_id: Uuid,
         allowed_from: Vec<RunStatus>,
-        event: RunEvent,
+        events: Vec<RunEvent>,
         status: Option<RunStatus>,
         wake: Wake,
         pending: PendingChange,
-        request: Vec<RunEvent>,
     ) -> Result<(), EngineError> {
         let now = now_ms();
-        let mut events = request;
-        events.push(event);
         let receipt = self
             .inner
             .journal
@@ -548,11 +545,7 @@ impl Engine {
     }
 
     /// [`Engine::pause`], recording `actor` as who asked.
-    pub async fn pause_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn pause_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![
@@ -560,11 +553,10 @@ impl Engine {
                 RunStatus::Running,
                 RunStatus::Compensating,
             ],
-            RunEvent::PauseRequested,
+            with_request("pause", actor, RunEvent::PauseRequested),
             None,
             Wake::Hasten(now_ms()),
             PendingChange::Set(crate::journal::Command::Pause),
-            requested_by("pause", actor),
         )
         .await
     }
@@ -575,22 +567,17 @@ impl Engine {
     }
 
     /// [`Engine::resume`], recording `actor` as who asked.
-    pub async fn resume_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn resume_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let state = self.state(&row).await?;
         let back_to = state.status_before_pause.unwrap_or(RunStatus::Running);
         self.operate(
             run_id,
             vec![RunStatus::Paused],
-            RunEvent::RunResumed,
+            with_request("resume", actor, RunEvent::RunResumed),
             Some(back_to),
             Wake::At(now_ms()),
             PendingChange::Keep,
-            requested_by("resume", actor),
         )
         .await
     }
@@ -601,19 +588,14 @@ impl Engine {
     }
 
     /// [`Engine::cancel`], recording `actor` as who asked.
-    pub async fn cancel_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn cancel_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
-            RunEvent::CancelRequested,
+            with_request("cancel", actor, RunEvent::CancelRequested),
             None,
             Wake::At(now_ms()),
             PendingChange::Set(crate::journal::Command::Cancel),
-            requested_by("cancel", actor),
         )
         .await
     }
@@ -627,11 +609,7 @@ impl Engine {
     }
 
     /// [`Engine::retry`], recording `actor` as who asked.
-    pub async fn retry_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn retry_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let (from, next) = match row.status {
             RunStatus::NeedsAttention if self.state(&row).await?.attention_resumes_forward => {
@@ -648,11 +626,10 @@ impl Engine {
         self.operate(
             run_id,
             from,
-            RunEvent::RetryRequested,
+            with_request("retry", actor, RunEvent::RetryRequested),
             Some(next),
             Wake::At(now_ms()),
             PendingChange::Clear,
-            requested_by("retry", actor),
         )
         .await
     }
@@ -672,13 +649,16 @@ impl Engine {
         self.operate(
             run_id,
             vec![RunStatus::NeedsAttention, RunStatus::Paused],
-            RunEvent::RunAbandoned {
-                reason: reason.to_owned(),
-            },
+            with_request(
+                "abandon",
+                actor,
+                RunEvent::RunAbandoned {
+                    reason: reason.to_owned(),
+                },
+            ),
             Some(RunStatus::Abandoned),
             Wake::Never,
             PendingChange::Clear,
-            requested_by("abandon", actor),
         )
         .await
     }
@@ -852,6 +832,13 @@ fn requested_by(action: &str, actor: Option<&str>) -> Vec<RunEvent> {
         })
         .into_iter()
         .collect()
+}
+
+/// `event`, preceded by the record of who asked for it.
+fn with_request(action: &str, actor: Option<&str>, event: RunEvent) -> Vec<RunEvent> {
+    let mut events = requested_by(action, actor);
+    events.push(event);
+    events
 }
 
 pub(crate) fn settles(event: &RunEvent) -> bool {
