@@ -1,5 +1,8 @@
 //! Authentication of the HTTP API over real HTTP: a JWKS served on loopback with keys made
-//! here, and a router whose only route is guarded by the `Authenticator`.
+//! here, first in front of a router whose only route is guarded by the `Authenticator`, then
+//! in front of the real `/v1` and `/api` routes over the sandbox.
+
+mod support;
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -203,9 +206,21 @@ struct Answer {
 }
 
 async fn call(url: &str, authorization: Option<&str>) -> Answer {
-    let mut request = reqwest::Client::new().get(url);
+    request(reqwest::Method::GET, url, authorization, None).await
+}
+
+async fn request(
+    method: reqwest::Method,
+    url: &str,
+    authorization: Option<&str>,
+    body: Option<&Value>,
+) -> Answer {
+    let mut request = reqwest::Client::new().request(method, url);
     if let Some(value) = authorization {
         request = request.header("authorization", value);
+    }
+    if let Some(body) = body {
+        request = request.json(body);
     }
     let response = request.send().await.unwrap();
     let header = |name: &str| {
@@ -229,6 +244,169 @@ async fn call(url: &str, authorization: Option<&str>) -> Answer {
     }
 }
 
+/// What a case must get: refused with a status, or let in as a named principal.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Expect {
+    Refused(StatusCode),
+    Admitted {
+        name: &'static str,
+        kind: &'static str,
+    },
+}
+
+const ADMIN_SUB: &str = "1b7f0c5e-admin";
+
+/// The auth matrix: each case's `Authorization` value and what it must get.
+fn matrix(key: &SigningKey, stranger: &SigningKey) -> Vec<(&'static str, Option<String>, Expect)> {
+    let unauthorized = Expect::Refused(StatusCode::UNAUTHORIZED);
+    let forbidden = Expect::Refused(StatusCode::FORBIDDEN);
+    let admin = claims(ADMIN_SUB, Some("admin"));
+    let with = |key: &str, value: Value| {
+        let mut c = admin.clone();
+        c[key] = value;
+        c
+    };
+    let mut expired = with("exp", json!(now() - 3600));
+    expired["iat"] = json!(now() - 7200);
+    let mut user_metadata_only = claims("2c8e1d6f-user", None);
+    user_metadata_only["user_metadata"]["role"] = json!("admin");
+    user_metadata_only["role"] = json!("admin");
+    let bearer = |token: String| Some(format!("Bearer {token}"));
+    vec![
+        ("none", None, unauthorized),
+        (
+            "not bearer",
+            Some(format!("Basic {API_TOKEN}")),
+            unauthorized,
+        ),
+        ("garbage", bearer("not-a-token".into()), unauthorized),
+        (
+            "garbage jwt",
+            bearer("eyJhbGciOi.eyJzdWIi.c2ln".into()),
+            unauthorized,
+        ),
+        ("expired", bearer(key.sign(&expired)), unauthorized),
+        (
+            "not yet valid",
+            bearer(key.sign(&with("nbf", json!(now() + 3600)))),
+            unauthorized,
+        ),
+        (
+            "wrong audience",
+            bearer(key.sign(&with("aud", json!("anon")))),
+            unauthorized,
+        ),
+        (
+            "wrong issuer",
+            bearer(key.sign(&with(
+                "iss",
+                json!("https://other-tenant.supabase.co/auth/v1"),
+            ))),
+            unauthorized,
+        ),
+        ("alg none", bearer(unsigned(&admin)), unauthorized),
+        (
+            "HS256 keyed with the published JWK",
+            bearer(hs256(
+                &admin,
+                key.public_jwk.to_string().as_bytes(),
+                Some(&key.kid),
+            )),
+            unauthorized,
+        ),
+        (
+            "HS256 keyed with the public point",
+            bearer(hs256(&admin, &key.public_point, Some(&key.kid))),
+            unauthorized,
+        ),
+        (
+            "HS256 with another secret",
+            bearer(hs256(
+                &admin,
+                b"guessed-secret-guessed-secret-guessed",
+                None,
+            )),
+            unauthorized,
+        ),
+        ("unknown kid", bearer(stranger.sign(&admin)), unauthorized),
+        (
+            "revoked API token",
+            bearer(REVOKED_TOKEN.into()),
+            unauthorized,
+        ),
+        (
+            "API token's hash instead of the token",
+            bearer(sha256_hex(API_TOKEN)),
+            unauthorized,
+        ),
+        (
+            "non-admin",
+            bearer(key.sign(&claims("3d9f2e7a-user", Some("viewer")))),
+            forbidden,
+        ),
+        (
+            "no role at all",
+            bearer(key.sign(&claims("4e0a3f8b-user", None))),
+            forbidden,
+        ),
+        (
+            "role only in user_metadata",
+            bearer(key.sign(&user_metadata_only)),
+            forbidden,
+        ),
+        (
+            "non-admin over HS256",
+            bearer(hs256(
+                &claims("5f1b4a9c-user", None),
+                SECRET.as_bytes(),
+                None,
+            )),
+            forbidden,
+        ),
+        (
+            "admin over ES256 from the JWKS",
+            bearer(key.sign(&admin)),
+            Expect::Admitted {
+                name: ADMIN_SUB,
+                kind: "user",
+            },
+        ),
+        (
+            "admin over HS256",
+            bearer(hs256(&admin, SECRET.as_bytes(), None)),
+            Expect::Admitted {
+                name: ADMIN_SUB,
+                kind: "user",
+            },
+        ),
+        (
+            "API token",
+            bearer(API_TOKEN.into()),
+            Expect::Admitted {
+                name: "admin-app",
+                kind: "api_token",
+            },
+        ),
+    ]
+}
+
+/// Status, challenge and error code of a refusal as RFC 6750 and our body promise them.
+fn assert_refused(case: &str, answer: &Answer, status: StatusCode, had_credentials: bool) {
+    assert_eq!(answer.status, status, "{case}: {}", answer.text);
+    if status == StatusCode::UNAUTHORIZED {
+        let challenge = answer.challenge.clone().unwrap_or_default();
+        assert!(challenge.starts_with("Bearer "), "{case}: {challenge:?}");
+        assert_eq!(
+            challenge.contains("error=\"invalid_token\""),
+            had_credentials,
+            "{case}: {challenge}"
+        );
+        assert_eq!(answer.body["error"], "unauthorized", "{case}");
+    } else {
+        assert_eq!(answer.body["error"], "forbidden", "{case}");
+    }
+}
+
 #[tokio::test]
 async fn the_auth_matrix_over_http() {
     let key = SigningKey::generate("key-2026-11");
@@ -237,137 +415,18 @@ async fn the_auth_matrix_over_http() {
     let auth = Authenticator::from_config(&settings(), &env_with(&jwks.url)).unwrap();
     let url = guarded_app(auth).await;
 
-    let admin = claims("1b7f0c5e-admin", Some("admin"));
-    let mut expired = admin.clone();
-    expired["iat"] = json!(now() - 7200);
-    expired["exp"] = json!(now() - 3600);
-    let mut not_yet = admin.clone();
-    not_yet["nbf"] = json!(now() + 3600);
-    let mut wrong_audience = admin.clone();
-    wrong_audience["aud"] = json!("anon");
-    let mut wrong_issuer = admin.clone();
-    wrong_issuer["iss"] = json!("https://other-tenant.supabase.co/auth/v1");
-    let mut user_metadata_only = claims("2c8e1d6f-user", None);
-    user_metadata_only["user_metadata"]["role"] = json!("admin");
-    user_metadata_only["role"] = json!("admin");
-    let jwk_text = key.public_jwk.to_string();
-
-    let unauthorized: Vec<(&str, Option<String>)> = vec![
-        ("no header", None),
-        ("not bearer", Some(format!("Basic {API_TOKEN}"))),
-        ("garbage", Some("Bearer not-a-token".into())),
-        (
-            "garbage jwt",
-            Some("Bearer eyJhbGciOi.eyJzdWIi.c2ln".into()),
-        ),
-        ("expired", Some(format!("Bearer {}", key.sign(&expired)))),
-        (
-            "not yet valid",
-            Some(format!("Bearer {}", key.sign(&not_yet))),
-        ),
-        (
-            "wrong audience",
-            Some(format!("Bearer {}", key.sign(&wrong_audience))),
-        ),
-        (
-            "wrong issuer",
-            Some(format!("Bearer {}", key.sign(&wrong_issuer))),
-        ),
-        ("alg none", Some(format!("Bearer {}", unsigned(&admin)))),
-        (
-            "HS256 keyed with the published JWK",
-            Some(format!(
-                "Bearer {}",
-                hs256(&admin, jwk_text.as_bytes(), Some(&key.kid))
-            )),
-        ),
-        (
-            "HS256 keyed with the public point",
-            Some(format!(
-                "Bearer {}",
-                hs256(&admin, &key.public_point, Some(&key.kid))
-            )),
-        ),
-        (
-            "HS256 with another secret",
-            Some(format!(
-                "Bearer {}",
-                hs256(&admin, b"guessed-secret-guessed-secret-guessed", None)
-            )),
-        ),
-        (
-            "unknown kid",
-            Some(format!("Bearer {}", stranger.sign(&admin))),
-        ),
-        ("revoked API token", Some(format!("Bearer {REVOKED_TOKEN}"))),
-        (
-            "API token hash instead of the token",
-            Some(format!("Bearer {}", sha256_hex(API_TOKEN))),
-        ),
-    ];
-    for (case, authorization) in &unauthorized {
+    for (case, authorization, expect) in matrix(&key, &stranger) {
         let answer = call(&url, authorization.as_deref()).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::UNAUTHORIZED,
-            "{case}: {}",
-            answer.text
-        );
-        let challenge = answer.challenge.unwrap_or_default();
-        assert!(challenge.starts_with("Bearer "), "{case}: {challenge:?}");
-        if authorization.is_some() {
-            assert!(
-                challenge.contains("error=\"invalid_token\""),
-                "{case}: {challenge}"
-            );
+        match expect {
+            Expect::Refused(status) => {
+                assert_refused(case, &answer, status, authorization.is_some())
+            }
+            Expect::Admitted { name, kind } => {
+                assert_eq!(answer.status, StatusCode::OK, "{case}: {}", answer.text);
+                assert_eq!(answer.body, json!({"name": name, "kind": kind}), "{case}");
+            }
         }
-        assert_eq!(answer.body["error"], "unauthorized", "{case}");
     }
-
-    let forbidden = [
-        (
-            "non-admin",
-            key.sign(&claims("3d9f2e7a-user", Some("viewer"))),
-        ),
-        ("no role at all", key.sign(&claims("4e0a3f8b-user", None))),
-        ("role only in user_metadata", key.sign(&user_metadata_only)),
-        (
-            "non-admin over HS256",
-            hs256(&claims("5f1b4a9c-user", None), SECRET.as_bytes(), None),
-        ),
-    ];
-    for (case, token) in &forbidden {
-        let answer = call(&url, Some(&format!("Bearer {token}"))).await;
-        assert_eq!(
-            answer.status,
-            StatusCode::FORBIDDEN,
-            "{case}: {}",
-            answer.text
-        );
-        assert_eq!(answer.body["error"], "forbidden", "{case}");
-    }
-
-    let allowed = [
-        (
-            "admin over ES256/JWKS",
-            key.sign(&admin),
-            "1b7f0c5e-admin",
-            "user",
-        ),
-        (
-            "admin over HS256",
-            hs256(&admin, SECRET.as_bytes(), None),
-            "1b7f0c5e-admin",
-            "user",
-        ),
-        ("API token", API_TOKEN.to_owned(), "admin-app", "api_token"),
-    ];
-    for (case, token, name, kind) in &allowed {
-        let answer = call(&url, Some(&format!("Bearer {token}"))).await;
-        assert_eq!(answer.status, StatusCode::OK, "{case}: {}", answer.text);
-        assert_eq!(answer.body, json!({"name": name, "kind": kind}), "{case}");
-    }
-
     // One fetch served every ES256 check, including the unknown kid (it came within the
     // minute after the first fetch).
     assert_eq!(jwks.fetches(), 1);
@@ -613,4 +672,95 @@ fn auth_errors_are_the_types_the_routes_use() {
     assert_eq!(e.status(), StatusCode::FORBIDDEN);
     assert!(e.to_string().contains("u-1"));
     assert_eq!(PrincipalKind::ApiToken.as_str(), "api_token");
+}
+
+#[tokio::test]
+async fn the_auth_matrix_on_the_real_routes() {
+    let Some(world) = support::world().await else {
+        return;
+    };
+    let key = SigningKey::generate("key-2026-11");
+    let stranger = SigningKey::generate("not-published");
+    let jwks = KeyServer::start(vec![key.public_jwk.clone()]).await;
+    let auth = Authenticator::from_config(&settings(), &env_with(&jwks.url)).unwrap();
+    let state = provisioner::api::ApiState::new(
+        Arc::new(world.app),
+        Arc::new(auth),
+        provisioner::api::ApiSettings::default(),
+    );
+    let base = format!("http://{}", serve(provisioner::api::router(state)).await);
+    let list = format!("{base}/v1/provisionings");
+
+    for (case, authorization, expect) in matrix(&key, &stranger) {
+        let answer = call(&list, authorization.as_deref()).await;
+        match expect {
+            Expect::Refused(status) => {
+                assert_refused(case, &answer, status, authorization.is_some())
+            }
+            Expect::Admitted { .. } => {
+                assert_eq!(answer.status, StatusCode::OK, "{case}: {}", answer.text)
+            }
+        }
+    }
+
+    // Every guarded route refuses before it reads the body or the journal.
+    let slug = support::unique_slug("auth");
+    let client = json!({
+        "clientId": slug,
+        "clientName": "Auth Matrix",
+        "orgEmail": format!("ops@{slug}.example"),
+        "tier": "starter",
+    });
+    let run = "0197a4e2-0000-7000-8000-000000000000";
+    let guarded = [
+        ("GET", "/v1/provisionings".to_owned()),
+        ("POST", "/v1/provisionings".to_owned()),
+        ("GET", format!("/v1/provisionings/{run}")),
+        ("GET", format!("/v1/provisionings/{run}/events")),
+        ("POST", format!("/v1/provisionings/{run}/cancel")),
+        ("POST", format!("/v1/provisionings/{run}/pause")),
+        ("POST", format!("/v1/provisionings/{run}/resume")),
+        ("POST", format!("/v1/provisionings/{run}/retry")),
+        ("POST", format!("/v1/provisionings/{run}/abandon")),
+        ("GET", "/v1/clients".to_owned()),
+        ("GET", format!("/v1/clients/{slug}")),
+        ("DELETE", format!("/v1/clients/{slug}")),
+        ("POST", "/api/provisioning".to_owned()),
+    ];
+    let viewer = format!(
+        "Bearer {}",
+        key.sign(&claims("3d9f2e7a-user", Some("viewer")))
+    );
+    for (method, path) in &guarded {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let url = format!("{base}{path}");
+        let answer = request(method.clone(), &url, None, Some(&client)).await;
+        assert_refused(path, &answer, StatusCode::UNAUTHORIZED, false);
+        let answer = request(method, &url, Some(&viewer), Some(&client)).await;
+        assert_refused(path, &answer, StatusCode::FORBIDDEN, true);
+    }
+    let admin = format!("Bearer {}", key.sign(&claims(ADMIN_SUB, Some("admin"))));
+    let runs = call(&list, Some(&admin)).await;
+    assert_eq!(runs.status, StatusCode::OK, "{}", runs.text);
+    assert!(
+        !runs.text.contains(&slug),
+        "a refused POST started a run: {}",
+        runs.text
+    );
+
+    // The public document stays public.
+    assert_eq!(
+        call(&format!("{base}/openapi.json"), None).await.status,
+        StatusCode::OK
+    );
+
+    // An admitted call is recorded under the principal's name.
+    let machine = format!("Bearer {API_TOKEN}");
+    let started = request(reqwest::Method::POST, &list, Some(&machine), Some(&client)).await;
+    assert_eq!(started.status, StatusCode::ACCEPTED, "{}", started.text);
+    let id = started.body["id"].as_str().unwrap().to_owned();
+    let run = call(&format!("{list}/{id}"), Some(&admin)).await;
+    assert_eq!(run.status, StatusCode::OK, "{}", run.text);
+    assert!(run.text.contains("admin-app"), "{}", run.text);
+    assert!(!run.text.contains(API_TOKEN), "{}", run.text);
 }
