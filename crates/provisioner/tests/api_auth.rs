@@ -2,6 +2,8 @@
 //! here, first in front of a router whose only route is guarded by the `Authenticator`, then
 //! in front of the real `/v1` and `/api` routes over the sandbox.
 
+#![allow(clippy::unwrap_used)]
+
 mod support;
 
 use std::net::SocketAddr;
