@@ -140,7 +140,7 @@ pub async fn stream(
     .flatten();
     Ok(Sse::new(events).keep_alive(
         KeepAlive::new()
-            .interval(state.settings.keep_alive)
+            .interval(state.options.keep_alive)
             .text("keep-alive"),
     ))
 }

@@ -4,7 +4,7 @@
 //! A server builds it with [`router`] from an [`ApiState`]:
 //!
 //! ```ignore
-//! let state = ApiState::new(app, authenticator, ApiSettings::default());
+//! let state = ApiState::new(app, authenticator, ApiOptions::from_settings(&config.settings.api));
 //! let router = provisioner::api::router(state).merge(health_and_metrics_routes);
 //! ```
 //!
@@ -40,14 +40,24 @@ pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// How the API behaves; the defaults are production's.
 #[derive(Debug, Clone)]
-pub struct ApiSettings {
+pub struct ApiOptions {
     /// How long `POST /api/provisioning` waits for the run before answering 202.
     pub legacy_wait: Duration,
     /// How often an idle event stream sends a keep-alive comment.
     pub keep_alive: Duration,
 }
 
-impl Default for ApiSettings {
+impl ApiOptions {
+    /// From the configuration's `[api]` section.
+    pub fn from_settings(settings: &crate::config::ApiSettings) -> Self {
+        Self {
+            legacy_wait: settings.legacy_wait(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ApiOptions {
     fn default() -> Self {
         Self {
             legacy_wait: Duration::from_secs(25),
@@ -56,20 +66,20 @@ impl Default for ApiSettings {
     }
 }
 
-/// What every handler reads: the app (engine + stack), the authenticator and the settings.
+/// What every handler reads: the app (engine + stack), the authenticator and the options.
 #[derive(Debug, Clone)]
 pub struct ApiState {
     pub app: Arc<App>,
     pub auth: Arc<Authenticator>,
-    pub settings: Arc<ApiSettings>,
+    pub options: Arc<ApiOptions>,
 }
 
 impl ApiState {
-    pub fn new(app: Arc<App>, auth: Arc<Authenticator>, settings: ApiSettings) -> Self {
+    pub fn new(app: Arc<App>, auth: Arc<Authenticator>, options: ApiOptions) -> Self {
         Self {
             app,
             auth,
-            settings: Arc::new(settings),
+            options: Arc::new(options),
         }
     }
 }
