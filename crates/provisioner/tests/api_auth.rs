@@ -688,7 +688,7 @@ async fn the_auth_matrix_on_the_real_routes() {
     let state = provisioner::api::ApiState::new(
         Arc::new(world.app),
         Arc::new(auth),
-        provisioner::api::ApiSettings::default(),
+        provisioner::api::ApiOptions::default(),
     );
     let base = format!("http://{}", serve(provisioner::api::router(state)).await);
     let list = format!("{base}/v1/provisionings");
