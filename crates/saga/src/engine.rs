@@ -84,6 +84,16 @@ pub struct RunView {
     /// For `needs_attention`: why the run stopped (a step's error, a key problem).
     pub attention_reason: Option<String>,
     pub abandoned_reason: Option<String>,
+    /// Who started the run and who commanded it (see [`Engine::start_by`]).
+    pub requests: Vec<RequestView>,
+}
+
+/// A recorded request as [`RunView`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestView {
+    pub action: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -325,13 +335,24 @@ impl Engine {
         key: &str,
         input: &I,
     ) -> Result<Started, EngineError> {
+        self.start_by(saga, key, input, None).await
+    }
+
+    /// [`Engine::start`], recording `actor` as who asked for the run (when it is created).
+    pub async fn start_by<I: Serialize>(
+        &self,
+        saga: &str,
+        key: &str,
+        input: &I,
+        actor: Option<&str>,
+    ) -> Result<Started, EngineError> {
         let definition = self
             .inner
             .registry
             .latest(saga)
             .ok_or_else(|| EngineError::UnknownSaga(saga.to_owned()))?
             .clone();
-        self.start_definition(definition, key, input).await
+        self.start_definition(definition, key, input, actor).await
     }
 
     /// Starts a run of one particular version.
@@ -351,7 +372,7 @@ impl Engine {
                 version,
             })?
             .clone();
-        self.start_definition(definition, key, input).await
+        self.start_definition(definition, key, input, None).await
     }
 
     async fn start_definition<I: Serialize>(
@@ -359,7 +380,9 @@ impl Engine {
         definition: Arc<SagaDefinition>,
         key: &str,
         input: &I,
+        actor: Option<&str>,
     ) -> Result<Started, EngineError> {
+        let leading = requested_by("start", actor);
         let input = serde_json::to_value(input).map_err(|e| EngineError::InvalidInput {
             saga: definition.name().to_owned(),
             message: e.to_string(),
@@ -398,7 +421,7 @@ impl Engine {
                 key,
             )
         });
-        let (events, status) = match driver.as_mut().and_then(|d| d.prepare_new(now)) {
+        let (events, status) = match driver.as_mut().and_then(|d| d.prepare_new(now, &leading)) {
             Some(prepared) => prepared,
             None => {
                 // Not a plain start: begin from scratch once created.
@@ -411,7 +434,7 @@ impl Engine {
                         key,
                     )
                 });
-                (Vec::new(), RunStatus::Queued)
+                (leading, RunStatus::Queued)
             }
         };
         let outcome = inner
@@ -486,7 +509,7 @@ impl Engine {
         &self,
         run_id: Uuid,
         allowed_from: Vec<RunStatus>,
-        event: RunEvent,
+        events: Vec<RunEvent>,
         status: Option<RunStatus>,
         wake: Wake,
         pending: PendingChange,
@@ -499,7 +522,7 @@ impl Engine {
                 run_id,
                 writer: Writer::Operator { allowed_from },
                 now_ms: now,
-                events: vec![event.clone()],
+                events: events.clone(),
                 status,
                 wake,
                 release: false,
@@ -511,14 +534,18 @@ impl Engine {
                 JournalError::NotFound(id) => EngineError::NotFound(id),
                 other => EngineError::Journal(other),
             })?;
-        self.inner
-            .publish(run_id, receipt.first_seq, now, vec![event]);
+        self.inner.publish(run_id, receipt.first_seq, now, events);
         self.inner.wakeup.notify_one();
         Ok(())
     }
 
     /// Stops starting new steps; in-flight steps finish, then the run parks as `paused`.
     pub async fn pause(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.pause_by(run_id, None).await
+    }
+
+    /// [`Engine::pause`], recording `actor` as who asked.
+    pub async fn pause_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![
@@ -526,7 +553,7 @@ impl Engine {
                 RunStatus::Running,
                 RunStatus::Compensating,
             ],
-            RunEvent::PauseRequested,
+            with_request("pause", actor, RunEvent::PauseRequested),
             None,
             Wake::Hasten(now_ms()),
             PendingChange::Set(crate::journal::Command::Pause),
@@ -536,13 +563,18 @@ impl Engine {
 
     /// Continues a paused run where it stopped.
     pub async fn resume(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.resume_by(run_id, None).await
+    }
+
+    /// [`Engine::resume`], recording `actor` as who asked.
+    pub async fn resume_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let state = self.state(&row).await?;
         let back_to = state.status_before_pause.unwrap_or(RunStatus::Running);
         self.operate(
             run_id,
             vec![RunStatus::Paused],
-            RunEvent::RunResumed,
+            with_request("resume", actor, RunEvent::RunResumed),
             Some(back_to),
             Wake::At(now_ms()),
             PendingChange::Keep,
@@ -552,10 +584,15 @@ impl Engine {
 
     /// Cancels a run: after in-flight steps finish, everything done so far is undone.
     pub async fn cancel(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.cancel_by(run_id, None).await
+    }
+
+    /// [`Engine::cancel`], recording `actor` as who asked.
+    pub async fn cancel_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
-            RunEvent::CancelRequested,
+            with_request("cancel", actor, RunEvent::CancelRequested),
             None,
             Wake::At(now_ms()),
             PendingChange::Set(crate::journal::Command::Cancel),
@@ -568,6 +605,11 @@ impl Engine {
     /// forward again with fresh budgets); a `compensated` run (everything undone) runs
     /// forward again.
     pub async fn retry(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.retry_by(run_id, None).await
+    }
+
+    /// [`Engine::retry`], recording `actor` as who asked.
+    pub async fn retry_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let (from, next) = match row.status {
             RunStatus::NeedsAttention if self.state(&row).await?.attention_resumes_forward => {
@@ -584,7 +626,7 @@ impl Engine {
         self.operate(
             run_id,
             from,
-            RunEvent::RetryRequested,
+            with_request("retry", actor, RunEvent::RetryRequested),
             Some(next),
             Wake::At(now_ms()),
             PendingChange::Clear,
@@ -594,12 +636,26 @@ impl Engine {
 
     /// An operator gives up on a `needs_attention` or `paused` run, with a recorded reason.
     pub async fn abandon(&self, run_id: Uuid, reason: &str) -> Result<(), EngineError> {
+        self.abandon_by(run_id, reason, None).await
+    }
+
+    /// [`Engine::abandon`], recording `actor` as who asked.
+    pub async fn abandon_by(
+        &self,
+        run_id: Uuid,
+        reason: &str,
+        actor: Option<&str>,
+    ) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![RunStatus::NeedsAttention, RunStatus::Paused],
-            RunEvent::RunAbandoned {
-                reason: reason.to_owned(),
-            },
+            with_request(
+                "abandon",
+                actor,
+                RunEvent::RunAbandoned {
+                    reason: reason.to_owned(),
+                },
+            ),
             Some(RunStatus::Abandoned),
             Wake::Never,
             PendingChange::Clear,
@@ -659,6 +715,15 @@ impl Engine {
             environment: row.environment,
             attention_reason: state.attention_reason,
             abandoned_reason: state.abandoned_reason,
+            requests: state
+                .requests
+                .into_iter()
+                .map(|r| RequestView {
+                    action: r.action,
+                    actor: r.actor,
+                    at: time(r.at_ms),
+                })
+                .collect(),
         })
     }
 
@@ -756,6 +821,24 @@ impl Engine {
             let _ = tokio::time::timeout(Duration::from_millis(250), told).await;
         }
     }
+}
+
+/// The event recording who asked for `action`, when someone is named.
+fn requested_by(action: &str, actor: Option<&str>) -> Vec<RunEvent> {
+    actor
+        .map(|actor| RunEvent::RequestedBy {
+            action: action.to_owned(),
+            actor: actor.to_owned(),
+        })
+        .into_iter()
+        .collect()
+}
+
+/// `event`, preceded by the record of who asked for it.
+fn with_request(action: &str, actor: Option<&str>, event: RunEvent) -> Vec<RunEvent> {
+    let mut events = requested_by(action, actor);
+    events.push(event);
+    events
 }
 
 pub(crate) fn settles(event: &RunEvent) -> bool {

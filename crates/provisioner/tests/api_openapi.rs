@@ -1,0 +1,100 @@
+//! `/openapi.json` is OpenAPI 3.1, every route the API serves is in it, and every route in
+//! it is served.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod api_support;
+mod support;
+
+use api_support::serve;
+use provisioner::api::ApiOptions;
+use serde_json::Value;
+
+/// The endpoints the API promises (README, issue), by method and path.
+const PROMISED: [(&str, &str); 13] = [
+    ("post", "/v1/provisionings"),
+    ("get", "/v1/provisionings"),
+    ("get", "/v1/provisionings/{id}"),
+    ("get", "/v1/provisionings/{id}/events"),
+    ("post", "/v1/provisionings/{id}/cancel"),
+    ("post", "/v1/provisionings/{id}/pause"),
+    ("post", "/v1/provisionings/{id}/resume"),
+    ("post", "/v1/provisionings/{id}/retry"),
+    ("post", "/v1/provisionings/{id}/abandon"),
+    ("get", "/v1/clients"),
+    ("get", "/v1/clients/{clientId}"),
+    ("delete", "/v1/clients/{clientId}"),
+    ("post", "/api/provisioning"),
+];
+
+/// Every `$ref` in `value` points at something in `doc`.
+fn check_refs(doc: &Value, value: &Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(Value::String(r)) = map.get("$ref") {
+                let pointer = r.strip_prefix('#').expect("local ref");
+                assert!(doc.pointer(pointer).is_some(), "dangling $ref {r}");
+            }
+            map.values().for_each(|v| check_refs(doc, v));
+        }
+        Value::Array(items) => items.iter().for_each(|v| check_refs(doc, v)),
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_document_is_openapi_3_1_and_matches_the_served_routes_both_ways() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    let api = serve(world, ApiOptions::default()).await;
+    // Public: no token.
+    let doc = api.send(api.http.get(api.url("/openapi.json"))).await;
+    assert_eq!(doc.status, 200);
+    let doc = doc.body;
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["info"]["title"].is_string() && doc["info"]["version"].is_string());
+    check_refs(&doc, &doc);
+    assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    let paths = doc["paths"].as_object().unwrap();
+    let mut documented = Vec::new();
+    for (path, item) in paths {
+        for (method, operation) in item.as_object().unwrap() {
+            assert!(operation["responses"].is_object(), "{method} {path}");
+            documented.push((method.clone(), path.clone()));
+        }
+    }
+    for (method, path) in PROMISED {
+        assert!(
+            documented.iter().any(|(m, p)| m == method && p == path),
+            "{method} {path} is served but not documented"
+        );
+    }
+    assert!(
+        documented
+            .iter()
+            .any(|(m, p)| m == "get" && p == "/openapi.json")
+    );
+
+    // Every documented operation is routed: without a token it is refused by
+    // authentication (401), not by the router (404 / 405). The document itself answers 200.
+    for (method, path) in &documented {
+        let concrete = path
+            .replace("{id}", "00000000-0000-7000-8000-000000000000")
+            .replace("{clientId}", "acme-dental");
+        let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+        let answer = api
+            .send(api.http.request(method.clone(), api.url(&concrete)))
+            .await;
+        let expected = if path == "/openapi.json" { 200 } else { 401 };
+        assert_eq!(answer.status, expected, "{method} {path}: {}", answer.text);
+    }
+    // And something not documented is not served.
+    let answer = api
+        .send(
+            api.http
+                .put(api.url("/v1/provisionings"))
+                .bearer_auth(api_support::TOKEN),
+        )
+        .await;
+    assert_eq!(answer.status, 405);
+}
