@@ -304,6 +304,12 @@ impl Engine {
         self.inner.lease.environment.as_deref()
     }
 
+    /// Whether this process's workers are claiming runs (false once a shutdown began).
+    pub fn workers_running(&self) -> bool {
+        self.inner.workers_running.load(Ordering::Acquire)
+            && !self.inner.stopping.load(Ordering::Acquire)
+    }
+
     pub fn journal(&self) -> &Arc<dyn Journal> {
         &self.inner.journal
     }
@@ -414,6 +420,7 @@ impl Engine {
                 (Vec::new(), RunStatus::Queued)
             }
         };
+        let committing = std::time::Instant::now();
         let outcome = inner
             .journal
             .create_run(NewRun {
@@ -429,8 +436,10 @@ impl Engine {
                 environment: inner.lease.environment.clone(),
             })
             .await?;
+        crate::measure::journal_commit("create", committing.elapsed());
         match outcome {
             CreateOutcome::Created(row) => {
+                crate::measure::run_entered(&row.saga, row.status);
                 let mut all = vec![RunEvent::RunCreated {
                     saga: row.saga.clone(),
                     version: row.version,
@@ -492,6 +501,7 @@ impl Engine {
         pending: PendingChange,
     ) -> Result<(), EngineError> {
         let now = now_ms();
+        let committing = std::time::Instant::now();
         let receipt = self
             .inner
             .journal
@@ -511,6 +521,13 @@ impl Engine {
                 JournalError::NotFound(id) => EngineError::NotFound(id),
                 other => EngineError::Journal(other),
             })?;
+        crate::measure::journal_commit("operator", committing.elapsed());
+        if let Some(status) = status {
+            // Operator commands are rare: one more read buys the saga's name for the count.
+            if let Ok(Some(row)) = self.inner.journal.run(run_id).await {
+                crate::measure::run_entered(&row.saga, status);
+            }
+        }
         self.inner
             .publish(run_id, receipt.first_seq, now, vec![event]);
         self.inner.wakeup.notify_one();
