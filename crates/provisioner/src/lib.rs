@@ -2,6 +2,7 @@
 //! templates they apply, configuration, the CLI and (later) the HTTP API. It knows the
 //! providers only through `providers` and durability only through `saga`.
 
+pub mod api;
 pub mod app;
 pub mod cli;
 pub mod client;
@@ -9,6 +10,7 @@ pub mod config;
 pub mod demo;
 pub mod event_feed;
 pub mod local_postgres;
+pub mod logging;
 pub mod outcome;
 pub mod progress;
 pub mod record;

@@ -6,8 +6,10 @@ mod deprovision;
 mod follow;
 mod output;
 mod provision;
+mod serve;
 mod signal;
 mod status;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -49,6 +51,20 @@ pub enum Command {
     Deprovision(deprovision::DeprovisionArgs),
     /// Show a run's state and its resource record.
     Status(status::StatusArgs),
+    /// Run the HTTP API and (unless --no-workers) the workers until SIGTERM/SIGINT.
+    Serve(serve::ServeArgs),
+    /// Run only workers (several may share one PostgreSQL journal) until SIGTERM/SIGINT.
+    Worker(worker::WorkerArgs),
+}
+
+impl Command {
+    /// Long-running commands log what they do; one-shot commands only what goes wrong.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Serve(_) | Command::Worker(_) => "info",
+            _ => "warn",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -126,5 +142,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Provision(args) => provision::run(args, cli.config).await,
         Command::Deprovision(args) => deprovision::run(args, cli.config).await,
         Command::Status(args) => status::run(args, cli.config).await,
+        Command::Serve(args) => serve::run(args, cli.config).await,
+        Command::Worker(args) => worker::run(args, cli.config).await,
     }
 }

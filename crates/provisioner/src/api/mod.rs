@@ -1,0 +1,4 @@
+//! The HTTP API.
+
+pub mod health;
+pub mod metrics;
