@@ -12,6 +12,8 @@ use tokio::net::TcpListener;
 
 use super::{CliError, StopSignal, open_app};
 use crate::api::health::{self, Readiness};
+use saga::Workers;
+
 use crate::app::App;
 
 #[derive(Debug, Args)]
@@ -33,13 +35,14 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
     // Listening before anything starts: a signal during start-up still stops us cleanly.
     let mut stop = StopSignal::listen();
     let workers = !args.no_workers;
-    let app = open_app(config, workers).await?;
+    let mut app = open_app(config, workers).await?;
     let router = service_routes(&app, workers)?;
     let listener = bind(args.listen).await?;
+    let workers = app.take_workers();
     serve_until_stopped(
         listener,
         router,
-        app,
+        workers,
         &mut stop,
         Duration::from_secs(args.grace_secs),
     )
@@ -65,7 +68,7 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {
 pub(super) async fn serve_until_stopped(
     listener: TcpListener,
     router: Router,
-    app: App,
+    workers: Option<Workers>,
     stop: &mut StopSignal,
     grace: Duration,
 ) -> Result<(), CliError> {
@@ -85,7 +88,7 @@ pub(super) async fn serve_until_stopped(
         () = stop.received() => {}
         ended = &mut server => {
             // The server only ends by itself when accepting fails for good.
-            app.shutdown(grace).await;
+            stop_workers(workers, grace).await;
             return Err(CliError::internal(match ended {
                 Ok(Ok(())) => "the HTTP server stopped on its own".to_owned(),
                 Ok(Err(e)) => format!("the HTTP server failed: {e}"),
@@ -99,7 +102,7 @@ pub(super) async fn serve_until_stopped(
     );
     let _ = tell.send(());
     let (_, http) = tokio::join!(
-        app.shutdown(grace),
+        stop_workers(workers, grace),
         tokio::time::timeout(grace, &mut server)
     );
     if http.is_err() {
@@ -109,6 +112,12 @@ pub(super) async fn serve_until_stopped(
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+async fn stop_workers(workers: Option<Workers>, grace: Duration) {
+    if let Some(workers) = workers {
+        workers.shutdown(grace).await;
+    }
 }
 
 /// The bound address on stdout (the only thing printed there), so whoever started the process

@@ -24,14 +24,15 @@ pub struct WorkerArgs {
 
 pub async fn run(args: WorkerArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let mut stop = StopSignal::listen();
-    let app = open_app(config, true).await?;
+    let mut app = open_app(config, true).await?;
     let grace = Duration::from_secs(args.grace_secs);
     tracing::info!(worker = app.engine.worker_id(), "worker started");
     match args.listen {
         Some(addr) => {
             let router = service_routes(&app, true)?;
             let listener = bind(addr).await?;
-            serve_until_stopped(listener, router, app, &mut stop, grace).await
+            let workers = app.take_workers();
+            serve_until_stopped(listener, router, workers, &mut stop, grace).await
         }
         None => {
             stop.received().await;
