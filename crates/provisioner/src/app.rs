@@ -225,28 +225,76 @@ impl App {
     /// Starts the client's provision run, or returns the one it has. A run that was
     /// compensated (everything undone) runs forward again.
     pub async fn provision(&self, client: &Client) -> Result<Started, AppError> {
+        self.provision_by(client, None).await
+    }
+
+    /// [`App::provision`], recording `actor` in the run's history as who asked.
+    pub async fn provision_by(
+        &self,
+        client: &Client,
+        actor: Option<&str>,
+    ) -> Result<Started, AppError> {
         let generation = self.generation(&client.client_id).await?;
         let key = sagas::run_key(sagas::PROVISION, &client.client_id, generation);
-        let started = self.engine.start(sagas::PROVISION, &key, client).await?;
-        self.again_if(started, RunStatus::Compensated).await
+        let started = self
+            .engine
+            .start_by(sagas::PROVISION, &key, client, actor)
+            .await?;
+        self.again_if(started, RunStatus::Compensated, actor).await
     }
 
     /// Starts the client's teardown, or returns the one it has. A teardown parked in
     /// needs_attention (something could not be deleted) is retried, so the client can always
     /// be torn down from its journal.
     pub async fn deprovision(&self, slug: &ClientSlug) -> Result<Started, AppError> {
+        self.deprovision_by(slug, None).await
+    }
+
+    /// [`App::deprovision`], recording `actor` in the run's history as who asked.
+    pub async fn deprovision_by(
+        &self,
+        slug: &ClientSlug,
+        actor: Option<&str>,
+    ) -> Result<Started, AppError> {
         let generation = self.generation(slug).await?;
         let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
         let input = Teardown {
             client_id: slug.clone(),
         };
-        let started = self.engine.start(sagas::DEPROVISION, &key, &input).await?;
-        self.again_if(started, RunStatus::NeedsAttention).await
+        let started = self
+            .engine
+            .start_by(sagas::DEPROVISION, &key, &input, actor)
+            .await?;
+        self.again_if(started, RunStatus::NeedsAttention, actor)
+            .await
+    }
+
+    /// The key of the client's current provision run (the one [`App::provision`] would
+    /// start or return), so a caller can look at it before asking for it.
+    pub async fn provision_key(&self, slug: &ClientSlug) -> Result<String, AppError> {
+        let generation = self.generation(slug).await?;
+        Ok(sagas::run_key(sagas::PROVISION, slug, generation))
+    }
+
+    /// The input the run was started with, as journaled (inputs hold no secret).
+    pub async fn run_input(&self, run_id: Uuid) -> Result<Option<serde_json::Value>, AppError> {
+        let row = self
+            .engine
+            .journal()
+            .run(run_id)
+            .await
+            .map_err(saga::EngineError::from)?;
+        Ok(row.map(|r| r.input))
     }
 
     /// Retries an existing run that ended in `ended`; a run in any other state is returned as
     /// it is.
-    async fn again_if(&self, started: Started, ended: RunStatus) -> Result<Started, AppError> {
+    async fn again_if(
+        &self,
+        started: Started,
+        ended: RunStatus,
+        actor: Option<&str>,
+    ) -> Result<Started, AppError> {
         if started.created {
             return Ok(started);
         }
@@ -254,7 +302,7 @@ impl App {
         if run.status != ended {
             return Ok(started);
         }
-        match self.engine.retry(started.run_id).await {
+        match self.engine.retry_by(started.run_id, actor).await {
             Ok(()) => Ok(started),
             // Someone else retried it in the meantime: the run is moving again either way.
             Err(saga::EngineError::Journal(saga::JournalError::WrongState { .. })) => Ok(started),

@@ -99,6 +99,7 @@ pub struct Settings {
     /// Per provider (`supabase`, `github`, `vercel`, `n8n`): overrides of the client-side rate
     /// budget shared by every run in the process.
     pub rate_budgets: BTreeMap<String, RateBudgetSettings>,
+    pub api: ApiSettings,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -304,6 +305,183 @@ mod schema_check_settings_tests {
     }
 }
 
+/// `api.rate_limit_per_minute`: sustained requests per principal.
+pub const RATE_LIMIT_PER_MINUTE_RANGE: std::ops::RangeInclusive<u32> = 1..=1_000_000;
+/// `api.rate_limit_burst`: requests a principal may make at once after being idle.
+pub const RATE_LIMIT_BURST_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
+/// `api.legacy_wait_secs`: how long `POST /api/provisioning` waits for the run before
+/// answering 202. Serverless callers cut requests at 10-60 s, so more than a minute only
+/// turns an answer into a dropped connection.
+pub const LEGACY_WAIT_SECS_RANGE: std::ops::RangeInclusive<u64> = 0..=60;
+
+/// `[api]`: who may call the HTTP API and how often. The keys themselves (the HS256 secret,
+/// the JWKS URL) come from the environment; API tokens appear here only as hashes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSettings {
+    /// The `aud` every user JWT must carry (Supabase: `authenticated`).
+    pub jwt_audience: String,
+    /// The `iss` every user JWT must carry (Supabase: `https://<ref>.supabase.co/auth/v1`);
+    /// not checked when absent.
+    pub jwt_issuer: Option<String>,
+    /// Dotted path of the claim holding the role, e.g. `app_metadata.role`. Never under
+    /// `user_metadata`, which users can edit themselves.
+    pub role_claim: String,
+    /// The role value that makes a user an admin of the agency.
+    pub admin_role: String,
+    /// Static tokens for machines, by name.
+    pub tokens: Vec<ApiTokenSettings>,
+    pub rate_limit_per_minute: u32,
+    pub rate_limit_burst: u32,
+    /// Origins allowed by CORS; none means CORS stays off.
+    pub cors_origins: Vec<String>,
+    pub legacy_wait_secs: u64,
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        Self {
+            jwt_audience: "authenticated".into(),
+            jwt_issuer: None,
+            role_claim: "app_metadata.role".into(),
+            admin_role: "admin".into(),
+            tokens: Vec::new(),
+            rate_limit_per_minute: 1_200,
+            rate_limit_burst: 100,
+            cors_origins: Vec::new(),
+            legacy_wait_secs: 25,
+        }
+    }
+}
+
+/// One `[[api.tokens]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiTokenSettings {
+    /// Who the token stands for in the audit log (`ci`, `admin-app`).
+    pub name: String,
+    /// SHA-256 of the token, lowercase or uppercase hex.
+    pub sha256: String,
+    /// A revoked token is refused and its use logged under its name.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+impl ApiSettings {
+    pub fn legacy_wait(&self) -> Duration {
+        Duration::from_secs(self.legacy_wait_secs)
+    }
+
+    /// Every rule `[api]` breaks, each naming its key.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.jwt_audience.trim().is_empty() {
+            problems.push(
+                "api.jwt_audience: must not be empty; Supabase user tokens carry \"authenticated\""
+                    .into(),
+            );
+        }
+        if let Some(issuer) = &self.jwt_issuer
+            && issuer.trim().is_empty()
+        {
+            problems.push(
+                "api.jwt_issuer: must not be empty; remove the key to skip the check, or use https://<ref>.supabase.co/auth/v1".into(),
+            );
+        }
+        let segments: Vec<&str> = self.role_claim.split('.').collect();
+        if segments.iter().any(|s| s.trim().is_empty()) {
+            problems.push(format!(
+                "api.role_claim: {:?} is not a dotted claim path; use e.g. \"app_metadata.role\"",
+                self.role_claim
+            ));
+        } else if segments[0] == "user_metadata" {
+            problems.push(format!(
+                "api.role_claim: {:?} is under user_metadata, which every user can edit; use a claim under app_metadata (e.g. \"app_metadata.role\")",
+                self.role_claim
+            ));
+        }
+        if self.admin_role.trim().is_empty() {
+            problems.push("api.admin_role: must not be empty (e.g. \"admin\")".into());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        let mut hashes = std::collections::BTreeSet::new();
+        for (i, token) in self.tokens.iter().enumerate() {
+            let key = format!("api.tokens[{i}]");
+            let name_ok = !token.name.is_empty()
+                && token
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !name_ok {
+                problems.push(format!(
+                    "{key}.name: {:?} is not a usable name; use letters, digits, '-', '_' or '.' (it names the caller in the audit log)",
+                    token.name
+                ));
+            } else if !names.insert(token.name.as_str()) {
+                problems.push(format!(
+                    "{key}.name: {:?} is used by another token; give each token its own name",
+                    token.name
+                ));
+            }
+            let hash = token.sha256.to_ascii_lowercase();
+            if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                // The value is not repeated: an operator may have pasted the token itself.
+                problems.push(format!(
+                    "{key}.sha256: not a SHA-256 in hex (64 characters 0-9a-f, {} given); put the hash of the token here, never the token (printf %s \"$TOKEN\" | sha256sum)",
+                    token.sha256.len()
+                ));
+            } else if !hashes.insert(hash) {
+                problems.push(format!(
+                    "{key}.sha256: the same hash as another token; every token must be distinct"
+                ));
+            }
+        }
+        if !RATE_LIMIT_PER_MINUTE_RANGE.contains(&self.rate_limit_per_minute) {
+            problems.push(format!(
+                "api.rate_limit_per_minute: {} is out of range; use a whole number from {} to {}",
+                self.rate_limit_per_minute,
+                RATE_LIMIT_PER_MINUTE_RANGE.start(),
+                RATE_LIMIT_PER_MINUTE_RANGE.end()
+            ));
+        }
+        if !RATE_LIMIT_BURST_RANGE.contains(&self.rate_limit_burst) {
+            problems.push(format!(
+                "api.rate_limit_burst: {} is out of range; use a whole number from {} to {}",
+                self.rate_limit_burst,
+                RATE_LIMIT_BURST_RANGE.start(),
+                RATE_LIMIT_BURST_RANGE.end()
+            ));
+        }
+        for (i, origin) in self.cors_origins.iter().enumerate() {
+            let parsed = url::Url::parse(origin).ok();
+            let is_origin = parsed.as_ref().is_some_and(|u| {
+                matches!(u.scheme(), "http" | "https")
+                    && u.host_str().is_some()
+                    && u.username().is_empty()
+                    && u.password().is_none()
+                    && u.query().is_none()
+                    && u.fragment().is_none()
+                    && u.path() == "/"
+                    && !origin.ends_with('/')
+            });
+            if !is_origin {
+                problems.push(format!(
+                    "api.cors_origins[{i}]: {origin:?} is not an origin; use scheme://host[:port] with no path, e.g. \"https://admin.example.com\""
+                ));
+            }
+        }
+        if !LEGACY_WAIT_SECS_RANGE.contains(&self.legacy_wait_secs) {
+            problems.push(format!(
+                "api.legacy_wait_secs: {} is out of range; use {} to {} seconds (serverless callers give up after 10-60 s)",
+                self.legacy_wait_secs,
+                LEGACY_WAIT_SECS_RANGE.start(),
+                LEGACY_WAIT_SECS_RANGE.end()
+            ));
+        }
+        problems
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JournalSettings {
@@ -475,6 +653,7 @@ impl Settings {
             }
         }
         problems.extend(self.schema_checks.problems());
+        problems.extend(self.api.problems());
         for (provider, budget) in &self.rate_budgets {
             if !matches!(provider.as_str(), "supabase" | "github" | "vercel" | "n8n") {
                 problems.push(format!(

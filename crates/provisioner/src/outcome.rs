@@ -31,6 +31,8 @@ pub enum Outcome {
     Interrupted,
     /// Something this process depends on did not answer (the journal).
     Unavailable,
+    /// The request is larger than this process accepts.
+    TooLarge,
     /// Unexpected: an inconsistency or a bug.
     Internal,
 }
@@ -44,7 +46,8 @@ impl Outcome {
             | Self::Unprocessable
             | Self::Misconfigured
             | Self::NotFound
-            | Self::Conflict => 2,
+            | Self::Conflict
+            | Self::TooLarge => 2,
             Self::RunFailed | Self::Interrupted | Self::Unavailable | Self::Internal => 1,
         }
     }
@@ -55,6 +58,7 @@ impl Outcome {
             Self::Unprocessable => 422,
             Self::NotFound => 404,
             Self::Conflict => 409,
+            Self::TooLarge => 413,
             Self::Unavailable | Self::Interrupted => 503,
             Self::Misconfigured | Self::RunFailed | Self::Internal => 500,
         }

@@ -15,8 +15,11 @@ use provisioner::app::{App, AppOptions, open_journal};
 use saga::{RunStatus, SealingKey};
 use sandbox::Sandbox;
 use secrecy::SecretString;
+use sha2::Digest;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
+
+const API_TOKEN: &str = "fleet-token-5b0e9f2c41d84a7e9c3b6d1f08a2e4c7";
 
 /// A `provisioner` process with its stderr (the logs) in a file.
 struct Process {
@@ -45,7 +48,9 @@ impl Setup {
             &config,
             format!(
                 "[journal]\nurl = \"{journal_url}\"\n\n[supabase]\nready_timeout_secs = 60\n\n\
-                 [github]\nbranch_timeout_secs = 60\n\n[vercel]\nwait_for_ready = false\n"
+                 [github]\nbranch_timeout_secs = 60\n\n[vercel]\nwait_for_ready = false\n\n\
+                 [[api.tokens]]\nname = \"fleet\"\nsha256 = \"{}\"\n",
+                hex::encode(sha2::Sha256::digest(API_TOKEN.as_bytes()))
             ),
         )
         .unwrap();
@@ -283,9 +288,25 @@ async fn two_workers_share_a_postgres_journal_and_one_killed_outright_loses_noth
     let clients: Vec<_> = (0..20)
         .map(|_| support::client(&support::unique_slug("fleet")))
         .collect();
+    // Through the API process, which runs no workers: the two worker processes drive them.
+    let http = reqwest::Client::new();
     let mut runs = Vec::new();
     for client in &clients {
-        runs.push(app.provision(client).await.unwrap().run_id);
+        let response = http
+            .post(format!("{api}/v1/provisionings"))
+            .bearer_auth(API_TOKEN)
+            .json(&serde_json::json!({
+                "clientId": client.client_id.as_str(),
+                "clientName": client.client_name,
+                "orgEmail": client.org_email,
+                "tier": "growth",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        let body: serde_json::Value = response.json().await.unwrap();
+        runs.push(body["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
     }
     // Kill worker A once it holds some runs mid-way.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -84,6 +84,16 @@ pub struct RunView {
     /// For `needs_attention`: why the run stopped (a step's error, a key problem).
     pub attention_reason: Option<String>,
     pub abandoned_reason: Option<String>,
+    /// Who started the run and who commanded it (see [`Engine::start_by`]).
+    pub requests: Vec<RequestView>,
+}
+
+/// A recorded request as [`RunView`] shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RequestView {
+    pub action: String,
+    pub actor: String,
+    pub at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -331,13 +341,24 @@ impl Engine {
         key: &str,
         input: &I,
     ) -> Result<Started, EngineError> {
+        self.start_by(saga, key, input, None).await
+    }
+
+    /// [`Engine::start`], recording `actor` as who asked for the run (when it is created).
+    pub async fn start_by<I: Serialize>(
+        &self,
+        saga: &str,
+        key: &str,
+        input: &I,
+        actor: Option<&str>,
+    ) -> Result<Started, EngineError> {
         let definition = self
             .inner
             .registry
             .latest(saga)
             .ok_or_else(|| EngineError::UnknownSaga(saga.to_owned()))?
             .clone();
-        self.start_definition(definition, key, input).await
+        self.start_definition(definition, key, input, actor).await
     }
 
     /// Starts a run of one particular version.
@@ -357,7 +378,7 @@ impl Engine {
                 version,
             })?
             .clone();
-        self.start_definition(definition, key, input).await
+        self.start_definition(definition, key, input, None).await
     }
 
     async fn start_definition<I: Serialize>(
@@ -365,7 +386,9 @@ impl Engine {
         definition: Arc<SagaDefinition>,
         key: &str,
         input: &I,
+        actor: Option<&str>,
     ) -> Result<Started, EngineError> {
+        let leading = requested_by("start", actor);
         let input = serde_json::to_value(input).map_err(|e| EngineError::InvalidInput {
             saga: definition.name().to_owned(),
             message: e.to_string(),
@@ -404,7 +427,7 @@ impl Engine {
                 key,
             )
         });
-        let (events, status) = match driver.as_mut().and_then(|d| d.prepare_new(now)) {
+        let (events, status) = match driver.as_mut().and_then(|d| d.prepare_new(now, &leading)) {
             Some(prepared) => prepared,
             None => {
                 // Not a plain start: begin from scratch once created.
@@ -417,7 +440,7 @@ impl Engine {
                         key,
                     )
                 });
-                (Vec::new(), RunStatus::Queued)
+                (leading, RunStatus::Queued)
             }
         };
         let committing = std::time::Instant::now();
@@ -499,9 +522,12 @@ impl Engine {
         status: Option<RunStatus>,
         wake: Wake,
         pending: PendingChange,
+        request: Vec<RunEvent>,
     ) -> Result<(), EngineError> {
         let now = now_ms();
         let committing = std::time::Instant::now();
+        let mut events = request;
+        events.push(event);
         let receipt = self
             .inner
             .journal
@@ -509,7 +535,7 @@ impl Engine {
                 run_id,
                 writer: Writer::Operator { allowed_from },
                 now_ms: now,
-                events: vec![event.clone()],
+                events: events.clone(),
                 status,
                 wake,
                 release: false,
@@ -528,14 +554,22 @@ impl Engine {
                 crate::measure::run_entered(&row.saga, status);
             }
         }
-        self.inner
-            .publish(run_id, receipt.first_seq, now, vec![event]);
+        self.inner.publish(run_id, receipt.first_seq, now, events);
         self.inner.wakeup.notify_one();
         Ok(())
     }
 
     /// Stops starting new steps; in-flight steps finish, then the run parks as `paused`.
     pub async fn pause(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.pause_by(run_id, None).await
+    }
+
+    /// [`Engine::pause`], recording `actor` as who asked.
+    pub async fn pause_by(
+        &self,
+        run_id: Uuid,
+        actor: Option<&str>,
+    ) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![
@@ -547,12 +581,22 @@ impl Engine {
             None,
             Wake::Hasten(now_ms()),
             PendingChange::Set(crate::journal::Command::Pause),
+            requested_by("pause", actor),
         )
         .await
     }
 
     /// Continues a paused run where it stopped.
     pub async fn resume(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.resume_by(run_id, None).await
+    }
+
+    /// [`Engine::resume`], recording `actor` as who asked.
+    pub async fn resume_by(
+        &self,
+        run_id: Uuid,
+        actor: Option<&str>,
+    ) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let state = self.state(&row).await?;
         let back_to = state.status_before_pause.unwrap_or(RunStatus::Running);
@@ -563,12 +607,22 @@ impl Engine {
             Some(back_to),
             Wake::At(now_ms()),
             PendingChange::Keep,
+            requested_by("resume", actor),
         )
         .await
     }
 
     /// Cancels a run: after in-flight steps finish, everything done so far is undone.
     pub async fn cancel(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.cancel_by(run_id, None).await
+    }
+
+    /// [`Engine::cancel`], recording `actor` as who asked.
+    pub async fn cancel_by(
+        &self,
+        run_id: Uuid,
+        actor: Option<&str>,
+    ) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
@@ -576,6 +630,7 @@ impl Engine {
             None,
             Wake::At(now_ms()),
             PendingChange::Set(crate::journal::Command::Cancel),
+            requested_by("cancel", actor),
         )
         .await
     }
@@ -585,6 +640,15 @@ impl Engine {
     /// forward again with fresh budgets); a `compensated` run (everything undone) runs
     /// forward again.
     pub async fn retry(&self, run_id: Uuid) -> Result<(), EngineError> {
+        self.retry_by(run_id, None).await
+    }
+
+    /// [`Engine::retry`], recording `actor` as who asked.
+    pub async fn retry_by(
+        &self,
+        run_id: Uuid,
+        actor: Option<&str>,
+    ) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let (from, next) = match row.status {
             RunStatus::NeedsAttention if self.state(&row).await?.attention_resumes_forward => {
@@ -605,12 +669,23 @@ impl Engine {
             Some(next),
             Wake::At(now_ms()),
             PendingChange::Clear,
+            requested_by("retry", actor),
         )
         .await
     }
 
     /// An operator gives up on a `needs_attention` or `paused` run, with a recorded reason.
     pub async fn abandon(&self, run_id: Uuid, reason: &str) -> Result<(), EngineError> {
+        self.abandon_by(run_id, reason, None).await
+    }
+
+    /// [`Engine::abandon`], recording `actor` as who asked.
+    pub async fn abandon_by(
+        &self,
+        run_id: Uuid,
+        reason: &str,
+        actor: Option<&str>,
+    ) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![RunStatus::NeedsAttention, RunStatus::Paused],
@@ -620,6 +695,7 @@ impl Engine {
             Some(RunStatus::Abandoned),
             Wake::Never,
             PendingChange::Clear,
+            requested_by("abandon", actor),
         )
         .await
     }
@@ -676,6 +752,15 @@ impl Engine {
             environment: row.environment,
             attention_reason: state.attention_reason,
             abandoned_reason: state.abandoned_reason,
+            requests: state
+                .requests
+                .into_iter()
+                .map(|r| RequestView {
+                    action: r.action,
+                    actor: r.actor,
+                    at: time(r.at_ms),
+                })
+                .collect(),
         })
     }
 
@@ -773,6 +858,17 @@ impl Engine {
             let _ = tokio::time::timeout(Duration::from_millis(250), told).await;
         }
     }
+}
+
+/// The event recording who asked for `action`, when someone is named.
+fn requested_by(action: &str, actor: Option<&str>) -> Vec<RunEvent> {
+    actor
+        .map(|actor| RunEvent::RequestedBy {
+            action: action.to_owned(),
+            actor: actor.to_owned(),
+        })
+        .into_iter()
+        .collect()
 }
 
 pub(crate) fn settles(event: &RunEvent) -> bool {

@@ -157,6 +157,12 @@ pub enum RunEvent {
     RunAbandoned {
         reason: String,
     },
+    /// Who asked for what: written in the same commit as the run's creation or the command
+    /// it records (`action`: start, pause, resume, cancel, retry, abandon).
+    RequestedBy {
+        action: String,
+        actor: String,
+    },
 }
 
 impl RunEvent {
@@ -182,6 +188,7 @@ impl RunEvent {
             Self::RunCancelled => "run_cancelled",
             Self::RetryRequested => "retry_requested",
             Self::RunAbandoned { .. } => "run_abandoned",
+            Self::RequestedBy { .. } => "requested_by",
         }
     }
 }

@@ -152,11 +152,17 @@ impl Driver {
     /// For a run about to be created by this process: plans its first events (`run_started`,
     /// the first `step_started`s) so they are written with the run itself. `None` when the
     /// plan is not a plain start; the run is then created bare.
-    pub(crate) fn prepare_new(&mut self, now: i64) -> Option<(Vec<RunEvent>, RunStatus)> {
+    /// `leading` events (who asked for the run) go first.
+    pub(crate) fn prepare_new(
+        &mut self,
+        now: i64,
+        leading: &[RunEvent],
+    ) -> Option<(Vec<RunEvent>, RunStatus)> {
         self.clock = now;
         match self.plan(now) {
             Ok(None) if !self.launches.is_empty() => {
-                let events = std::mem::take(&mut self.batch);
+                let mut events = leading.to_vec();
+                events.append(&mut self.batch);
                 self.state.last_seq = 1 + i64::try_from(events.len()).unwrap_or(0);
                 // Written with the run itself, and counted there.
                 self.written_status = self.state.status;

@@ -26,11 +26,13 @@ mod worker;
 
 pub use backoff::next_delay;
 pub use definition::{DefinitionError, Registry, SagaBuilder, SagaDefinition, StepNode};
-pub use engine::{Engine, EngineBuilder, EngineError, RunSummary, RunView, Started, StepView};
+pub use engine::{
+    Engine, EngineBuilder, EngineError, RequestView, RunSummary, RunView, Started, StepView,
+};
 pub use event::{EventRecord, RunEvent, RunStatus, UnknownStatus};
 pub use journal::{Journal, JournalError, PostgresJournal, RunFilter, SqliteJournal};
 pub use secret::{SealError, SealingKey, Secret};
-pub use state::{RunState, StepPhase, StepState};
+pub use state::{Request, RunState, StepPhase, StepState};
 pub use step::{
     ErasedStep, ForwardStep, RetryPolicy, Step, StepCall, StepContext, StepError, StepPolicy,
     erase, erase_forward,

@@ -98,6 +98,16 @@ pub struct RunState {
     pub attention_resumes_forward: bool,
     pub abandoned_reason: Option<String>,
     pub last_seq: i64,
+    /// Who started the run and who commanded it, in order.
+    pub requests: Vec<Request>,
+}
+
+/// One recorded request: what was asked for, by whom, when (ms since the epoch).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Request {
+    pub action: String,
+    pub actor: String,
+    pub at_ms: i64,
 }
 
 impl RunState {
@@ -121,6 +131,7 @@ impl RunState {
             attention_resumes_forward: false,
             abandoned_reason: None,
             last_seq: 0,
+            requests: Vec::new(),
         }
     }
 
@@ -251,6 +262,11 @@ impl RunState {
                 self.status = RunStatus::Abandoned;
                 self.abandoned_reason = Some(reason.clone());
             }
+            RunEvent::RequestedBy { action, actor } => self.requests.push(Request {
+                action: action.clone(),
+                actor: actor.clone(),
+                at_ms,
+            }),
         }
     }
 

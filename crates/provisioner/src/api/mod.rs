@@ -1,4 +1,119 @@
-//! The HTTP API.
+//! The HTTP API: `/v1` (provisionings, their events and commands, clients), the old
+//! pipeline's `POST /api/provisioning`, and `/openapi.json`.
+//!
+//! A server builds it with [`router`] from an [`ApiState`]:
+//!
+//! ```ignore
+//! let state = ApiState::new(app, authenticator, ApiOptions::from_settings(&config.settings.api));
+//! let router = provisioner::api::router(state).merge(health_and_metrics_routes);
+//! ```
+//!
+//! Every `/v1` and `/api` route passes through the [`auth::Authenticator`] first; the
+//! caller it names ([`auth::Principal`]) is recorded with every mutating call in the run's
+//! history. Failures are [`ApiError`]s, whose status comes from [`crate::outcome`].
 
+pub mod auth;
+mod body;
+pub mod clients;
+pub mod error;
+pub mod events;
 pub mod health;
+pub mod legacy;
 pub mod metrics;
+pub mod openapi;
+pub mod provisionings;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+
+pub use error::ApiError;
+
+use crate::app::App;
+use crate::outcome::Outcome;
+use auth::Authenticator;
+
+/// Request bodies above this are refused with 413.
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+
+/// How the API behaves; the defaults are production's.
+#[derive(Debug, Clone)]
+pub struct ApiOptions {
+    /// How long `POST /api/provisioning` waits for the run before answering 202.
+    pub legacy_wait: Duration,
+    /// How often an idle event stream sends a keep-alive comment.
+    pub keep_alive: Duration,
+}
+
+impl ApiOptions {
+    /// From the configuration's `[api]` section.
+    pub fn from_settings(settings: &crate::config::ApiSettings) -> Self {
+        Self {
+            legacy_wait: settings.legacy_wait(),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for ApiOptions {
+    fn default() -> Self {
+        Self {
+            legacy_wait: Duration::from_secs(25),
+            keep_alive: Duration::from_secs(15),
+        }
+    }
+}
+
+/// What every handler reads: the app (engine + stack), the authenticator and the options.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    pub app: Arc<App>,
+    pub auth: Arc<Authenticator>,
+    pub options: Arc<ApiOptions>,
+}
+
+impl ApiState {
+    pub fn new(app: Arc<App>, auth: Arc<Authenticator>, options: ApiOptions) -> Self {
+        Self {
+            app,
+            auth,
+            options: Arc::new(options),
+        }
+    }
+}
+
+/// Lets a request in only with a principal, which handlers then read as an extension.
+async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
+    match state.auth.authenticate(req.headers()).await {
+        Ok(principal) => {
+            req.extensions_mut().insert(principal);
+            next.run(req).await
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn no_route() -> ApiError {
+    ApiError::new(
+        Outcome::NotFound,
+        "no such route; GET /openapi.json lists the routes this API serves",
+    )
+}
+
+/// The API's routes over `state`. `/healthz`, `/readyz` and `/metrics` are added beside
+/// it by the server.
+pub fn router(state: ApiState) -> Router {
+    let (authenticated, _) = openapi::authenticated()
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .split_for_parts();
+    let (public, _) = openapi::public().split_for_parts();
+    authenticated
+        .merge(public)
+        .fallback(no_route)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .with_state(state)
+}

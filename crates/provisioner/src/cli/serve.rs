@@ -4,13 +4,17 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
 use clap::Args;
 use tokio::net::TcpListener;
 
-use super::{CliError, StopSignal, open_app};
+use super::{CliError, StopSignal, config_path, env, open_app};
+use crate::api::auth::Authenticator;
+use crate::api::{ApiOptions, ApiState};
+use crate::config::Config;
 use crate::api::health::{self, Readiness};
 use saga::Workers;
 
@@ -35,10 +39,39 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
     // Listening before anything starts: a signal during start-up still stops us cleanly.
     let mut stop = StopSignal::listen();
     let workers = !args.no_workers;
+    let settings = Config::load(config_path(config.clone()).as_deref(), &env)
+        .map_err(|e| {
+            CliError::usage(format!(
+                "configuration is not usable:\n{}",
+                e.problems
+                    .iter()
+                    .map(|p| format!("  - {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            ))
+        })?
+        .settings
+        .api;
+    let auth = Authenticator::from_config(&settings, &env).map_err(|e| {
+        CliError::usage(format!(
+            "the API cannot authenticate callers:\n{}",
+            e.problems
+                .iter()
+                .map(|p| format!("  - {p}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        ))
+    })?;
     let mut app = open_app(config, workers).await?;
-    let router = service_routes(&app, workers)?;
+    let service = service_routes(&app, workers)?;
     let listener = bind(args.listen).await?;
     let workers = app.take_workers();
+    let state = ApiState::new(
+        Arc::new(app),
+        Arc::new(auth),
+        ApiOptions::from_settings(&settings),
+    );
+    let router = crate::api::router(state).merge(service);
     serve_until_stopped(
         listener,
         router,

@@ -240,6 +240,13 @@ pub struct RunFilter {
     /// Only runs whose id sorts after this one (ids are UUIDv7, so this pages by age).
     pub after: Option<Uuid>,
     pub limit: u32,
+    /// Newest first, and only runs whose id sorts before this one (`after` is then ignored):
+    /// keyset paging that stays stable while new runs arrive.
+    pub newest_first: bool,
+    pub before: Option<Uuid>,
+    /// Only runs whose idempotency key matches this SQL `LIKE` pattern (newest-first listings
+    /// only); the caller keeps `%` and `_` out of the parts it did not mean as wildcards.
+    pub key_like: Option<String>,
 }
 
 /// Storage for runs and their events.

@@ -47,6 +47,8 @@ mod sql {
     pub(super) const SELECT_RUN_BY_KEY: &str =
         include_str!("../../sql/sqlite/select_run_by_key.sql");
     pub(super) const LIST_RUNS: &str = include_str!("../../sql/sqlite/list_runs.sql");
+    pub(super) const LIST_RUNS_NEWEST: &str =
+        include_str!("../../sql/sqlite/list_runs_newest.sql");
     pub(super) const EVENTS_SINCE: &str = include_str!("../../sql/sqlite/events_since.sql");
     pub(super) const CLAIM: &str = include_str!("../../sql/sqlite/claim.sql");
     pub(super) const RENEW: &str = include_str!("../../sql/sqlite/renew.sql");
@@ -433,6 +435,17 @@ impl Journal for SqliteJournal {
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRow>, JournalError> {
+        if filter.newest_first {
+            let rows = sqlx::query(sql::LIST_RUNS_NEWEST)
+                .bind(filter.status.map(RunStatus::as_str))
+                .bind(filter.saga.as_deref())
+                .bind(filter.before.map(|id| id.to_string()))
+                .bind(i64::from(filter.limit))
+                .bind(filter.key_like.as_deref())
+                .fetch_all(&self.reader)
+                .await?;
+            return rows.iter().map(run_row).collect();
+        }
         let rows = sqlx::query(sql::LIST_RUNS)
             .bind(filter.status.map(RunStatus::as_str))
             .bind(filter.saga.as_deref())
