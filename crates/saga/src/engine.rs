@@ -514,6 +514,8 @@ impl Engine {
         Ok(RunState::fold(definition.map(|d| d.as_ref()), &events))
     }
 
+    // One private funnel for every operator command; a parameter struct would only rename them.
+    #[allow(clippy::too_many_arguments)]
     async fn operate(
         &self,
         run_id: Uuid,
@@ -565,11 +567,7 @@ impl Engine {
     }
 
     /// [`Engine::pause`], recording `actor` as who asked.
-    pub async fn pause_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn pause_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![
@@ -592,11 +590,7 @@ impl Engine {
     }
 
     /// [`Engine::resume`], recording `actor` as who asked.
-    pub async fn resume_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn resume_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let state = self.state(&row).await?;
         let back_to = state.status_before_pause.unwrap_or(RunStatus::Running);
@@ -618,11 +612,7 @@ impl Engine {
     }
 
     /// [`Engine::cancel`], recording `actor` as who asked.
-    pub async fn cancel_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn cancel_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         self.operate(
             run_id,
             vec![RunStatus::Queued, RunStatus::Running, RunStatus::Paused],
@@ -644,11 +634,7 @@ impl Engine {
     }
 
     /// [`Engine::retry`], recording `actor` as who asked.
-    pub async fn retry_by(
-        &self,
-        run_id: Uuid,
-        actor: Option<&str>,
-    ) -> Result<(), EngineError> {
+    pub async fn retry_by(&self, run_id: Uuid, actor: Option<&str>) -> Result<(), EngineError> {
         let row = self.row(run_id).await?;
         let (from, next) = match row.status {
             RunStatus::NeedsAttention if self.state(&row).await?.attention_resumes_forward => {

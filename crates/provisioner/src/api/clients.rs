@@ -213,7 +213,9 @@ pub async fn list(
         .await?;
     let more = runs.len() > limit as usize;
     runs.truncate(limit as usize);
-    let next_cursor = more.then(|| runs.last().map(|r| r.id.to_string())).flatten();
+    let next_cursor = more
+        .then(|| runs.last().map(|r| r.id.to_string()))
+        .flatten();
     Ok(Json(ClientPage {
         items: runs
             .into_iter()

@@ -184,7 +184,10 @@ fn wait_reason(view: &RunView, step: &saga::StepView) -> Option<String> {
     };
     match step.phase {
         StepPhase::RetryWaiting => Some(match step.next_attempt_at {
-            Some(at) => format!("retrying after an error; next attempt at {}", at.to_rfc3339()),
+            Some(at) => format!(
+                "retrying after an error; next attempt at {}",
+                at.to_rfc3339()
+            ),
             None => "retrying after an error".into(),
         }),
         StepPhase::UndoWaiting => Some("undo retrying after an error".into()),
@@ -395,9 +398,7 @@ pub const DEFAULT_PAGE: u32 = 50;
 pub const MAX_PAGE: u32 = 200;
 
 /// `limit` and `cursor` of a listing.
-pub fn page_params(
-    params: &[(String, String)],
-) -> Result<(u32, Option<Uuid>), Vec<FieldError>> {
+pub fn page_params(params: &[(String, String)]) -> Result<(u32, Option<Uuid>), Vec<FieldError>> {
     let mut errors = Vec::new();
     let mut limit = DEFAULT_PAGE;
     let mut cursor = None;
@@ -501,14 +502,20 @@ pub async fn list(
         } else {
             Outcome::Unprocessable
         };
-        return Err(ApiError::fields(outcome, "the listing cannot be made", errors));
+        return Err(ApiError::fields(
+            outcome,
+            "the listing cannot be made",
+            errors,
+        ));
     }
     filter.before = cursor;
     filter.limit = limit + 1;
     let mut runs = state.app.engine.list(&filter).await?;
     let more = runs.len() > limit as usize;
     runs.truncate(limit as usize);
-    let next_cursor = more.then(|| runs.last().map(|r| r.id.to_string())).flatten();
+    let next_cursor = more
+        .then(|| runs.last().map(|r| r.id.to_string()))
+        .flatten();
     Ok(Json(ProvisioningPage {
         items: runs.into_iter().map(summary).collect(),
         next_cursor,
@@ -579,7 +586,10 @@ async fn command(
             engine.abandon_by(id, &reason, actor).await?
         }
     }
-    Ok(run_response(StatusCode::ACCEPTED, view(&state.app, id).await?))
+    Ok(run_response(
+        StatusCode::ACCEPTED,
+        view(&state.app, id).await?,
+    ))
 }
 
 macro_rules! command_route {

@@ -13,9 +13,9 @@ use tokio::net::TcpListener;
 
 use super::{CliError, StopSignal, config_path, env, open_app};
 use crate::api::auth::Authenticator;
+use crate::api::health::{self, Readiness};
 use crate::api::{ApiOptions, ApiState};
 use crate::config::Config;
-use crate::api::health::{self, Readiness};
 use saga::Workers;
 
 use crate::app::App;

@@ -47,8 +47,7 @@ mod sql {
     pub(super) const SELECT_RUN_BY_KEY: &str =
         include_str!("../../sql/sqlite/select_run_by_key.sql");
     pub(super) const LIST_RUNS: &str = include_str!("../../sql/sqlite/list_runs.sql");
-    pub(super) const LIST_RUNS_NEWEST: &str =
-        include_str!("../../sql/sqlite/list_runs_newest.sql");
+    pub(super) const LIST_RUNS_NEWEST: &str = include_str!("../../sql/sqlite/list_runs_newest.sql");
     pub(super) const EVENTS_SINCE: &str = include_str!("../../sql/sqlite/events_since.sql");
     pub(super) const CLAIM: &str = include_str!("../../sql/sqlite/claim.sql");
     pub(super) const RENEW: &str = include_str!("../../sql/sqlite/renew.sql");
