@@ -129,8 +129,8 @@ impl World {
         std::fs::write(
             dir.path().join("provisioner.toml"),
             format!(
-                "[journal]\nurl = \"{journal_url}\"\n\n[api]\nrate_limit_per_minute = 100000000\n\
-                 rate_limit_burst = 1000000\n\n[[api.tokens]]\nname = \"bench\"\nsha256 = \"{digest}\"\n"
+                "[journal]\nurl = \"{journal_url}\"\n\n[api]\nrate_limit_per_minute = 1000000\n\
+                 rate_limit_burst = 100000\n\n[[api.tokens]]\nname = \"bench\"\nsha256 = \"{digest}\"\n"
             ),
         )?;
         let (_, key) = saga::SealingKey::generate();
