@@ -337,8 +337,46 @@ impl Transport {
                 .body(body);
         }
 
+        let provider = self.provider.name();
+        let waiting = tokio::time::Instant::now();
         let permit = self.budget.acquire().await;
+        let waited = waiting.elapsed();
+        // Below a millisecond the budget had a token ready: not a wait worth counting.
+        if waited >= Duration::from_millis(1) {
+            metrics::counter!("provider_rate_budget_waits_total", "provider" => provider)
+                .increment(1);
+            metrics::histogram!("provider_rate_budget_wait_seconds", "provider" => provider)
+                .record(waited.as_secs_f64());
+        }
         let started = tokio::time::Instant::now();
+        let outcome = self.send(call, request, permit, started).await;
+        let result = match &outcome {
+            Ok(_) => "ok",
+            Err(ProviderError::Retryable { .. }) => "retryable",
+            Err(_) => "error",
+        };
+        metrics::counter!(
+            "provider_calls_total",
+            "provider" => provider,
+            "result" => result,
+        )
+        .increment(1);
+        metrics::histogram!("provider_call_duration_seconds", "provider" => provider)
+            .record(started.elapsed().as_secs_f64());
+        if matches!(outcome, Err(ProviderError::Retryable { .. })) {
+            // The engine tries a retryable failure again (within the step's budget).
+            metrics::counter!("provider_retries_total", "provider" => provider).increment(1);
+        }
+        outcome
+    }
+
+    async fn send(
+        &self,
+        call: Call<'_>,
+        request: reqwest::RequestBuilder,
+        permit: crate::rate_budget::BudgetPermit,
+        started: tokio::time::Instant,
+    ) -> Result<Reply, ProviderError> {
         let sent = request.send().await;
         let response = match sent {
             Ok(response) => response,
@@ -387,6 +425,8 @@ impl Transport {
             "provider call answered"
         );
         if classification::is_rate_limited(self.provider, status.as_u16(), &signal) {
+            metrics::counter!("provider_rate_limited_total", "provider" => self.provider.name())
+                .increment(1);
             self.budget.pause_for(signal.wait());
         } else if let (true, Some(reset)) = (signal.exhausted(), signal.reset_in) {
             self.budget.pause_for(Some(reset));

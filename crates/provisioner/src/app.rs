@@ -331,6 +331,12 @@ impl App {
         ResourceRecord::from_run(view)
     }
 
+    /// This process's workers, for a caller that stops them itself while the app is shared
+    /// (a server's handlers hold the app until their connections close).
+    pub fn take_workers(&mut self) -> Option<Workers> {
+        self.workers.take()
+    }
+
     /// Lets in-flight steps finish (up to `grace`) and hands leases back.
     pub async fn shutdown(mut self, grace: Duration) {
         if let Some(workers) = self.workers.take() {

@@ -11,6 +11,7 @@ pub mod demo;
 pub mod event_feed;
 pub mod local_postgres;
 pub mod manifest;
+pub mod logging;
 pub mod outcome;
 pub mod progress;
 pub mod record;

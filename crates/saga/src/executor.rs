@@ -51,6 +51,15 @@ enum Kind {
     Undo,
 }
 
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Action => "action",
+            Kind::Undo => "undo",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Completion {
     step: String,
@@ -94,6 +103,8 @@ pub(crate) struct Driver {
     acknowledged: bool,
     /// The earliest retry timer among steps that wait while others run.
     next_timer: Option<i64>,
+    /// The status last committed for the run, to count transitions once.
+    written_status: RunStatus,
     /// The time of this planning round: events planned now are journaled with it, so the
     /// state in memory and the state folded from the journal agree on times.
     clock: i64,
@@ -120,6 +131,7 @@ impl Driver {
         state: RunState,
     ) -> Self {
         Self {
+            written_status: state.status,
             inner,
             claim,
             definition,
@@ -152,6 +164,8 @@ impl Driver {
                 let mut events = leading.to_vec();
                 events.append(&mut self.batch);
                 self.state.last_seq = 1 + i64::try_from(events.len()).unwrap_or(0);
+                // Written with the run itself, and counted there.
+                self.written_status = self.state.status;
                 Some((events, self.state.status))
             }
             _ => None,
@@ -631,6 +645,8 @@ impl Driver {
         } else {
             PendingChange::Keep
         };
+        let status = self.state.status;
+        let committing = std::time::Instant::now();
         let receipt = match self
             .inner
             .journal
@@ -642,7 +658,7 @@ impl Driver {
                 },
                 now_ms: now,
                 events,
-                status: Some(self.state.status),
+                status: Some(status),
                 wake: release.unwrap_or(Wake::Keep),
                 release: release.is_some(),
                 pending,
@@ -652,12 +668,18 @@ impl Driver {
         {
             Ok(receipt) => receipt,
             Err(e) => {
+                crate::measure::journal_commit("worker", committing.elapsed());
                 if let Some(kept) = kept {
                     self.batch = kept;
                 }
                 return Err(e);
             }
         };
+        crate::measure::journal_commit("worker", committing.elapsed());
+        if status != self.written_status {
+            self.written_status = status;
+            crate::measure::run_entered(self.definition.name(), status);
+        }
         if let Some(events) = published {
             self.inner
                 .publish(self.claim.run_id, receipt.first_seq, now, events);
@@ -697,7 +719,16 @@ impl Driver {
                 output,
             } = launch;
             let task_name = name.clone();
-            let handle = self.in_flight.spawn(async move {
+            let saga = self.definition.name().to_owned();
+            // A child of the run's span: every line a step logs names the run and the step.
+            let span = tracing::info_span!(
+                "step",
+                step = %name,
+                kind = kind.as_str(),
+                attempt,
+            );
+            let task = async move {
+                let launched = std::time::Instant::now();
                 let (timeout, outcome) = match kind {
                     Kind::Action => {
                         let t = policy.action.timeout;
@@ -724,13 +755,23 @@ impl Driver {
                         timeout.as_millis()
                     )))
                 });
+                crate::measure::step_finished(
+                    &saga,
+                    &task_name,
+                    kind.as_str(),
+                    result.is_ok(),
+                    launched.elapsed(),
+                );
                 Completion {
                     step: task_name,
                     kind,
                     attempt,
                     result,
                 }
-            });
+            };
+            let handle = self
+                .in_flight
+                .spawn(tracing::Instrument::instrument(task, span));
             self.task_steps.insert(handle.id(), (name, kind, attempt));
         }
     }

@@ -16,6 +16,7 @@ mod engine;
 mod event;
 mod executor;
 pub mod journal;
+mod measure;
 mod secret;
 mod shape;
 mod state;

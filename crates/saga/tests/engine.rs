@@ -426,7 +426,8 @@ async fn a_stale_lease_generation_cannot_write() {
                     &one,
                     &[saga::journal::Claim {
                         run_id: run,
-                        generation: 1
+                        generation: 1,
+                        took_over: false,
                     }],
                     now + 102
                 )

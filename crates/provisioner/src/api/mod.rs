@@ -17,7 +17,9 @@ mod body;
 pub mod clients;
 pub mod error;
 pub mod events;
+pub mod health;
 pub mod legacy;
+pub mod metrics;
 pub mod openapi;
 pub mod provisionings;
 

@@ -12,11 +12,13 @@ mod list;
 mod output;
 mod plan;
 mod provision;
+mod serve;
 mod signal;
 mod status;
 mod sweep;
 mod verify;
 mod watch;
+mod worker;
 
 use std::path::PathBuf;
 
@@ -94,6 +96,20 @@ pub enum Command {
         after_help = "Example:\n  provisioner abandon 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --reason 'client cancelled the contract; resources removed by hand'"
     )]
     Abandon(control::AbandonArgs),
+    /// Run the HTTP API and (unless --no-workers) the workers until SIGTERM/SIGINT.
+    Serve(serve::ServeArgs),
+    /// Run only workers (several may share one PostgreSQL journal) until SIGTERM/SIGINT.
+    Worker(worker::WorkerArgs),
+}
+
+impl Command {
+    /// Long-running commands log what they do; one-shot commands only what goes wrong.
+    pub fn default_log_level(&self) -> &'static str {
+        match self {
+            Command::Serve(_) | Command::Worker(_) => "info",
+            _ => "warn",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -184,5 +200,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Retry(args) => control::run(control::Control::Retry, args, cli.config).await,
         Command::Pause(args) => control::run(control::Control::Pause, args, cli.config).await,
         Command::Abandon(args) => control::abandon(args, cli.config).await,
+        Command::Serve(args) => serve::run(args, cli.config).await,
+        Command::Worker(args) => worker::run(args, cli.config).await,
     }
 }

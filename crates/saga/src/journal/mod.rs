@@ -228,6 +228,9 @@ pub struct AppendReceipt {
 pub struct Claim {
     pub run_id: Uuid,
     pub generation: i64,
+    /// The run was held by a worker whose lease expired (it stopped without handing it
+    /// back), as far as the backend can tell; false for renewals and fresh claims.
+    pub took_over: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

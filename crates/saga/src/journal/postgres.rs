@@ -147,6 +147,8 @@ fn leases(rows: &[PgRow]) -> Result<Vec<Claim>, JournalError> {
             Ok(Claim {
                 run_id: r.try_get(0)?,
                 generation: r.try_get(1)?,
+                // Only the claim query says; renewals have no such column.
+                took_over: r.try_get::<bool, _>(2).unwrap_or(false),
             })
         })
         .collect()

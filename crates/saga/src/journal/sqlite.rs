@@ -150,6 +150,8 @@ fn leases(rows: &[SqliteRow]) -> Result<Vec<Claim>, JournalError> {
             Ok(Claim {
                 run_id: parse_id(&id)?,
                 generation: r.try_get(1)?,
+                // Only the claim query says; renewals have no such column.
+                took_over: r.try_get::<bool, _>(2).unwrap_or(false),
             })
         })
         .collect()

@@ -17,6 +17,10 @@ pub(super) async fn claim_loop(inner: Arc<Inner>) {
                     Ok(claims) => {
                         let full = claims.len() == capacity;
                         for claim in claims {
+                            if claim.took_over {
+                                crate::measure::lease_taken_over();
+                                tracing::info!(run_id = %claim.run_id, "took over a run whose lease expired");
+                            }
                             super::spawn_claimed(&inner, claim);
                         }
                         if full {

@@ -20,6 +20,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             .map(|(id, r)| Claim {
                 run_id: *id,
                 generation: r.generation,
+                took_over: false,
             })
             .collect();
         if held.is_empty() {

@@ -20,7 +20,7 @@ use crate::clock::now_ms;
 use crate::definition::SagaDefinition;
 use crate::engine::{ActiveRun, Inner};
 use crate::executor::{self, Driver};
-use crate::journal::{Claim, RunRow};
+use crate::journal::{Append, Claim, PendingChange, RunRow, Wake, Writer};
 use crate::state::RunState;
 
 /// The running loops of one worker process. Dropping it stops them abruptly, as
@@ -43,7 +43,9 @@ pub(crate) fn start(inner: Arc<Inner>) -> Workers {
 
 impl Workers {
     /// Graceful stop: no new steps start, in-flight steps finish and are journaled, leases
-    /// are handed back so another worker can continue at once. Waits at most `grace`.
+    /// are handed back so another worker can continue at once. Waits at most `grace`; runs
+    /// whose steps are still in flight then are stopped mid-step and their leases handed back
+    /// too (the next owner treats those steps as a crash would leave them).
     pub async fn shutdown(mut self, grace: Duration) {
         self.inner.workers_running.store(false, Ordering::Release);
         self.inner.stopping.store(true, Ordering::Release);
@@ -54,7 +56,53 @@ impl Workers {
         while !self.inner.active().is_empty() && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+        self.release_remaining().await;
         self.stop_everything();
+    }
+
+    /// Stops the runs still driven here and gives their leases back, so they need not wait
+    /// for the leases to expire.
+    async fn release_remaining(&mut self) {
+        self.inner.workers_running.store(false, Ordering::Release);
+        for l in self.loops.drain(..) {
+            l.abort();
+        }
+        let remaining: Vec<(Uuid, i64)> = self
+            .inner
+            .active()
+            .drain()
+            .map(|(run_id, run)| {
+                run.lost.set();
+                run.task.abort();
+                (run_id, run.generation)
+            })
+            .collect();
+        for (run_id, generation) in remaining {
+            let now = now_ms();
+            let released = self
+                .inner
+                .journal
+                .append(Append {
+                    run_id,
+                    writer: Writer::Lease {
+                        worker: self.inner.lease.worker.clone(),
+                        generation,
+                    },
+                    now_ms: now,
+                    events: Vec::new(),
+                    status: None,
+                    wake: Wake::At(now),
+                    release: true,
+                    pending: PendingChange::Keep,
+                    guard_commands: false,
+                })
+                .await;
+            match released {
+                Ok(_) => tracing::info!(%run_id, "stopped mid-step at shutdown; lease handed back"),
+                // Fenced: the lease was already lost. Anything else: it expires on its own.
+                Err(e) => tracing::warn!(%run_id, error = %e, "lease not handed back; it expires"),
+            }
+        }
     }
 
     /// Abrupt stop, as if the process died: tasks are dropped mid-step and leases are left
@@ -100,6 +148,7 @@ pub(crate) fn driver_for_new_run(
         Claim {
             run_id,
             generation: 1,
+            took_over: false,
         },
         definition,
         input,
@@ -140,7 +189,11 @@ where
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     let lost = Arc::new(LeaseLost::default());
-    let body = task(lost.clone());
+    // Everything the run's task logs (recovery, planning, its steps) carries the run id.
+    let body = tracing::Instrument::instrument(
+        task(lost.clone()),
+        tracing::info_span!("run", run_id = %run_id),
+    );
     let cleanup = inner.clone();
     // Holding the lock across spawn: the task's own removal waits until it is registered.
     let mut active = inner.active();

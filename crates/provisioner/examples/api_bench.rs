@@ -1,0 +1,449 @@
+//! Latency of the HTTP API under a fixed request rate, and the memory of `serve` with a large
+//! journal. Prints one JSON line per measurement on stdout.
+//!
+//! For each journal (SQLite, PostgreSQL) it starts the simulators in this process and a real
+//! `provisioner serve` (with its workers) against them, then, for each rate, sends
+//! `POST /v1/provisionings` for new clients on an open-loop schedule (a request leaves at its
+//! time whether or not earlier ones have answered) and then `GET /v1/provisionings/{id}` of
+//! those runs at the same rate. The Supabase simulator answers project creation with 429
+//! (Retry-After one hour), so the workers claim every new run and drive its first step, but
+//! no database is created per request. Finally it fills a journal with `--memory-runs` runs,
+//! starts `serve` on it and reports its resident memory.
+//!
+//! Build the binary first: `cargo build --release -p provisioner`, then
+//! `cargo run --release -p provisioner --example api_bench`.
+#![allow(clippy::print_stdout)] // the JSON lines are the output
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Parser, ValueEnum};
+use provisioner::app::{App, AppOptions, open_journal};
+use provisioner::client::ClientRecord;
+use sandbox::{FaultKind, FaultRule, Provider, Sandbox, SandboxConfig};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum JournalKind {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Parser)]
+#[command(about = "API latency at fixed request rates, and serve's memory with a large journal")]
+struct Args {
+    /// The `provisioner` binary to start (default: the one built beside this example).
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Request rates to measure, per second.
+    #[arg(long, value_delimiter = ',', default_value = "50,200,500")]
+    rates: Vec<u32>,
+    /// How long each rate is held, per operation.
+    #[arg(long, default_value_t = 5)]
+    seconds: u32,
+    #[arg(
+        long,
+        value_delimiter = ',',
+        value_enum,
+        default_value = "sqlite,postgres"
+    )]
+    journals: Vec<JournalKind>,
+    /// PostgreSQL server for the simulated Supabase projects and the PostgreSQL journal.
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    database_url: String,
+    /// Runs in the journal when measuring serve's memory (0 skips the measurement).
+    #[arg(long, default_value_t = 10_000)]
+    memory_runs: u32,
+}
+
+const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
+
+struct Server {
+    child: Child,
+    base: String,
+}
+
+impl Server {
+    fn rss_kib(&self) -> Result<u64> {
+        let pid = self.child.id().context("serve exited")?;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS in /proc/PID/status")
+    }
+}
+
+struct World {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    journal_url: String,
+    secret_key: SecretString,
+    binary: PathBuf,
+    database: Option<saga::testkit::postgres::FreshDatabase>,
+}
+
+impl World {
+    async fn new(args: &Args, kind: JournalKind, binary: &Path) -> Result<World> {
+        let sandbox = Sandbox::start(SandboxConfig::for_tests(args.database_url.clone()))
+            .await
+            .map_err(|e| anyhow!("the simulators did not start: {e}"))?;
+        // Runs are claimed and tried, but never create a project (and its database).
+        sandbox.faults().add(FaultRule::new(
+            Provider::Supabase,
+            "POST /v1/projects",
+            FaultKind::Status {
+                status: 429,
+                message: None,
+                retry_after_secs: Some(3600),
+            },
+        ));
+        let dir = tempfile::tempdir()?;
+        let (database, journal_url) = match kind {
+            JournalKind::Sqlite => (
+                None,
+                format!("sqlite://{}", dir.path().join("journal.sqlite").display()),
+            ),
+            JournalKind::Postgres => {
+                let db = saga::testkit::postgres::fresh_database()
+                    .await
+                    .map_err(|e| anyhow!("{e}"))?
+                    .context("no PostgreSQL server answers at DATABASE_URL")?;
+                let url = db.url.clone();
+                (Some(db), url)
+            }
+        };
+        let digest = hex::encode(Sha256::digest(TOKEN.as_bytes()));
+        std::fs::write(
+            dir.path().join("provisioner.toml"),
+            format!(
+                "[journal]\nurl = \"{journal_url}\"\n\n[api]\nrate_limit_per_minute = 1000000\n\
+                 rate_limit_burst = 100000\n\n[[api.tokens]]\nname = \"bench\"\nsha256 = \"{digest}\"\n"
+            ),
+        )?;
+        let (_, key) = saga::SealingKey::generate();
+        Ok(World {
+            sandbox,
+            dir,
+            journal_url,
+            secret_key: SecretString::from(key),
+            binary: binary.to_owned(),
+            database,
+        })
+    }
+
+    async fn serve(&self, extra: &[&str]) -> Result<Server> {
+        let mut child = Command::new(&self.binary)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .envs(self.sandbox.env_exports())
+            .env(
+                "PROVISIONER_CONFIG",
+                self.dir.path().join("provisioner.toml"),
+            )
+            .env("PROVISIONER_SECRET_KEY", self.secret_key.expose_secret())
+            .env("PROVISIONER_LOG", "error")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let line = tokio::time::timeout(
+            Duration::from_secs(60),
+            BufReader::new(stdout).lines().next_line(),
+        )
+        .await
+        .context("serve did not start within a minute")??
+        .context("serve exited before listening")?;
+        let base = line
+            .strip_prefix("listening on ")
+            .with_context(|| format!("unexpected first line {line:?}"))?
+            .to_owned();
+        Ok(Server { child, base })
+    }
+
+    async fn stop(self, mut server: Server) -> Result<()> {
+        if let Some(pid) = server.child.id() {
+            std::process::Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()?;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(40), server.child.wait()).await;
+        drop(server);
+        if let Some(db) = self.database {
+            db.drop_database().await.map_err(|e| anyhow!("{e}"))?;
+        }
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank: the smallest sample with at least p of the samples at or below it.
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+/// Sends `count` requests at `rate` per second; each call gets its index and returns whether
+/// the answer was the expected one. Returns latencies (ms) and the number of wrong answers.
+async fn at_rate<F, Fut>(rate: u32, count: usize, call: F) -> (Vec<f64>, usize, f64)
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = bool> + Send + 'static,
+{
+    let start = tokio::time::Instant::now();
+    let every = Duration::from_secs_f64(1.0 / f64::from(rate));
+    let mut tasks = Vec::with_capacity(count);
+    for i in 0..count {
+        tokio::time::sleep_until(start + every * u32::try_from(i).unwrap_or(u32::MAX)).await;
+        let request = call(i);
+        tasks.push(tokio::spawn(async move {
+            let sent = Instant::now();
+            let ok = request.await;
+            (sent.elapsed().as_secs_f64() * 1000.0, ok)
+        }));
+    }
+    let sent_for = start.elapsed().as_secs_f64();
+    let mut latencies = Vec::with_capacity(count);
+    let mut errors = 0;
+    for task in tasks {
+        match task.await {
+            Ok((ms, ok)) => {
+                latencies.push(ms);
+                if !ok {
+                    errors += 1;
+                }
+            }
+            Err(_) => errors += 1,
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    (latencies, errors, count as f64 / sent_for.max(f64::EPSILON))
+}
+
+fn report(
+    journal: JournalKind,
+    op: &str,
+    rate: u32,
+    latencies: &[f64],
+    errors: usize,
+    achieved: f64,
+) {
+    let line = json!({
+        "bench": "api",
+        "journal": format!("{journal:?}").to_lowercase(),
+        "op": op,
+        "target_rate": rate,
+        "achieved_rate": (achieved * 10.0).round() / 10.0,
+        "requests": latencies.len(),
+        "errors": errors,
+        "p50_ms": (percentile(latencies, 0.50) * 1000.0).round() / 1000.0,
+        "p99_ms": (percentile(latencies, 0.99) * 1000.0).round() / 1000.0,
+        "max_ms": (latencies.last().copied().unwrap_or(f64::NAN) * 1000.0).round() / 1000.0,
+    });
+    println!("{line}");
+}
+
+async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
+    let world = World::new(args, kind, binary).await?;
+    let server = world.serve(&[]).await?;
+    let http = reqwest::Client::builder().build()?;
+    let base: Arc<str> = server.base.clone().into();
+    for &rate in &args.rates {
+        let count = usize::try_from(rate * args.seconds)?;
+        let ids = Arc::new(std::sync::Mutex::new(vec![None::<String>; count]));
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let (latencies, errors, achieved) = at_rate(rate, count, |i| {
+            let http = http.clone();
+            let base = base.clone();
+            let ids = ids.clone();
+            let slug = format!("b{}-{rate}-{i}", &tag[..8]);
+            async move {
+                let body = json!({
+                    "clientId": slug,
+                    "clientName": format!("Bench {slug}"),
+                    "orgEmail": format!("ops@{slug}.example"),
+                    "tier": "growth",
+                });
+                let Ok(response) = http
+                    .post(format!("{base}/v1/provisionings"))
+                    .bearer_auth(TOKEN)
+                    .json(&body)
+                    .send()
+                    .await
+                else {
+                    return false;
+                };
+                let accepted = response.status().as_u16() == 202;
+                let id = response
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|v| v["id"].as_str().map(str::to_owned));
+                let ok = accepted && id.is_some();
+                if let Ok(mut ids) = ids.lock() {
+                    ids[i] = id;
+                }
+                ok
+            }
+        })
+        .await;
+        report(
+            kind,
+            "POST /v1/provisionings",
+            rate,
+            &latencies,
+            errors,
+            achieved,
+        );
+
+        let known: Vec<String> = ids
+            .lock()
+            .map_err(|_| anyhow!("a request task panicked"))?
+            .iter()
+            .flatten()
+            .cloned()
+            .collect();
+        if known.is_empty() {
+            bail!("no POST succeeded at {rate}/s; is the API served by this binary?");
+        }
+        let known = Arc::new(known);
+        let (latencies, errors, achieved) = at_rate(rate, count, |i| {
+            let http = http.clone();
+            let url = format!("{base}/v1/provisionings/{}", known[i % known.len()]);
+            async move {
+                match http.get(url).bearer_auth(TOKEN).send().await {
+                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                    Err(_) => false,
+                }
+            }
+        })
+        .await;
+        report(
+            kind,
+            "GET /v1/provisionings/{id}",
+            rate,
+            &latencies,
+            errors,
+            achieved,
+        );
+    }
+    world.stop(server).await
+}
+
+async fn memory(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
+    let world = World::new(args, kind, binary).await?;
+    let env: std::collections::HashMap<String, String> =
+        world.sandbox.env_exports().into_iter().collect();
+    let mut config = provisioner::config::Config::load(None, &|k| env.get(k).cloned())
+        .map_err(|e| anyhow!("{}", e.problems.join("; ")))?;
+    config.settings.vercel.wait_for_ready = false;
+    let journal = open_journal(Some(&world.journal_url)).await?;
+    let app = App::start(
+        &config,
+        journal,
+        &world.secret_key,
+        AppOptions {
+            workers: false,
+            ..AppOptions::default()
+        },
+    )
+    .await?;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let filling = Instant::now();
+    for i in 0..args.memory_runs {
+        let slug = format!("m{}-{i}", &tag[..8]);
+        let client = ClientRecord {
+            client_id: Some(slug.clone()),
+            client_name: Some(format!("Memory {slug}")),
+            org_email: Some(format!("ops@{slug}.example")),
+            tier: Some("growth".into()),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| anyhow!("{e:?}"))?;
+        app.provision(&client).await?;
+    }
+    let fill_secs = filling.elapsed().as_secs_f64();
+    drop(app);
+    let server = world.serve(&[]).await?;
+    // Its workers claim runs (up to 1024 at a time) and try their first step.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle = server.rss_kib()?;
+    let http = reqwest::Client::new();
+    let mut cursor: Option<String> = None;
+    let mut listed = 0usize;
+    loop {
+        let mut request = http
+            .get(format!("{}/v1/provisionings", server.base))
+            .bearer_auth(TOKEN)
+            .query(&[("limit", "100")]);
+        if let Some(c) = &cursor {
+            request = request.query(&[("cursor", c.as_str())]);
+        }
+        let page: serde_json::Value = request.send().await?.error_for_status()?.json().await?;
+        listed += page["items"].as_array().map_or(0, Vec::len);
+        cursor = page["nextCursor"].as_str().map(str::to_owned);
+        if cursor.is_none() {
+            break;
+        }
+    }
+    let after_listing = server.rss_kib()?;
+    println!(
+        "{}",
+        json!({
+            "bench": "serve_memory",
+            "journal": format!("{kind:?}").to_lowercase(),
+            "runs_in_journal": args.memory_runs,
+            "fill_seconds": (fill_secs * 10.0).round() / 10.0,
+            "rss_kib_after_start": idle,
+            "runs_listed": listed,
+            "rss_kib_after_listing_all": after_listing,
+        })
+    );
+    world.stop(server).await
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    let binary = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(Path::parent)
+            .context("the example's directory has no parent")?
+            .join("provisioner"),
+    };
+    if !binary.is_file() {
+        bail!(
+            "{} does not exist; build it with `cargo build --release -p provisioner` or pass --binary",
+            binary.display()
+        );
+    }
+    if args.rates.contains(&0) {
+        bail!("--rates: every rate must be at least 1 request per second");
+    }
+    for &kind in &args.journals {
+        latency(&args, kind, &binary).await?;
+        if args.memory_runs > 0 {
+            memory(&args, kind, &binary).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,65 @@
+//! `GET /metrics`: what the engine and the provider clients record through the `metrics`
+//! facade, in the Prometheus text format. The recorder is process-wide, installed once by
+//! the first command that serves metrics.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+/// Bucket bounds in seconds, from a fast journal commit (sub-millisecond on SQLite) to a
+/// slow provider step (a Vercel build measured in minutes).
+const BUCKETS: &[f64] = &[
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 120.0, 300.0,
+];
+
+/// Histograms keep their samples until upkeep folds them in; without it, memory grows.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+static HANDLE: OnceLock<Result<PrometheusHandle, String>> = OnceLock::new();
+
+#[derive(Debug, thiserror::Error)]
+#[error("the metrics recorder could not be installed: {0}")]
+pub struct MetricsError(String);
+
+/// Installs the Prometheus recorder (once per process) and returns its handle. Needs a Tokio
+/// runtime: it starts the upkeep task.
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .set_buckets(BUCKETS)
+                .map_err(|e| e.to_string())?
+                .install_recorder()
+                .map_err(|e| e.to_string())?;
+            let upkeep = handle.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(UPKEEP_EVERY).await;
+                    upkeep.run_upkeep();
+                }
+            });
+            Ok(handle)
+        })
+        .clone()
+        .map_err(MetricsError)
+}
+
+pub fn routes(handle: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(render))
+        .with_state(handle)
+}
+
+async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        handle.render(),
+    )
+}

@@ -1,0 +1,377 @@
+//! `provisioner serve` and `provisioner worker` as real processes against the sandbox:
+//! health, readiness and metrics over HTTP, JSON logs naming the run on every line of it,
+//! graceful shutdown on SIGTERM, and several processes sharing one PostgreSQL journal while
+//! one of them is killed outright.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use provisioner::app::{App, AppOptions, open_journal};
+use saga::{RunStatus, SealingKey};
+use sandbox::Sandbox;
+use secrecy::SecretString;
+use sha2::Digest;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const API_TOKEN: &str = "fleet-token-5b0e9f2c41d84a7e9c3b6d1f08a2e4c7";
+
+/// A `provisioner` process with its stderr (the logs) in a file.
+struct Process {
+    child: Child,
+    addr: Option<String>,
+    log: PathBuf,
+}
+
+struct Setup {
+    sandbox: Sandbox,
+    dir: tempfile::TempDir,
+    config: PathBuf,
+    journal_url: String,
+    secret_key: SecretString,
+}
+
+impl Setup {
+    async fn new(journal_url: Option<String>) -> Option<Setup> {
+        let url = support::admin_url().await?;
+        let sandbox = support::sandbox_with(&url, |_| {}).await;
+        let dir = tempfile::tempdir().unwrap();
+        let journal_url = journal_url
+            .unwrap_or_else(|| format!("sqlite://{}", dir.path().join("journal.sqlite").display()));
+        let config = dir.path().join("provisioner.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "[journal]\nurl = \"{journal_url}\"\n\n[supabase]\nready_timeout_secs = 60\n\n\
+                 [github]\nbranch_timeout_secs = 60\n\n[vercel]\nwait_for_ready = false\n\n\
+                 [[api.tokens]]\nname = \"fleet\"\nsha256 = \"{}\"\n",
+                hex::encode(sha2::Sha256::digest(API_TOKEN.as_bytes()))
+            ),
+        )
+        .unwrap();
+        let (_, encoded) = SealingKey::generate();
+        Some(Setup {
+            sandbox,
+            dir,
+            config,
+            journal_url,
+            secret_key: SecretString::from(encoded),
+        })
+    }
+
+    /// Starts `provisioner ARGS`; with `listens`, waits for the address it prints.
+    async fn spawn(&self, name: &str, args: &[&str], listens: bool) -> Process {
+        use secrecy::ExposeSecret;
+        let log = self.dir.path().join(format!("{name}.log"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(args)
+            .envs(support::env_map(&self.sandbox))
+            .env("PROVISIONER_CONFIG", &self.config)
+            .env("PROVISIONER_SECRET_KEY", self.secret_key.expose_secret())
+            .env("PROVISIONER_LOG_FORMAT", "json")
+            .env("PROVISIONER_LOG", "info,providers=debug")
+            .current_dir(self.dir.path())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let addr = if listens {
+            let stdout = child.stdout.take().unwrap();
+            let mut lines = BufReader::new(stdout).lines();
+            let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+                .await
+                .unwrap_or_else(|_| panic!("{name} did not start: {}", read(&log)))
+                .unwrap()
+                .unwrap_or_else(|| panic!("{name} exited: {}", read(&log)));
+            let addr = line
+                .strip_prefix("listening on ")
+                .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+                .to_owned();
+            Some(addr)
+        } else {
+            None
+        };
+        Process { child, addr, log }
+    }
+
+    /// An App on the same journal that only starts runs and reads them (no workers).
+    async fn client_app(&self) -> App {
+        let config = support::config_for(&self.sandbox, support::quick_settings());
+        let journal = open_journal(Some(&self.journal_url)).await.unwrap();
+        App::start(
+            &config,
+            journal,
+            &self.secret_key,
+            AppOptions {
+                workers: false,
+                ..support::fast_options()
+            },
+        )
+        .await
+        .unwrap()
+    }
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+fn signal(process: &Process, name: &str) {
+    let pid = process.child.id().expect("still running").to_string();
+    let status = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+async fn get(base: &str, path: &str) -> (u16, String) {
+    let response = reqwest::get(format!("{base}{path}")).await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+async fn wait_until_status(app: &App, run: uuid::Uuid, wanted: &[RunStatus], within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let status = app.engine.status(run).await.unwrap().status;
+        if wanted.contains(&status) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "run {run} is still {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every line is one JSON object, and every line logged inside a run's step names the run.
+fn assert_json_logs_name_their_run(log: &str) -> usize {
+    let mut in_steps = 0;
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let value: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        let spans = value["spans"].as_array().cloned().unwrap_or_default();
+        if spans.iter().any(|s| s["name"] == "step") {
+            in_steps += 1;
+            assert!(
+                spans
+                    .iter()
+                    .any(|s| s["name"] == "run" && s["run_id"].is_string()),
+                "a step's line without its run id: {line}"
+            );
+        }
+    }
+    in_steps
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_reports_health_and_metrics_and_hands_its_run_back_on_sigterm() {
+    let Some(setup) = Setup::new(None).await else {
+        return;
+    };
+    let mut serve = setup
+        .spawn(
+            "serve",
+            &["serve", "--listen", "127.0.0.1:0", "--grace-secs", "1"],
+            true,
+        )
+        .await;
+    let base = serve.addr.clone().unwrap();
+
+    let (status, body) = get(&base, "/healthz").await;
+    assert_eq!((status, body.as_str()), (200, r#"{"status":"ok"}"#));
+    let (status, body) = get(&base, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let ready: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(ready["journal"], "ok");
+    assert_eq!(ready["workers"], "running");
+
+    // The run is started from another process on the same journal; serve's workers claim it.
+    let app = setup.client_app().await;
+    let client = support::client(&support::unique_slug("drain"));
+    let run = app.provision(&client).await.unwrap().run_id;
+    wait_until_status(&app, run, &[RunStatus::Running], Duration::from_secs(30)).await;
+    // A step or two in: the Supabase project waits for readiness, polled every few seconds.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+
+    let (status, metrics) = get(&base, "/metrics").await;
+    assert_eq!(status, 200);
+    for name in [
+        "saga_runs_entered_total{saga=\"provision\",state=\"running\"}",
+        "saga_step_duration_seconds_bucket",
+        "saga_journal_commit_seconds_bucket",
+        "provider_calls_total{provider=\"supabase\"",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from:\n{metrics}");
+    }
+
+    signal(&serve, "TERM");
+    let exit = tokio::time::timeout(Duration::from_secs(20), serve.child.wait())
+        .await
+        .expect("serve stops within its grace period")
+        .unwrap();
+    let log = read(&serve.log);
+    assert_eq!(exit.code(), Some(0), "{log}");
+    assert!(
+        log.contains("stopping: no new connections or claims"),
+        "{log}"
+    );
+    assert!(reqwest::get(format!("{base}/healthz")).await.is_err());
+
+    // Handed back, not left to expire: the row names no owner (or the run already ended).
+    let row = app.engine.journal().run(run).await.unwrap().unwrap();
+    assert!(
+        row.lease_owner.is_none() || row.status.is_settled(),
+        "lease still held by {:?} ({})",
+        row.lease_owner,
+        row.status
+    );
+    assert!(
+        assert_json_logs_name_their_run(&log) > 0,
+        "no line was logged inside a step: {log}"
+    );
+
+    // A worker process takes over at once and finishes the run; nothing is made twice.
+    let mut worker = setup.spawn("worker", &["worker"], false).await;
+    let view = tokio::time::timeout(Duration::from_secs(90), app.wait(run))
+        .await
+        .expect("the worker finishes the run")
+        .unwrap();
+    assert_eq!(view.status, RunStatus::Succeeded, "{}", read(&worker.log));
+    assert_eq!(
+        support::stable_names(&setup.sandbox.inventory().await),
+        support::full_stack_names(&client)
+    );
+    signal(&worker, "INT");
+    let exit = tokio::time::timeout(Duration::from_secs(20), worker.child.wait())
+        .await
+        .expect("the worker stops on SIGINT")
+        .unwrap();
+    assert_eq!(exit.code(), Some(0), "{}", read(&worker.log));
+    assert_json_logs_name_their_run(&read(&worker.log));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_a_postgres_journal_and_one_killed_outright_loses_nothing() {
+    let Some(database) = saga::testkit::postgres::fresh_database().await.unwrap() else {
+        return;
+    };
+    let Some(setup) = Setup::new(Some(database.url.clone())).await else {
+        return;
+    };
+    let serve = setup
+        .spawn(
+            "serve",
+            &["serve", "--listen", "127.0.0.1:0", "--no-workers"],
+            true,
+        )
+        .await;
+    let api = serve.addr.clone().unwrap();
+    let mut doomed = setup
+        .spawn("worker-a", &["worker", "--listen", "127.0.0.1:0"], true)
+        .await;
+    let survivor = setup
+        .spawn("worker-b", &["worker", "--listen", "127.0.0.1:0"], true)
+        .await;
+    let (status, body) = get(&api, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""workers":"notRunHere""#), "{body}");
+
+    let app = setup.client_app().await;
+    let clients: Vec<_> = (0..20)
+        .map(|_| support::client(&support::unique_slug("fleet")))
+        .collect();
+    // Through the API process, which runs no workers: the two worker processes drive them.
+    let http = reqwest::Client::new();
+    let mut runs = Vec::new();
+    for client in &clients {
+        let response = http
+            .post(format!("{api}/v1/provisionings"))
+            .bearer_auth(API_TOKEN)
+            .json(&serde_json::json!({
+                "clientId": client.client_id.as_str(),
+                "clientName": client.client_name,
+                "orgEmail": client.org_email,
+                "tier": "growth",
+            }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 202);
+        let body: serde_json::Value = response.json().await.unwrap();
+        runs.push(body["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+    }
+    // Kill worker A once it holds some runs mid-way.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut owners = HashMap::new();
+        for run in &runs {
+            let row = app.engine.journal().run(*run).await.unwrap().unwrap();
+            if let Some(owner) = row.lease_owner {
+                *owners.entry(owner).or_insert(0) += 1;
+            }
+        }
+        if owners.len() == 2 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{owners:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    signal(&doomed, "KILL");
+    let _ = doomed.child.wait().await;
+
+    for run in &runs {
+        let view = tokio::time::timeout(Duration::from_secs(180), app.wait(*run))
+            .await
+            .expect("every run finishes")
+            .unwrap();
+        assert_eq!(view.status, RunStatus::Succeeded, "{}", read(&survivor.log));
+    }
+
+    let mut expected: Vec<String> = clients.iter().flat_map(support::full_stack_names).collect();
+    expected.sort();
+    assert_eq!(
+        support::stable_names(&setup.sandbox.inventory().await),
+        expected,
+        "the inventory holds exactly one stack per client"
+    );
+    // No successful create was ever sent twice for the same name.
+    let mut creates: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for request in setup.sandbox.request_log() {
+        let name = request
+            .request_body
+            .as_ref()
+            .and_then(|b| b.get("name"))
+            .and_then(|n| n.as_str())
+            .map(str::to_owned);
+        if let (true, true, Some(name)) = (
+            request.method == "POST",
+            (200..300).contains(&request.status),
+            name,
+        ) {
+            *creates.entry((request.endpoint.clone(), name)).or_insert(0) += 1;
+        }
+    }
+    assert!(
+        creates.keys().any(|(e, _)| e == "POST /v1/projects"),
+        "{creates:?}"
+    );
+    let twice: Vec<_> = creates.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "created twice: {twice:?}");
+
+    let (_, metrics) = get(survivor.addr.as_deref().unwrap(), "/metrics").await;
+    assert!(
+        metrics.contains("saga_lease_takeovers_total"),
+        "the survivor took the killed worker's runs over: {metrics}"
+    );
+    drop(serve);
+    drop(survivor);
+    database.drop_database().await.unwrap();
+}
