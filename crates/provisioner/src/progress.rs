@@ -384,6 +384,9 @@ impl Drawing {
                 remaining.join(", ")
             )),
             RunEvent::RunAbandoned { reason } => self.line(format!("  run abandoned: {reason}")),
+            RunEvent::RequestedBy { action, actor } => {
+                self.line(format!("  {action} requested by {actor}"))
+            }
             RunEvent::RunCreated { .. } | RunEvent::RunStarted | RunEvent::RunCancelled => {}
         }
     }

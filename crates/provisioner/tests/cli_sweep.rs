@@ -154,6 +154,7 @@ async fn sweep_lists_orphans_never_a_live_clients_and_delete_journals_the_remova
             saga: Some("sweep".into()),
             after: None,
             limit: 10,
+            ..RunFilter::default()
         })
         .await
         .unwrap();

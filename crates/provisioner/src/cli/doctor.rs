@@ -363,6 +363,7 @@ async fn sealed_values_check(app: &App) -> Check {
         saga: Some(sagas::PROVISION.to_owned()),
         after: None,
         limit: 1,
+        ..RunFilter::default()
     };
     let runs = match app.engine.list(&filter).await {
         Ok(runs) => runs,

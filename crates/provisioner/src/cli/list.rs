@@ -91,6 +91,7 @@ pub async fn run(args: ListArgs, config: Option<PathBuf>) -> Result<(), CliError
                 saga: args.saga.clone(),
                 after: None,
                 limit: args.limit,
+                ..RunFilter::default()
             })
             .await
             .map_err(CliError::from),

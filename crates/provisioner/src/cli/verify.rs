@@ -125,6 +125,7 @@ async fn live_runs(engine: &Engine) -> Result<Vec<(ClientSlug, Uuid)>, CliError>
                 saga: Some(sagas::PROVISION.to_owned()),
                 after,
                 limit: PAGE,
+                ..RunFilter::default()
             })
             .await?;
         for run in &page {
