@@ -4,8 +4,10 @@
 //! and API-CONTRACTS §1. Project names are not unique on Supabase, so lookups by name return
 //! every exact match and the caller decides.
 
+mod auth_config;
 mod readiness;
 
+pub use auth_config::{AuthUrls, UpdateAuthUrls, split_allow_list};
 pub use readiness::{Readiness, ReadinessOutcome};
 
 use reqwest::Method;

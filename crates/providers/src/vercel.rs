@@ -1,6 +1,10 @@
 //! Vercel REST: a project linked to a GitHub repository, its environment variables, and its
 //! first deployment. Shapes follow `vercel-rest-subset.json` and API-CONTRACTS §3.
 
+mod domains;
+
+pub use domains::{DomainConfig, ProjectDomain, RecommendedCname, RecommendedIpv4, Verification};
+
 use reqwest::Method;
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};

@@ -606,3 +606,56 @@ async fn every_fault_kind_is_classified() {
         .collect();
     h.finish_allowing(&injected).await;
 }
+
+#[tokio::test]
+async fn auth_urls_are_read_and_set_without_other_keys() {
+    let h = Harness::start_without_databases(|_| {}).await;
+    let org = h.org();
+    let created = h
+        .supabase
+        .create_project(&bodies::supabase_project(
+            "client-auth",
+            &org,
+            "a-strong-db-password",
+        ))
+        .await
+        .unwrap();
+    let project = created.project_ref;
+    let fresh = h.supabase.auth_urls(&project).await.unwrap();
+    // What a new project's e-mail links point at until someone sets it.
+    assert_eq!(fresh.site_url.as_deref(), Some("http://localhost:3000"));
+    assert!(fresh.allowed().is_empty());
+
+    let set = h
+        .supabase
+        .update_auth_urls(
+            &project,
+            &providers::supabase::UpdateAuthUrls {
+                site_url: "https://acme.clients.agency.example".into(),
+                uri_allow_list: "https://old.example/**,https://acme.clients.agency.example/**"
+                    .into(),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        set.site_url.as_deref(),
+        Some("https://acme.clients.agency.example")
+    );
+    assert_eq!(
+        h.supabase.auth_urls(&project).await.unwrap().allowed(),
+        [
+            "https://old.example/**",
+            "https://acme.clients.agency.example/**"
+        ]
+    );
+    let patch = h
+        .sandbox
+        .request_log()
+        .into_iter()
+        .find(|r| r.endpoint == "PATCH /v1/projects/{ref}/config/auth")
+        .unwrap();
+    let sent = patch.request_body.unwrap();
+    assert_eq!(sent.as_object().unwrap().len(), 2, "{sent}");
+    h.finish().await;
+}

@@ -302,3 +302,167 @@ async fn every_fault_kind_is_classified() {
         .collect();
     h.finish_allowing(&injected).await;
 }
+
+#[tokio::test]
+async fn project_domains_are_added_read_refused_elsewhere_and_removed() {
+    let h = Harness::start_without_databases(|_| {}).await;
+    let org = h.github_org();
+    ready_repo(&h, "client-one").await;
+    ready_repo(&h, "client-two").await;
+    let one = h
+        .vercel
+        .create_project(&bodies::vercel_project("client-one", &org, "client-one"))
+        .await
+        .unwrap();
+    let two = h
+        .vercel
+        .create_project(&bodies::vercel_project("client-two", &org, "client-two"))
+        .await
+        .unwrap();
+    let domain = "one.clients.agency.example";
+
+    let added = h.vercel.add_project_domain(&one.id, domain).await.unwrap();
+    assert_eq!(added.name, domain);
+    assert_eq!(added.apex_name, "agency.example");
+    assert_eq!(added.project_id, one.id);
+    assert!(added.verified && added.verification.is_empty(), "{added:?}");
+    // By id or by name, as every project path takes.
+    let read = h
+        .vercel
+        .get_project_domain("client-one", domain)
+        .await
+        .unwrap();
+    assert_eq!(read, added);
+    // Not on the other project; adding it there is a conflict; again here is refused too.
+    assert_eq!(
+        h.vercel
+            .get_project_domain(&two.id, domain)
+            .await
+            .unwrap_err(),
+        ProviderError::NotFound
+    );
+    let elsewhere = h
+        .vercel
+        .add_project_domain(&two.id, domain)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&elsewhere, ProviderError::Conflict { message } if message.contains("another Vercel project")),
+        "{elsewhere:?}"
+    );
+    let again = h
+        .vercel
+        .add_project_domain(&one.id, domain)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(again, ProviderError::Permanent { status: 400, .. }),
+        "{again:?}"
+    );
+
+    // DNS not pointed yet: misconfigured, with Vercel's recommended records; then pointed.
+    let config = h.vercel.domain_config(domain).await.unwrap();
+    assert!(
+        config.misconfigured && config.configured_by.is_none(),
+        "{config:?}"
+    );
+    assert_eq!(config.preferred_cname(), Some("cname.vercel-dns.com."));
+    assert_eq!(config.preferred_ipv4(), Some("76.76.21.21"));
+    h.sandbox.point_vercel_dns(domain);
+    let config = h.vercel.domain_config(domain).await.unwrap();
+    assert!(!config.misconfigured, "{config:?}");
+    assert_eq!(config.configured_by.as_deref(), Some("CNAME"));
+
+    // An apex another account uses: the domain needs its TXT challenge.
+    h.sandbox.own_vercel_apex_elsewhere("taken.example");
+    let pending = h
+        .vercel
+        .add_project_domain(&two.id, "two.taken.example")
+        .await
+        .unwrap();
+    assert!(!pending.verified, "{pending:?}");
+    assert_eq!(pending.verification.len(), 1);
+    assert_eq!(pending.verification[0].record_type, "TXT");
+    assert_eq!(pending.verification[0].domain, "_vercel.taken.example");
+
+    h.vercel
+        .remove_project_domain(&one.id, domain)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.vercel
+            .remove_project_domain(&one.id, domain)
+            .await
+            .unwrap_err(),
+        ProviderError::NotFound
+    );
+    // Domains go with their project.
+    h.vercel.delete_project(&two.id).await.unwrap();
+    assert!(h.sandbox.inventory().await.vercel_domains.is_empty());
+    h.finish().await;
+}
+
+#[tokio::test]
+async fn a_deployment_host_is_served_by_host_header_once_ready() {
+    let h = Harness::start_without_databases(|_| {}).await;
+    let org = h.github_org();
+    ready_repo(&h, "client-web").await;
+    let project = h
+        .vercel
+        .create_project(&bodies::vercel_project("client-web", &org, "client-web"))
+        .await
+        .unwrap();
+    let repo_id = project.link.as_ref().and_then(|l| l.repo_id).unwrap();
+    let deployment = h
+        .vercel
+        .create_deployment(&bodies::vercel_deployment(
+            "client-web",
+            &project.id,
+            repo_id,
+        ))
+        .await
+        .unwrap();
+    let edge = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let get = |host: String| {
+        let edge = edge.clone();
+        let origin = h.sandbox.urls().vercel.clone();
+        async move {
+            edge.get(format!("{origin}/"))
+                .header(reqwest::header::HOST, host)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let unknown = get("nobody-abc.vercel.app".into()).await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(unknown.headers()["x-vercel-error"], "DEPLOYMENT_NOT_FOUND");
+    let served = eventually(|| async {
+        let answer = get(deployment.url.clone()).await;
+        (answer.status() == 200).then_some(answer)
+    })
+    .await;
+    assert!(served.headers().get("x-vercel-error").is_none());
+    assert!(served.text().await.unwrap().contains("client-web"));
+    // The production alias serves the same deployment; a failing app answers 502.
+    assert_eq!(get("client-web.vercel.app".into()).await.status(), 200);
+    h.sandbox.fail_vercel_deployments(true);
+    let failing = get(deployment.url.clone()).await;
+    assert_eq!(failing.status(), 502);
+    assert_eq!(
+        failing.headers()["x-vercel-error"],
+        "NO_RESPONSE_FROM_FUNCTION"
+    );
+    // The edge is not the API: none of this is in the request log.
+    assert!(
+        h.sandbox
+            .request_log()
+            .iter()
+            .all(|r| !r.path.is_empty() && r.path != "/"),
+        "deployment hosts were logged as API calls"
+    );
+    h.finish().await;
+}

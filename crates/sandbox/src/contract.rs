@@ -138,6 +138,16 @@ pub const UNDOCUMENTED_STATUSES: &[UndocumentedStatus] = &[
         body_schema: r#"{"type":"object","required":["error"],"properties":{"error":{"type":"object","required":["code","message"],"properties":{"code":{"type":"string"},"message":{"type":"string"}}}}}"#,
         source: "vercel/vercel#6840: 404 {\"error\":{\"code\":\"not_found\",\"message\":\"Project not found\"}}",
     },
+    UndocumentedStatus {
+        provider: Provider::Vercel,
+        method: "GET",
+        template: "/v9/projects/{idOrName}/domains/{domain}",
+        status: 404,
+        body_schema: r#"{"type":"object","required":["error"],"properties":{"error":{"type":"object","required":["code","message"],"properties":{"code":{"type":"string"},"message":{"type":"string"}}}}}"#,
+        source: "Vercel API clients in public repositories read a 404 in Vercel's error envelope \
+                 as \"the domain is not on this project\" (the DELETE of the same path documents \
+                 404); not checked against the live service",
+    },
 ];
 
 /// Keys a real n8n (1.123.50, observed) puts on workflow responses although its 1.x spec

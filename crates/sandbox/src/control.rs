@@ -37,6 +37,7 @@ pub(crate) async fn inventory(shared: &Shared) -> Inventory {
             github_repos: world.github.summaries(),
             vercel_projects: world.vercel.project_summaries(),
             vercel_deployments: world.vercel.deployment_summaries(),
+            vercel_domains: world.vercel.domain_summaries(),
             n8n_workflows: world.n8n.summaries(),
             database_error: None,
         }

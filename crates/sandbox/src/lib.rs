@@ -83,6 +83,9 @@ pub struct Inventory {
     pub github_repos: Vec<RepoSummary>,
     pub vercel_projects: Vec<VercelSummary>,
     pub vercel_deployments: Vec<VercelSummary>,
+    /// Domains on projects: `name` is the domain, `id` its project's id.
+    #[serde(default)]
+    pub vercel_domains: Vec<VercelSummary>,
     pub n8n_workflows: Vec<WorkflowSummary>,
     /// Set when the database server could not be asked; an inventory with this set is not
     /// proof of anything.
@@ -127,6 +130,11 @@ impl Inventory {
             self.vercel_deployments
                 .iter()
                 .map(|d| format!("vercel deployment {} of {}", d.id, d.name)),
+        );
+        names.extend(
+            self.vercel_domains
+                .iter()
+                .map(|d| format!("vercel domain {} on {}", d.name, d.id)),
         );
         names.extend(
             self.n8n_workflows
@@ -246,6 +254,9 @@ impl Sandbox {
             ("VERCEL_API_URL", urls.vercel.clone()),
             ("VERCEL_TOKEN", credentials.vercel_token.clone()),
             ("VERCEL_TEAM_ID", credentials.vercel_team_id.clone()),
+            // Deployment hosts (`*.vercel.app`, project domains) are served by the Vercel
+            // listener, picked by the Host header.
+            ("VERCEL_DEPLOYMENT_ORIGIN", urls.vercel.clone()),
             ("N8N_HOST", urls.n8n.clone()),
             ("N8N_API_KEY", credentials.n8n_api_key.clone()),
         ]
@@ -266,6 +277,24 @@ impl Sandbox {
     /// variable `key`, as an edit in the dashboard would. True when there was one.
     pub fn remove_vercel_env(&self, project: &str, key: &str) -> bool {
         self.shared.world().vercel.remove_env(project, key)
+    }
+
+    /// Outside Vercel, another account uses `apex`: domains added under it from now on are
+    /// unverified, with a TXT challenge at `_vercel.{apex}`.
+    pub fn own_vercel_apex_elsewhere(&self, apex: &str) {
+        self.shared.world().vercel.domains.own_apex_elsewhere(apex);
+    }
+
+    /// The DNS record for `domain` now points at Vercel: its config reads `CNAME`, not
+    /// misconfigured.
+    pub fn point_vercel_dns(&self, domain: &str) {
+        self.shared.world().vercel.domains.point_dns(domain);
+    }
+
+    /// READY deployments answer 502 `NO_RESPONSE_FROM_FUNCTION` while `failing` (an app that
+    /// crashes on start), and serve their page again once it is off.
+    pub fn fail_vercel_deployments(&self, failing: bool) {
+        self.shared.world().vercel.edge.fail_deployments(failing);
     }
 
     /// Every call so far, in order. Never contains headers.

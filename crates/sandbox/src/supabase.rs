@@ -2,6 +2,8 @@
 //! the UNKNOWN → COMING_UP → ACTIVE_HEALTHY timeline, api-keys, regions, organizations, and the
 //! per-token × scope × endpoint rate limit with its headers on every response.
 
+mod auth_config;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -64,6 +66,8 @@ const RATE_WINDOW: Duration = Duration::from_secs(60);
 #[derive(Debug, Default)]
 pub(crate) struct State {
     projects: BTreeMap<String, Project>,
+    /// Each project's auth settings, made on first use ([`auth_config`]).
+    auth_configs: BTreeMap<String, serde_json::Map<String, Value>>,
     next_numeric_id: i64,
     rate_windows: HashMap<(String, String, String), RateWindow>,
 }
@@ -160,6 +164,10 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v1/projects/{ref}/api-keys", get(api_keys))
         .route("/v1/projects/{ref}/api-keys/legacy", get(legacy_api_keys))
         .route("/v1/projects/{ref}/health", get(health))
+        .route(
+            "/v1/projects/{ref}/config/auth",
+            get(auth_config::get_auth_config).patch(auth_config::patch_auth_config),
+        )
         .route("/v1/organizations", get(list_organizations))
         .route("/v1/organizations/{slug}", get(get_organization))
         .route(
@@ -530,9 +538,9 @@ async fn delete_project(
             if let Some(databases) = &shared.databases {
                 databases.drop_project(&reference).await?;
             }
-            Ok::<Option<Project>, ProjectDbError>(
-                shared.world().supabase.projects.remove(&reference),
-            )
+            let mut world = shared.world();
+            world.supabase.auth_configs.remove(&reference);
+            Ok::<Option<Project>, ProjectDbError>(world.supabase.projects.remove(&reference))
         }
     });
     let removed = match deletion.await {

@@ -2,6 +2,9 @@
 //! exist on the GitHub simulator and are not empty), environment variables in batches with
 //! `upsert`, deployments from `gitSource` going QUEUED → BUILDING → READY, deletes.
 
+mod domains;
+mod edge;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -56,6 +59,8 @@ const ENV_TYPES: [&str; 5] = ["system", "secret", "encrypted", "plain", "sensiti
 pub(crate) struct State {
     projects: BTreeMap<String, Project>,
     deployments: BTreeMap<String, Deployment>,
+    pub(crate) domains: domains::Domains,
+    pub(crate) edge: edge::Edge,
 }
 
 #[derive(Debug, Clone)]
@@ -145,6 +150,15 @@ impl State {
             .collect()
     }
 
+    /// Project domains, each as `{id: project id, name: domain}`.
+    pub(crate) fn domain_summaries(&self) -> Vec<VercelSummary> {
+        self.domains
+            .summaries()
+            .into_iter()
+            .map(|(name, id)| VercelSummary { id, name })
+            .collect()
+    }
+
     fn find(&self, id_or_name: &str) -> Option<&Project> {
         self.projects
             .get(id_or_name)
@@ -187,6 +201,7 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         shared: shared.clone(),
         provider: Provider::Vercel,
     };
+    let shared_edge = shared.clone();
     Router::new()
         .route("/v11/projects", post(create_project))
         .route("/v10/projects", get(list_projects))
@@ -201,6 +216,15 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .route("/v13/deployments", post(create_deployment))
         .route("/v6/deployments", get(list_deployments))
         .route("/v13/deployments/{idOrUrl}", get(get_deployment))
+        .route(
+            "/v10/projects/{idOrName}/domains",
+            post(domains::add_domain),
+        )
+        .route(
+            "/v9/projects/{idOrName}/domains/{domain}",
+            get(domains::get_domain).delete(domains::remove_domain),
+        )
+        .route("/v6/domains/{domain}/config", get(domains::domain_config))
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -217,6 +241,11 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
         .layer(axum::middleware::from_fn_with_state(
             tap,
             crate::listener::record,
+        ))
+        // Deployment hosts are the apps, not the API: neither gated nor recorded.
+        .layer(axum::middleware::from_fn_with_state(
+            shared_edge,
+            edge::serve,
         ))
 }
 
@@ -603,6 +632,7 @@ async fn delete_project(
         return project_not_found();
     };
     world.vercel.projects.remove(&id);
+    world.vercel.domains.remove_project(&id);
     // Deployments and environment variables go with their project.
     world
         .vercel

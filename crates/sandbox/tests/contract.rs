@@ -318,8 +318,9 @@ fn resolve<'d>(document: &'d Value, value: &'d Value) -> &'d Value {
 #[test]
 fn every_schema_of_every_operation_compiles() {
     let compiled = contracts().compile_all().unwrap();
-    // The four vendored specs hold 100 JSON request and response schemas.
-    assert_eq!(compiled, 100);
+    // The four vendored specs hold 117 JSON request and response schemas (100 before the
+    // real-world stack's endpoints were added to the Supabase and Vercel subsets).
+    assert_eq!(compiled, 117);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1037,4 +1038,146 @@ fn violation_messages_never_echo_a_value() {
         assert!(!format!("{violation:?}").contains(canary));
         assert!(!serde_json::to_string(violation).unwrap().contains(canary));
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The real-world stack's endpoints (API-CONTRACTS §9)
+
+#[test]
+fn an_auth_site_url_with_a_comma_is_caught() {
+    // `site_url` is one URL (`^[^,]+$`); the list of URLs goes in `uri_allow_list`.
+    assert_caught(
+        &exchange(
+            Provider::Supabase,
+            "PATCH",
+            "/v1/projects/abcdefghijklmnopqrst/config/auth",
+            200,
+            Some(json!({ "site_url": "https://a.example,https://b.example" })),
+            None,
+        ),
+        Direction::Request,
+        "`/site_url`",
+        "pattern",
+    );
+}
+
+#[test]
+fn an_auth_config_answer_lacking_a_key_is_caught() {
+    // Every key of AuthConfigResponse is required, so a partial answer breaks the contract.
+    assert_caught(
+        &exchange(
+            Provider::Supabase,
+            "GET",
+            "/v1/projects/abcdefghijklmnopqrst/config/auth",
+            200,
+            None,
+            Some(json!({ "site_url": "http://localhost:3000", "uri_allow_list": "" })),
+        ),
+        Direction::Response,
+        "`/jwt_exp`",
+        "required",
+    );
+}
+
+#[test]
+fn a_project_domain_body_is_held_to_the_spec() {
+    let domain = json!({
+        "name": "acme.clients.agency.example",
+        "apexName": "agency.example",
+        "projectId": "prj_abc",
+        "verified": false,
+        "verification": [{
+            "type": "TXT",
+            "domain": "_vercel.agency.example",
+            "value": "vc-domain-verify=acme.clients.agency.example,abc",
+            "reason": "pending_domain_verification",
+        }],
+    });
+    assert_clean(&exchange(
+        Provider::Vercel,
+        "POST",
+        "/v10/projects/prj_abc/domains",
+        200,
+        Some(json!({ "name": "acme.clients.agency.example" })),
+        Some(domain.clone()),
+    ));
+    assert_caught(
+        &exchange(
+            Provider::Vercel,
+            "POST",
+            "/v10/projects/prj_abc/domains",
+            200,
+            Some(json!({})),
+            Some(domain.clone()),
+        ),
+        Direction::Request,
+        "`/name`",
+        "required",
+    );
+    let mut unverifiable = domain;
+    unverifiable["verification"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("value");
+    assert_caught(
+        &exchange(
+            Provider::Vercel,
+            "GET",
+            "/v9/projects/prj_abc/domains/acme.clients.agency.example",
+            200,
+            None,
+            Some(unverifiable),
+        ),
+        Direction::Response,
+        "`/verification/0/value`",
+        "required",
+    );
+}
+
+#[test]
+fn a_domain_config_answer_lacking_misconfigured_is_caught() {
+    assert_caught(
+        &exchange(
+            Provider::Vercel,
+            "GET",
+            "/v6/domains/acme.clients.agency.example/config",
+            200,
+            None,
+            Some(json!({
+                "configuredBy": null,
+                "acceptedChallenges": [],
+                "recommendedIPv4": [{ "rank": 1, "value": ["76.76.21.21"] }],
+                "recommendedCNAME": [{ "rank": 1, "value": "cname.vercel-dns.com." }],
+            })),
+        ),
+        Direction::Response,
+        "`/misconfigured`",
+        "required",
+    );
+}
+
+#[test]
+fn a_missing_project_domain_answers_404_in_vercels_envelope() {
+    let path = "/v9/projects/prj_abc/domains/acme.clients.agency.example";
+    assert_clean(&exchange(
+        Provider::Vercel,
+        "GET",
+        path,
+        404,
+        None,
+        Some(json!({ "error": { "code": "not_found", "message": "The domain was not found" } })),
+    ));
+    assert_caught(
+        &exchange(
+            Provider::Vercel,
+            "GET",
+            path,
+            404,
+            None,
+            Some(json!({ "message": "x" })),
+        ),
+        Direction::Response,
+        "`/error`",
+        "required",
+    );
 }

@@ -166,6 +166,7 @@ async fn env_exports_name_every_variable_and_debug_hides_tokens() {
             "VERCEL_API_URL",
             "VERCEL_TOKEN",
             "VERCEL_TEAM_ID",
+            "VERCEL_DEPLOYMENT_ORIGIN",
             "N8N_HOST",
             "N8N_API_KEY",
         ]
@@ -174,6 +175,7 @@ async fn env_exports_name_every_variable_and_debug_hides_tokens() {
     assert_eq!(value("N8N_HOST"), sandbox.urls().n8n);
     assert_eq!(value("GITHUB_TEMPLATE_REPO"), "canary-org/template");
     assert!(value("N8N_HOST").starts_with("http://127.0.0.1:"));
+    assert_eq!(value("VERCEL_DEPLOYMENT_ORIGIN"), sandbox.urls().vercel);
     for placeholder in ["{password}", "{host}"] {
         assert!(value("SUPABASE_DB_URL_TEMPLATE").contains(placeholder));
     }
