@@ -381,6 +381,7 @@ mod tests {
                 vercel_api_url: "https://api.vercel.com".into(),
                 vercel_token: SecretString::from("vercel-token-canary-3"),
                 vercel_team_id: Some("team_1".into()),
+                vercel_deployment_origin: None,
                 n8n_base_url: "https://n8n.acme.example".into(),
                 n8n_api_key: SecretString::from("n8n-key-canary-4"),
             },

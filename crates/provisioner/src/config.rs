@@ -161,9 +161,15 @@ pub struct VercelSettings {
     /// Vercel's `framework` preset; empty means auto-detect.
     pub framework: String,
     pub production_branch: String,
-    /// Wait for the first deployment to be READY before the step succeeds.
+    /// Wait for the first deployment to be READY before the step succeeds, and for its URL
+    /// to answer over HTTP.
     pub wait_for_ready: bool,
     pub deploy_timeout_secs: u64,
+    /// With `wait_for_ready`: how long a READY deployment's URL may take to answer.
+    pub answer_timeout_secs: u64,
+    /// The agency's domain for client apps (`clients.agency.example`): each client gets
+    /// `{slug}.{domain}` on its Vercel project. Unset: clients use Vercel's own URL.
+    pub domain: Option<String>,
 }
 
 impl Default for VercelSettings {
@@ -173,6 +179,8 @@ impl Default for VercelSettings {
             production_branch: "main".into(),
             wait_for_ready: false,
             deploy_timeout_secs: 900,
+            answer_timeout_secs: 120,
+            domain: None,
         }
     }
 }
@@ -495,6 +503,35 @@ pub struct JournalSettings {
     pub url: Option<String>,
 }
 
+/// The longest `[vercel] domain`: a client's `{slug}.{domain}` must stay within DNS's 253
+/// characters with the longest slug.
+pub const CLIENT_DOMAIN_MAX_LEN: usize = 253 - 1 - crate::client::ClientSlug::MAX_LEN;
+
+/// Why `domain` cannot be the parent of client domains, if it cannot.
+fn client_domain_rule(domain: &str) -> Result<(), String> {
+    let rule = "must be a lower-case DNS name of at least two labels (a-z, 0-9, inner '-'), without scheme, port or trailing dot, e.g. \"clients.agency.example\"";
+    let labels: Vec<&str> = domain.split('.').collect();
+    let label_ok = |label: &&str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    };
+    if labels.len() < 2 || !labels.iter().all(label_ok) {
+        return Err(rule.to_owned());
+    }
+    if domain.len() > CLIENT_DOMAIN_MAX_LEN {
+        return Err(format!(
+            "is {} characters long; it must be at most {CLIENT_DOMAIN_MAX_LEN} so that {{slug}}.{{domain}} fits DNS's 253",
+            domain.len()
+        ));
+    }
+    Ok(())
+}
+
 /// Provider credentials and endpoints, from the environment.
 #[derive(Debug, Clone)]
 pub struct ProviderEnv {
@@ -510,6 +547,10 @@ pub struct ProviderEnv {
     pub vercel_api_url: String,
     pub vercel_token: SecretString,
     pub vercel_team_id: Option<String>,
+    /// `VERCEL_DEPLOYMENT_ORIGIN`: where to connect to reach a deployment's host (sent in the
+    /// `Host` header) instead of the host itself. For the sandbox, which serves deployments
+    /// on its Vercel listener; unset in production.
+    pub vercel_deployment_origin: Option<String>,
     /// Base URL of the n8n instance (without `/api/v1`).
     pub n8n_base_url: String,
     pub n8n_api_key: SecretString,
@@ -633,6 +674,10 @@ impl Settings {
                 "vercel.deploy_timeout_secs",
                 self.vercel.deploy_timeout_secs,
             ),
+            (
+                "vercel.answer_timeout_secs",
+                self.vercel.answer_timeout_secs,
+            ),
         ] {
             if !TIMEOUT_SECS_RANGE.contains(&secs) {
                 problems.push(format!(
@@ -644,6 +689,11 @@ impl Settings {
         }
         if self.vercel.production_branch.trim().is_empty() {
             problems.push("vercel.production_branch: must not be empty (e.g. \"main\")".into());
+        }
+        if let Some(domain) = &self.vercel.domain
+            && let Err(rule) = client_domain_rule(domain)
+        {
+            problems.push(format!("vercel.domain: {domain:?} {rule}"));
         }
         for (name, path) in [
             ("templates.schema", &self.templates.schema),
@@ -782,6 +832,24 @@ impl ProviderEnv {
         let supabase_api_url = url("SUPABASE_API_URL", DEFAULT_SUPABASE_API_URL);
         let github_api_url = url("GITHUB_API_URL", DEFAULT_GITHUB_API_URL);
         let vercel_api_url = url("VERCEL_API_URL", DEFAULT_VERCEL_API_URL);
+        let vercel_deployment_origin = get("VERCEL_DEPLOYMENT_ORIGIN").and_then(|value| {
+            match url::Url::parse(&value) {
+                Ok(u) if carries_credentials(&u) => {
+                    problems.push(format!("VERCEL_DEPLOYMENT_ORIGIN: {CREDENTIALS_IN_URL}"));
+                    None
+                }
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.path() == "/" => {
+                    Some(value.trim_end_matches('/').to_owned())
+                }
+                _ => {
+                    problems.push(format!(
+                        "VERCEL_DEPLOYMENT_ORIGIN: {:?} is not an http(s) origin (scheme, host and port only, e.g. http://127.0.0.1:8080); unset it outside the sandbox",
+                        without_userinfo(&value)
+                    ));
+                    None
+                }
+            }
+        });
 
         let github_template = template.and_then(|t| match t.split_once('/') {
             Some((owner, name)) if !owner.is_empty() && !name.is_empty() && !name.contains('/') => {
@@ -832,6 +900,7 @@ impl ProviderEnv {
             vercel_api_url: vercel_api_url?,
             vercel_token: SecretString::from(vercel_token?),
             vercel_team_id: get("VERCEL_TEAM_ID"),
+            vercel_deployment_origin,
             n8n_base_url: n8n_base_url?,
             n8n_api_key: SecretString::from(n8n_key?),
         })

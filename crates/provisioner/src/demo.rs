@@ -50,6 +50,9 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     config.settings = Settings {
         vercel: crate::config::VercelSettings {
             wait_for_ready: true,
+            // The client gets acme-dental.clients.agency.example; the sandbox reports the
+            // CNAME to create, as Vercel does for a subdomain whose record does not exist yet.
+            domain: Some("clients.agency.example".into()),
             ..Default::default()
         },
         ..Settings::default()

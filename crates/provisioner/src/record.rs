@@ -6,7 +6,10 @@ use saga::{RunStatus, RunView, StepPhase};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::steps::{database_schema, github_repo, n8n_workflow, supabase_project, vercel_project};
+use crate::steps::vercel_domain::{self, DnsRecord};
+use crate::steps::{
+    auth_urls, database_schema, github_repo, n8n_workflow, supabase_project, vercel_project,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -55,6 +58,37 @@ pub struct VercelRecord {
     pub app_url: String,
     pub ready: bool,
     pub adopted: bool,
+    /// The HTTP status the deployment URL answered with (checked with `wait_for_ready`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answered: Option<u16>,
+}
+
+/// The client's domain on its Vercel project.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DomainRecord {
+    /// `None`: no `[vercel] domain` configured (see `skipped`).
+    pub domain: Option<String>,
+    pub verified: bool,
+    pub misconfigured: bool,
+    /// The DNS records still to create; empty once the domain serves.
+    #[serde(default)]
+    pub dns_records: Vec<DnsRecord>,
+    pub app_url: String,
+    pub adopted: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// The app's URLs in the Supabase project's auth settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuthUrlsRecord {
+    pub site_url: String,
+    pub allowed: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_site_url: Option<String>,
+    pub changed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -83,6 +117,10 @@ pub struct ResourceRecord {
     pub vercel: Option<VercelRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n8n: Option<N8nRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<DomainRecord>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth_urls: Option<AuthUrlsRecord>,
     /// Deprovision: what was removed.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub removed: Vec<String>,
@@ -170,6 +208,8 @@ impl ResourceRecord {
             github: part(output(github_repo::NAME)),
             vercel: part(output(vercel_project::NAME)),
             n8n: part(output(n8n_workflow::NAME)),
+            domain: part(output(vercel_domain::NAME)),
+            auth_urls: part(output(auth_urls::NAME)),
             removed,
             failure,
             still_exists: view.needs_attention.clone(),

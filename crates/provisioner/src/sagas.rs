@@ -1,11 +1,14 @@
 //! The two sagas of a client stack, declared in one place so the DAG reads like DESIGN §1.
 //!
 //! provision:   supabase_project ─┬─ database_schema
-//!              github_repo ──────┴─ vercel_project
+//!              github_repo ──────┴─ vercel_project ─┬─ auth_urls
+//!                                                   └─ vercel_domain
 //!              n8n_workflow
-//! deprovision: the same graph reversed: the Vercel project goes before the repository and the
-//!              Supabase project it is wired to; the n8n workflow stands alone. Every step is
-//!              forward-only.
+//!              (auth_urls also reads supabase_project's output; the client's domain name is
+//!              deterministic, so auth_urls does not wait for vercel_domain.)
+//! deprovision: the same graph reversed: the client's domain, then the Vercel project, go
+//!              before the repository and the Supabase project it is wired to; the n8n
+//!              workflow stands alone. Every step is forward-only.
 
 use std::sync::Arc;
 
@@ -13,11 +16,13 @@ use saga::{DefinitionError, Registry, SagaDefinition};
 
 use crate::client::{Client, Teardown};
 use crate::stack::Stack;
+use crate::steps::auth_urls::AuthUrlsStep;
 use crate::steps::database_schema::DatabaseSchemaStep;
 use crate::steps::github_repo::{self, GithubRepos};
 use crate::steps::lifecycle::TeardownV1;
 use crate::steps::n8n_workflow::N8nWorkflows;
 use crate::steps::supabase_project::{self, SupabaseProjects};
+use crate::steps::vercel_domain::{self, VercelDomainStep, VercelDomains};
 use crate::steps::vercel_project::{self, VercelProjects};
 use crate::steps::{ResourceStep, TeardownStep};
 
@@ -26,12 +31,41 @@ pub const DEPROVISION: &str = "deprovision";
 
 /// Bump when a step is added, removed or rewired; keep registering the old version while
 /// runs started under it may still be in flight.
-pub const PROVISION_VERSION: u32 = 1;
+/// 2: `auth_urls` and `vercel_domain` after `vercel_project`.
+pub const PROVISION_VERSION: u32 = 2;
 /// 2: the teardown steps are forward-only (version 1's undo deleted once more).
-pub const DEPROVISION_VERSION: u32 = 2;
+/// 3: the client's domain is removed before its Vercel project.
+pub const DEPROVISION_VERSION: u32 = 3;
 
 pub fn provision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
     SagaDefinition::builder::<Client>(PROVISION, PROVISION_VERSION)
+        .step(ResourceStep::new(stack, SupabaseProjects), &[])
+        .step(ResourceStep::new(stack, GithubRepos), &[])
+        .step(ResourceStep::new(stack, N8nWorkflows), &[])
+        .step(
+            DatabaseSchemaStep {
+                stack: Arc::clone(stack),
+            },
+            &[supabase_project::NAME],
+        )
+        .step(
+            ResourceStep::new(stack, VercelProjects),
+            &[supabase_project::NAME, github_repo::NAME],
+        )
+        .step(
+            AuthUrlsStep {
+                stack: Arc::clone(stack),
+            },
+            &[supabase_project::NAME, vercel_project::NAME],
+        )
+        .step(VercelDomainStep::new(stack), &[vercel_project::NAME])
+        .build()
+}
+
+/// Version 1 of the provision saga (the five resources), registered so that runs started
+/// under it finish.
+fn provision_v1(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
+    SagaDefinition::builder::<Client>(PROVISION, 1)
         .step(ResourceStep::new(stack, SupabaseProjects), &[])
         .step(ResourceStep::new(stack, GithubRepos), &[])
         .step(ResourceStep::new(stack, N8nWorkflows), &[])
@@ -52,6 +86,27 @@ pub fn provision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> 
 /// in needs_attention naming the steps whose resources are left; `retry` runs them again.
 pub fn deprovision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
     SagaDefinition::builder::<Teardown>(DEPROVISION, DEPROVISION_VERSION)
+        .forward_step(TeardownStep::new(stack, N8nWorkflows), &[])
+        .forward_step(TeardownStep::new(stack, VercelDomains), &[])
+        .forward_step(
+            TeardownStep::new(stack, VercelProjects),
+            &[vercel_domain::TEARDOWN],
+        )
+        .forward_step(
+            TeardownStep::new(stack, GithubRepos),
+            &[vercel_project::TEARDOWN],
+        )
+        .forward_step(
+            TeardownStep::new(stack, SupabaseProjects),
+            &[vercel_project::TEARDOWN],
+        )
+        .build()
+}
+
+/// Version 2 of the deprovision saga (no domain step), registered so that runs started under
+/// it finish.
+fn deprovision_v2(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
+    SagaDefinition::builder::<Teardown>(DEPROVISION, 2)
         .forward_step(TeardownStep::new(stack, N8nWorkflows), &[])
         .forward_step(TeardownStep::new(stack, VercelProjects), &[])
         .forward_step(
@@ -85,8 +140,10 @@ fn deprovision_v1(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError>
 /// Both sagas, as the engine needs them to start new runs and finish old ones.
 pub fn registry(stack: &Arc<Stack>) -> Result<Registry, DefinitionError> {
     Registry::new()
+        .with(provision_v1(stack)?)?
         .with(provision(stack)?)?
         .with(deprovision_v1(stack)?)?
+        .with(deprovision_v2(stack)?)?
         .with(deprovision(stack)?)
 }
 
@@ -100,7 +157,7 @@ pub fn run_key(saga: &str, slug: &crate::client::ClientSlug, generation: u32) ->
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::{database_schema, n8n_workflow};
+    use crate::steps::{auth_urls, database_schema, n8n_workflow};
 
     #[test]
     fn step_names_are_stable() {
@@ -109,5 +166,8 @@ mod tests {
         assert_eq!(github_repo::NAME, "github_repo");
         assert_eq!(vercel_project::NAME, "vercel_project");
         assert_eq!(n8n_workflow::NAME, "n8n_workflow");
+        assert_eq!(auth_urls::NAME, "auth_urls");
+        assert_eq!(vercel_domain::NAME, "vercel_domain");
+        assert_eq!(vercel_domain::TEARDOWN, "delete_vercel_domain");
     }
 }

@@ -318,6 +318,8 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     let mut config =
         Config::load(None, &|k| simulators.env.get(k).cloned()).expect("the simulators' env");
     config.settings = support::test_settings();
+    // The client's domain and auth URLs go through logs, journal and record as well.
+    config.settings.vercel.domain = Some("clients.canary.example".into());
     let app = App::start(
         &config,
         open_sqlite(&journal_path).await.unwrap(),
@@ -349,6 +351,18 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     let up_view = app.wait(up.run_id).await.unwrap();
     let up_record = App::record(&up_view);
     assert_eq!(up_view.status, RunStatus::Succeeded, "{up_record:#?}");
+    assert!(
+        up_record
+            .domain
+            .as_ref()
+            .is_some_and(|d| d.domain.is_some())
+            && up_record.auth_urls.as_ref().is_some_and(|a| a.changed)
+            && up_record
+                .vercel
+                .as_ref()
+                .is_some_and(|v| v.answered.is_some()),
+        "the new steps' payloads were not in play: {up_record:#?}"
+    );
     let project_ref = up_record.supabase.as_ref().unwrap().project_ref.clone();
     // The secrets the run made: the password it gave the project, the keys Supabase issued.
     let db_password = app
@@ -491,6 +505,10 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     assert!(
         joined.contains(&project_ref),
         "journal rows lack the step outputs"
+    );
+    assert!(
+        joined.contains("dnsRecords") && joined.contains("siteUrl"),
+        "journal rows lack the domain and auth URL outputs"
     );
     assert!(
         rows.len() > 20,

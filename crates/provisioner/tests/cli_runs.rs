@@ -14,12 +14,14 @@ use saga::SealingKey;
 use sandbox::{FaultKind, FaultRule, Provider, Sandbox};
 use serde_json::Value;
 
-const PROVISION_STEPS: [&str; 5] = [
+const PROVISION_STEPS: [&str; 7] = [
     "supabase_project",
     "github_repo",
     "n8n_workflow",
     "database_schema",
     "vercel_project",
+    "auth_urls",
+    "vercel_domain",
 ];
 
 /// A sandbox and a journal the binary is pointed at through its configuration file.
@@ -449,7 +451,7 @@ async fn watch_follows_a_run_another_process_drives_to_its_end() {
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("run_created"));
     assert_eq!(kinds.last().map(String::as_str), Some("run_succeeded"));
-    assert_eq!(kinds.iter().filter(|k| *k == "step_succeeded").count(), 5);
+    assert_eq!(kinds.iter().filter(|k| *k == "step_succeeded").count(), 7);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,6 +485,7 @@ async fn demo_plain_output_shows_every_steps_final_line_run_after_run() {
             teardown,
             &[
                 "delete_n8n_workflow",
+                "delete_vercel_domain",
                 "delete_vercel_project",
                 "delete_github_repo",
                 "delete_supabase_project",

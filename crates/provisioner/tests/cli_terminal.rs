@@ -13,12 +13,14 @@ use std::time::{Duration, Instant};
 use saga::SealingKey;
 use sandbox::Sandbox;
 
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 7] = [
     "supabase_project",
     "github_repo",
     "n8n_workflow",
     "database_schema",
     "vercel_project",
+    "auth_urls",
+    "vercel_domain",
 ];
 
 /// tmux on its own socket, so the test neither sees nor touches anyone else's sessions.

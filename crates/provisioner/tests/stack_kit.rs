@@ -28,6 +28,15 @@ use sandbox::{Provider, Sandbox};
 
 /// Every scenario has its own sandbox, so the kit's runs may all use one client.
 const KIT_SLUG: &str = "kit-acme";
+const KIT_PARENT_DOMAIN: &str = "clients.kit.example";
+
+/// The provision saga's end state: the stack and the client's domain on its Vercel project.
+fn provisioned_names() -> Vec<String> {
+    let mut names = support::full_stack_names(&support::client(KIT_SLUG));
+    names.push(format!("vercel domain {KIT_SLUG}.{KIT_PARENT_DOMAIN}"));
+    names.sort();
+    names
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Saga {
@@ -106,7 +115,10 @@ impl Subject for StackSubject {
             .await,
         );
         self.live.lock().unwrap().push(sandbox.clone());
-        let stack = support::stack_for(&sandbox, support::quick_settings());
+        // With a client domain, so that the domain step really adds (and undoes) one.
+        let mut settings = support::quick_settings();
+        settings.vercel.domain = Some(KIT_PARENT_DOMAIN.to_owned());
+        let stack = support::stack_for(&sandbox, settings);
         let definition = match self.saga {
             Saga::Provision => sagas::provision(&stack)?,
             Saga::Deprovision => {
@@ -179,13 +191,10 @@ async fn provision_saga_passes_the_kit_on_sqlite() {
     let (journals, _dir) = sqlite_journals();
     let report = run_kit(Saga::Provision, admin_url, journals).await;
     assert_eq!(report.baseline_status, RunStatus::Succeeded);
-    assert_eq!(
-        report.baseline_resources,
-        support::full_stack_names(&support::client(KIT_SLUG))
-    );
+    assert_eq!(report.baseline_resources, provisioned_names());
     assert_eq!(
         report.checks.len(),
-        expected_checks(5, REVERSIBLE_CHECKS, &report)
+        expected_checks(7, REVERSIBLE_CHECKS, &report)
     );
 }
 
@@ -200,7 +209,7 @@ async fn deprovision_saga_passes_the_kit_on_sqlite() {
     assert!(report.baseline_resources.is_empty());
     assert_eq!(
         report.checks.len(),
-        expected_checks(4, FORWARD_ONLY_CHECKS, &report)
+        expected_checks(5, FORWARD_ONLY_CHECKS, &report)
     );
 }
 
@@ -215,13 +224,10 @@ async fn provision_saga_passes_the_kit_on_postgres() {
     };
     let report = run_kit(Saga::Provision, admin_url, databases.journal_factory()).await;
     databases.drop_all().await.unwrap();
-    assert_eq!(
-        report.baseline_resources,
-        support::full_stack_names(&support::client(KIT_SLUG))
-    );
+    assert_eq!(report.baseline_resources, provisioned_names());
     assert_eq!(
         report.checks.len(),
-        expected_checks(5, REVERSIBLE_CHECKS, &report)
+        expected_checks(7, REVERSIBLE_CHECKS, &report)
     );
 }
 
@@ -239,7 +245,7 @@ async fn deprovision_saga_passes_the_kit_on_postgres() {
     assert!(report.baseline_resources.is_empty());
     assert_eq!(
         report.checks.len(),
-        expected_checks(4, FORWARD_ONLY_CHECKS, &report)
+        expected_checks(5, FORWARD_ONLY_CHECKS, &report)
     );
 }
 

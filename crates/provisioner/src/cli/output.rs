@@ -85,6 +85,37 @@ pub fn human(record: &ResourceRecord) -> String {
             v.app_url,
             adopted(v.adopted)
         );
+        if let Some(status) = v.answered {
+            out += &format!("    answers over HTTP ({status})\n");
+        }
+    }
+    if let Some(d) = &record.domain {
+        match (&d.domain, &d.skipped) {
+            (Some(domain), _) => {
+                let state = match (d.verified, d.misconfigured) {
+                    (true, false) => "verified, DNS points at Vercel",
+                    (true, true) => "verified, DNS not pointed yet",
+                    (false, _) => "not verified yet",
+                };
+                out += &format!("  domain     {domain} ({state}){}\n", adopted(d.adopted));
+                for r in &d.dns_records {
+                    out += &format!(
+                        "    create DNS {} {} → {} ({})\n",
+                        r.record_type, r.name, r.value, r.reason
+                    );
+                }
+            }
+            (None, Some(why)) => out += &format!("  domain     none: {why}\n"),
+            (None, None) => {}
+        }
+    }
+    if let Some(a) = &record.auth_urls {
+        out += &format!(
+            "  auth URLs  site {}, allowed {}{}\n",
+            a.site_url,
+            a.allowed.join(" "),
+            if a.changed { "" } else { " (already set)" }
+        );
     }
     if let Some(n) = &record.n8n {
         out += &format!(

@@ -1,6 +1,7 @@
 //! `vercel_project`: the client's Vercel project `client-{slug}-app`, linked to the client's
 //! repository, with the app's environment in one upsert call, and its first production
-//! deployment from the default branch (optionally waited on until READY).
+//! deployment from the default branch (optionally waited on until READY and until its URL
+//! answers over HTTP).
 //!
 //! Vercel project names are unique per team, so the lookup is `GET /v9/projects/{name}`; an
 //! existing project is adopted only if it is linked to the client's repository. A run marks
@@ -48,6 +49,9 @@ pub struct VercelProject {
     pub app_url: String,
     pub ready: bool,
     pub adopted: bool,
+    /// With `wait_for_ready`: the HTTP status the deployment URL answered with.
+    #[serde(default)]
+    pub answered: Option<u16>,
 }
 
 async fn lookup(stack: &Stack, name: &str) -> Result<Option<Project>, StepError> {
@@ -128,6 +132,58 @@ fn environment(supabase: &SupabaseProject, app_url: &str) -> Vec<EnvVar> {
             everywhere,
         ),
     ]
+}
+
+/// How one request to a deployment host went: the status when the app answered, else why not.
+async fn probe(client: &reqwest::Client, origin: Option<&str>, host: &str) -> Result<u16, String> {
+    // With an origin set (the sandbox), connect there and name the host in `Host`, which is
+    // what Vercel's edge routes by; otherwise go to the host itself.
+    let request = match origin {
+        Some(origin) => client
+            .get(format!("{origin}/"))
+            .header(reqwest::header::HOST, host),
+        None => client.get(format!("https://{host}/")),
+    };
+    let response = request.send().await.map_err(|e| e.to_string())?;
+    let status = response.status();
+    // Vercel marks its own answers (not ready, not found, the function failed) with
+    // `x-vercel-error`; anything else below 500 comes from the app.
+    match response.headers().get("x-vercel-error") {
+        Some(code) => Err(format!(
+            "{status} {}",
+            code.to_str().unwrap_or("(unreadable x-vercel-error)")
+        )),
+        None if status.is_server_error() => Err(status.to_string()),
+        None => Ok(status.as_u16()),
+    }
+}
+
+/// Polls the deployment's URL until the app answers (any status below 500 that is not one
+/// of Vercel's platform errors), for at most `vercel.answer_timeout_secs`. Redirects are not
+/// followed: a redirect is an answer of the app, or Vercel's "not ready yet".
+async fn wait_until_answering(stack: &Stack, host: &str) -> Result<u16, StepError> {
+    let timeout = Duration::from_secs(stack.settings.vercel.answer_timeout_secs);
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10).min(timeout))
+        .build()
+        .map_err(|e| StepError::permanent(format!("cannot build an HTTP client: {e}")))?;
+    let origin = stack.env.vercel_deployment_origin.as_deref();
+    let deadline = Instant::now() + timeout;
+    let mut delays = poll_delays(Duration::from_secs(2));
+    loop {
+        let last = match probe(&client, origin, host).await {
+            Ok(status) => return Ok(status),
+            Err(why) => why,
+        };
+        if Instant::now() >= deadline {
+            return Err(StepError::permanent(format!(
+                "deployment URL https://{host} is READY but did not answer within {} s (last: {last}); check the deployment's runtime logs in Vercel, or raise vercel.answer_timeout_secs",
+                timeout.as_secs()
+            )));
+        }
+        tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(2))).await;
+    }
 }
 
 /// The client's Vercel project, as the shared lifecycle drives it. Marked by a plain
@@ -212,7 +268,11 @@ impl ProviderResource for VercelProjects {
     fn policy(&self, stack: &Stack) -> StepPolicy {
         StepPolicy {
             action: RetryPolicy {
-                timeout: Duration::from_secs(stack.settings.vercel.deploy_timeout_secs + 120),
+                timeout: Duration::from_secs(
+                    stack.settings.vercel.deploy_timeout_secs
+                        + stack.settings.vercel.answer_timeout_secs
+                        + 120,
+                ),
                 ..RetryPolicy::default()
             },
             undo: StepPolicy::default().undo,
@@ -300,7 +360,8 @@ impl ProviderResource for VercelProjects {
     ) -> Result<VercelProject, StepError> {
         let supabase: SupabaseProject = ctx.output(supabase_project::NAME)?;
         let repo: GithubRepo = ctx.output(github_repo::NAME)?;
-        let app_url = app_url(&project.name);
+        // The client's domain when one is configured: the app links to itself by it.
+        let app_url = super::vercel_domain::app_url(&stack.settings, &ctx.input().client_id);
         stack
             .vercel
             .upsert_env(&project.id, &environment(&supabase, &app_url))
@@ -308,8 +369,10 @@ impl ProviderResource for VercelProjects {
             .map_err(|e| provider_failure(&format!("set environment of {}", project.name), e))?;
         let (deployment_id, deployment_url) = self.deployment(stack, &project, &repo).await?;
         let ready = stack.settings.vercel.wait_for_ready;
+        let mut answered = None;
         if ready {
             self.wait_until_ready(stack, &deployment_id).await?;
+            answered = Some(wait_until_answering(stack, &deployment_url).await?);
         }
         Ok(VercelProject {
             project_id: project.id,
@@ -319,6 +382,7 @@ impl ProviderResource for VercelProjects {
             app_url,
             ready,
             adopted,
+            answered,
         })
     }
 

@@ -217,6 +217,9 @@ pub fn stable_names(inventory: &sandbox::Inventory) -> Vec<String> {
     for d in &inventory.vercel_deployments {
         names.push(format!("vercel deployment of {}", d.name));
     }
+    for d in &inventory.vercel_domains {
+        names.push(format!("vercel domain {}", d.name));
+    }
     for w in &inventory.n8n_workflows {
         let state = if w.active { "active" } else { "inactive" };
         names.push(format!("n8n workflow {} ({state})", w.name));
