@@ -1091,6 +1091,67 @@ mod tests {
     }
 
     #[test]
+    fn a_client_domain_must_be_a_dns_name_with_room_for_the_slug() {
+        let settings = Settings::from_toml("[vercel]\ndomain = \"clients.agency.example\"\n")
+            .unwrap();
+        assert_eq!(
+            settings.vercel.domain.as_deref(),
+            Some("clients.agency.example")
+        );
+        for bad in [
+            "https://clients.agency.example",
+            "Clients.Agency.Example",
+            "localhost",
+            "clients.agency.example.",
+            "-x.agency.example",
+        ] {
+            let err = Settings::from_toml(&format!("[vercel]\ndomain = \"{bad}\"\n"))
+                .unwrap_err();
+            assert_eq!(err.problems.len(), 1, "{bad}: {err}");
+            assert!(
+                err.problems[0].starts_with("vercel.domain:")
+                    && err.problems[0].contains("lower-case DNS name"),
+                "{bad}: {err}"
+            );
+        }
+        let long = format!("{}example", "a.".repeat(CLIENT_DOMAIN_MAX_LEN / 2));
+        let err = Settings::from_toml(&format!("[vercel]\ndomain = \"{long}\"\n")).unwrap_err();
+        assert!(err.problems[0].contains("fits DNS's 253"), "{err}");
+    }
+
+    #[test]
+    fn the_deployment_origin_is_an_origin_without_credentials() {
+        let mut pairs = FULL.to_vec();
+        pairs.push(("VERCEL_DEPLOYMENT_ORIGIN", "http://127.0.0.1:4003/"));
+        let config = Config::load(None, &env_of(&pairs)).unwrap();
+        assert_eq!(
+            config.providers.vercel_deployment_origin.as_deref(),
+            Some("http://127.0.0.1:4003")
+        );
+        assert!(
+            Config::load(None, &env_of(FULL))
+                .unwrap()
+                .providers
+                .vercel_deployment_origin
+                .is_none()
+        );
+        for (bad, rule) in [
+            ("http://127.0.0.1:4003/deployments", "not an http(s) origin"),
+            ("ftp://127.0.0.1", "not an http(s) origin"),
+            ("http://user:pw@127.0.0.1:4003", "carries credentials"),
+        ] {
+            let mut pairs = FULL.to_vec();
+            pairs.push(("VERCEL_DEPLOYMENT_ORIGIN", bad));
+            let err = Config::load(None, &env_of(&pairs)).unwrap_err();
+            assert!(
+                err.problems.iter().any(|p| p.starts_with("VERCEL_DEPLOYMENT_ORIGIN:") && p.contains(rule)),
+                "{bad}: {err}"
+            );
+            assert!(!err.to_string().contains("pw@"), "{err}");
+        }
+    }
+
+    #[test]
     fn seed_region_is_refused_with_the_valid_list() {
         let err = Settings::from_toml("[supabase]\nregion = \"af-south-1\"\n").unwrap_err();
         assert_eq!(err.problems.len(), 1);
