@@ -1092,8 +1092,8 @@ mod tests {
 
     #[test]
     fn a_client_domain_must_be_a_dns_name_with_room_for_the_slug() {
-        let settings = Settings::from_toml("[vercel]\ndomain = \"clients.agency.example\"\n")
-            .unwrap();
+        let settings =
+            Settings::from_toml("[vercel]\ndomain = \"clients.agency.example\"\n").unwrap();
         assert_eq!(
             settings.vercel.domain.as_deref(),
             Some("clients.agency.example")
@@ -1105,8 +1105,7 @@ mod tests {
             "clients.agency.example.",
             "-x.agency.example",
         ] {
-            let err = Settings::from_toml(&format!("[vercel]\ndomain = \"{bad}\"\n"))
-                .unwrap_err();
+            let err = Settings::from_toml(&format!("[vercel]\ndomain = \"{bad}\"\n")).unwrap_err();
             assert_eq!(err.problems.len(), 1, "{bad}: {err}");
             assert!(
                 err.problems[0].starts_with("vercel.domain:")
@@ -1144,7 +1143,9 @@ mod tests {
             pairs.push(("VERCEL_DEPLOYMENT_ORIGIN", bad));
             let err = Config::load(None, &env_of(&pairs)).unwrap_err();
             assert!(
-                err.problems.iter().any(|p| p.starts_with("VERCEL_DEPLOYMENT_ORIGIN:") && p.contains(rule)),
+                err.problems
+                    .iter()
+                    .any(|p| p.starts_with("VERCEL_DEPLOYMENT_ORIGIN:") && p.contains(rule)),
                 "{bad}: {err}"
             );
             assert!(!err.to_string().contains("pw@"), "{err}");

@@ -78,6 +78,25 @@ fn differences(current: &AuthUrls, site_url: &str, wanted: &[String]) -> Vec<Str
     wrong
 }
 
+/// What the config read back after the update gets wrong: our settings missing, or an entry
+/// that was there before gone.
+fn readback_problems(
+    after: &AuthUrls,
+    site_url: &str,
+    ours: &[String],
+    existing: &[String],
+) -> Vec<String> {
+    let mut wrong = differences(after, site_url, ours);
+    let kept = after.allowed();
+    wrong.extend(
+        existing
+            .iter()
+            .filter(|url| !kept.contains(url))
+            .map(|url| format!("uri_allow_list lost {url}, which was there before")),
+    );
+    wrong
+}
+
 #[derive(Debug, Clone)]
 pub struct AuthUrlsStep {
     pub stack: Arc<Stack>,
@@ -138,14 +157,7 @@ impl Step for AuthUrlsStep {
             .auth_urls(project)
             .await
             .map_err(|e| provider_failure(&format!("read auth config of {project} back"), e))?;
-        let mut wrong = differences(&after, &site_url, &ours);
-        let kept = after.allowed();
-        wrong.extend(
-            existing
-                .iter()
-                .filter(|url| !kept.contains(url))
-                .map(|url| format!("uri_allow_list lost {url}, which was there before")),
-        );
+        let wrong = readback_problems(&after, &site_url, &ours, &existing);
         if !wrong.is_empty() {
             return Err(StepError::permanent(format!(
                 "the auth config of {project} reads back wrong after the update: {}; check Authentication > URL Configuration in the Supabase dashboard",
@@ -191,6 +203,29 @@ mod tests {
                 "https://old.example/**",
                 "https://acme.clients.agency.example/**",
                 "https://client-acme-app.vercel.app/**",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_read_back_that_lost_or_lacks_an_entry_is_reported() {
+        let ours = vec!["https://acme.example/**".to_owned()];
+        let existing = vec!["https://old.example/**".to_owned()];
+        let right = AuthUrls {
+            site_url: Some("https://acme.example".into()),
+            uri_allow_list: Some("https://old.example/**,https://acme.example/**".into()),
+        };
+        assert!(readback_problems(&right, "https://acme.example", &ours, &existing).is_empty());
+        let wrong = AuthUrls {
+            site_url: Some("http://localhost:3000".into()),
+            uri_allow_list: Some("https://acme.example/**".into()),
+        };
+        let problems = readback_problems(&wrong, "https://acme.example", &ours, &existing);
+        assert_eq!(
+            problems,
+            [
+                "site_url is \"http://localhost:3000\", not \"https://acme.example\"",
+                "uri_allow_list lost https://old.example/**, which was there before",
             ]
         );
     }
