@@ -688,3 +688,46 @@ async fn a_client_giving_up_mid_create_strands_nothing() {
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_auth_config_update_changes_exactly_what_it_carries() {
+    let sandbox = support::start_without_databases(|_| {}).await;
+    let created: Value = create(&sandbox, "client-auth").await.json().await.unwrap();
+    let reference = created["ref"].as_str().unwrap().to_owned();
+    let path = format!("/v1/projects/{reference}/config/auth");
+    let before: Value = get(&sandbox, &path).await.json().await.unwrap();
+    assert_eq!(before["site_url"], "http://localhost:3000");
+    let patch = |body: Value| {
+        let url = format!("{}{path}", sandbox.urls().supabase);
+        let token = sandbox.credentials().supabase_token.clone();
+        async move {
+            support::client()
+                .patch(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    for bad in [
+        json!({ "site_url": "https://a.example,https://b.example" }),
+        json!({ "site_url": 3 }),
+        json!({ "no_such_setting": true }),
+    ] {
+        assert_eq!(patch(bad.clone()).await.status(), 400, "{bad}");
+    }
+    let answer = patch(json!({ "site_url": "https://app.example" })).await;
+    assert_eq!(answer.status(), 200);
+    let after: Value = answer.json().await.unwrap();
+    assert_eq!(after["site_url"], "https://app.example");
+    let mut rest_before = before.as_object().unwrap().clone();
+    let mut rest_after = after.as_object().unwrap().clone();
+    rest_before.remove("site_url");
+    rest_after.remove("site_url");
+    assert_eq!(rest_before, rest_after);
+    assert_eq!(
+        get(&sandbox, &path).await.json::<Value>().await.unwrap(),
+        after
+    );
+}

@@ -280,3 +280,74 @@ async fn missing_or_wrong_token_is_forbidden() {
     assert_eq!(other_team.status(), StatusCode::FORBIDDEN);
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_domain_body_is_validated_like_vercel_does() {
+    let sandbox = support::start_without_databases(|_| {}).await;
+    generate_repo(&sandbox, "client-dom").await;
+    let project: Value = support::eventually(|| async {
+        let response = vercel(&sandbox, reqwest::Method::POST, "/v11/projects")
+            .json(&project_body(&sandbox, "client-dom", "client-dom"))
+            .send()
+            .await
+            .unwrap();
+        (response.status() == StatusCode::OK).then_some(response)
+    })
+    .await
+    .json()
+    .await
+    .unwrap();
+    let id = project["id"].as_str().unwrap();
+    let path = format!("/v10/projects/{id}/domains");
+    for (body, code) in [
+        (json!({}), "bad_request"),
+        (
+            json!({ "name": "a.example", "colour": "blue" }),
+            "bad_request",
+        ),
+        (json!({ "name": "not a domain" }), "invalid_domain"),
+        (json!({ "name": "localhost" }), "invalid_domain"),
+    ] {
+        let response = vercel(&sandbox, reqwest::Method::POST, &path)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{body}");
+        let answer: Value = response.json().await.unwrap();
+        assert_eq!(answer["error"]["code"], code, "{body}: {answer}");
+    }
+    // Names compare as DNS does: in lower case.
+    let added = vercel(&sandbox, reqwest::Method::POST, &path)
+        .json(&json!({ "name": "Shop.Example.COM" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(added.status(), StatusCode::OK);
+    let read = vercel(
+        &sandbox,
+        reqwest::Method::GET,
+        &format!("/v9/projects/{id}/domains/shop.example.com"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let read: Value = read.json().await.unwrap();
+    assert_eq!(read["name"], "shop.example.com");
+    assert_eq!(read["apexName"], "example.com");
+    assert!(read.get("verification").is_none(), "{read}");
+    let missing = vercel(
+        &sandbox,
+        reqwest::Method::GET,
+        &format!("/v9/projects/{id}/domains/other.example.com"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        sandbox.calls(Provider::Vercel, "POST /v10/projects/{idOrName}/domains"),
+        5
+    );
+}

@@ -111,8 +111,10 @@ pub(crate) async fn get_auth_config(
     }
 }
 
-/// Checks a PATCH body the way the endpoint's validation does: known keys, `site_url` one URL
-/// (`^[^,]+$`), the two URL settings strings or null. `Err` is the 400's message.
+/// Checks a PATCH body against `UpdateAuthConfigBody`: known keys, `site_url` one URL
+/// (`^[^,]+$`), the two URL settings strings or null. `Err` is the message of a 400, the
+/// Management API's answer to bodies its validation refuses (this operation's spec documents
+/// no 400; the provisioner never sends such a body, and the contract check would flag one).
 fn validate(body: &Map<String, Value>) -> Result<(), String> {
     let patchable = &schema().patchable;
     if let Some(key) = body.keys().find(|key| !patchable.contains(key)) {
