@@ -30,7 +30,7 @@ async fn prints_exports_that_point_at_live_simulators() {
             .expect("an export line");
         exports.push((name.to_owned(), value.trim_matches('\'').to_owned()));
     }
-    assert_eq!(exports.len(), 13);
+    assert_eq!(exports.len(), 14);
     let value = |name: &str| {
         exports
             .iter()
@@ -56,5 +56,14 @@ async fn prints_exports_that_point_at_live_simulators() {
         .await
         .unwrap();
     assert_eq!(response.status(), reqwest::StatusCode::OK);
+    // Deployment hosts are reached through the exported origin, named in `Host`.
+    let response = support::client()
+        .get(format!("{}/", value("VERCEL_DEPLOYMENT_ORIGIN")))
+        .header(reqwest::header::HOST, "nobody-abc.vercel.app")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), reqwest::StatusCode::NOT_FOUND);
+    assert_eq!(response.headers()["x-vercel-error"], "DEPLOYMENT_NOT_FOUND");
     child.kill().await.unwrap();
 }
