@@ -532,3 +532,47 @@ async fn the_undo_removes_the_domain_this_run_added() {
     world.app.shutdown(Duration::from_secs(5)).await;
     world.sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn both_provision_versions_and_all_three_teardown_versions_stay_registered() {
+    let mut config = sandbox::SandboxConfig::for_tests("postgres://unused@127.0.0.1:1/unused");
+    config.supabase_databases = false;
+    let sandbox = sandbox::Sandbox::start(config).await.unwrap();
+    let stack = support::stack_for(&sandbox, support::quick_settings());
+    let registry = provisioner::sagas::registry(&stack).unwrap();
+    let names = |saga: &str, version: u32| -> Vec<(String, Vec<String>)> {
+        registry
+            .get(saga, version)
+            .unwrap_or_else(|| panic!("{saga} v{version} is not registered"))
+            .steps()
+            .iter()
+            .map(|n| (n.step.name().to_owned(), n.dependencies.to_vec()))
+            .collect()
+    };
+    // Version 1 is exactly the five resources, for runs started before the upgrade.
+    let v1 = names("provision", 1);
+    assert_eq!(v1.len(), 5, "{v1:?}");
+    assert!(
+        !v1.iter()
+            .any(|(n, _)| n == "auth_urls" || n == "vercel_domain")
+    );
+    let v2 = names("provision", 2);
+    assert_eq!(v2.len(), 7, "{v2:?}");
+    let deps = |name: &str| v2.iter().find(|(n, _)| n == name).unwrap().1.clone();
+    assert_eq!(deps("auth_urls"), ["supabase_project", "vercel_project"]);
+    assert_eq!(deps("vercel_domain"), ["vercel_project"]);
+    assert_eq!(
+        registry.latest("provision").unwrap().version(),
+        provisioner::sagas::PROVISION_VERSION
+    );
+    for version in 1..=3 {
+        names("deprovision", version);
+    }
+    let v3 = names("deprovision", 3);
+    let project = v3
+        .iter()
+        .find(|(n, _)| n == "delete_vercel_project")
+        .unwrap();
+    assert_eq!(project.1, ["delete_vercel_domain"]);
+    sandbox.shutdown().await;
+}
