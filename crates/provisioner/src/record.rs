@@ -6,7 +6,9 @@ use saga::{RunStatus, RunView, StepPhase};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::steps::{database_schema, github_repo, n8n_workflow, supabase_project, vercel_project};
+use crate::steps::{
+    database_schema, github_repo, n8n_modules, n8n_workflow, supabase_project, vercel_project,
+};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,6 +68,15 @@ pub struct N8nRecord {
     pub adopted: bool,
 }
 
+/// One module's n8n workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct N8nModuleRecord {
+    pub module: String,
+    #[serde(flatten)]
+    pub workflow: N8nRecord,
+}
+
 /// The outcome of a run, in the shape operators and the admin app read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -83,6 +94,9 @@ pub struct ResourceRecord {
     pub vercel: Option<VercelRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub n8n: Option<N8nRecord>,
+    /// The module workflows (`n8n_modules`), in module order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub modules: Vec<N8nModuleRecord>,
     /// Deprovision: what was removed.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub removed: Vec<String>,
@@ -170,6 +184,9 @@ impl ResourceRecord {
             github: part(output(github_repo::NAME)),
             vercel: part(output(vercel_project::NAME)),
             n8n: part(output(n8n_workflow::NAME)),
+            modules: output(n8n_modules::NAME)
+                .and_then(|v| part(v.get("workflows").cloned()))
+                .unwrap_or_default(),
             removed,
             failure,
             still_exists: view.needs_attention.clone(),

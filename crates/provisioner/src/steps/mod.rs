@@ -1,4 +1,4 @@
-//! The five steps of a client stack, one file each. The four provider resources share one
+//! The steps of a client stack, one file each. The four provider resources share one
 //! lifecycle ([`lifecycle`]: adopt or create, undo what the run made, tear down); their files
 //! hold only the provider's specifics: deterministic names, lookup, create with the run's
 //! marker, the ownership test, delete, and what follows once the resource exists.
@@ -6,6 +6,7 @@
 pub mod database_schema;
 pub mod github_repo;
 pub mod lifecycle;
+pub mod n8n_modules;
 pub mod n8n_workflow;
 pub mod supabase_project;
 pub mod vercel_project;
