@@ -83,7 +83,7 @@ async fn provision_follow_the_events_resume_mid_run_and_deprovision() {
     );
     assert_eq!(run.body["metadata"]["anything"][0], "kept");
     let steps = run.body["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 5);
+    assert_eq!(steps.len(), 6);
     for step in steps {
         assert_eq!(step["state"], "succeeded", "{step}");
         assert!(step["attempts"].as_u64().unwrap() >= 1);

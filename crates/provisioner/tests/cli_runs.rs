@@ -14,10 +14,11 @@ use saga::SealingKey;
 use sandbox::{FaultKind, FaultRule, Provider, Sandbox};
 use serde_json::Value;
 
-const PROVISION_STEPS: [&str; 5] = [
+const PROVISION_STEPS: [&str; 6] = [
     "supabase_project",
     "github_repo",
     "n8n_workflow",
+    "n8n_modules",
     "database_schema",
     "vercel_project",
 ];
@@ -483,6 +484,7 @@ async fn demo_plain_output_shows_every_steps_final_line_run_after_run() {
             teardown,
             &[
                 "delete_n8n_workflow",
+                "delete_n8n_module_workflows",
                 "delete_vercel_project",
                 "delete_github_repo",
                 "delete_supabase_project",

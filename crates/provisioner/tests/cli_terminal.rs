@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use saga::SealingKey;
 use sandbox::Sandbox;
 
-const STEPS: [&str; 5] = [
+const STEPS: [&str; 6] = [
     "supabase_project",
     "github_repo",
     "n8n_workflow",
+    "n8n_modules",
     "database_schema",
     "vercel_project",
 ];

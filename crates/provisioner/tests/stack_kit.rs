@@ -29,6 +29,28 @@ use sandbox::{Provider, Sandbox};
 /// Every scenario has its own sandbox, so the kit's runs may all use one client.
 const KIT_SLUG: &str = "kit-acme";
 
+/// The kit's client: with one module, so the module workflow step is put through the kit too.
+fn kit_client() -> Client {
+    let mut client = support::client(KIT_SLUG);
+    client.modules = Some(provisioner::client::Modules {
+        crm: Some(true),
+        ..Default::default()
+    });
+    client
+}
+
+/// What a provision of the kit's client leaves: the stack and its crm workflow.
+fn kit_stack_names() -> Vec<String> {
+    let client = kit_client();
+    let mut names = support::full_stack_names(&client);
+    names.push(format!(
+        "n8n workflow Client {KIT_SLUG} - {} - CRM (active)",
+        client.client_name
+    ));
+    names.sort();
+    names
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Saga {
     Provision,
@@ -135,7 +157,7 @@ fn sqlite_journals() -> (JournalFactory, Arc<tempfile::TempDir>) {
 }
 
 async fn run_kit(saga: Saga, admin_url: String, journals: JournalFactory) -> KitReport {
-    let client = support::client(KIT_SLUG);
+    let client = kit_client();
     let input = match saga {
         Saga::Provision => serde_json::to_value(&client).unwrap(),
         Saga::Deprovision => serde_json::to_value(Teardown {
@@ -179,13 +201,10 @@ async fn provision_saga_passes_the_kit_on_sqlite() {
     let (journals, _dir) = sqlite_journals();
     let report = run_kit(Saga::Provision, admin_url, journals).await;
     assert_eq!(report.baseline_status, RunStatus::Succeeded);
-    assert_eq!(
-        report.baseline_resources,
-        support::full_stack_names(&support::client(KIT_SLUG))
-    );
+    assert_eq!(report.baseline_resources, kit_stack_names());
     assert_eq!(
         report.checks.len(),
-        expected_checks(5, REVERSIBLE_CHECKS, &report)
+        expected_checks(6, REVERSIBLE_CHECKS, &report)
     );
 }
 
@@ -200,7 +219,7 @@ async fn deprovision_saga_passes_the_kit_on_sqlite() {
     assert!(report.baseline_resources.is_empty());
     assert_eq!(
         report.checks.len(),
-        expected_checks(4, FORWARD_ONLY_CHECKS, &report)
+        expected_checks(5, FORWARD_ONLY_CHECKS, &report)
     );
 }
 
@@ -215,13 +234,10 @@ async fn provision_saga_passes_the_kit_on_postgres() {
     };
     let report = run_kit(Saga::Provision, admin_url, databases.journal_factory()).await;
     databases.drop_all().await.unwrap();
-    assert_eq!(
-        report.baseline_resources,
-        support::full_stack_names(&support::client(KIT_SLUG))
-    );
+    assert_eq!(report.baseline_resources, kit_stack_names());
     assert_eq!(
         report.checks.len(),
-        expected_checks(5, REVERSIBLE_CHECKS, &report)
+        expected_checks(6, REVERSIBLE_CHECKS, &report)
     );
 }
 
@@ -239,7 +255,7 @@ async fn deprovision_saga_passes_the_kit_on_postgres() {
     assert!(report.baseline_resources.is_empty());
     assert_eq!(
         report.checks.len(),
-        expected_checks(4, FORWARD_ONLY_CHECKS, &report)
+        expected_checks(5, FORWARD_ONLY_CHECKS, &report)
     );
 }
 
