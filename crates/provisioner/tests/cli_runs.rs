@@ -450,7 +450,7 @@ async fn watch_follows_a_run_another_process_drives_to_its_end() {
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("run_created"));
     assert_eq!(kinds.last().map(String::as_str), Some("run_succeeded"));
-    assert_eq!(kinds.iter().filter(|k| *k == "step_succeeded").count(), 5);
+    assert_eq!(kinds.iter().filter(|k| *k == "step_succeeded").count(), 6);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

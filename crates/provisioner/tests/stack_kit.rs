@@ -41,14 +41,7 @@ fn kit_client() -> Client {
 
 /// What a provision of the kit's client leaves: the stack and its crm workflow.
 fn kit_stack_names() -> Vec<String> {
-    let client = kit_client();
-    let mut names = support::full_stack_names(&client);
-    names.push(format!(
-        "n8n workflow Client {KIT_SLUG} - {} - CRM (active)",
-        client.client_name
-    ));
-    names.sort();
-    names
+    support::full_stack_names(&kit_client())
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
