@@ -5,6 +5,7 @@
 //! missing workflows.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
+mod api_support;
 mod ops_support;
 mod support;
 
@@ -504,4 +505,59 @@ async fn sweep_finds_module_workflows_no_client_owns() {
     assert_eq!(found.reason, "no run in the journal owns it");
     world.app.shutdown(Duration::from_secs(5)).await;
     world.sandbox.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_answers_more_modules_with_a_new_run_and_a_removed_one_with_409() {
+    let Some(world) = support::world_with(|_| {}, support::quick_settings()).await else {
+        return;
+    };
+    let api = api_support::serve(world, provisioner::api::ApiOptions::default()).await;
+    let slug = support::unique_slug("api-mods");
+    let mut request = api_support::body(&slug);
+    request["modules"] = serde_json::json!({"crm": true});
+    let first = api.post("/v1/provisionings", &request).await;
+    assert_eq!(first.status, 202, "{}", first.text);
+    let first_id: uuid::Uuid = first.body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        api.app.wait(first_id).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+
+    // Supabase projects are judged by creation time, in whole seconds: start later.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    request["modules"] = serde_json::json!({"crm": true, "email": true});
+    let more = api.post("/v1/provisionings", &request).await;
+    assert_eq!(more.status, 202, "{}", more.text);
+    assert_ne!(more.body["id"], first.body["id"]);
+    let more_id: uuid::Uuid = more.body["id"].as_str().unwrap().parse().unwrap();
+    assert_eq!(
+        api.app.wait(more_id).await.unwrap().status,
+        RunStatus::Succeeded
+    );
+    let again = api.post("/v1/provisionings", &request).await;
+    assert_eq!(again.status, 200, "{}", again.text);
+    assert_eq!(again.body["id"], more.body["id"]);
+    let client = api.get(&format!("/v1/clients/{slug}")).await;
+    assert_eq!(
+        client.body["latestProvision"]["id"], more.body["id"],
+        "{}",
+        client.text
+    );
+    let modules: Vec<&str> = client.body["record"]["modules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["module"].as_str().unwrap())
+        .collect();
+    assert_eq!(modules, ["crm", "email"]);
+
+    request["modules"] = serde_json::json!({"email": true});
+    let removed = api.post("/v1/provisionings", &request).await;
+    assert_eq!(removed.status, 409, "{}", removed.text);
+    assert_eq!(
+        removed.body["fields"][0]["field"], "modules",
+        "{}",
+        removed.text
+    );
 }
