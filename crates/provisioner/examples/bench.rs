@@ -101,7 +101,16 @@ async fn single(postgres_url: String) {
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let app = app_for(&sandbox, dir.path(), Duration::from_millis(100)).await;
-    let client = client("bench-single");
+    // Every module on: six more workflows, to see that n8n_modules stays off the critical path.
+    let mut client = client("bench-single");
+    client.modules = Some(provisioner::client::Modules {
+        crm: Some(true),
+        email: Some(true),
+        social: Some(true),
+        content_studio: Some(true),
+        accommodation: Some(true),
+        ai_agents: Some(true),
+    });
     let t0 = Instant::now();
     let started = app.provision(&client).await.unwrap();
     let view = app.wait(started.run_id).await.unwrap();
@@ -110,12 +119,14 @@ async fn single(postgres_url: String) {
     let s = step_seconds(&app, started.run_id).await;
     let get = |name: &str| s.get(name).copied().unwrap_or(0.0);
     // The DAG: supabase_project → database_schema; supabase_project, github_repo →
-    // vercel_project → auth_urls, vercel_domain (side by side); n8n_workflow alone.
+    // vercel_project → auth_urls, vercel_domain (side by side); n8n_workflow and n8n_modules
+    // alone.
     let to_vercel = get("supabase_project").max(get("github_repo")) + get("vercel_project");
     let critical = [
         get("supabase_project") + get("database_schema"),
         to_vercel + get("auth_urls").max(get("vercel_domain")),
         get("n8n_workflow"),
+        get("n8n_modules"),
     ]
     .into_iter()
     .fold(0.0, f64::max);
@@ -124,6 +135,7 @@ async fn single(postgres_url: String) {
         get("supabase_project") + get("database_schema"),
         to_vercel,
         get("n8n_workflow"),
+        get("n8n_modules"),
     ]
     .into_iter()
     .fold(0.0, f64::max);

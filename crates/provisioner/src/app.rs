@@ -224,6 +224,12 @@ impl App {
 
     /// Starts the client's provision run, or returns the one it has. A run that was
     /// compensated (everything undone) runs forward again.
+    ///
+    /// Modules are added by provisioning again: when the client's newest run succeeded and
+    /// the request differs from it only in `modules`, keeping every module it had, a new run
+    /// (the next revision, [`sagas::provision_key`]) starts; it adopts what exists and creates
+    /// the missing module workflows. Any other difference (branding, tier, a module removed)
+    /// is the same-key conflict as before: deprovision the client first.
     pub async fn provision(&self, client: &Client) -> Result<Started, AppError> {
         self.provision_by(client, None).await
     }
@@ -234,8 +240,13 @@ impl App {
         client: &Client,
         actor: Option<&str>,
     ) -> Result<Started, AppError> {
-        let generation = self.generation(&client.client_id).await?;
-        let key = sagas::run_key(sagas::PROVISION, &client.client_id, generation);
+        let slug = &client.client_id;
+        let (generation, revision, latest) = self.latest_provision(slug).await?;
+        let next = match &latest {
+            Some(run) if self.only_adds_modules(run, client).await? => revision + 1,
+            _ => revision,
+        };
+        let key = sagas::provision_key(slug, generation, next);
         let started = self
             .engine
             .start_by(sagas::PROVISION, &key, client, actor)
@@ -269,11 +280,57 @@ impl App {
             .await
     }
 
-    /// The key of the client's current provision run (the one [`App::provision`] would
-    /// start or return), so a caller can look at it before asking for it.
+    /// The key of the client's current provision run (its newest in this generation, the one
+    /// [`App::provision`] returns when asked with the same parameters), so a caller can look
+    /// at it before asking for it.
     pub async fn provision_key(&self, slug: &ClientSlug) -> Result<String, AppError> {
+        let (generation, revision, _) = self.latest_provision(slug).await?;
+        Ok(sagas::provision_key(slug, generation, revision))
+    }
+
+    /// The client's generation, the revision of its newest provision run in it, and that run.
+    pub async fn latest_provision(
+        &self,
+        slug: &ClientSlug,
+    ) -> Result<(u32, u32, Option<saga::RunSummary>), AppError> {
         let generation = self.generation(slug).await?;
-        Ok(sagas::run_key(sagas::PROVISION, slug, generation))
+        let mut latest = None;
+        for revision in 0.. {
+            let key = sagas::provision_key(slug, generation, revision);
+            match self.engine.find_by_key(&key).await? {
+                Some(run) => latest = Some((revision, run)),
+                None => break,
+            }
+        }
+        Ok(match latest {
+            Some((revision, run)) => (generation, revision, Some(run)),
+            None => (generation, 0, None),
+        })
+    }
+
+    /// Whether `client` asks `run` (a succeeded provisioning) for more modules and nothing
+    /// else: then it is provisioned again under a new key instead of conflicting.
+    async fn only_adds_modules(
+        &self,
+        run: &saga::RunSummary,
+        client: &Client,
+    ) -> Result<bool, AppError> {
+        if run.status != RunStatus::Succeeded {
+            return Ok(false);
+        }
+        let Some(before) = self
+            .run_input(run.id)
+            .await?
+            .and_then(|input| serde_json::from_value::<Client>(input).ok())
+        else {
+            return Ok(false);
+        };
+        if before.differing_fields(client) != ["modules"] {
+            return Ok(false);
+        }
+        let had = crate::steps::n8n_modules::modules_of(&self.stack, &before);
+        let wants = crate::steps::n8n_modules::modules_of(&self.stack, client);
+        Ok(had.iter().all(|m| wants.contains(m)))
     }
 
     /// The input the run was started with, as journaled (inputs hold no secret).

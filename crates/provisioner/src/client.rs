@@ -178,6 +178,64 @@ pub struct Modules {
 
 impl Modules {
     pub const KEYS: &'static str = "crm, email, social, content_studio, accommodation, ai_agents";
+
+    /// What the client asked for about `module`: on, off, or nothing (its tier's default).
+    pub fn choice(&self, module: Module) -> Option<bool> {
+        match module {
+            Module::Crm => self.crm,
+            Module::Email => self.email,
+            Module::Social => self.social,
+            Module::ContentStudio => self.content_studio,
+            Module::Accommodation => self.accommodation,
+            Module::AiAgents => self.ai_agents,
+        }
+    }
+}
+
+/// One app module; each has its own n8n workflow in a client's stack.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Module {
+    Crm,
+    Email,
+    Social,
+    ContentStudio,
+    Accommodation,
+    AiAgents,
+}
+
+impl Module {
+    pub const ALL: [Module; 6] = [
+        Module::Crm,
+        Module::Email,
+        Module::Social,
+        Module::ContentStudio,
+        Module::Accommodation,
+        Module::AiAgents,
+    ];
+
+    /// The snake_case name: the manifest key, the `[modules]` entry, the template's file
+    /// name and the last segment of the module's webhook path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Module::Crm => "crm",
+            Module::Email => "email",
+            Module::Social => "social",
+            Module::ContentStudio => "content_studio",
+            Module::Accommodation => "accommodation",
+            Module::AiAgents => "ai_agents",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Module> {
+        Module::ALL.into_iter().find(|m| m.as_str() == raw)
+    }
+}
+
+impl fmt::Display for Module {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A validated client: what the provision saga takes as input. The optional parts are left
@@ -199,6 +257,20 @@ pub struct Client {
 }
 
 impl Client {
+    /// The modules the client gets: those it switched on, plus its tier's defaults
+    /// (`tier_defaults`) that it did not switch off; in [`Module::ALL`] order.
+    pub fn modules_with(&self, tier_defaults: &[Module]) -> Vec<Module> {
+        let chosen = self.modules.clone().unwrap_or_default();
+        Module::ALL
+            .into_iter()
+            .filter(|m| {
+                chosen
+                    .choice(*m)
+                    .unwrap_or_else(|| tier_defaults.contains(m))
+            })
+            .collect()
+    }
+
     /// The provisioning parameters, without `metadata`: two requests for the same client that
     /// differ only in metadata ask for the same stack.
     pub fn parameters(&self) -> Value {
@@ -644,6 +716,39 @@ mod tests {
         other.tier = Tier::Enterprise;
         other.modules = None;
         assert_eq!(client.differing_fields(&other), ["modules", "tier"]);
+    }
+
+    #[test]
+    fn modules_are_the_tier_defaults_with_the_clients_own_choices() {
+        let mut client = Client {
+            client_id: ClientSlug::parse("acme-dental").unwrap(),
+            client_name: "Acme".into(),
+            org_email: "ops@acme.example".into(),
+            tier: Tier::Starter,
+            branding: None,
+            modules: None,
+            metadata: None,
+        };
+        assert!(client.modules_with(&[]).is_empty());
+        assert_eq!(
+            client.modules_with(&[Module::Email, Module::Crm]),
+            [Module::Crm, Module::Email],
+            "in Module::ALL order"
+        );
+        client.modules = Some(Modules {
+            crm: Some(false),
+            ai_agents: Some(true),
+            ..Modules::default()
+        });
+        assert_eq!(
+            client.modules_with(&[Module::Email, Module::Crm]),
+            [Module::Email, Module::AiAgents]
+        );
+        for module in Module::ALL {
+            assert_eq!(Module::parse(module.as_str()), Some(module));
+            assert!(Modules::KEYS.contains(module.as_str()));
+        }
+        assert_eq!(Module::parse("fax"), None);
     }
 
     #[test]

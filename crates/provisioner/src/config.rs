@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::client::Tier;
+use crate::client::{Module, Tier};
 
 /// Region codes the Management API's create-project schema accepts (`region_selection.code`,
 /// enum in the Supabase Management API v1 OpenAPI). `doctor` checks the live list as well,
@@ -94,6 +94,7 @@ pub struct Settings {
     pub vercel: VercelSettings,
     pub n8n: N8nSettings,
     pub templates: TemplateSettings,
+    pub modules: ModuleSettings,
     pub schema_checks: SchemaCheckSettings,
     pub journal: JournalSettings,
     /// Per provider (`supabase`, `github`, `vercel`, `n8n`): overrides of the client-side rate
@@ -170,6 +171,8 @@ pub struct VercelSettings {
     /// The agency's domain for client apps (`clients.agency.example`): each client gets
     /// `{slug}.{domain}` on its Vercel project. Unset: clients use Vercel's own URL.
     pub domain: Option<String>,
+    /// The environment variable each `branding` field of a client becomes.
+    pub branding_env: BrandingEnv,
 }
 
 impl Default for VercelSettings {
@@ -181,7 +184,121 @@ impl Default for VercelSettings {
             deploy_timeout_secs: 900,
             answer_timeout_secs: 120,
             domain: None,
+            branding_env: BrandingEnv::default(),
         }
+    }
+}
+
+/// `[vercel.branding_env]`: the name of the Vercel environment variable each branding field
+/// of a client becomes (the app reads them; `NEXT_PUBLIC_` ones reach the browser).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrandingEnv {
+    pub primary_color: String,
+    pub secondary_color: String,
+    pub company_name: String,
+    pub tagline: String,
+    pub logo_url: String,
+}
+
+impl Default for BrandingEnv {
+    fn default() -> Self {
+        Self {
+            primary_color: "NEXT_PUBLIC_BRAND_PRIMARY_COLOR".into(),
+            secondary_color: "NEXT_PUBLIC_BRAND_SECONDARY_COLOR".into(),
+            company_name: "NEXT_PUBLIC_BRAND_COMPANY_NAME".into(),
+            tagline: "NEXT_PUBLIC_BRAND_TAGLINE".into(),
+            logo_url: "NEXT_PUBLIC_BRAND_LOGO_URL".into(),
+        }
+    }
+}
+
+impl BrandingEnv {
+    /// (branding field, variable name), in [`crate::client::Branding::KEYS`] order.
+    pub fn names(&self) -> [(&'static str, &str); 5] {
+        [
+            ("primary_color", &self.primary_color),
+            ("secondary_color", &self.secondary_color),
+            ("company_name", &self.company_name),
+            ("tagline", &self.tagline),
+            ("logo_url", &self.logo_url),
+        ]
+    }
+
+    /// Every name that is not an environment variable name, is used twice, or is one the
+    /// Vercel step sets for itself.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let names = self.names();
+        for (i, (field, name)) in names.iter().enumerate() {
+            let key = format!("vercel.branding_env.{field}");
+            let mut chars = name.chars();
+            let shaped = chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !shaped {
+                problems.push(format!(
+                    "{key}: {name:?} is not an environment variable name; use letters, digits and '_', not starting with a digit (e.g. \"NEXT_PUBLIC_BRAND_PRIMARY_COLOR\")"
+                ));
+            } else if crate::steps::vercel_project::STACK_ENV.contains(name) {
+                problems.push(format!(
+                    "{key}: {name:?} is a variable the provisioner sets itself; choose another name"
+                ));
+            } else if let Some((other, _)) = names[..i].iter().find(|(_, n)| n == name) {
+                problems.push(format!(
+                    "{key}: {name:?} is also vercel.branding_env.{other}; give each field its own variable"
+                ));
+            }
+        }
+        problems
+    }
+}
+
+/// `[modules]`: the modules each tier gets unless a client switches them off
+/// (`modules.crm = false` in its record). Built in: none, so a client gets exactly the
+/// modules its record switches on until the agency sets its plans here.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModuleSettings {
+    pub starter: Vec<String>,
+    pub professional: Vec<String>,
+    pub enterprise: Vec<String>,
+}
+
+impl ModuleSettings {
+    /// The default modules of `tier`. `problems()` refuses unknown names, so none is dropped
+    /// from validated settings.
+    pub fn defaults(&self, tier: Tier) -> Vec<Module> {
+        let names = match tier {
+            Tier::Starter => &self.starter,
+            Tier::Professional => &self.professional,
+            Tier::Enterprise => &self.enterprise,
+        };
+        names.iter().filter_map(|n| Module::parse(n)).collect()
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        for (tier, names) in [
+            ("starter", &self.starter),
+            ("professional", &self.professional),
+            ("enterprise", &self.enterprise),
+        ] {
+            for (i, name) in names.iter().enumerate() {
+                if Module::parse(name).is_none() {
+                    problems.push(format!(
+                        "modules.{tier}: {name:?} is not a module; use {}",
+                        crate::client::Modules::KEYS
+                    ));
+                } else if names[..i].contains(name) {
+                    problems.push(format!(
+                        "modules.{tier}: {name:?} is listed twice; list it once"
+                    ));
+                }
+            }
+        }
+        problems
     }
 }
 
@@ -708,6 +825,8 @@ impl Settings {
                 ));
             }
         }
+        problems.extend(self.vercel.branding_env.problems());
+        problems.extend(self.modules.problems());
         problems.extend(self.schema_checks.problems());
         problems.extend(self.api.problems());
         for (provider, budget) in &self.rate_budgets {
@@ -1193,6 +1312,77 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(err.problems[0].contains("rate_budgets.heroku: not a provider"));
+    }
+
+    #[test]
+    fn module_defaults_and_branding_names_are_checked_naming_the_key() {
+        let ok = Settings::from_toml(
+            "[modules]\nprofessional = [\"crm\", \"email\"]\n[vercel.branding_env]\ntagline = \"BRAND_TAGLINE\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            ok.modules.defaults(Tier::Professional),
+            [Module::Crm, Module::Email]
+        );
+        assert!(ok.modules.defaults(Tier::Starter).is_empty());
+        assert_eq!(ok.vercel.branding_env.tagline, "BRAND_TAGLINE");
+        assert_eq!(
+            ok.vercel.branding_env.logo_url, "NEXT_PUBLIC_BRAND_LOGO_URL",
+            "the other fields keep their default names"
+        );
+
+        let toml = r#"
+            [modules]
+            starter = ["crm", "fax", "crm"]
+            [vercel.branding_env]
+            primary_color = "1BRAND"
+            secondary_color = "NEXT_PUBLIC_APP_URL"
+            company_name = "BRAND-NAME"
+            tagline = "NEXT_PUBLIC_BRAND_LOGO_URL"
+        "#;
+        let err = Settings::from_toml(toml).unwrap_err();
+        let has = |start: &str, part: &str| {
+            err.problems
+                .iter()
+                .any(|p| p.starts_with(start) && p.contains(part))
+        };
+        assert!(
+            has("modules.starter: \"fax\"", "is not a module; use crm"),
+            "{err}"
+        );
+        assert!(has("modules.starter: \"crm\"", "listed twice"), "{err}");
+        assert!(
+            has(
+                "vercel.branding_env.primary_color: \"1BRAND\"",
+                "not an environment variable name"
+            ),
+            "{err}"
+        );
+        assert!(
+            has(
+                "vercel.branding_env.secondary_color: \"NEXT_PUBLIC_APP_URL\"",
+                "sets itself"
+            ),
+            "{err}"
+        );
+        assert!(
+            has(
+                "vercel.branding_env.company_name: \"BRAND-NAME\"",
+                "not an environment variable name"
+            ),
+            "{err}"
+        );
+        assert!(
+            has(
+                "vercel.branding_env.logo_url: \"NEXT_PUBLIC_BRAND_LOGO_URL\"",
+                "also vercel.branding_env.tagline"
+            ),
+            "{err}"
+        );
+        assert_eq!(err.problems.len(), 6, "{err}");
+
+        let err = Settings::from_toml("[vercel.branding_env]\nfont = \"X\"\n").unwrap_err();
+        assert!(err.problems[0].contains("font"), "{err}");
     }
 
     #[test]

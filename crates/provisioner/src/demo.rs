@@ -76,6 +76,12 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         client_name: Some("Acme Dental".into()),
         org_email: Some("ops@acme-dental.example".into()),
         tier: Some("growth".into()),
+        branding: Some(serde_json::json!({
+            "primary_color": "#0A7CFF",
+            "company_name": "Acme Dental",
+            "logo_url": "https://acme-dental.example/logo.png"
+        })),
+        modules: Some(serde_json::json!({ "crm": true, "email": true })),
         ..Default::default()
     }
     .validate()
@@ -107,6 +113,36 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         let status = answer.status();
         let body = answer.text().await.unwrap_or_default();
         eprintln!("check: POST {} answered {status} {body}", n8n.webhook_url);
+    }
+    if let Some(vercel) = &record.vercel {
+        let names = app
+            .stack
+            .vercel
+            .env_names(&vercel.project_id)
+            .await
+            .map_err(other)?;
+        let branding: Vec<&String> = names.iter().filter(|n| n.contains("_BRAND_")).collect();
+        eprintln!(
+            "check: the app's branding variables: {}",
+            branding
+                .iter()
+                .map(|n| n.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    for module in &record.modules {
+        let answer = reqwest::Client::new()
+            .post(&module.workflow.webhook_url)
+            .json(&serde_json::json!({ "from": "provisioner demo" }))
+            .send()
+            .await
+            .map_err(other)?;
+        eprintln!(
+            "check: module {} webhook answered {}",
+            module.module,
+            answer.status()
+        );
     }
     if let Some(database) = &record.database {
         let passed = database.checks.iter().filter(|c| c.passed).count();

@@ -166,7 +166,7 @@ fn print_event(record: &EventRecord) {
 /// What a running step is waiting on, in the words an operator uses.
 fn running_note(step: &str) -> Option<&'static str> {
     use crate::steps::{
-        database_schema, github_repo, n8n_workflow, supabase_project, vercel_project,
+        database_schema, github_repo, n8n_modules, n8n_workflow, supabase_project, vercel_project,
     };
     Some(match step {
         s if s == supabase_project::NAME => "waiting for the project to be healthy",
@@ -174,6 +174,7 @@ fn running_note(step: &str) -> Option<&'static str> {
         s if s == vercel_project::NAME => "waiting for the deployment to be ready",
         s if s == database_schema::NAME => "applying the schema and its checks",
         s if s == n8n_workflow::NAME => "creating and activating the workflow",
+        s if s == n8n_modules::NAME => "creating and activating the module workflows",
         _ => return None,
     })
 }

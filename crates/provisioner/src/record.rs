@@ -8,7 +8,8 @@ use uuid::Uuid;
 
 use crate::steps::vercel_domain::{self, DnsRecord};
 use crate::steps::{
-    auth_urls, database_schema, github_repo, n8n_workflow, supabase_project, vercel_project,
+    auth_urls, database_schema, github_repo, n8n_modules, n8n_workflow, supabase_project,
+    vercel_project,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -100,6 +101,15 @@ pub struct N8nRecord {
     pub adopted: bool,
 }
 
+/// One module's n8n workflow.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct N8nModuleRecord {
+    pub module: String,
+    #[serde(flatten)]
+    pub workflow: N8nRecord,
+}
+
 /// The outcome of a run, in the shape operators and the admin app read.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -121,6 +131,9 @@ pub struct ResourceRecord {
     pub domain: Option<DomainRecord>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth_urls: Option<AuthUrlsRecord>,
+    /// The module workflows (`n8n_modules`), in module order.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub modules: Vec<N8nModuleRecord>,
     /// Deprovision: what was removed.
     #[serde(skip_serializing_if = "Vec::is_empty", default)]
     pub removed: Vec<String>,
@@ -210,6 +223,9 @@ impl ResourceRecord {
             n8n: part(output(n8n_workflow::NAME)),
             domain: part(output(vercel_domain::NAME)),
             auth_urls: part(output(auth_urls::NAME)),
+            modules: output(n8n_modules::NAME)
+                .and_then(|v| part(v.get("workflows").cloned()))
+                .unwrap_or_default(),
             removed,
             failure,
             still_exists: view.needs_attention.clone(),

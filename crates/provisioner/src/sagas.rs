@@ -3,12 +3,12 @@
 //! provision:   supabase_project ─┬─ database_schema
 //!              github_repo ──────┴─ vercel_project ─┬─ auth_urls
 //!                                                   └─ vercel_domain
-//!              n8n_workflow
+//!              n8n_workflow,  n8n_modules
 //!              (auth_urls also reads supabase_project's output; the client's domain name is
 //!              deterministic, so auth_urls does not wait for vercel_domain.)
 //! deprovision: the same graph reversed: the client's domain, then the Vercel project, go
 //!              before the repository and the Supabase project it is wired to; the n8n
-//!              workflow stands alone. Every step is forward-only.
+//!              workflows (main and modules) stand alone. Every step is forward-only.
 
 use std::sync::Arc;
 
@@ -20,6 +20,7 @@ use crate::steps::auth_urls::AuthUrlsStep;
 use crate::steps::database_schema::DatabaseSchemaStep;
 use crate::steps::github_repo::{self, GithubRepos};
 use crate::steps::lifecycle::TeardownV1;
+use crate::steps::n8n_modules::{N8nModulesStep, N8nModulesTeardown};
 use crate::steps::n8n_workflow::N8nWorkflows;
 use crate::steps::supabase_project::{self, SupabaseProjects};
 use crate::steps::vercel_domain::{self, VercelDomainStep, VercelDomains};
@@ -31,10 +32,12 @@ pub const DEPROVISION: &str = "deprovision";
 
 /// Bump when a step is added, removed or rewired; keep registering the old version while
 /// runs started under it may still be in flight.
-/// 2: `auth_urls` and `vercel_domain` after `vercel_project`.
+/// 2: `auth_urls` and `vercel_domain` after `vercel_project`; the module workflows
+///    (`n8n_modules`) alone.
 pub const PROVISION_VERSION: u32 = 2;
 /// 2: the teardown steps are forward-only (version 1's undo deleted once more).
-/// 3: the client's domain is removed before its Vercel project.
+/// 3: the client's domain is removed before its Vercel project; the module workflows are
+///    deleted too.
 pub const DEPROVISION_VERSION: u32 = 3;
 
 pub fn provision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
@@ -42,6 +45,7 @@ pub fn provision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> 
         .step(ResourceStep::new(stack, SupabaseProjects), &[])
         .step(ResourceStep::new(stack, GithubRepos), &[])
         .step(ResourceStep::new(stack, N8nWorkflows), &[])
+        .step(N8nModulesStep::new(stack), &[])
         .step(
             DatabaseSchemaStep {
                 stack: Arc::clone(stack),
@@ -87,6 +91,7 @@ fn provision_v1(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
 pub fn deprovision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
     SagaDefinition::builder::<Teardown>(DEPROVISION, DEPROVISION_VERSION)
         .forward_step(TeardownStep::new(stack, N8nWorkflows), &[])
+        .forward_step(N8nModulesTeardown::new(stack), &[])
         .forward_step(TeardownStep::new(stack, VercelDomains), &[])
         .forward_step(
             TeardownStep::new(stack, VercelProjects),
@@ -103,8 +108,8 @@ pub fn deprovision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError
         .build()
 }
 
-/// Version 2 of the deprovision saga (no domain step), registered so that runs started under
-/// it finish.
+/// Version 2 of the deprovision saga (no domain or module-workflow steps), registered so that
+/// runs started under it finish.
 fn deprovision_v2(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError> {
     SagaDefinition::builder::<Teardown>(DEPROVISION, 2)
         .forward_step(TeardownStep::new(stack, N8nWorkflows), &[])
@@ -153,11 +158,34 @@ pub fn run_key(saga: &str, slug: &crate::client::ClientSlug, generation: u32) ->
     format!("{saga}:{slug}:{generation}")
 }
 
+/// The key of the client's provision run `revision` within `generation`. Revision 0 is the
+/// generation's first provisioning ([`run_key`]); each later one provisions the client again
+/// with more modules (`App::provision`), adopting what the earlier ones made.
+pub fn provision_key(slug: &crate::client::ClientSlug, generation: u32, revision: u32) -> String {
+    let first = run_key(PROVISION, slug, generation);
+    match revision {
+        0 => first,
+        r => format!("{first}:{r}"),
+    }
+}
+
 // Steps each saga must contain, by name; a rename breaks recorded runs, so it is checked.
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::steps::{auth_urls, database_schema, n8n_workflow};
+    use crate::steps::{auth_urls, database_schema, n8n_modules, n8n_workflow};
+
+    #[test]
+    fn a_revision_keeps_the_key_shape_saga_slug_generation() {
+        let slug = crate::client::ClientSlug::parse("acme-dental").unwrap();
+        assert_eq!(provision_key(&slug, 2, 0), run_key(PROVISION, &slug, 2));
+        assert_eq!(provision_key(&slug, 2, 1), "provision:acme-dental:2:1");
+        // Listings read the client from the second field of any key.
+        assert_eq!(
+            provision_key(&slug, 0, 3).split(':').nth(1),
+            Some("acme-dental")
+        );
+    }
 
     #[test]
     fn step_names_are_stable() {
@@ -169,5 +197,7 @@ mod tests {
         assert_eq!(auth_urls::NAME, "auth_urls");
         assert_eq!(vercel_domain::NAME, "vercel_domain");
         assert_eq!(vercel_domain::TEARDOWN, "delete_vercel_domain");
+        assert_eq!(n8n_modules::NAME, "n8n_modules");
+        assert_eq!(n8n_modules::TEARDOWN, "delete_n8n_module_workflows");
     }
 }

@@ -1,13 +1,28 @@
-//! The two templates a client stack is made from: the app's database schema and the n8n
-//! workflow. Built in from `templates/`, replaceable by paths in `provisioner.toml`.
+//! The templates a client stack is made from: the app's database schema, the client's n8n
+//! workflow and one n8n workflow per app module. Built in from `templates/`; the schema and
+//! the main workflow are replaceable by paths in `provisioner.toml`.
 
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::path::Path;
 
+use crate::client::Module;
 use crate::config::TemplateSettings;
 
 const BUILT_IN_SCHEMA: &str = include_str!("../../../templates/schema.sql");
 const BUILT_IN_N8N_WORKFLOW: &str = include_str!("../../../templates/n8n-workflow.json");
+
+/// `templates/n8n/{module}.json`, one per [`Module::ALL`] entry.
+fn built_in_module_workflow(module: Module) -> &'static str {
+    match module {
+        Module::Crm => include_str!("../../../templates/n8n/crm.json"),
+        Module::Email => include_str!("../../../templates/n8n/email.json"),
+        Module::Social => include_str!("../../../templates/n8n/social.json"),
+        Module::ContentStudio => include_str!("../../../templates/n8n/content_studio.json"),
+        Module::Accommodation => include_str!("../../../templates/n8n/accommodation.json"),
+        Module::AiAgents => include_str!("../../../templates/n8n/ai_agents.json"),
+    }
+}
 
 /// The placeholders an n8n workflow template may use.
 pub const N8N_PLACEHOLDERS: &[&str] = &["slug", "clientName", "webhookId", "webhookPath"];
@@ -53,6 +68,11 @@ pub enum TemplateError {
         "n8n workflow template: webhook node {node:?} has webhookId {found}; it must be exactly \"{{{{webhookId}}}}\" (n8n registers a production webhook only for a node with a webhookId, and each client needs its own)"
     )]
     WebhookId { node: String, found: String },
+    #[error("templates/n8n/{module}.json, the {module} module's workflow: {source}")]
+    Module {
+        module: Module,
+        source: Box<TemplateError>,
+    },
 }
 
 /// The schema to apply, with its version: the SHA-256 of its text.
@@ -74,6 +94,8 @@ impl SchemaTemplate {
 pub struct Templates {
     pub schema: SchemaTemplate,
     n8n_workflow: Value,
+    /// One per module, under the same rules as the main workflow.
+    n8n_modules: BTreeMap<Module, Value>,
 }
 
 /// What the n8n template's placeholders become for one client.
@@ -103,13 +125,29 @@ impl Templates {
     }
 
     fn from_texts(schema: String, workflow: &str) -> Result<Self, TemplateError> {
-        let n8n_workflow: Value = serde_json::from_str(workflow).map_err(TemplateError::NotJson)?;
-        check_placeholders(&n8n_workflow)?;
-        check_webhook_nodes(&n8n_workflow)?;
+        let n8n_workflow = workflow_template(workflow)?;
+        let mut n8n_modules = BTreeMap::new();
+        for module in Module::ALL {
+            let doc = workflow_template(built_in_module_workflow(module)).map_err(|source| {
+                TemplateError::Module {
+                    module,
+                    source: Box::new(source),
+                }
+            })?;
+            n8n_modules.insert(module, doc);
+        }
         Ok(Self {
             schema: SchemaTemplate::new(schema),
             n8n_workflow,
+            n8n_modules,
         })
+    }
+
+    /// The workflow of `module` for one client, rendered like [`Templates::n8n_workflow`].
+    pub fn n8n_module_workflow(&self, module: Module, vars: &N8nVars<'_>) -> Option<Value> {
+        let mut doc = self.n8n_modules.get(&module)?.clone();
+        substitute(&mut doc, vars);
+        Some(doc)
     }
 
     /// The workflow for one client. Only the known placeholders are replaced, inside JSON
@@ -120,6 +158,15 @@ impl Templates {
         substitute(&mut doc, vars);
         doc
     }
+}
+
+/// A workflow template, checked: JSON, known placeholders only, and webhook nodes that the
+/// step can find by path and recognise by id.
+fn workflow_template(text: &str) -> Result<Value, TemplateError> {
+    let doc: Value = serde_json::from_str(text).map_err(TemplateError::NotJson)?;
+    check_placeholders(&doc)?;
+    check_webhook_nodes(&doc)?;
+    Ok(doc)
 }
 
 fn read(key: &'static str, path: &Path) -> Result<String, TemplateError> {
@@ -386,6 +433,46 @@ mod tests {
             .unwrap();
         assert_eq!(webhook["webhookId"], vars().webhook_id);
         assert_eq!(webhook["parameters"]["path"], "client-acme/content");
+    }
+
+    #[test]
+    fn every_module_has_a_workflow_that_renders_with_its_own_path() {
+        let templates = Templates::built_in().unwrap();
+        for module in Module::ALL {
+            let path = format!("client-acme/{module}");
+            let doc = templates
+                .n8n_module_workflow(
+                    module,
+                    &N8nVars {
+                        webhook_path: &path,
+                        ..vars()
+                    },
+                )
+                .unwrap();
+            let text = doc.to_string();
+            assert!(!text.contains("{{"), "{module}: unsubstituted in {text}");
+            let name = doc["name"].as_str().unwrap();
+            assert!(
+                name.starts_with("Client acme - Acme \"Quotes\" & Co - "),
+                "{name}"
+            );
+            let nodes = doc["nodes"].as_array().unwrap();
+            let webhook = nodes
+                .iter()
+                .find(|n| n["type"] == "n8n-nodes-base.webhook")
+                .unwrap();
+            assert_eq!(webhook["parameters"]["path"], path.as_str());
+            assert_eq!(webhook["webhookId"], vars().webhook_id);
+            let respond = nodes
+                .iter()
+                .find(|n| n["type"] == "n8n-nodes-base.respondToWebhook")
+                .unwrap();
+            let body: Value =
+                serde_json::from_str(respond["parameters"]["responseBody"].as_str().unwrap())
+                    .unwrap();
+            assert_eq!(body["module"], module.as_str());
+            assert_eq!(body["client"], "acme");
+        }
     }
 
     #[test]

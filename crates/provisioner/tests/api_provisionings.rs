@@ -83,8 +83,9 @@ async fn provision_follow_the_events_resume_mid_run_and_deprovision() {
     );
     assert_eq!(run.body["metadata"]["anything"][0], "kept");
     let steps = run.body["steps"].as_array().unwrap();
-    // The five resources, the auth URLs and the (unconfigured, so no-op) domain.
-    assert_eq!(steps.len(), 7);
+    // The five resources, the module workflows (none asked: a no-op), the auth URLs and the
+    // (unconfigured, so no-op) domain.
+    assert_eq!(steps.len(), 8);
     for step in steps {
         assert_eq!(step["state"], "succeeded", "{step}");
         assert!(step["attempts"].as_u64().unwrap() >= 1);

@@ -345,7 +345,21 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
         .expose_secret()
         .to_owned();
 
-    let client = support::client(&support::unique_slug("canary"));
+    // With branding (plain variables in the same env upsert as the keys) and a module
+    // workflow, so their payloads and outputs are searched too.
+    let client = {
+        let mut client = support::client(&support::unique_slug("canary"));
+        client.branding = Some(provisioner::client::Branding {
+            primary_color: Some("#0A7CFF".into()),
+            company_name: Some("Canary Dental".into()),
+            ..Default::default()
+        });
+        client.modules = Some(provisioner::client::Modules {
+            crm: Some(true),
+            ..Default::default()
+        });
+        client
+    };
 
     let up = app.provision(&client).await.unwrap();
     let up_view = app.wait(up.run_id).await.unwrap();
@@ -363,6 +377,7 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
                 .is_some_and(|v| v.answered.is_some()),
         "the new steps' payloads were not in play: {up_record:#?}"
     );
+    assert_eq!(up_record.modules.len(), 1, "{up_record:#?}");
     let project_ref = up_record.supabase.as_ref().unwrap().project_ref.clone();
     // The secrets the run made: the password it gave the project, the keys Supabase issued.
     let db_password = app

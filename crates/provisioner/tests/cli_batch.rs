@@ -50,6 +50,17 @@ fn text(output: &Output) -> String {
     )
 }
 
+/// A client as [`write_manifests`] writes it: with the crm module switched on.
+fn manifest_client(slug: &str) -> Client {
+    let mut client = support::client(slug);
+    client.modules = Some(provisioner::client::Modules {
+        crm: Some(true),
+        ai_agents: Some(false),
+        ..Default::default()
+    });
+    client
+}
+
 fn write_manifests(dir: &Path, clients: &[Client]) {
     std::fs::create_dir_all(dir).unwrap();
     for c in clients {
@@ -91,7 +102,7 @@ async fn fifty_clients_ten_at_a_time_with_three_permanent_failures_survive_an_in
     let began = std::time::Instant::now();
     let prefix = support::unique_slug("b");
     let clients: Vec<Client> = (0..50)
-        .map(|i| support::client(&format!("{prefix}-{i:02}")))
+        .map(|i| manifest_client(&format!("{prefix}-{i:02}")))
         .collect();
     let dir = tempfile::tempdir().unwrap();
     let manifests = dir.path().join("clients");
@@ -231,7 +242,32 @@ async fn fifty_clients_ten_at_a_time_with_three_permanent_failures_survive_an_in
         ),
         50
     );
-    assert_eq!(sandbox.calls(Provider::N8n, "POST /api/v1/workflows"), 50);
+    // Each client's main workflow once, and its crm workflow once at most (a compensated
+    // client may have been undone before or after making it); every succeeded one has it.
+    let creates_on = |path: &str| {
+        sandbox
+            .exchanges()
+            .iter()
+            .filter(|e| e.method == "POST" && e.path.ends_with("/workflows"))
+            .filter(|e| {
+                e.request_body.as_ref().is_some_and(|b| {
+                    b["nodes"]
+                        .as_array()
+                        .is_some_and(|nodes| nodes.iter().any(|n| n["parameters"]["path"] == path))
+                })
+            })
+            .count()
+    };
+    for c in &clients {
+        let slug = c.client_id.as_str();
+        assert_eq!(creates_on(&format!("client-{slug}/content")), 1, "{slug}");
+        let crm = creates_on(&format!("client-{slug}/crm"));
+        if succeeded.contains(&c) {
+            assert_eq!(crm, 1, "{slug}");
+        } else {
+            assert!(crm <= 1, "{slug}: {crm}");
+        }
+    }
     assert_eq!(sandbox.calls(Provider::Vercel, "POST /v11/projects"), 50);
     println!("inventory checked after {:?}", began.elapsed());
     sandbox.shutdown().await;

@@ -14,10 +14,11 @@ use saga::SealingKey;
 use sandbox::{FaultKind, FaultRule, Provider, Sandbox};
 use serde_json::Value;
 
-const PROVISION_STEPS: [&str; 7] = [
+const PROVISION_STEPS: [&str; 8] = [
     "supabase_project",
     "github_repo",
     "n8n_workflow",
+    "n8n_modules",
     "database_schema",
     "vercel_project",
     "auth_urls",
@@ -451,7 +452,7 @@ async fn watch_follows_a_run_another_process_drives_to_its_end() {
         .collect();
     assert_eq!(kinds.first().map(String::as_str), Some("run_created"));
     assert_eq!(kinds.last().map(String::as_str), Some("run_succeeded"));
-    assert_eq!(kinds.iter().filter(|k| *k == "step_succeeded").count(), 7);
+    assert_eq!(kinds.iter().filter(|k| *k == "step_succeeded").count(), 8);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -485,6 +486,7 @@ async fn demo_plain_output_shows_every_steps_final_line_run_after_run() {
             teardown,
             &[
                 "delete_n8n_workflow",
+                "delete_n8n_module_workflows",
                 "delete_vercel_domain",
                 "delete_vercel_project",
                 "delete_github_repo",

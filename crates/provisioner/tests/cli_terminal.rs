@@ -13,10 +13,11 @@ use std::time::{Duration, Instant};
 use saga::SealingKey;
 use sandbox::Sandbox;
 
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 8] = [
     "supabase_project",
     "github_repo",
     "n8n_workflow",
+    "n8n_modules",
     "database_schema",
     "vercel_project",
     "auth_urls",

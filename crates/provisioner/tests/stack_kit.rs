@@ -30,12 +30,23 @@ use sandbox::{Provider, Sandbox};
 const KIT_SLUG: &str = "kit-acme";
 const KIT_PARENT_DOMAIN: &str = "clients.kit.example";
 
-/// The provision saga's end state: the stack and the client's domain on its Vercel project.
+/// The provision saga's end state: the stack with its crm workflow, and the client's domain on
+/// its Vercel project.
 fn provisioned_names() -> Vec<String> {
-    let mut names = support::full_stack_names(&support::client(KIT_SLUG));
+    let mut names = support::full_stack_names(&kit_client());
     names.push(format!("vercel domain {KIT_SLUG}.{KIT_PARENT_DOMAIN}"));
     names.sort();
     names
+}
+
+/// The kit's client: with one module, so the module workflow step is put through the kit too.
+fn kit_client() -> Client {
+    let mut client = support::client(KIT_SLUG);
+    client.modules = Some(provisioner::client::Modules {
+        crm: Some(true),
+        ..Default::default()
+    });
+    client
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -147,7 +158,7 @@ fn sqlite_journals() -> (JournalFactory, Arc<tempfile::TempDir>) {
 }
 
 async fn run_kit(saga: Saga, admin_url: String, journals: JournalFactory) -> KitReport {
-    let client = support::client(KIT_SLUG);
+    let client = kit_client();
     let input = match saga {
         Saga::Provision => serde_json::to_value(&client).unwrap(),
         Saga::Deprovision => serde_json::to_value(Teardown {
@@ -194,7 +205,7 @@ async fn provision_saga_passes_the_kit_on_sqlite() {
     assert_eq!(report.baseline_resources, provisioned_names());
     assert_eq!(
         report.checks.len(),
-        expected_checks(7, REVERSIBLE_CHECKS, &report)
+        expected_checks(8, REVERSIBLE_CHECKS, &report)
     );
 }
 
@@ -209,7 +220,7 @@ async fn deprovision_saga_passes_the_kit_on_sqlite() {
     assert!(report.baseline_resources.is_empty());
     assert_eq!(
         report.checks.len(),
-        expected_checks(5, FORWARD_ONLY_CHECKS, &report)
+        expected_checks(6, FORWARD_ONLY_CHECKS, &report)
     );
 }
 
@@ -227,7 +238,7 @@ async fn provision_saga_passes_the_kit_on_postgres() {
     assert_eq!(report.baseline_resources, provisioned_names());
     assert_eq!(
         report.checks.len(),
-        expected_checks(7, REVERSIBLE_CHECKS, &report)
+        expected_checks(8, REVERSIBLE_CHECKS, &report)
     );
 }
 
@@ -245,7 +256,7 @@ async fn deprovision_saga_passes_the_kit_on_postgres() {
     assert!(report.baseline_resources.is_empty());
     assert_eq!(
         report.checks.len(),
-        expected_checks(5, FORWARD_ONLY_CHECKS, &report)
+        expected_checks(6, FORWARD_ONLY_CHECKS, &report)
     );
 }
 

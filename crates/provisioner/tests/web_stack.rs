@@ -557,10 +557,11 @@ async fn both_provision_versions_and_all_three_teardown_versions_stay_registered
             .any(|(n, _)| n == "auth_urls" || n == "vercel_domain")
     );
     let v2 = names("provision", 2);
-    assert_eq!(v2.len(), 7, "{v2:?}");
+    assert_eq!(v2.len(), 8, "{v2:?}");
     let deps = |name: &str| v2.iter().find(|(n, _)| n == name).unwrap().1.clone();
     assert_eq!(deps("auth_urls"), ["supabase_project", "vercel_project"]);
     assert_eq!(deps("vercel_domain"), ["vercel_project"]);
+    assert!(deps("n8n_modules").is_empty());
     assert_eq!(
         registry.latest("provision").unwrap().version(),
         provisioner::sagas::PROVISION_VERSION
@@ -574,5 +575,6 @@ async fn both_provision_versions_and_all_three_teardown_versions_stay_registered
         .find(|(n, _)| n == "delete_vercel_project")
         .unwrap();
     assert_eq!(project.1, ["delete_vercel_domain"]);
+    assert!(v3.iter().any(|(n, _)| n == "delete_n8n_module_workflows"));
     sandbox.shutdown().await;
 }

@@ -26,7 +26,6 @@ use crate::event_feed::{EventFeed, StopAt};
 use crate::manifest::{self, Manifest};
 use crate::outcome::{Failure, Outcome};
 use crate::record::ResourceRecord;
-use crate::sagas;
 
 #[derive(Debug, Args)]
 #[command(
@@ -304,8 +303,7 @@ async fn summarise(
 
 /// The client's current provision run, if it has one.
 async fn existing_run(app: &App, slug: &ClientSlug) -> Result<Option<(Uuid, RunStatus)>, Failure> {
-    let generation = app.generation(slug).await?;
-    let key = sagas::run_key(sagas::PROVISION, slug, generation);
+    let key = app.provision_key(slug).await?;
     Ok(app
         .engine
         .find_by_key(&key)

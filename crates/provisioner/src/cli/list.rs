@@ -54,12 +54,21 @@ pub async fn client_runs(engine: &Engine, slug: &ClientSlug) -> Result<Vec<RunSu
     let mut runs = Vec::new();
     for generation in 0.. {
         let mut found = false;
-        for saga in [sagas::PROVISION, sagas::DEPROVISION] {
-            let key = sagas::run_key(saga, slug, generation);
-            if let Some(run) = engine.find_by_key(&key).await.map_err(CliError::from)? {
-                found = true;
-                runs.push(run);
+        // Provisionings of a generation: the first, then one per revision that added modules.
+        for revision in 0.. {
+            let key = sagas::provision_key(slug, generation, revision);
+            match engine.find_by_key(&key).await.map_err(CliError::from)? {
+                Some(run) => {
+                    found = true;
+                    runs.push(run);
+                }
+                None => break,
             }
+        }
+        let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
+        if let Some(run) = engine.find_by_key(&key).await.map_err(CliError::from)? {
+            found = true;
+            runs.push(run);
         }
         if !found {
             break;

@@ -15,8 +15,8 @@ mod provision;
 mod serve;
 mod signal;
 mod status;
-mod sweep;
-mod verify;
+pub mod sweep;
+pub mod verify;
 mod watch;
 mod worker;
 

@@ -125,6 +125,15 @@ pub fn human(record: &ResourceRecord) -> String {
             adopted(n.adopted)
         );
     }
+    for m in &record.modules {
+        out += &format!(
+            "  module     {}: {} (workflow {}){}\n",
+            m.module,
+            m.workflow.webhook_url,
+            m.workflow.workflow_id,
+            adopted(m.workflow.adopted)
+        );
+    }
     for r in &record.removed {
         out += &format!("  removed    {r}\n");
     }

@@ -1,5 +1,6 @@
 //! `provisioner sweep`: resources at the four providers named like a client's
-//! (`client-*-prod`, `client-*-app`, webhook `client-*/content`) that no live client owns:
+//! (`client-*-prod`, `client-*-app`, webhook `client-*/content` or `client-*/{module}`) that
+//! no live client owns:
 //! no run of the client's current generation exists, or its teardown succeeded. `--delete`
 //! removes them through a forward-only `sweep` run, so every deletion is journaled.
 
@@ -21,7 +22,7 @@ use uuid::Uuid;
 use super::doctor::write_stdout;
 use super::{CliError, open_app};
 use crate::app::{App, environment_fingerprint};
-use crate::client::ClientSlug;
+use crate::client::{ClientSlug, Module};
 use crate::outcome::Outcome;
 use crate::sagas;
 use crate::stack::Stack;
@@ -98,6 +99,16 @@ fn slug_in<'a>(name: &'a str, suffix: &str) -> Option<&'a str> {
         .filter(|slug| !slug.is_empty())
 }
 
+/// The slug in a client workflow's webhook path: `client-{slug}/content` (the main one) or
+/// `client-{slug}/{module}`.
+fn workflow_slug(path: &str) -> Option<&str> {
+    let (name, last) = path.rsplit_once('/')?;
+    if last != "content" && Module::parse(last).is_none() {
+        return None;
+    }
+    slug_in(name, "").filter(|slug| !slug.contains('/'))
+}
+
 async fn candidates(stack: &Stack) -> Result<Vec<Candidate>, CliError> {
     let fail = |what: &str, e: ProviderError| {
         CliError::new(Outcome::Unavailable, format!("cannot list {what}: {e}"))
@@ -150,7 +161,7 @@ async fn candidates(stack: &Stack) -> Result<Vec<Candidate>, CliError> {
             .nodes
             .iter()
             .filter_map(|n| n.webhook_path())
-            .find_map(|path| slug_in(path, "/content"));
+            .find_map(workflow_slug);
         if let Some(slug) = slug {
             found.push(Candidate {
                 kind: Kind::N8nWorkflow,
@@ -475,5 +486,21 @@ async fn sweep(
             view.status,
             errors.join("; ")
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::workflow_slug;
+
+    #[test]
+    fn main_and_module_webhooks_name_their_client() {
+        assert_eq!(workflow_slug("client-acme/content"), Some("acme"));
+        assert_eq!(workflow_slug("client-acme-dental/crm"), Some("acme-dental"));
+        assert_eq!(workflow_slug("client-acme/content_studio"), Some("acme"));
+        assert_eq!(workflow_slug("client-acme/fax"), None);
+        assert_eq!(workflow_slug("client-/crm"), None);
+        assert_eq!(workflow_slug("client-a/b/crm"), None);
+        assert_eq!(workflow_slug("other/crm"), None);
     }
 }

@@ -17,22 +17,16 @@ use uuid::Uuid;
 use super::doctor::write_stdout;
 use super::{CliError, open_app};
 use crate::app::App;
+use crate::client::Client;
 use crate::client::ClientSlug;
 use crate::outcome::Outcome;
+use crate::record::N8nRecord;
 use crate::record::ResourceRecord;
 use crate::sagas;
 use crate::steps::supabase_project::{self, SupabaseProject};
-use crate::steps::vercel_project::MARKER_VAR;
+use crate::steps::vercel_project::{STACK_ENV, branding_env};
 use crate::tenant_db::{self, CheckOptions};
 
-/// The variables the provision saga gives a client's Vercel project.
-const EXPECTED_ENV: &[&str] = &[
-    "NEXT_PUBLIC_SUPABASE_URL",
-    "NEXT_PUBLIC_SUPABASE_ANON_KEY",
-    "SUPABASE_SERVICE_ROLE_KEY",
-    "NEXT_PUBLIC_APP_URL",
-    MARKER_VAR,
-];
 /// Journal pages read by `--all`.
 const PAGE: u32 = 200;
 
@@ -94,11 +88,19 @@ async fn generation(engine: &Engine, slug: &ClientSlug) -> Result<u32, CliError>
     }
 }
 
-/// The client's provision run, when it succeeded.
+/// The client's newest provision run in its generation (a later revision added modules),
+/// when it succeeded.
 async fn provisioned_run(engine: &Engine, slug: &ClientSlug) -> Result<Uuid, CliError> {
     let generation = generation(engine, slug).await?;
-    let key = sagas::run_key(sagas::PROVISION, slug, generation);
-    match engine.find_by_key(&key).await? {
+    let mut newest = None;
+    for revision in 0.. {
+        let key = sagas::provision_key(slug, generation, revision);
+        match engine.find_by_key(&key).await? {
+            Some(run) => newest = Some(run),
+            None => break,
+        }
+    }
+    match newest {
         Some(run) if run.status == RunStatus::Succeeded => Ok(run.id),
         Some(run) => Err(CliError::new(
             Outcome::Conflict,
@@ -295,7 +297,27 @@ async fn github_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<I
     }]
 }
 
-async fn vercel_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
+/// The variables the provision saga gave the client's Vercel project: the stack's own, and
+/// one per branding field the client's record has (by the configured names).
+fn expected_env(app: &App, input: Option<&Client>) -> Vec<String> {
+    let branding = input.and_then(|c| c.branding.as_ref());
+    STACK_ENV
+        .iter()
+        .map(|name| (*name).to_owned())
+        .chain(
+            branding_env(branding, &app.stack.settings.vercel.branding_env)
+                .into_iter()
+                .map(|(name, _)| name),
+        )
+        .collect()
+}
+
+async fn vercel_items(
+    app: &App,
+    client: &str,
+    record: &ResourceRecord,
+    expected_env: &[String],
+) -> Vec<Item> {
     let stack = &app.stack;
     let Some(vc) = &record.vercel else {
         return vec![item(
@@ -339,7 +361,7 @@ async fn vercel_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<I
     }
     match stack.vercel.env_names(&vc.project_id).await {
         Ok(names) => {
-            for expected in EXPECTED_ENV {
+            for expected in expected_env {
                 let present = names.iter().any(|n| n == expected);
                 items.push(item(
                     client,
@@ -385,7 +407,6 @@ async fn vercel_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<I
 }
 
 async fn n8n_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
-    let stack = &app.stack;
     let Some(wf) = &record.n8n else {
         return vec![item(
             client,
@@ -394,24 +415,46 @@ async fn n8n_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item
             "the record has no workflow",
         )];
     };
+    let mut items = workflow_items(app, client, "n8n workflow", "n8n webhook", wf).await;
+    for module in &record.modules {
+        items.extend(
+            workflow_items(
+                app,
+                client,
+                &format!("n8n module {}", module.module),
+                &format!("n8n module {} webhook", module.module),
+                &module.workflow,
+            )
+            .await,
+        );
+    }
+    items
+}
+
+/// One workflow of the record: active, and its webhook answering.
+async fn workflow_items(
+    app: &App,
+    client: &str,
+    label: &str,
+    webhook_label: &str,
+    wf: &N8nRecord,
+) -> Vec<Item> {
+    let stack = &app.stack;
     let mut items = Vec::new();
     match stack.n8n.get_workflow(&wf.workflow_id).await {
-        Ok(w) if w.active => items.push(item(
-            client,
-            "n8n workflow",
-            true,
-            format!("{} is active", wf.name),
-        )),
+        Ok(w) if w.active => {
+            items.push(item(client, label, true, format!("{} is active", wf.name)))
+        }
         Ok(_) => items.push(item(
             client,
-            "n8n workflow",
+            label,
             false,
             format!("{} is not active", wf.name),
         )),
         Err(e) => {
             items.push(item(
                 client,
-                "n8n workflow",
+                label,
                 false,
                 format!("{}: {}", wf.name, missing(&e)),
             ));
@@ -428,19 +471,19 @@ async fn n8n_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item
     items.push(match answer {
         Ok(r) if r.status().is_success() => item(
             client,
-            "n8n webhook",
+            webhook_label,
             true,
             format!("{} answers", wf.webhook_url),
         ),
         Ok(r) => item(
             client,
-            "n8n webhook",
+            webhook_label,
             false,
             format!("{} answered {}", wf.webhook_url, r.status()),
         ),
         Err(e) => item(
             client,
-            "n8n webhook",
+            webhook_label,
             false,
             format!("{} does not answer: {e}", wf.webhook_url),
         ),
@@ -456,11 +499,16 @@ pub async fn verify_client(
 ) -> Result<Vec<Item>, CliError> {
     let view = app.engine.status(run_id).await?;
     let record = ResourceRecord::from_run(&view);
+    let input: Option<Client> = app
+        .run_input(run_id)
+        .await?
+        .and_then(|v| serde_json::from_value(v).ok());
+    let expected_env = expected_env(app, input.as_ref());
     let client = slug.as_str();
     let (supabase, github, vercel, n8n) = tokio::join!(
         supabase_items(app, client, run_id, &record),
         github_items(app, client, &record),
-        vercel_items(app, client, &record),
+        vercel_items(app, client, &record, &expected_env),
         n8n_items(app, client, &record)
     );
     Ok([supabase, github, vercel, n8n].concat())

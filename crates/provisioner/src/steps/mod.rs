@@ -7,6 +7,7 @@ pub mod auth_urls;
 pub mod database_schema;
 pub mod github_repo;
 pub mod lifecycle;
+pub mod n8n_modules;
 pub mod n8n_workflow;
 pub mod supabase_project;
 pub mod vercel_domain;

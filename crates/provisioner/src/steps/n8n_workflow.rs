@@ -3,6 +3,10 @@
 //! registers production webhooks of nodes that have one; the id doubles as the run's
 //! marker), activated, and checked by calling the production webhook URL.
 //!
+//! The life of a client's n8n workflow is written here once, for every [`ClientWorkflow`]:
+//! this step's main workflow and each module's (`n8n_modules`) differ only in their template
+//! and webhook path.
+//!
 //! n8n allows duplicate names and the name holds the display name, which can change, so the
 //! lookup scans every page of workflows for the webhook path.
 
@@ -14,6 +18,7 @@ use providers::ProviderError;
 use providers::n8n::{NewWorkflow, Workflow};
 use saga::{RetryPolicy, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::{ProviderResource, Recorded, RunMark, parse_time, provider_failure};
@@ -79,45 +84,82 @@ async fn delete(stack: &Stack, id: &str) -> Result<(), StepError> {
     }
 }
 
-/// The client's workflow, as the shared lifecycle drives it. Marked by its webhook node's
-/// `webhookId`, which is the run's id.
+/// One workflow of a client's stack: where its template comes from and which webhook path
+/// it listens on. Everything else (create with the run's `webhookId`, adopt by path,
+/// activate, check the webhook, deactivate and delete) is the same for every such workflow.
+pub trait ClientWorkflow: std::fmt::Debug + Send + Sync + 'static {
+    /// The provision step's name.
+    const STEP: &'static str;
+    /// The deprovision step's name.
+    const TEARDOWN: &'static str;
+
+    fn webhook_path(&self, slug: &ClientSlug) -> String;
+
+    /// The workflow document for one client.
+    fn render(&self, stack: &Stack, vars: &N8nVars<'_>) -> Result<Value, StepError>;
+
+    /// The template in words, for messages that ask to fix it (`templates.n8n_workflow`).
+    fn template_name(&self) -> String;
+}
+
+/// The client's main workflow. Marked by its webhook node's `webhookId`, which is the run's id.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct N8nWorkflows;
 
-impl N8nWorkflows {
-    /// The production webhook answers once the workflow is active; right after activation
-    /// n8n may still be registering it, so a 404 is worth another attempt.
-    async fn check_webhook(&self, stack: &Stack, url: &str) -> Result<(), StepError> {
-        let response = stack
-            .http
-            .post(url)
-            .json(&serde_json::json!({ "check": "provisioner" }))
-            .send()
-            .await
-            .map_err(|e| StepError::retryable(format!("call webhook {url}: {e}")))?;
-        let status = response.status();
-        if status.is_success() {
-            Ok(())
-        } else if status.as_u16() == 404 || status.is_server_error() {
-            Err(StepError::retry_after(
-                Duration::from_secs(2),
-                format!("webhook {url} answered {status}; n8n has not registered it yet"),
-            ))
-        } else {
-            Err(StepError::permanent(format!(
-                "webhook {url} answered {status}; check the workflow's webhook and respond nodes"
-            )))
-        }
+impl ClientWorkflow for N8nWorkflows {
+    const STEP: &'static str = NAME;
+    const TEARDOWN: &'static str = TEARDOWN;
+
+    fn webhook_path(&self, slug: &ClientSlug) -> String {
+        webhook_path(slug)
+    }
+
+    fn render(&self, stack: &Stack, vars: &N8nVars<'_>) -> Result<Value, StepError> {
+        Ok(stack.templates.n8n_workflow(vars))
+    }
+
+    fn template_name(&self) -> String {
+        "templates.n8n_workflow".to_owned()
     }
 }
 
+/// The production webhook answers once the workflow is active; right after activation
+/// n8n may still be registering it, so a 404 is worth another attempt.
+async fn check_webhook(stack: &Stack, url: &str) -> Result<(), StepError> {
+    let response = stack
+        .http
+        .post(url)
+        .json(&serde_json::json!({ "check": "provisioner" }))
+        .send()
+        .await
+        .map_err(|e| StepError::retryable(format!("call webhook {url}: {e}")))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else if status.as_u16() == 404 || status.is_server_error() {
+        Err(StepError::retry_after(
+            Duration::from_secs(2),
+            format!("webhook {url} answered {status}; n8n has not registered it yet"),
+        ))
+    } else {
+        Err(StepError::permanent(format!(
+            "webhook {url} answered {status}; check the workflow's webhook and respond nodes"
+        )))
+    }
+}
+
+/// The production URL of a webhook path without parameters.
+pub fn webhook_url(stack: &Stack, path: &str) -> String {
+    format!("{}/webhook/{path}", stack.env.n8n_base_url)
+}
+
 #[async_trait]
-impl ProviderResource for N8nWorkflows {
+impl<W: ClientWorkflow> ProviderResource for W {
     type Found = Workflow;
     type Output = N8nWorkflow;
 
-    const STEP: &'static str = NAME;
-    const TEARDOWN: &'static str = TEARDOWN;
+    const STEP: &'static str = <W as ClientWorkflow>::STEP;
+    const TEARDOWN: &'static str = <W as ClientWorkflow>::TEARDOWN;
 
     fn policy(&self, _: &Stack) -> StepPolicy {
         StepPolicy {
@@ -131,7 +173,7 @@ impl ProviderResource for N8nWorkflows {
     }
 
     async fn find(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<Workflow>, StepError> {
-        lookup(stack, &webhook_path(slug)).await
+        lookup(stack, &self.webhook_path(slug)).await
     }
 
     async fn create(
@@ -141,17 +183,21 @@ impl ProviderResource for N8nWorkflows {
     ) -> Result<Workflow, StepError> {
         let client = ctx.input();
         let slug = client.client_id.as_str();
-        let path = webhook_path(&client.client_id);
+        let path = self.webhook_path(&client.client_id);
         let webhook_id = webhook_id(ctx.run_id());
-        let doc = stack.templates.n8n_workflow(&N8nVars {
-            slug,
-            client_name: &client.client_name,
-            webhook_id: &webhook_id,
-            webhook_path: &path,
-        });
+        let template = self.template_name();
+        let doc = self.render(
+            stack,
+            &N8nVars {
+                slug,
+                client_name: &client.client_name,
+                webhook_id: &webhook_id,
+                webhook_path: &path,
+            },
+        )?;
         let body: NewWorkflow = serde_json::from_value(doc).map_err(|e| {
             StepError::permanent(format!(
-                "the n8n workflow template does not fit n8n's create-workflow body ({e}); fix templates.n8n_workflow"
+                "the n8n workflow template does not fit n8n's create-workflow body ({e}); fix {template}"
             ))
         })?;
         if !body.nodes.iter().any(|n| {
@@ -159,16 +205,16 @@ impl ProviderResource for N8nWorkflows {
                 && n.webhook_id.as_deref() == Some(webhook_id.as_str())
         }) {
             // Without it the run could not recognise its own workflow, nor find it by path.
-            return Err(StepError::permanent(
-                "the n8n workflow template has no webhook node whose path is {{webhookPath}} and whose webhookId is {{webhookId}}; fix templates.n8n_workflow",
-            ));
+            return Err(StepError::permanent(format!(
+                "the n8n workflow template has no webhook node whose path is {{{{webhookPath}}}} and whose webhookId is {{{{webhookId}}}}; fix {template}"
+            )));
         }
         // n8n has no idempotency key either: a lost answer is found by the next attempt's lookup.
         stack
             .n8n
             .create_workflow(&body)
             .await
-            .map_err(|e| provider_failure(&format!("create n8n workflow for {slug}"), e))
+            .map_err(|e| provider_failure(&format!("create n8n workflow on webhook {path}"), e))
     }
 
     async fn made_by(
@@ -191,14 +237,14 @@ impl ProviderResource for N8nWorkflows {
         workflow: Workflow,
         adopted: bool,
     ) -> Result<N8nWorkflow, StepError> {
-        let path = webhook_path(&ctx.input().client_id);
+        let path = self.webhook_path(&ctx.input().client_id);
         if !workflow.active {
             stack.n8n.activate(&workflow.id).await.map_err(|e| {
                 provider_failure(&format!("activate n8n workflow {}", workflow.id), e)
             })?;
         }
-        let webhook_url = format!("{}/webhook/{path}", stack.env.n8n_base_url);
-        self.check_webhook(stack, &webhook_url).await?;
+        let webhook_url = webhook_url(stack, &path);
+        check_webhook(stack, &webhook_url).await?;
         Ok(N8nWorkflow {
             workflow_id: workflow.id,
             name: workflow.name,

@@ -1,7 +1,7 @@
 //! `vercel_project`: the client's Vercel project `client-{slug}-app`, linked to the client's
-//! repository, with the app's environment in one upsert call, and its first production
-//! deployment from the default branch (optionally waited on until READY and until its URL
-//! answers over HTTP).
+//! repository, with the app's environment (the Supabase keys, the app's URL and the client's
+//! branding as plain variables) in one upsert call, and its first production deployment from
+//! the default branch (optionally waited on until READY and until its URL answers over HTTP).
 //!
 //! Vercel project names are unique per team, so the lookup is `GET /v9/projects/{name}`; an
 //! existing project is adopted only if it is linked to the client's repository. A run marks
@@ -24,7 +24,8 @@ use uuid::Uuid;
 use super::github_repo::{self, GithubRepo};
 use super::supabase_project::{self, SupabaseProject};
 use super::{ProviderResource, Recorded, RunMark, poll_delays, provider_failure, time_from_millis};
-use crate::client::{Client, ClientSlug};
+use crate::client::{Branding, Client, ClientSlug};
+use crate::config::BrandingEnv;
 use crate::stack::Stack;
 
 pub const NAME: &str = "vercel_project";
@@ -92,9 +93,48 @@ fn marker(run_id: Uuid) -> EnvVar {
     }
 }
 
+/// The variables this step sets on every client's project, whatever its branding.
+pub const STACK_ENV: &[&str] = &[
+    "NEXT_PUBLIC_SUPABASE_URL",
+    "NEXT_PUBLIC_SUPABASE_ANON_KEY",
+    "SUPABASE_SERVICE_ROLE_KEY",
+    "NEXT_PUBLIC_APP_URL",
+    MARKER_VAR,
+];
+
+/// The client's branding as (variable name, value) under `names`: one per field the client
+/// gave, none for the others.
+pub fn branding_env<'b>(
+    branding: Option<&'b Branding>,
+    names: &BrandingEnv,
+) -> Vec<(String, &'b str)> {
+    let Some(branding) = branding else {
+        return Vec::new();
+    };
+    let values = [
+        &branding.primary_color,
+        &branding.secondary_color,
+        &branding.company_name,
+        &branding.tagline,
+        &branding.logo_url,
+    ];
+    names
+        .names()
+        .into_iter()
+        .zip(values)
+        .filter_map(|((_, name), value)| Some((name.to_owned(), value.as_deref()?)))
+        .collect()
+}
+
 /// The app's environment: Supabase's URL and anon key everywhere, the service-role key only
-/// in production and as a sensitive variable (never readable back), and the app's own URL.
-fn environment(supabase: &SupabaseProject, app_url: &str) -> Vec<EnvVar> {
+/// in production and as a sensitive variable (never readable back), the app's own URL, and
+/// the client's branding. Branding is public in the app, so its variables are `plain` (the
+/// value readable back, as Vercel's env API offers for non-secrets), never encrypted.
+fn environment(
+    supabase: &SupabaseProject,
+    app_url: &str,
+    branding: &[(String, &str)],
+) -> Vec<EnvVar> {
     let everywhere = vec![
         EnvTarget::Production,
         EnvTarget::Preview,
@@ -129,9 +169,16 @@ fn environment(supabase: &SupabaseProject, app_url: &str) -> Vec<EnvVar> {
             "NEXT_PUBLIC_APP_URL",
             app_url,
             EnvType::Encrypted,
-            everywhere,
+            everywhere.clone(),
         ),
     ]
+    .into_iter()
+    .chain(
+        branding
+            .iter()
+            .map(|(name, value)| var(name, value, EnvType::Plain, everywhere.clone())),
+    )
+    .collect()
 }
 
 /// How one request to a deployment host went: the status when the app answered, else why not.
@@ -362,9 +409,13 @@ impl ProviderResource for VercelProjects {
         let repo: GithubRepo = ctx.output(github_repo::NAME)?;
         // The client's domain when one is configured: the app links to itself by it.
         let app_url = super::vercel_domain::app_url(&stack.settings, &ctx.input().client_id);
+        let branding = branding_env(
+            ctx.input().branding.as_ref(),
+            &stack.settings.vercel.branding_env,
+        );
         stack
             .vercel
-            .upsert_env(&project.id, &environment(&supabase, &app_url))
+            .upsert_env(&project.id, &environment(&supabase, &app_url, &branding))
             .await
             .map_err(|e| provider_failure(&format!("set environment of {}", project.name), e))?;
         let (deployment_id, deployment_url) = self.deployment(stack, &project, &repo).await?;

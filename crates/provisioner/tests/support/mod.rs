@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use provisioner::app::{App, AppOptions, open_sqlite};
-use provisioner::client::{Client, ClientRecord};
+use provisioner::client::{Client, ClientRecord, Module};
 use provisioner::config::{Config, Settings};
 use saga::SealingKey;
 use sandbox::{Sandbox, SandboxConfig};
@@ -389,6 +389,22 @@ pub fn full_stack_names(client: &Client) -> Vec<String> {
             client.client_name
         ),
     ];
+    // The modules the client switches on (the test settings give tiers none), named as
+    // their templates name them.
+    for module in client.modules_with(&[]) {
+        let label = match module {
+            Module::Crm => "CRM",
+            Module::Email => "Email",
+            Module::Social => "Social",
+            Module::ContentStudio => "Content Studio",
+            Module::Accommodation => "Accommodation",
+            Module::AiAgents => "AI Agents",
+        };
+        names.push(format!(
+            "n8n workflow Client {slug} - {} - {label} (active)",
+            client.client_name
+        ));
+    }
     names.sort();
     names
 }
