@@ -21,9 +21,13 @@ const STEPS: [&str; 5] = [
     "vercel_project",
 ];
 
-/// tmux on its own socket, so the test neither sees nor touches anyone else's sessions.
+/// tmux on its own socket, so the test neither sees nor touches anyone else's sessions, and
+/// with its own configuration: a history long enough for everything a run writes (tmux keeps
+/// 2000 lines by default, fewer than a debug-logged run prints), so the capture is the whole
+/// output and not its last screens.
 struct Tmux {
     socket: PathBuf,
+    config: PathBuf,
 }
 
 impl Tmux {
@@ -41,13 +45,18 @@ impl Tmux {
             println!("skipping: tmux is not installed");
             return None;
         }
+        let config = dir.join("tmux.conf");
+        std::fs::write(&config, "set-option -g history-limit 200000\n").unwrap();
         Some(Self {
             socket: dir.join("tmux.sock"),
+            config,
         })
     }
 
     fn tmux(&self, args: &[&str]) -> String {
         let output = Command::new("tmux")
+            .arg("-f")
+            .arg(&self.config)
             .arg("-S")
             .arg(&self.socket)
             .args(args)
