@@ -1,8 +1,8 @@
 //! `provision`, `deprovision` and `watch` with `--server`: a real `provisioner serve` process
 //! over the sandbox, and the real binary pointed at it over HTTP with only PATH and
 //! PROVISIONER_TOKEN in its environment (no configuration, no journal, no secret key: the
-//! server does the work). The happy paths, `--detach`, the server's refusals, and a dropped
-//! event stream picked up again without a lost or repeated event.
+//! server does the work). The happy paths, `--detach`, the server's refusals, a dropped
+//! event stream picked up again without a lost or repeated event, and the bars on a terminal.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -603,4 +603,136 @@ async fn a_dropped_event_stream_is_reopened_after_the_last_event_seen() {
     assert!(all.len() >= 12, "{all:?}");
     assert_eq!(seqs(&relayed), all, "{}", relayed.stderr);
     assert!(cut.event_streams.load(Ordering::SeqCst) >= 3);
+}
+
+/// tmux on its own socket and configuration (a history longer than any run's output).
+struct Tmux {
+    dir: PathBuf,
+}
+
+impl Tmux {
+    /// `None` when tmux is missing and the test may skip.
+    fn new(dir: &Path) -> Option<Self> {
+        let found = std::process::Command::new("tmux")
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if !found {
+            assert!(
+                std::env::var_os("PROVISIONER_TEST_REQUIRE_TMUX").is_none(),
+                "tmux is required (PROVISIONER_TEST_REQUIRE_TMUX) but not installed"
+            );
+            return None;
+        }
+        std::fs::write(
+            dir.join("tmux.conf"),
+            "set-option -g history-limit 200000\n",
+        )
+        .unwrap();
+        Some(Self {
+            dir: dir.to_owned(),
+        })
+    }
+
+    fn tmux(&self, args: &[&str]) -> String {
+        let output = std::process::Command::new("tmux")
+            .arg("-f")
+            .arg(self.dir.join("tmux.conf"))
+            .arg("-S")
+            .arg(self.dir.join("tmux.sock"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "tmux {args:?}");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Runs `script` in a 160×48 window; the whole history once it printed `EXIT=<code>`.
+    async fn run(&self, script: &Path) -> (String, i32) {
+        let command = format!("sh {}; echo EXIT=$?; sleep 600", script.display());
+        self.tmux(&[
+            "new-session",
+            "-d",
+            "-s",
+            "s",
+            "-x",
+            "160",
+            "-y",
+            "48",
+            &command,
+        ]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let screen = self.tmux(&["capture-pane", "-p", "-S", "-", "-t", "s"]);
+            if let Some(code) = screen
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("EXIT="))
+                .and_then(|c| c.parse().ok())
+            {
+                return (screen, code);
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "did not end:\n{screen}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("tmux")
+            .arg("-S")
+            .arg(self.dir.join("tmux.sock"))
+            .arg("kill-server")
+            .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_a_terminal_a_run_at_the_server_is_drawn_as_bars() {
+    let Some(served) = Served::start("").await else {
+        return;
+    };
+    let Some(tmux) = Tmux::new(served.client_dir.path()) else {
+        return;
+    };
+    let slug = support::unique_slug("rtty");
+    let args = provision_args(&slug, &format!("Client {slug}"), &served.url);
+    let quote = |v: &str| format!("'{}'", v.replace('\'', r"'\''"));
+    // The client's own debug logs (HTTP connections, the stream) go around the bars.
+    let script = served.client_dir.path().join("provision.sh");
+    std::fs::write(
+        &script,
+        format!(
+            "export PROVISIONER_TOKEN={}\nexport PROVISIONER_LOG=debug\n{} {}\n",
+            quote(TOKEN),
+            quote(env!("CARGO_BIN_EXE_provisioner")),
+            args.iter().map(|a| quote(a)).collect::<Vec<_>>().join(" ")
+        ),
+    )
+    .unwrap();
+    let (screen, code) = tmux.run(&script).await;
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        !screen.contains("running (attempt"),
+        "a stale frame of a running step:\n{screen}"
+    );
+    for step in PROVISION_STEPS {
+        let lines: Vec<&str> = screen
+            .lines()
+            .filter(|l| l.trim_start().starts_with(&format!("{step} ")))
+            .collect();
+        // One line per step, redrawn in place: bars, not one line per transition.
+        assert_eq!(lines.len(), 1, "{step} drawn once:\n{screen}");
+        assert!(lines[0].contains(" done in "), "{step}:\n{screen}");
+    }
+    assert!(screen.contains("run succeeded"), "{screen}");
+    assert!(
+        screen.lines().any(|l| l.contains(" DEBUG ")),
+        "the client's logs were meant to interleave:\n{screen}"
+    );
+    assert!(!screen.contains(TOKEN), "the token was drawn:\n{screen}");
 }
