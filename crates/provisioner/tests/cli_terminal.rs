@@ -362,3 +362,69 @@ async fn off_a_terminal_the_display_is_plain_lines() {
     }
     assert!(stderr.contains("run succeeded"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batch_bars_and_logs_share_a_terminal_without_garbling() {
+    let Some(setup) = Setup::start().await else {
+        return;
+    };
+    let Some(tmux) = Tmux::new(setup.dir.path()) else {
+        return;
+    };
+    let manifests = setup.dir.path().join("clients");
+    std::fs::create_dir_all(&manifests).unwrap();
+    let slugs: Vec<String> = (0..3)
+        .map(|i| support::unique_slug(&format!("ttybatch{i}")))
+        .collect();
+    for slug in &slugs {
+        let manifest = serde_json::json!({
+            "clientId": slug,
+            "clientName": format!("Client {slug}"),
+            "orgEmail": format!("ops@{slug}.example"),
+            "tier": "growth",
+        });
+        std::fs::write(manifests.join(format!("{slug}.json")), manifest.to_string()).unwrap();
+    }
+    let dir = manifests.display().to_string();
+    // Debug logs from every crate while three clients' bars and the overall bar move.
+    let script = setup.script(
+        "batch",
+        &[("PROVISIONER_LOG", "debug")],
+        &["batch", &dir, "--concurrency", "2"],
+        "",
+    );
+    tmux.start("batch", &script);
+    let (screen, code) = tmux.finished("batch").await;
+    assert_eq!(code, 0, "{screen}");
+    for slug in &slugs {
+        let settled = screen
+            .lines()
+            .filter(|l| l.contains(&format!("] {slug} succeeded")))
+            .count();
+        assert_eq!(settled, 1, "{slug}'s settled line, once:\n{screen}");
+    }
+    assert!(
+        screen.lines().any(|l| l.contains("3/3 clients settled")),
+        "the overall bar's last frame:\n{screen}"
+    );
+    let mut logs = 0;
+    for line in screen.lines() {
+        if let Some(at) = timestamp_at(line) {
+            assert_eq!(
+                at, 0,
+                "a log line cut into another line: {line:?}\n{screen}"
+            );
+            logs += 1;
+        }
+    }
+    assert!(logs > 10, "the logs were meant to interleave:\n{screen}");
+    // No frame of a client's spinner left behind (a settled client's bar is cleared).
+    for slug in &slugs {
+        assert!(
+            !screen.lines().any(|l| timestamp_at(l).is_none()
+                && l.contains(slug.as_str())
+                && l.contains(" running")),
+            "a stale frame of {slug}:\n{screen}"
+        );
+    }
+}
