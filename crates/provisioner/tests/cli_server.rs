@@ -736,3 +736,82 @@ async fn on_a_terminal_a_run_at_the_server_is_drawn_as_bars() {
     );
     assert!(!screen.contains(TOKEN), "the token was drawn:\n{screen}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn run_control_through_a_server() {
+    let Some(served) = Served::start("").await else {
+        return;
+    };
+    let url = served.url.as_str();
+    let start = |slug: &str| provision_args(slug, &format!("Client {slug}"), url);
+    let detached = |ran: Ran| -> String {
+        let run = ran.stdout.trim().to_owned();
+        uuid::Uuid::parse_str(&run).unwrap();
+        run
+    };
+
+    // Paused between steps, then resumed to success; a cancel of the succeeded run is 409.
+    let paused = support::unique_slug("rpause");
+    let run = detached(
+        served
+            .expect(0, &with(&start(&paused), &["--detach"]))
+            .await,
+    );
+    let ran = served
+        .expect(0, &["pause", &run, "--server", url, "--json"])
+        .await;
+    assert_eq!(ran.last_json()["status"], "paused", "{}", ran.stderr);
+    assert!(ran.stderr.contains("run paused"), "{}", ran.stderr);
+    let ran = served
+        .expect(0, &["resume", &run, "--server", url, "--json"])
+        .await;
+    assert_eq!(ran.last_json()["status"], "succeeded", "{}", ran.stderr);
+    assert!(ran.stderr.contains("run succeeded"), "{}", ran.stderr);
+    let refused = served.expect(2, &["cancel", &run, "--server", url]).await;
+    assert!(
+        refused.stderr.contains("409") && refused.stderr.contains("succeeded"),
+        "{}",
+        refused.stderr
+    );
+
+    // Cancelled while it runs: everything made is undone.
+    let cancelled = support::unique_slug("rcancel");
+    let run = detached(
+        served
+            .expect(0, &with(&start(&cancelled), &["--detach"]))
+            .await,
+    );
+    let ran = served
+        .expect(0, &["cancel", &run, "--server", url, "--json"])
+        .await;
+    assert_eq!(ran.last_json()["status"], "compensated", "{}", ran.stderr);
+    assert!(served.stack_names(&cancelled).await.is_empty());
+
+    // Paused, then given up with a reason; abandoning needs one.
+    let given_up = support::unique_slug("rabandon");
+    let run = detached(
+        served
+            .expect(0, &with(&start(&given_up), &["--detach"]))
+            .await,
+    );
+    served.expect(0, &["pause", &run, "--server", url]).await;
+    let ran = served
+        .expect(
+            0,
+            &[
+                "abandon",
+                &run,
+                "--reason",
+                "client withdrew",
+                "--server",
+                url,
+                "--json",
+            ],
+        )
+        .await;
+    assert_eq!(ran.last_json()["status"], "abandoned", "{}", ran.stderr);
+    let again = served
+        .expect(2, &["abandon", &run, "--reason", "again", "--server", url])
+        .await;
+    assert!(again.stderr.contains("409"), "{}", again.stderr);
+}

@@ -313,6 +313,21 @@ impl Server {
         self.started(response).await
     }
 
+    /// `POST /v1/provisionings/{id}/{command}` (cancel, pause, resume, retry, abandon): the
+    /// run as it is once the command is recorded.
+    pub async fn command(
+        &self,
+        id: Uuid,
+        command: &str,
+        body: Option<&Value>,
+    ) -> Result<RemoteRun, CliError> {
+        let path = format!("/v1/provisionings/{id}/{command}");
+        let response = self
+            .send(Method::POST, &path, body, HeaderMap::new())
+            .await?;
+        self.started(response).await
+    }
+
     /// `GET /v1/provisionings/{id}`: the run as the API shows it. A read, so a dropped
     /// connection or a server error is tried again a few times before it is reported.
     pub async fn run(&self, id: Uuid) -> Result<Value, CliError> {
