@@ -23,6 +23,30 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::process::{Child, Command};
 
 const TOKEN: &str = "operator-token-0c7d2b9e4f1a4e6b8d3c5a7f9e1b2d4c";
+/// The server's HS256 secret for user JWTs.
+const JWT_SECRET: &str = "jwt-secret-for-the-server-under-test-5e2a9c1d";
+
+/// A signed-in user's JWT whose role is not the admin role.
+fn non_admin_jwt() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let claims = serde_json::json!({
+        "sub": "staff-member",
+        "aud": "authenticated",
+        "iat": now,
+        "exp": now + 3600,
+        "role": "authenticated",
+        "app_metadata": {"role": "member"},
+    });
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(JWT_SECRET.as_bytes()),
+    )
+    .unwrap()
+}
 
 const PROVISION_STEPS: [&str; 5] = [
     "supabase_project",
@@ -77,6 +101,7 @@ impl Served {
             .envs(support::env_map(&sandbox))
             .env("PROVISIONER_CONFIG", &config)
             .env("PROVISIONER_SECRET_KEY", key.expose_secret())
+            .env("SUPABASE_JWT_SECRET", JWT_SECRET)
             .env("PROVISIONER_LOG", "info")
             .current_dir(dir.path())
             .stdin(Stdio::null())
@@ -401,6 +426,14 @@ async fn refusals_and_an_unreachable_server_are_one_paragraph_saying_what_to_do(
         bad.stderr.contains("refused PROVISIONER_TOKEN") && bad.stderr.contains("[[api.tokens]]"),
         "{}",
         bad.stderr
+    );
+    let member = non_admin_jwt();
+    let forbidden = served.run_with_token(Some(&member), &args).await;
+    forbidden.assert_code(2, &args);
+    assert!(
+        forbidden.stderr.contains("will not let it do this") && forbidden.stderr.contains("admin"),
+        "{}",
+        forbidden.stderr
     );
     let none = served.run_with_token(None, &args).await;
     none.assert_code(2, &args);
