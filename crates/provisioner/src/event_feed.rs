@@ -21,7 +21,13 @@ pub enum StopAt {
 }
 
 impl StopAt {
-    fn stops(self, status: RunStatus) -> bool {
+    /// Whether `event` moves its run to a state where this feed ends.
+    pub fn stopped_by(self, event: &RunEvent) -> bool {
+        stopping_status(event).is_some_and(|s| self.stops(s))
+    }
+
+    /// Whether a run in `status` is where this feed ends.
+    pub fn stops(self, status: RunStatus) -> bool {
         match self {
             Self::Settled => status.is_settled(),
             Self::Terminal => status.is_settled() && status != RunStatus::Paused,

@@ -18,17 +18,33 @@ use uuid::Uuid;
 
 use crate::event_feed::{EventFeed, StopAt};
 
-/// The bars being drawn, if any: log lines are written with them suspended.
+/// The bars being drawn, if any: log lines are written with them suspended. Every write to
+/// stderr while bars may be drawn happens with this lock held, so no line is written between
+/// the bars appearing and their being registered here (it would sit below them and be wiped by
+/// their next redraw), and none reaches bars that were closed (a redraw of closed bars wipes
+/// the first ones for good: indicatif clears dropped bars at the head of the list and does not
+/// draw them again).
 static ACTIVE_BARS: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
-fn active_bars() -> Option<MultiProgress> {
-    ACTIVE_BARS.lock().map(|bars| bars.clone()).unwrap_or(None)
+fn lock_active_bars() -> std::sync::MutexGuard<'static, Option<MultiProgress>> {
+    // The slot is only ever replaced whole: a panic elsewhere cannot leave it half-changed.
+    ACTIVE_BARS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn set_active_bars(bars: Option<MultiProgress>) {
-    if let Ok(mut slot) = ACTIVE_BARS.lock() {
-        *slot = bars;
-    }
+/// Bars a command draws itself (`batch`): from now on log lines go around them. Register
+/// before the first bar is added, so nothing is written between a frame and the registration.
+pub fn register_bars(multi: &MultiProgress) {
+    *lock_active_bars() = Some(multi.clone());
+}
+
+/// Runs `last_frame` (the final draws of registered bars) and lets the bars go in one step:
+/// no log line lands between the two, and none reaches the bars afterwards.
+pub fn release_bars(last_frame: impl FnOnce()) {
+    let mut active = lock_active_bars();
+    last_frame();
+    *active = None;
 }
 
 /// The log writer for the binary's tracing subscriber: stderr, with the live bars (when any
@@ -40,7 +56,8 @@ impl Write for LogWriter {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         // The fmt layer hands over one formatted event per call, so a line is never split
         // around a redraw.
-        match active_bars() {
+        let bars = lock_active_bars();
+        match bars.as_ref() {
             Some(bars) => bars.suspend(|| std::io::stderr().write_all(buf))?,
             None => std::io::stderr().write_all(buf)?,
         }
@@ -61,7 +78,8 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogWriter {
 
 /// A line on stderr that never cuts through the bars.
 pub fn say(line: &str) {
-    match active_bars() {
+    let bars = lock_active_bars();
+    match bars.as_ref() {
         Some(bars) => {
             if bars.println(line).is_err() {
                 eprintln!("{line}");
@@ -102,26 +120,21 @@ impl Progress {
         let feed = EventFeed::open(engine, run_id, 0, follow.stop_at)
             .await?
             .stopping_only_after(follow.stops_after_seq);
-        let mut drawing = Drawing::new(&follow);
-        let json = follow.json;
+        let mut display = Display::new(&follow);
         let task = tokio::spawn(async move {
             let mut feed = feed;
             let outcome = loop {
                 match feed.next().await {
                     Ok(Some(batch)) => {
                         for record in &batch {
-                            if json {
-                                print_event(record);
-                            } else {
-                                drawing.show(record);
-                            }
+                            display.show(record);
                         }
                     }
                     Ok(None) => break Ok(()),
                     Err(e) => break Err(e),
                 }
             };
-            drawing.close();
+            display.close();
             outcome
         });
         Ok(Self { task })
@@ -144,10 +157,48 @@ impl Progress {
     pub async fn abort(self) {
         self.task.abort();
         let _ = self.task.await;
-        if let Some(bars) = active_bars() {
+        let mut bars = lock_active_bars();
+        if let Some(bars) = bars.take() {
             let _ = bars.clear();
         }
-        set_active_bars(None);
+    }
+}
+
+/// The display without a feed: the caller hands it each event in sequence order (a run
+/// followed through a server's event stream). It draws as [`Progress`] does.
+pub struct Display {
+    drawing: Drawing,
+    json: bool,
+}
+
+impl Display {
+    /// Prints the title and, on a terminal, draws each step waiting.
+    pub fn new(follow: &Follow) -> Self {
+        Self {
+            drawing: Drawing::new(follow),
+            json: follow.json,
+        }
+    }
+
+    pub fn show(&mut self, record: &EventRecord) {
+        if self.json {
+            print_event(record);
+        } else {
+            self.drawing.show(record);
+        }
+    }
+
+    /// Leaves what is drawn on screen; stderr goes back to plain writes.
+    pub fn close(&mut self) {
+        self.drawing.close();
+    }
+}
+
+impl std::fmt::Debug for Display {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Display")
+            .field("json", &self.json)
+            .finish_non_exhaustive()
     }
 }
 
@@ -219,6 +270,8 @@ impl Drawing {
         if !follow.json {
             say(&follow.title);
         }
+        // Held until the bars are registered: their first frame is drawn as they are added.
+        let mut active = lock_active_bars();
         let bars = drawn.then(|| MultiProgress::with_draw_target(ProgressDrawTarget::stderr()));
         let steps = follow
             .steps
@@ -241,8 +294,9 @@ impl Drawing {
             })
             .collect();
         if let Some(multi) = &bars {
-            set_active_bars(Some(multi.clone()));
+            *active = Some(multi.clone());
         }
+        drop(active);
         Self {
             bars,
             steps,
@@ -405,6 +459,11 @@ impl Drawing {
 
     /// Leaves the bars on screen as they are and hands stderr back to plain writes.
     fn close(&mut self) {
+        let Some(multi) = self.bars.take() else {
+            return;
+        };
+        // No log line in between: the last frame is drawn and the bars are let go as one.
+        let mut active = lock_active_bars();
         for line in self.steps.values() {
             if let Some(bar) = &line.bar {
                 bar.disable_steady_tick();
@@ -412,9 +471,8 @@ impl Drawing {
                 bar.abandon();
             }
         }
-        if self.bars.is_some() {
-            set_active_bars(None);
-        }
+        *active = None;
+        drop(multi);
     }
 }
 

@@ -222,14 +222,36 @@ async fn provision_status_list_and_deprovision_through_the_binary() {
         .json(0, &["status", "--client-id", &slug, "--json"])
         .await;
     assert_eq!(latest["saga"], "deprovision", "{latest}");
+    // Newest first by default, for one client and across the journal; --oldest-first turns it.
+    let sagas_of = |listed: &Value| -> Vec<String> {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["saga"].as_str().unwrap().to_owned())
+            .collect()
+    };
     let both = cli.json(0, &["list", "--client-id", &slug, "--json"]).await;
-    let sagas: Vec<&str> = both
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["saga"].as_str().unwrap())
-        .collect();
-    assert_eq!(sagas, ["provision", "deprovision"]);
+    assert_eq!(sagas_of(&both), ["deprovision", "provision"], "{both}");
+    let oldest = cli
+        .json(
+            0,
+            &["list", "--client-id", &slug, "--oldest-first", "--json"],
+        )
+        .await;
+    assert_eq!(sagas_of(&oldest), ["provision", "deprovision"], "{oldest}");
+    let everything = cli.json(0, &["list", "--json"]).await;
+    assert_eq!(
+        sagas_of(&everything),
+        ["deprovision", "provision"],
+        "{everything}"
+    );
+    let newest = cli.json(0, &["list", "--limit", "1", "--json"]).await;
+    assert_eq!(newest[0]["id"], teardown["runId"], "{newest}");
+    let first = cli
+        .json(0, &["list", "--limit", "1", "--oldest-first", "--json"])
+        .await;
+    assert_eq!(first[0]["id"], run.as_str(), "{first}");
     assert!(
         !cli.stack_names().await.iter().any(|n| n.contains(&slug)),
         "the teardown left resources"
@@ -270,7 +292,8 @@ async fn an_unknown_run_is_a_usage_error_naming_it() {
             ),
         )
         .await;
-    assert!(stderr.contains("not built yet"), "{stderr}");
+    // Without PROVISIONER_TOKEN nothing is sent.
+    assert!(stderr.contains("set PROVISIONER_TOKEN"), "{stderr}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

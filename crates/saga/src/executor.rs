@@ -696,7 +696,12 @@ impl Driver {
     fn note_command(&mut self, command: Command) {
         match command {
             Command::Pause => self.state.pause_requested = true,
-            Command::Cancel if self.state.status == RunStatus::Running => {
+            // Queued too: a refused first write (the cancel landed between the claim and it)
+            // leaves the plan undone and the run queued in memory; it still goes forward
+            // unless the cancel is kept here.
+            Command::Cancel
+                if matches!(self.state.status, RunStatus::Queued | RunStatus::Running) =>
+            {
                 self.state.cancel_requested = true;
             }
             // Already unwinding: the cancel asks for nothing more; clear it with the next write.

@@ -147,6 +147,7 @@ impl Display {
     fn new(total: usize) -> Self {
         let bars = std::io::stderr().is_terminal().then(|| {
             let multi = MultiProgress::new();
+            crate::progress::register_bars(&multi);
             let overall = multi.add(ProgressBar::new(total as u64));
             overall.set_style(
                 ProgressStyle::with_template("{bar:30} {pos}/{len} clients settled {msg}")
@@ -223,11 +224,18 @@ impl Display {
     }
 
     fn finish(&self) {
-        if let Some((_, overall)) = &self.bars {
-            overall.finish();
-        }
-        for (_, bar) in self.lock().drain() {
-            bar.finish_and_clear();
+        let last_frame = || {
+            if let Some((_, overall)) = &self.bars {
+                overall.finish();
+            }
+            for (_, bar) in self.lock().drain() {
+                bar.finish_and_clear();
+            }
+        };
+        if self.bars.is_some() {
+            crate::progress::release_bars(last_frame);
+        } else {
+            last_frame();
         }
     }
 }

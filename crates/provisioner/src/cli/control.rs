@@ -8,8 +8,11 @@ use std::time::Duration;
 use clap::Args;
 use saga::RunStatus;
 
+use super::output::report_record;
+use super::remote::Server;
 use super::status::parse_run_id;
 use super::{CliError, drive, open_app, report};
+use crate::event_feed::StopAt;
 use crate::outcome::{Failure, Outcome};
 
 #[derive(Debug, Args)]
@@ -23,6 +26,10 @@ pub struct ControlArgs {
     /// Print the run's resource record as JSON on stdout at the end.
     #[arg(long)]
     pub json: bool,
+    /// Send the command to a running `serve` at this URL (authenticated with the token in
+    /// PROVISIONER_TOKEN) and follow the run there, instead of using a local journal.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -34,6 +41,35 @@ pub struct AbandonArgs {
     pub reason: String,
     #[arg(long)]
     pub json: bool,
+    /// Send the command to a running `serve` at this URL (PROVISIONER_TOKEN) instead.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// The command sent to a server, then (unless `--detach`) the run followed there.
+async fn through_server(control: Control, args: &ControlArgs, url: &str) -> Result<(), CliError> {
+    let run_id = parse_run_id(&args.run)?;
+    let server = Server::connect(url, &super::env)?;
+    let run = server.command(run_id, control.verb(), None).await?;
+    if args.detach {
+        crate::progress::say(&format!("{} of run {run_id} recorded", control.verb()));
+        return Ok(());
+    }
+    let title = format!("{} run {run_id} (at {})", control.verb(), server.base());
+    server.follow(&run, &title, StopAt::Settled, false).await?;
+    let record = server.record(run_id).await?;
+    let printed = report_record(&record, args.json);
+    if record.status == control.aims_for() {
+        return Ok(());
+    }
+    match printed {
+        Err(e) => Err(e),
+        Ok(()) => Err(CliError::run_failed(format!(
+            "run {run_id} ended {} after {}",
+            record.status,
+            control.verb()
+        ))),
+    }
 }
 
 /// Which command, for the messages and the state it aims for.
@@ -85,6 +121,9 @@ pub async fn run(
     args: ControlArgs,
     config: Option<PathBuf>,
 ) -> Result<(), CliError> {
+    if let Some(url) = &args.server {
+        return through_server(control, &args, url).await;
+    }
     let run_id = parse_run_id(&args.run)?;
     // Workers start only once the command is journaled: started earlier, they could claim the
     // run and plan its next steps before the command is there to be seen.
@@ -142,6 +181,13 @@ pub async fn abandon(args: AbandonArgs, config: Option<PathBuf>) -> Result<(), C
         return Err(CliError::usage(
             "--reason must say why the run is abandoned (it is kept in the journal)",
         ));
+    }
+    if let Some(url) = &args.server {
+        let server = Server::connect(url, &super::env)?;
+        let body = serde_json::json!({ "reason": reason });
+        server.command(run_id, "abandon", Some(&body)).await?;
+        let _ = report_record(&server.record(run_id).await?, args.json);
+        return Ok(());
     }
     let app = open_app(config, false).await?;
     let outcome = async {

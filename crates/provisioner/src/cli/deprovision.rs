@@ -5,13 +5,13 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::provision::{StartArgs, print_started};
+use super::provision::{StartArgs, print_started, through_server};
 use super::{CliError, drive, open_app, report};
 use crate::client::ClientSlug;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  provisioner deprovision --client-id acme-dental\n  provisioner deprovision --client-id acme-dental --detach --json"
+    after_help = "Example:\n  provisioner deprovision --client-id acme-dental\n  provisioner deprovision --client-id acme-dental --detach --json\n  PROVISIONER_TOKEN=... provisioner deprovision --client-id acme-dental --server http://127.0.0.1:8080"
 )]
 pub struct DeprovisionArgs {
     /// The client's slug, e.g. acme-dental.
@@ -27,7 +27,17 @@ pub struct DeprovisionArgs {
 pub async fn run(args: DeprovisionArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let slug = ClientSlug::parse(&args.client_id)
         .map_err(|e| CliError::usage(format!("--client-id {e}")))?;
-    args.start.check()?;
+    if let Some(server) = args.start.server()? {
+        let run = server.deprovision(slug.as_str()).await?;
+        return through_server(
+            &server,
+            run,
+            |run| format!("tearing down {slug} (run {}, at {})", run.id, server.base()),
+            &args.start,
+            args.json,
+        )
+        .await;
+    }
     let app = open_app(config, !args.start.detach).await?;
     let started = app.deprovision(&slug).await.map_err(CliError::from);
     if args.start.detach {

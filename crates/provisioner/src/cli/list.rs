@@ -23,12 +23,15 @@ pub struct ListArgs {
     /// Only runs of this saga: provision or deprovision.
     #[arg(long, value_parser = [sagas::PROVISION, sagas::DEPROVISION])]
     pub saga: Option<String>,
-    /// Only the runs of this client (its provisionings and teardowns, oldest first).
+    /// Only the runs of this client (its provisionings and teardowns).
     #[arg(long = "client-id")]
     pub client_id: Option<String>,
-    /// At most this many runs (oldest first).
+    /// At most this many runs: the newest ones (the oldest ones with --oldest-first).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub limit: u32,
+    /// List the oldest run first (by default the newest run comes first).
+    #[arg(long)]
+    pub oldest_first: bool,
     /// One JSON array of runs on stdout instead of the table.
     #[arg(long)]
     pub json: bool,
@@ -86,7 +89,10 @@ pub async fn run(args: ListArgs, config: Option<PathBuf>) -> Result<(), CliError
     let slug = args.client_id.as_deref().map(parse_slug).transpose()?;
     let app = open_app(config, false).await?;
     let runs = match &slug {
-        Some(slug) => client_runs(&app.engine, slug).await.map(|runs| {
+        Some(slug) => client_runs(&app.engine, slug).await.map(|mut runs| {
+            if !args.oldest_first {
+                runs.reverse();
+            }
             runs.into_iter()
                 .filter(|r| args.status.is_none_or(|s| r.status == s))
                 .filter(|r| args.saga.as_deref().is_none_or(|s| r.saga == s))
@@ -100,6 +106,7 @@ pub async fn run(args: ListArgs, config: Option<PathBuf>) -> Result<(), CliError
                 saga: args.saga.clone(),
                 after: None,
                 limit: args.limit,
+                newest_first: !args.oldest_first,
                 ..RunFilter::default()
             })
             .await

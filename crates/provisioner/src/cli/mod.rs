@@ -12,6 +12,7 @@ mod list;
 mod output;
 mod plan;
 mod provision;
+mod remote;
 mod serve;
 mod signal;
 mod status;

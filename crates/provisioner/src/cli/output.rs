@@ -7,17 +7,21 @@ use crate::record::ResourceRecord;
 
 /// Prints the outcome and turns a run that did not succeed into exit code 1.
 pub fn report(view: &RunView, json: bool) -> Result<(), CliError> {
-    let record = ResourceRecord::from_run(view);
+    report_record(&ResourceRecord::from_run(view), json)
+}
+
+/// As [`report`], from the record alone (what a server sends back).
+pub fn report_record(record: &ResourceRecord, json: bool) -> Result<(), CliError> {
     if json {
-        print_json(&record)?;
+        print_json(record)?;
     } else {
-        eprint!("{}", human(&record));
+        eprint!("{}", human(record));
     }
-    match view.status {
+    match record.status {
         RunStatus::Succeeded => Ok(()),
         other => Err(CliError::run_failed(format!(
             "run {} ended {other}{}",
-            view.id,
+            record.run_id,
             record
                 .still_exists
                 .as_ref()

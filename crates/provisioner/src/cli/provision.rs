@@ -5,12 +5,15 @@ use std::time::Duration;
 
 use clap::Args;
 
+use super::output::report_record;
+use super::remote::{RemoteRun, Server};
 use super::{CliError, drive, open_app, report};
 use crate::client::{Client, ClientRecord, InvalidClient};
+use crate::event_feed::StopAt;
 
 #[derive(Debug, Args)]
 #[command(
-    after_help = "Example:\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional --detach"
+    after_help = "Example:\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional\n  provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional --detach\n  PROVISIONER_TOKEN=... provisioner provision --client-id acme-dental --name 'Acme Dental' --email ops@acme-dental.example --tier professional --server http://127.0.0.1:8080"
 )]
 pub struct ProvisionArgs {
     /// The client's slug, e.g. acme-dental.
@@ -41,22 +44,37 @@ pub struct StartArgs {
     #[arg(long)]
     pub detach: bool,
     /// Start and follow the run through a running `serve` at this URL (authenticated with
-    /// PROVISIONER_TOKEN) instead of a local journal.
+    /// the token in PROVISIONER_TOKEN) instead of a local journal; exit codes as without it.
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
 }
 
 impl StartArgs {
-    /// Refuses what is not built yet, before anything is read or started.
-    pub fn check(&self) -> Result<(), CliError> {
-        match &self.server {
-            Some(_) => Err(CliError::new(
-                crate::outcome::Outcome::Invalid,
-                "not built yet: --server (starting runs through a running `serve`) is not available in this build; run the command without --server against the journal",
-            )),
-            None => Ok(()),
-        }
+    /// The server to start the run through, if `--server` was given.
+    pub fn server(&self) -> Result<Option<Server>, CliError> {
+        self.server
+            .as_deref()
+            .map(|url| Server::connect(url, &super::env))
+            .transpose()
     }
+}
+
+/// Starts a run through `server` and, unless `--detach`, follows it to its end there.
+pub async fn through_server(
+    server: &Server,
+    run: RemoteRun,
+    title: impl FnOnce(&RemoteRun) -> String,
+    start: &StartArgs,
+    json: bool,
+) -> Result<(), CliError> {
+    if start.detach {
+        run.print_started(json);
+        return Ok(());
+    }
+    server
+        .follow(&run, &title(&run), StopAt::Settled, false)
+        .await?;
+    report_record(&server.record(run.id).await?, json)
 }
 
 /// With `--detach`: the run id (or, with `--json`, `{"runId":…,"created":…}`) on stdout.
@@ -109,7 +127,32 @@ fn provision_flag(field: &str) -> &str {
 
 pub async fn run(args: ProvisionArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let client = client_from_flags(&args)?;
-    args.start.check()?;
+    if let Some(server) = args.start.server()? {
+        // The fields as the API takes them; the server checks them again.
+        let body = serde_json::json!({
+            "clientId": client.client_id.as_str(),
+            "clientName": client.client_name,
+            "orgEmail": client.org_email,
+            "tier": args.tier.trim(),
+        });
+        let run = server.provision(&body).await?;
+        return through_server(
+            &server,
+            run,
+            |run| {
+                format!(
+                    "provisioning {} (run {}{}, at {})",
+                    client.client_id,
+                    run.id,
+                    if run.created { "" } else { ", existing" },
+                    server.base()
+                )
+            },
+            &args.start,
+            args.json,
+        )
+        .await;
+    }
     let app = open_app(config, !args.start.detach).await?;
     if let Err(failure) = super::doctor::preflight(&app.stack).await {
         app.shutdown(Duration::from_secs(1)).await;

@@ -9,6 +9,7 @@ use clap::Args;
 use saga::RunStatus;
 
 use super::follow::follow_until;
+use super::remote::{RemoteRun, Server};
 use super::status::parse_run_id;
 use super::{CliError, human};
 use crate::event_feed::StopAt;
@@ -18,7 +19,7 @@ use crate::record::ResourceRecord;
 #[command(
     after_help = "Each step shows its state, attempt, elapsed time and what it waits for \
 (\"rate limited by supabase, 23 s\", \"waiting for the project to be healthy\"). Exit code 0 if \
-the run succeeded, 1 if it ended otherwise.\n\nExample:\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --json | jq .event.type"
+the run succeeded, 1 if it ended otherwise.\n\nExample:\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f\n  provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --json | jq .event.type\n  PROVISIONER_TOKEN=... provisioner watch 01934f3e-8a7b-7c1d-9e2f-0a1b2c3d4e5f --server http://127.0.0.1:8080"
 )]
 pub struct WatchArgs {
     /// The run's id.
@@ -26,9 +27,42 @@ pub struct WatchArgs {
     /// Each journal event as a JSON line on stdout (from the first), instead of the display.
     #[arg(long)]
     pub json: bool,
+    /// Follow the run through a running `serve` at this URL (its event stream, authenticated
+    /// with the token in PROVISIONER_TOKEN) instead of reading a local journal. Events then
+    /// carry no step output (the server keeps outputs to itself).
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+}
+
+/// `watch --server`: the run's view and its event stream from the server.
+async fn through_server(args: &WatchArgs, url: &str) -> Result<(), CliError> {
+    let run_id = parse_run_id(&args.run)?;
+    let server = Server::connect(url, &super::env)?;
+    let view = server.run(run_id).await?;
+    let run = RemoteRun::from_view(&view, false)?;
+    let title = format!(
+        "watching run {run_id} ({} {}, at {})",
+        view["saga"].as_str().unwrap_or_default(),
+        view["clientId"].as_str().unwrap_or_default(),
+        server.base()
+    );
+    server
+        .follow(&run, &title, StopAt::Terminal, args.json)
+        .await?;
+    let record = server.record(run_id).await?;
+    if !args.json {
+        eprint!("{}", human(&record));
+    }
+    match record.status {
+        RunStatus::Succeeded => Ok(()),
+        other => Err(CliError::run_failed(format!("run {run_id} ended {other}"))),
+    }
 }
 
 pub async fn run(args: WatchArgs, config: Option<PathBuf>) -> Result<(), CliError> {
+    if let Some(url) = &args.server {
+        return through_server(&args, url).await;
+    }
     let run_id = parse_run_id(&args.run)?;
     let app = super::open_app(config, false).await?;
     let watched = async {
