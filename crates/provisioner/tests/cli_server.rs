@@ -48,16 +48,21 @@ fn non_admin_jwt() -> String {
     .unwrap()
 }
 
-const PROVISION_STEPS: [&str; 5] = [
+const PROVISION_STEPS: [&str; 8] = [
     "supabase_project",
     "github_repo",
     "n8n_workflow",
+    "n8n_modules",
     "database_schema",
     "vercel_project",
+    "auth_urls",
+    "vercel_domain",
 ];
 
-const TEARDOWN_STEPS: [&str; 4] = [
+const TEARDOWN_STEPS: [&str; 6] = [
     "delete_n8n_workflow",
+    "delete_n8n_module_workflows",
+    "delete_vercel_domain",
     "delete_vercel_project",
     "delete_github_repo",
     "delete_supabase_project",
