@@ -93,7 +93,7 @@ impl api_support::Api {
         .await
     }
 
-    async fn from_origin(
+    async fn call_from(
         &self,
         method: Method,
         path: &str,
@@ -195,7 +195,7 @@ async fn listed_origins_are_answered_and_unlisted_ones_get_no_cors_header() {
     assert_marked_for(&started, LISTED, "POST /v1/provisionings");
     let id = started.body["id"].as_str().unwrap().to_owned();
     let read = api
-        .from_origin(
+        .call_from(
             Method::GET,
             &format!("/v1/provisionings/{id}"),
             ALSO_LISTED,
@@ -238,19 +238,19 @@ async fn listed_origins_are_answered_and_unlisted_ones_get_no_cors_header() {
 
     // Refusals are readable by the app too: 401 (none, garbage), 403, 429, 413, 404.
     let missing = api
-        .from_origin(Method::GET, "/v1/provisionings", LISTED, None)
+        .call_from(Method::GET, "/v1/provisionings", LISTED, None)
         .await;
     assert_eq!(missing.status, 401);
     assert!(header(&missing, "www-authenticate").is_some());
     assert_marked_for(&missing, LISTED, "401 without a token");
     let garbage = api
-        .from_origin(Method::GET, "/v1/clients", LISTED, Some("not-a-token"))
+        .call_from(Method::GET, "/v1/clients", LISTED, Some("not-a-token"))
         .await;
     assert_eq!(garbage.status, 401);
     assert_marked_for(&garbage, LISTED, "401 with garbage");
     let viewer = jwt("cors-viewer", "viewer");
     let forbidden = api
-        .from_origin(Method::GET, "/v1/provisionings", LISTED, Some(&viewer))
+        .call_from(Method::GET, "/v1/provisionings", LISTED, Some(&viewer))
         .await;
     assert_eq!(forbidden.status, 403, "{}", forbidden.text);
     assert_marked_for(&forbidden, LISTED, "403");
@@ -258,7 +258,7 @@ async fn listed_origins_are_answered_and_unlisted_ones_get_no_cors_header() {
     let mut limited = None;
     for _ in 0..40 {
         let answer = api
-            .from_origin(Method::GET, "/v1/clients", LISTED, Some(&admin))
+            .call_from(Method::GET, "/v1/clients", LISTED, Some(&admin))
             .await;
         if answer.status == 429 {
             limited = Some(answer);
@@ -283,7 +283,7 @@ async fn listed_origins_are_answered_and_unlisted_ones_get_no_cors_header() {
     assert_eq!(too_large.status, 413, "{}", too_large.text);
     assert_marked_for(&too_large, LISTED, "413");
     let nowhere = api
-        .from_origin(Method::GET, "/v2/nothing", LISTED, Some(TOKEN))
+        .call_from(Method::GET, "/v2/nothing", LISTED, Some(TOKEN))
         .await;
     assert_eq!(nowhere.status, 404);
     assert_marked_for(&nowhere, LISTED, "404");
@@ -307,7 +307,7 @@ async fn listed_origins_are_answered_and_unlisted_ones_get_no_cors_header() {
             answer.headers
         );
         let answer = api
-            .from_origin(Method::GET, "/v1/provisionings", origin, Some(TOKEN))
+            .call_from(Method::GET, "/v1/provisionings", origin, Some(TOKEN))
             .await;
         assert_eq!(answer.status, 200, "{origin}");
         assert!(
@@ -320,14 +320,14 @@ async fn listed_origins_are_answered_and_unlisted_ones_get_no_cors_header() {
             header(&answer, "vary").is_some_and(|v| listed_items(v).contains(&"origin".into()))
         );
         let refused = api
-            .from_origin(Method::GET, "/v1/provisionings", origin, None)
+            .call_from(Method::GET, "/v1/provisionings", origin, None)
             .await;
         assert_eq!(refused.status, 401);
         assert!(cors_headers(&refused).is_empty(), "{origin}");
     }
     // The service routes are for load balancers and scrapers, not browsers.
     for path in ["/healthz", "/readyz", "/metrics"] {
-        let answer = api.from_origin(Method::GET, path, LISTED, None).await;
+        let answer = api.call_from(Method::GET, path, LISTED, None).await;
         assert_eq!(answer.status, 200, "{path}");
         assert!(
             cors_headers(&answer).is_empty(),
@@ -366,7 +366,7 @@ async fn without_configured_origins_cors_stays_off() {
     );
     for (method, bearer, status) in [(Method::GET, Some(TOKEN), 200), (Method::GET, None, 401)] {
         let answer = api
-            .from_origin(method, "/v1/provisionings", LISTED, bearer)
+            .call_from(method, "/v1/provisionings", LISTED, bearer)
             .await;
         assert_eq!(answer.status, status, "{}", answer.text);
         assert!(cors_headers(&answer).is_empty(), "{:?}", answer.headers);
