@@ -426,3 +426,19 @@ async fn two_workers_share_a_postgres_journal_and_one_killed_outright_loses_noth
     drop(survivor);
     database.drop_database().await.unwrap();
 }
+
+#[test]
+fn worker_max_runs_out_of_range_is_refused_naming_the_flag() {
+    for value in ["0", "1000001", "many"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(["worker", "--max-runs", value])
+            // Arguments are checked before any configuration is read: none is given.
+            .env_remove("PROVISIONER_CONFIG")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("--max-runs"), "{value}: {stderr}");
+    }
+}
