@@ -10,8 +10,13 @@
 //! no database is created per request. Finally it fills a journal with `--memory-runs` runs,
 //! starts `serve` on it and reports its resident memory.
 //!
-//! Build the binary first: `cargo build --release -p provisioner`, then
-//! `cargo run --release -p provisioner --example api_bench`.
+//! Each POST line also carries, from `serve`'s `/metrics`, the journal commit latency of the
+//! phase (run creations and worker writes, as histogram bucket bounds: "at most"), and every
+//! line the machine's 1-minute load average, so a slow figure can be told apart from a busy
+//! machine or a slow journal.
+//!
+//! Build the binary first: `cargo build --release -p provisioner --examples --bins`, then
+//! `target/release/examples/api_bench`.
 #![allow(clippy::print_stdout)] // the JSON lines are the output
 
 use std::path::{Path, PathBuf};
@@ -190,6 +195,71 @@ impl World {
     }
 }
 
+/// Cumulative counts of one histogram series in `/metrics`: (upper bound in seconds, count).
+type Buckets = Vec<(f64, f64)>;
+
+/// The `saga_journal_commit_seconds` buckets of `writer` in a Prometheus text page.
+fn commit_buckets(page: &str, writer: &str) -> Buckets {
+    let prefix = "saga_journal_commit_seconds_bucket{";
+    let mut buckets: Buckets = page
+        .lines()
+        .filter_map(|line| line.strip_prefix(prefix))
+        .filter(|rest| rest.contains(&format!("writer=\"{writer}\"")))
+        .filter_map(|rest| {
+            let (labels, count) = rest.split_once("} ")?;
+            let le = labels.split("le=\"").nth(1)?.split('"').next()?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+    buckets
+}
+
+/// The smallest bucket bound (ms) holding at least `p` of the commits made between two
+/// scrapes: the server-side commit latency, to tell it from everything else.
+fn commit_quantile_ms(before: &Buckets, after: &Buckets, p: f64) -> Option<f64> {
+    let delta: Vec<(f64, f64)> = after
+        .iter()
+        .map(|(le, n)| {
+            let earlier = before
+                .iter()
+                .find(|(l, _)| l == le)
+                .map_or(0.0, |(_, m)| *m);
+            (*le, n - earlier)
+        })
+        .collect();
+    let total = delta.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    delta
+        .iter()
+        .find(|(_, n)| *n >= p * total)
+        .map(|(le, _)| le * 1000.0)
+}
+
+async fn scrape(http: &reqwest::Client, base: &str) -> String {
+    match http.get(format!("{base}/metrics")).send().await {
+        Ok(r) => r.text().await.unwrap_or_default(),
+        Err(_) => String::new(),
+    }
+}
+
+/// The 1-minute load average: how busy the machine was besides this benchmark.
+fn load_average() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
@@ -243,8 +313,9 @@ fn report(
     latencies: &[f64],
     errors: usize,
     achieved: f64,
+    server: serde_json::Value,
 ) {
-    let line = json!({
+    let mut line = json!({
         "bench": "api",
         "journal": format!("{journal:?}").to_lowercase(),
         "op": op,
@@ -255,7 +326,11 @@ fn report(
         "p50_ms": (percentile(latencies, 0.50) * 1000.0).round() / 1000.0,
         "p99_ms": (percentile(latencies, 0.99) * 1000.0).round() / 1000.0,
         "max_ms": (latencies.last().copied().unwrap_or(f64::NAN) * 1000.0).round() / 1000.0,
+        "load_average_1m": load_average(),
     });
+    if let (Some(line), Some(server)) = (line.as_object_mut(), server.as_object()) {
+        line.extend(server.clone());
+    }
     println!("{line}");
 }
 
@@ -268,6 +343,7 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
         let count = usize::try_from(rate * args.seconds)?;
         let ids = Arc::new(std::sync::Mutex::new(vec![None::<String>; count]));
         let tag = uuid::Uuid::new_v4().simple().to_string();
+        let before = scrape(&http, &base).await;
         let (latencies, errors, achieved) = at_rate(rate, count, |i| {
             let http = http.clone();
             let base = base.clone();
@@ -303,6 +379,21 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
             }
         })
         .await;
+        let after = scrape(&http, &base).await;
+        let mut server = serde_json::Map::new();
+        // Server-side journal commits during the phase (bucket bounds, so "at most").
+        for (writer, name) in [("create", "create"), ("worker", "worker")] {
+            let (b, a) = (
+                commit_buckets(&before, writer),
+                commit_buckets(&after, writer),
+            );
+            for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
+                server.insert(
+                    format!("journal_{name}_commit_{label}_le_ms"),
+                    json!(commit_quantile_ms(&b, &a, p)),
+                );
+            }
+        }
         report(
             kind,
             "POST /v1/provisionings",
@@ -310,6 +401,7 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
             &latencies,
             errors,
             achieved,
+            serde_json::Value::Object(server),
         );
 
         let known: Vec<String> = ids
@@ -341,6 +433,7 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
             &latencies,
             errors,
             achieved,
+            json!({}),
         );
     }
     world.stop(server).await

@@ -155,6 +155,10 @@ pub struct App {
     workers: Option<Workers>,
 }
 
+/// Runs one process drives at once unless told otherwise: far more than the providers' rate
+/// budgets let progress together, so the budgets, not this, pace a busy process.
+pub const DEFAULT_MAX_ACTIVE_RUNS: usize = 1024;
+
 /// Knobs tests and the demo turn; production uses the defaults.
 #[derive(Debug, Clone)]
 pub struct AppOptions {
@@ -163,6 +167,8 @@ pub struct AppOptions {
     pub poll_interval: Duration,
     /// Start this process's workers (a read-only command such as `status` does not).
     pub workers: bool,
+    /// Most runs this process's workers drive at once.
+    pub max_active_runs: usize,
 }
 
 impl Default for AppOptions {
@@ -172,6 +178,7 @@ impl Default for AppOptions {
             lease: Duration::from_secs(15),
             poll_interval: Duration::from_millis(500),
             workers: true,
+            max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,
         }
     }
 }
@@ -198,6 +205,7 @@ impl App {
             .sealing_key(sealing)
             .lease(options.lease)
             .poll_interval(options.poll_interval)
+            .max_active_runs(options.max_active_runs)
             .environment(environment_fingerprint(config))
             .build();
         let workers = options.workers.then(|| engine.run_workers());

@@ -458,8 +458,8 @@ pub struct ApiSettings {
     pub tokens: Vec<ApiTokenSettings>,
     pub rate_limit_per_minute: u32,
     pub rate_limit_burst: u32,
-    /// Origins allowed by CORS; none means CORS stays off. Any entry is refused for now,
-    /// as the API does not answer CORS requests yet.
+    /// Origins a browser may call the API from (`https://admin.example.com`), exactly as
+    /// browsers send them in `Origin`; none means CORS stays off.
     pub cors_origins: Vec<String>,
     pub legacy_wait_secs: u64,
 }
@@ -478,6 +478,38 @@ impl Default for ApiSettings {
             legacy_wait_secs: 25,
         }
     }
+}
+
+/// What is wrong with one `api.cors_origins` entry. Browsers send `Origin` as
+/// `scheme://host[:port]` (host lowercase, default port left out) and the API compares it
+/// exactly, so an entry written any other way would never match: it is refused with the
+/// spelling that would.
+fn cors_origin_problem(origin: &str) -> Option<String> {
+    if origin.trim() == "*" {
+        return Some(
+            "\"*\" is refused: the API takes bearer tokens, so name each origin that may call it, e.g. \"https://admin.example.com\"".into(),
+        );
+    }
+    let parsed = url::Url::parse(origin).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty())
+    });
+    let Some(parsed) = parsed else {
+        return Some(format!(
+            "{origin:?} is not an origin; use scheme://host[:port] with scheme http or https and no path, e.g. \"https://admin.example.com\""
+        ));
+    };
+    let spelled = parsed.origin().ascii_serialization();
+    if !parsed.username().is_empty() || parsed.password().is_some() {
+        // Not repeated: the part before '@' may be a password.
+        return Some(format!(
+            "carries a user name or password, which an origin never has; write {spelled:?}"
+        ));
+    }
+    (spelled != origin).then(|| {
+        format!(
+            "{origin:?} is not written as browsers send an origin (scheme://host[:port]: no path, query or user, host lowercase, no default port); write {spelled:?}"
+        )
+    })
 }
 
 /// One `[[api.tokens]]` entry.
@@ -579,27 +611,9 @@ impl ApiSettings {
             ));
         }
         for (i, origin) in self.cors_origins.iter().enumerate() {
-            let parsed = url::Url::parse(origin).ok();
-            let is_origin = parsed.as_ref().is_some_and(|u| {
-                matches!(u.scheme(), "http" | "https")
-                    && u.host_str().is_some()
-                    && u.username().is_empty()
-                    && u.password().is_none()
-                    && u.query().is_none()
-                    && u.fragment().is_none()
-                    && u.path() == "/"
-                    && !origin.ends_with('/')
-            });
-            if !is_origin {
-                problems.push(format!(
-                    "api.cors_origins[{i}]: {origin:?} is not an origin; use scheme://host[:port] with no path, e.g. \"https://admin.example.com\""
-                ));
+            if let Some(problem) = cors_origin_problem(origin) {
+                problems.push(format!("api.cors_origins[{i}]: {problem}"));
             }
-        }
-        if !self.cors_origins.is_empty() {
-            problems.push(
-                "api.cors_origins: not built yet: the API does not answer CORS requests, so browsers on other origins cannot call it; remove the key (CORS stays off) and call the API from a server".into(),
-            );
         }
         if !LEGACY_WAIT_SECS_RANGE.contains(&self.legacy_wait_secs) {
             problems.push(format!(

@@ -9,21 +9,26 @@ use api_support::serve;
 use provisioner::api::ApiOptions;
 use serde_json::Value;
 
-/// The endpoints the API promises (README, issue), by method and path.
-const PROMISED: [(&str, &str); 13] = [
-    ("post", "/v1/provisionings"),
-    ("get", "/v1/provisionings"),
-    ("get", "/v1/provisionings/{id}"),
-    ("get", "/v1/provisionings/{id}/events"),
-    ("post", "/v1/provisionings/{id}/cancel"),
-    ("post", "/v1/provisionings/{id}/pause"),
-    ("post", "/v1/provisionings/{id}/resume"),
-    ("post", "/v1/provisionings/{id}/retry"),
-    ("post", "/v1/provisionings/{id}/abandon"),
-    ("get", "/v1/clients"),
-    ("get", "/v1/clients/{clientId}"),
-    ("delete", "/v1/clients/{clientId}"),
-    ("post", "/api/provisioning"),
+/// Every route `provisioner serve` answers (README, issue), by method and path, and
+/// whether it needs a token.
+const SERVED: [(&str, &str, bool); 17] = [
+    ("post", "/v1/provisionings", true),
+    ("get", "/v1/provisionings", true),
+    ("get", "/v1/provisionings/{id}", true),
+    ("get", "/v1/provisionings/{id}/events", true),
+    ("post", "/v1/provisionings/{id}/cancel", true),
+    ("post", "/v1/provisionings/{id}/pause", true),
+    ("post", "/v1/provisionings/{id}/resume", true),
+    ("post", "/v1/provisionings/{id}/retry", true),
+    ("post", "/v1/provisionings/{id}/abandon", true),
+    ("get", "/v1/clients", true),
+    ("get", "/v1/clients/{clientId}", true),
+    ("delete", "/v1/clients/{clientId}", true),
+    ("post", "/api/provisioning", true),
+    ("get", "/healthz", false),
+    ("get", "/readyz", false),
+    ("get", "/metrics", false),
+    ("get", "/openapi.json", false),
 ];
 
 /// Every `$ref` in `value` points at something in `doc`.
@@ -63,21 +68,43 @@ async fn the_document_is_openapi_3_1_and_matches_the_served_routes_both_ways() {
             documented.push((method.clone(), path.clone()));
         }
     }
-    for (method, path) in PROMISED {
+    documented.sort();
+    let mut served: Vec<(String, String)> = SERVED
+        .iter()
+        .map(|(m, p, _)| ((*m).to_owned(), (*p).to_owned()))
+        .collect();
+    served.sort();
+    for route in &served {
         assert!(
-            documented.iter().any(|(m, p)| m == method && p == path),
-            "{method} {path} is served but not documented"
+            documented.contains(route),
+            "{} {} is served but not documented",
+            route.0,
+            route.1
         );
     }
-    assert!(
-        documented
-            .iter()
-            .any(|(m, p)| m == "get" && p == "/openapi.json")
-    );
+    for route in &documented {
+        assert!(
+            served.contains(route),
+            "{} {} is documented but not in the list of served routes (add it there, and check it is served)",
+            route.0,
+            route.1
+        );
+    }
+    // Routes without a token carry no security requirement in the document, and the others
+    // require the bearer scheme.
+    for (method, path, guarded) in SERVED {
+        let security = &doc["paths"][path][method]["security"];
+        assert_eq!(
+            security.as_array().is_some_and(|s| !s.is_empty()),
+            guarded,
+            "{method} {path}: {security}"
+        );
+    }
 
-    // Every documented operation is routed: without a token it is refused by
-    // authentication (401), not by the router (404 / 405). The document itself answers 200.
-    for (method, path) in &documented {
+    // Every documented operation is routed, by the server `serve` runs: without a token a
+    // guarded one is refused by authentication (401), not by the router (404 / 405), and a
+    // public one answers.
+    for (method, path, guarded) in SERVED {
         let concrete = path
             .replace("{id}", "00000000-0000-7000-8000-000000000000")
             .replace("{clientId}", "acme-dental");
@@ -85,7 +112,7 @@ async fn the_document_is_openapi_3_1_and_matches_the_served_routes_both_ways() {
         let answer = api
             .send(api.http.request(method.clone(), api.url(&concrete)))
             .await;
-        let expected = if path == "/openapi.json" { 200 } else { 401 };
+        let expected = if guarded { 401 } else { 200 };
         assert_eq!(answer.status, expected, "{method} {path}: {}", answer.text);
     }
     // And something not documented is not served.

@@ -136,6 +136,31 @@ async fn get(base: &str, path: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// Most runs each worker of the shared-journal test drives at once.
+const MAX_RUNS: usize = 5;
+const MAX_RUNS_STR: &str = "5";
+
+/// The worker id a `worker` process logs when it starts (JSON logs).
+fn worker_id(log: &str) -> String {
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["fields"]["message"] == "worker started")
+        .and_then(|v| v["fields"]["worker"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| panic!("no \"worker started\" line: {log}"))
+}
+
+/// Who holds each run's lease, for the runs that have one.
+async fn lease_owners(app: &App, runs: &[uuid::Uuid]) -> BTreeMap<uuid::Uuid, String> {
+    let mut owners = BTreeMap::new();
+    for run in runs {
+        let row = app.engine.journal().run(*run).await.unwrap().unwrap();
+        if let Some(owner) = row.lease_owner {
+            owners.insert(*run, owner);
+        }
+    }
+    owners
+}
+
 async fn wait_until_status(app: &App, run: uuid::Uuid, wanted: &[RunStatus], within: Duration) {
     let deadline = tokio::time::Instant::now() + within;
     loop {
@@ -274,12 +299,18 @@ async fn two_workers_share_a_postgres_journal_and_one_killed_outright_loses_noth
         )
         .await;
     let api = serve.addr.clone().unwrap();
-    let mut doomed = setup
-        .spawn("worker-a", &["worker", "--listen", "127.0.0.1:0"], true)
-        .await;
-    let survivor = setup
-        .spawn("worker-b", &["worker", "--listen", "127.0.0.1:0"], true)
-        .await;
+    // Each worker drives at most MAX_RUNS runs at once, so neither can claim all twenty:
+    // both must hold leases while runs wait, whichever polls first.
+    let worker_args = [
+        "worker",
+        "--listen",
+        "127.0.0.1:0",
+        "--max-runs",
+        MAX_RUNS_STR,
+    ];
+    let mut doomed = setup.spawn("worker-a", &worker_args, true).await;
+    let survivor = setup.spawn("worker-b", &worker_args, true).await;
+    let doomed_id = worker_id(&read(&doomed.log));
     let (status, body) = get(&api, "/readyz").await;
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""workers":"notRunHere""#), "{body}");
@@ -308,25 +339,36 @@ async fn two_workers_share_a_postgres_journal_and_one_killed_outright_loses_noth
         let body: serde_json::Value = response.json().await.unwrap();
         runs.push(body["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
     }
-    // Kill worker A once it holds some runs mid-way.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    // Kill worker A once both hold runs mid-way; neither ever holds more than its cap.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
-        let mut owners = HashMap::new();
-        for run in &runs {
-            let row = app.engine.journal().run(*run).await.unwrap().unwrap();
-            if let Some(owner) = row.lease_owner {
-                *owners.entry(owner).or_insert(0) += 1;
-            }
+        let owners = lease_owners(&app, &runs).await;
+        let mut held: HashMap<&str, usize> = HashMap::new();
+        for owner in owners.values() {
+            *held.entry(owner.as_str()).or_insert(0) += 1;
         }
-        if owners.len() == 2 {
+        assert!(held.values().all(|n| *n <= MAX_RUNS), "{held:?}");
+        if held.len() == 2 {
+            assert!(
+                held.contains_key(doomed_id.as_str()),
+                "{held:?} {doomed_id}"
+            );
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{owners:?}");
+        assert!(tokio::time::Instant::now() < deadline, "{held:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     signal(&doomed, "KILL");
     let _ = doomed.child.wait().await;
-
+    // What it held when it died: its leases stay in the journal until they expire and the
+    // survivor takes the runs over.
+    let orphaned: Vec<uuid::Uuid> = lease_owners(&app, &runs)
+        .await
+        .into_iter()
+        .filter(|(_, owner)| *owner == doomed_id)
+        .map(|(run, _)| run)
+        .collect();
+    assert!(!orphaned.is_empty(), "worker A held nothing when killed");
     for run in &runs {
         let view = tokio::time::timeout(Duration::from_secs(180), app.wait(*run))
             .await
@@ -366,12 +408,37 @@ async fn two_workers_share_a_postgres_journal_and_one_killed_outright_loses_noth
     let twice: Vec<_> = creates.iter().filter(|(_, n)| **n > 1).collect();
     assert!(twice.is_empty(), "created twice: {twice:?}");
 
+    // The survivor finished the killed worker's runs by taking over their leases.
     let (_, metrics) = get(survivor.addr.as_deref().unwrap(), "/metrics").await;
+    let takeovers: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("saga_lease_takeovers_total "))
+        .unwrap_or_else(|| panic!("no takeover counted: {metrics}"))
+        .trim()
+        .parse()
+        .unwrap();
     assert!(
-        metrics.contains("saga_lease_takeovers_total"),
-        "the survivor took the killed worker's runs over: {metrics}"
+        takeovers >= orphaned.len() as f64,
+        "{takeovers} takeovers for {} orphaned runs",
+        orphaned.len()
     );
     drop(serve);
     drop(survivor);
     database.drop_database().await.unwrap();
+}
+
+#[test]
+fn worker_max_runs_out_of_range_is_refused_naming_the_flag() {
+    for value in ["0", "1000001", "many"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
+            .args(["worker", "--max-runs", value])
+            // Arguments are checked before any configuration is read: none is given.
+            .env_remove("PROVISIONER_CONFIG")
+            .current_dir(std::env::temp_dir())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{value}: {stderr}");
+        assert!(stderr.contains("--max-runs"), "{value}: {stderr}");
+    }
 }

@@ -8,9 +8,11 @@ use axum::Json;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::routing::get;
 use saga::Engine;
 use serde::Serialize;
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 use uuid::Uuid;
 
 /// What readiness is judged on.
@@ -30,7 +32,7 @@ impl Readiness {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ReadyReport {
     pub ready: bool,
@@ -40,17 +42,33 @@ pub struct ReadyReport {
     pub workers: &'static str,
 }
 
-pub fn routes(readiness: Readiness) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(Arc::new(readiness))
+/// The routes with their documentation: `/openapi.json` takes its entries from here.
+pub fn documented() -> OpenApiRouter<Arc<Readiness>> {
+    OpenApiRouter::new()
+        .routes(routes!(healthz))
+        .routes(routes!(readyz))
 }
 
+pub fn routes(readiness: Readiness) -> Router {
+    let (router, _) = documented().split_for_parts();
+    router.with_state(Arc::new(readiness))
+}
+
+#[utoipa::path(
+    get, path = "/healthz", tag = "service",
+    responses((status = 200, description = "The process answers: `{\"status\":\"ok\"}`", body = Object))
+)]
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
 }
 
+#[utoipa::path(
+    get, path = "/readyz", tag = "service",
+    responses(
+        (status = 200, description = "Ready: the journal answers and is migrated, and the workers run (when this process runs any)", body = ReadyReport),
+        (status = 503, description = "Not ready; the report says which part is not", body = ReadyReport),
+    )
+)]
 async fn readyz(State(readiness): State<Arc<Readiness>>) -> (StatusCode, Json<ReadyReport>) {
     // Reading a run by id touches the runs table: it fails unless the journal answers and
     // is migrated (the nil id is never a run's, so the answer is `None`).

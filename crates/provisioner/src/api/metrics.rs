@@ -9,8 +9,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
-use axum::routing::get;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// Bucket bounds in seconds, from a fast journal commit (sub-millisecond on SQLite) to a
 /// slow provider step (a Vercel build measured in minutes).
@@ -51,12 +52,25 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
         .map_err(MetricsError)
 }
 
-pub fn routes(handle: PrometheusHandle) -> Router {
-    Router::new()
-        .route("/metrics", get(render))
-        .with_state(handle)
+/// The route with its documentation: `/openapi.json` takes its entry from here.
+pub fn documented() -> OpenApiRouter<PrometheusHandle> {
+    OpenApiRouter::new().routes(routes!(render))
 }
 
+pub fn routes(handle: PrometheusHandle) -> Router {
+    let (router, _) = documented().split_for_parts();
+    router.with_state(handle)
+}
+
+#[utoipa::path(
+    get, path = "/metrics", tag = "service",
+    responses((
+        status = 200,
+        description = "Prometheus text format: runs by saga and state, step durations, provider calls, retries and 429s by provider, rate-budget waits, lease takeovers, journal commit latency",
+        content_type = "text/plain; version=0.0.4",
+        body = String
+    ))
+)]
 async fn render(State(handle): State<PrometheusHandle>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -15,6 +15,7 @@
 pub mod auth;
 mod body;
 pub mod clients;
+pub mod cors;
 pub mod error;
 pub mod events;
 pub mod health;
@@ -47,6 +48,8 @@ pub struct ApiOptions {
     pub legacy_wait: Duration,
     /// How often an idle event stream sends a keep-alive comment.
     pub keep_alive: Duration,
+    /// Origins a browser may call the API from (see [`cors`]); empty keeps CORS off.
+    pub cors_origins: Vec<String>,
 }
 
 impl ApiOptions {
@@ -54,6 +57,7 @@ impl ApiOptions {
     pub fn from_settings(settings: &crate::config::ApiSettings) -> Self {
         Self {
             legacy_wait: settings.legacy_wait(),
+            cors_origins: settings.cors_origins.clone(),
             ..Self::default()
         }
     }
@@ -64,6 +68,7 @@ impl Default for ApiOptions {
         Self {
             legacy_wait: Duration::from_secs(25),
             keep_alive: Duration::from_secs(15),
+            cors_origins: Vec::new(),
         }
     }
 }
@@ -104,16 +109,43 @@ async fn no_route() -> ApiError {
     )
 }
 
-/// The API's routes over `state`. `/healthz`, `/readyz` and `/metrics` are added beside
-/// it by the server.
+/// `/healthz`, `/readyz` and `/metrics`: what every long-running command serves.
+pub fn service_router(
+    readiness: health::Readiness,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> Router {
+    health::routes(readiness).merge(metrics::routes(metrics))
+}
+
+/// Everything `provisioner serve` answers, all of it in `/openapi.json`: the API's routes
+/// and the service routes.
+pub fn server_router(
+    state: ApiState,
+    readiness: health::Readiness,
+    metrics: metrics_exporter_prometheus::PrometheusHandle,
+) -> Router {
+    router(state).merge(service_router(readiness, metrics))
+}
+
+/// The API's routes over `state`, without the service routes (see [`server_router`]).
 pub fn router(state: ApiState) -> Router {
     let (authenticated, _) = openapi::authenticated()
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .split_for_parts();
     let (public, _) = openapi::public().split_for_parts();
-    authenticated
+    let cors = cors::CorsPolicy::new(&state.options.cors_origins);
+    let router = authenticated
         .merge(public)
         .fallback(no_route)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+    // Outermost, so that preflights never meet authentication and every answer (refusals
+    // included) is marked for the browser.
+    let router = match cors {
+        Some(policy) => router.layer(middleware::from_fn_with_state(
+            Arc::new(policy),
+            cors::apply,
+        )),
+        None => router,
+    };
+    router.with_state(state)
 }

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiState, clients, events, legacy, provisionings};
+use super::{ApiState, clients, events, health, legacy, metrics, provisionings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,7 @@ use super::{ApiState, clients, events, legacy, provisionings};
         (name = "provisionings", description = "Runs: start, look, follow, command"),
         (name = "clients", description = "A client's stack and its teardown"),
         (name = "legacy", description = "The old pipeline's request and answers"),
+        (name = "service", description = "Health, readiness and metrics, for load balancers and monitoring; no token needed"),
         (name = "meta", description = "This document"),
     )
 )]
@@ -69,11 +70,17 @@ pub fn all() -> OpenApiRouter<ApiState> {
         .merge(public())
 }
 
-/// The document, built once.
+/// The document, built once: the API's routes and the service routes (`/healthz`,
+/// `/readyz`, `/metrics`) that `serve` answers beside them.
 pub fn spec() -> Arc<utoipa::openapi::OpenApi> {
     static SPEC: OnceLock<Arc<utoipa::openapi::OpenApi>> = OnceLock::new();
-    SPEC.get_or_init(|| Arc::new(all().split_for_parts().1))
-        .clone()
+    SPEC.get_or_init(|| {
+        let mut doc = all().split_for_parts().1;
+        doc.merge(health::documented().split_for_parts().1);
+        doc.merge(metrics::documented().split_for_parts().1);
+        Arc::new(doc)
+    })
+    .clone()
 }
 
 #[utoipa::path(

@@ -154,6 +154,14 @@ fn config_path(explicit: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 async fn open_app(config_file: Option<PathBuf>, workers: bool) -> Result<App, CliError> {
+    let options = AppOptions {
+        workers,
+        ..AppOptions::default()
+    };
+    open_app_with(config_file, options).await
+}
+
+async fn open_app_with(config_file: Option<PathBuf>, options: AppOptions) -> Result<App, CliError> {
     let path = config_path(config_file);
     let mut problems = Vec::new();
     let config = Config::load(path.as_deref(), &env).map_err(|e| problems.extend(e.problems));
@@ -171,10 +179,6 @@ async fn open_app(config_file: Option<PathBuf>, workers: bool) -> Result<App, Cl
     let journal = open_journal(config.settings.journal.url.as_deref())
         .await
         .map_err(CliError::from)?;
-    let options = AppOptions {
-        workers,
-        ..AppOptions::default()
-    };
     App::start(&config, journal, &key, options)
         .await
         .map_err(|e| CliError::usage(e.to_string()))

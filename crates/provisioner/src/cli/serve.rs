@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use super::{CliError, StopSignal, config_path, env, open_app};
 use crate::api::auth::Authenticator;
-use crate::api::health::{self, Readiness};
+use crate::api::health::Readiness;
 use crate::api::{ApiOptions, ApiState};
 use crate::config::Config;
 use saga::Workers;
@@ -63,7 +63,8 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
         ))
     })?;
     let mut app = open_app(config, workers).await?;
-    let service = service_routes(&app, workers)?;
+    let metrics = crate::api::metrics::install().map_err(|e| CliError::internal(e.to_string()))?;
+    let readiness = Readiness::new(app.engine.clone(), workers);
     let listener = bind(args.listen).await?;
     let workers = app.take_workers();
     let state = ApiState::new(
@@ -71,7 +72,7 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
         Arc::new(auth),
         ApiOptions::from_settings(&settings),
     );
-    let router = crate::api::router(state).merge(service);
+    let router = crate::api::server_router(state, readiness, metrics);
     serve_until_stopped(
         listener,
         router,
@@ -85,8 +86,10 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
 /// `/healthz`, `/readyz` and `/metrics`, which every long-running command serves.
 pub(super) fn service_routes(app: &App, workers: bool) -> Result<Router, CliError> {
     let metrics = crate::api::metrics::install().map_err(|e| CliError::internal(e.to_string()))?;
-    Ok(health::routes(Readiness::new(app.engine.clone(), workers))
-        .merge(crate::api::metrics::routes(metrics)))
+    Ok(crate::api::service_router(
+        Readiness::new(app.engine.clone(), workers),
+        metrics,
+    ))
 }
 
 pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::Args;
 
 use super::serve::{bind, serve_until_stopped, service_routes};
-use super::{CliError, StopSignal, open_app};
+use super::{CliError, StopSignal, open_app_with};
+use crate::app::{AppOptions, DEFAULT_MAX_ACTIVE_RUNS};
 
 #[derive(Debug, Args)]
 pub struct WorkerArgs {
@@ -20,11 +21,23 @@ pub struct WorkerArgs {
     /// in flight after it are left to another worker once their lease expires.
     #[arg(long, default_value_t = 30)]
     pub grace_secs: u64,
+    /// Most runs this process drives at once; the rest wait in the journal for another
+    /// worker (or for a slot here).
+    #[arg(
+        long,
+        default_value_t = DEFAULT_MAX_ACTIVE_RUNS,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
+    )]
+    pub max_runs: usize,
 }
 
 pub async fn run(args: WorkerArgs, config: Option<PathBuf>) -> Result<(), CliError> {
     let mut stop = StopSignal::listen();
-    let mut app = open_app(config, true).await?;
+    let options = AppOptions {
+        max_active_runs: args.max_runs,
+        ..AppOptions::default()
+    };
+    let mut app = open_app_with(config, options).await?;
     let grace = Duration::from_secs(args.grace_secs);
     tracing::info!(worker = app.engine.worker_id(), "worker started");
     match args.listen {

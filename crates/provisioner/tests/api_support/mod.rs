@@ -1,4 +1,5 @@
-//! The API over real HTTP: the sandbox world's app behind `api::router` on a loopback port,
+//! The API over real HTTP: the sandbox world's app behind `api::server_router` (what
+//! `provisioner serve` answers) on a loopback port,
 //! with one admin API token, and a client that reads responses and event streams.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
@@ -7,6 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use provisioner::api::auth::Authenticator;
+use provisioner::api::health::Readiness;
 use provisioner::api::{ApiOptions, ApiState};
 use provisioner::config::{ApiSettings, ApiTokenSettings};
 use serde_json::Value;
@@ -44,6 +46,34 @@ pub fn auth_settings() -> ApiSettings {
     }
 }
 
+/// The sandbox world with its journal on a fresh PostgreSQL database instead of SQLite;
+/// `None` when PostgreSQL tests may skip. Drop the database when done.
+pub async fn postgres_world() -> Option<(World, saga::testkit::postgres::FreshDatabase)> {
+    let database = saga::testkit::postgres::fresh_database().await.unwrap()?;
+    let url = support::admin_url().await?;
+    let sandbox = sandbox::Sandbox::start(sandbox::SandboxConfig::for_tests(url))
+        .await
+        .expect("sandbox starts");
+    let dir = tempfile::tempdir().unwrap();
+    let (_, encoded) = saga::SealingKey::generate();
+    let secret_key = secrecy::SecretString::from(encoded);
+    let config = support::config_for(&sandbox, support::quick_settings());
+    let journal = provisioner::app::open_journal(Some(&database.url))
+        .await
+        .expect("the PostgreSQL journal opens");
+    let app = provisioner::app::App::start(&config, journal, &secret_key, support::fast_options())
+        .await
+        .expect("app starts");
+    let world = World {
+        sandbox,
+        app,
+        config,
+        secret_key,
+        dir,
+    };
+    Some((world, database))
+}
+
 pub async fn serve(world: World, options: ApiOptions) -> Api {
     serve_with(world, options, auth_settings(), &|_| None).await
 }
@@ -71,7 +101,14 @@ pub async fn serve_with(
     secrets.push(TOKEN.to_owned());
     let app = Arc::new(app);
     let auth = Arc::new(Authenticator::from_config(&settings, env).expect("auth config"));
-    let router = provisioner::api::router(ApiState::new(app.clone(), auth, options));
+    // What `provisioner serve` answers: the API and the service routes beside it.
+    let readiness = Readiness::new(app.engine.clone(), true);
+    let metrics = provisioner::api::metrics::install().expect("metrics recorder");
+    let router = provisioner::api::server_router(
+        ApiState::new(app.clone(), auth, options),
+        readiness,
+        metrics,
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = tokio::spawn(async move {

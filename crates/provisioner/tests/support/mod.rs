@@ -68,6 +68,7 @@ pub fn fast_options() -> AppOptions {
         lease: Duration::from_secs(2),
         poll_interval: Duration::from_millis(50),
         workers: true,
+        ..AppOptions::default()
     }
 }
 
