@@ -134,6 +134,7 @@ async fn provision(app: &App, prefix: &str) -> (Uuid, String) {
 
 #[tokio::test]
 async fn a_run_that_ends_is_announced_once_signed_and_as_slack_text_on_both_journals() {
+    let metrics = provisioner::api::metrics::install().unwrap();
     for setup in setups().await {
         let json = receiver().await;
         let slack = NotificationReceiver::start(([127, 0, 0, 1], 0).into(), None)
@@ -205,6 +206,17 @@ async fn a_run_that_ends_is_announced_once_signed_and_as_slack_text_on_both_jour
             "only `text`: {message}"
         );
         assert!(text_posts[0].signature.is_none(), "no key, no signature");
+        let scraped = metrics.render();
+        for series in [
+            "notify_deliveries_total{webhook=\"ops\",result=\"delivered\"}",
+            "notify_deliveries_total{webhook=\"slack\",result=\"delivered\"}",
+            "notify_delivery_duration_seconds_count{webhook=\"ops\"}",
+        ] {
+            assert!(
+                scraped.contains(series),
+                "{series} missing from:\n{scraped}"
+            );
+        }
 
         app.shutdown(Duration::from_secs(5)).await;
         json.stop();
@@ -377,6 +389,83 @@ async fn two_workers_on_one_journal_never_post_the_same_event_twice_and_paused_r
         two.shutdown(Duration::from_secs(5)).await;
         starter.shutdown(Duration::from_secs(1)).await;
         slow.stop();
+        setup.cleanup().await;
+    }
+}
+
+/// A run that settled long ago (a webhook added later, or every process down for a day) is
+/// not posted: its delivery is recorded as given up, naming max_age_secs.
+#[tokio::test]
+async fn a_notification_older_than_max_age_is_given_up_unsent_and_recorded() {
+    use saga::journal::{Append, LeaseRequest, NewRun, PendingChange, Wake, Writer};
+    for setup in setups().await {
+        let late = receiver().await;
+        let mut settings = hook("late", &late);
+        settings.max_age_secs = 60;
+        // Nothing configured yet: the run settles two hours ago with no webhook to tell.
+        let starter = setup.app(Vec::new(), false).await;
+        let then = chrono::Utc::now().timestamp_millis() - 2 * 3600 * 1000;
+        let run = Uuid::now_v7();
+        let journal = starter.engine.journal();
+        journal
+            .create_run(NewRun {
+                id: run,
+                saga: "provision".into(),
+                version: 1,
+                idempotency_key: format!("late-{run}"),
+                input: serde_json::json!({"clientId": "late-client"}),
+                now_ms: then,
+                claim: Some(LeaseRequest {
+                    worker: "gone-worker".into(),
+                    lease_ms: 1_000,
+                    environment: starter.engine.environment().map(str::to_owned),
+                }),
+                events: Vec::new(),
+                status: RunStatus::Queued,
+                environment: starter.engine.environment().map(str::to_owned),
+            })
+            .await
+            .unwrap();
+        journal
+            .append(Append {
+                run_id: run,
+                writer: Writer::Lease {
+                    worker: "gone-worker".into(),
+                    generation: 1,
+                },
+                now_ms: then,
+                events: vec![saga::RunEvent::RunStarted, saga::RunEvent::RunSucceeded],
+                status: Some(RunStatus::Succeeded),
+                wake: Wake::Never,
+                release: true,
+                pending: PendingChange::Keep,
+                guard_commands: false,
+            })
+            .await
+            .unwrap();
+        // The webhook is added now: the old settlement is offered, and given up unsent.
+        let app = setup.app(vec![settings], true).await;
+        let entries = finished(&app, run, 1, Duration::from_secs(10)).await;
+        let d = &entries[0].deliveries[0];
+        assert!(
+            d.gave_up_at_ms.is_some() && d.delivered_at_ms.is_none(),
+            "{}: {entries:?}",
+            setup.label
+        );
+        assert!(
+            d.last_error
+                .as_deref()
+                .unwrap()
+                .contains("beyond max_age_secs (60)"),
+            "{d:?}"
+        );
+        assert!(
+            late.received().is_empty(),
+            "an expired notification was posted"
+        );
+        app.shutdown(Duration::from_secs(2)).await;
+        starter.shutdown(Duration::from_secs(1)).await;
+        late.stop();
         setup.cleanup().await;
     }
 }
