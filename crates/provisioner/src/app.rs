@@ -355,15 +355,14 @@ impl App {
     }
 
     /// Lets in-flight steps finish (up to `grace`) and hands leases back, then sends the
-    /// notifications due by then (up to `grace`, at most [`crate::notify::EXIT_DRAIN`]).
+    /// notifications due by then (for up to [`crate::notify::EXIT_DRAIN`]: a command's grace
+    /// is about its steps, and a run it just finished should still be announced).
     pub async fn shutdown(mut self, grace: Duration) {
         if let Some(workers) = self.workers.take() {
             workers.shutdown(grace).await;
         }
         if let Some(notifier) = self.notifier.take() {
-            notifier
-                .shutdown(grace.min(crate::notify::EXIT_DRAIN))
-                .await;
+            notifier.shutdown(crate::notify::EXIT_DRAIN).await;
         }
     }
 

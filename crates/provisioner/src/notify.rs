@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use saga::journal::{Delivery, DeliveryLease, DeliveryOutcome, Outbox, Settlement};
-use saga::{Engine, EventRecord, RetryPolicy, RunEvent, RunState, RunStatus};
+use saga::{Engine, EventRecord, RetryPolicy, RunState, RunStatus};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{Value, json};
 use sha2::Sha256;
@@ -516,7 +516,7 @@ impl Loop {
 async fn settling(events: &mut tokio::sync::broadcast::Receiver<EventRecord>) {
     loop {
         match events.recv().await {
-            Ok(record) if settles(&record.event) => return,
+            Ok(record) if saga::journal::settled_status(&record.event).is_some() => return,
             Ok(_) => {}
             Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
             // The engine is gone: only the poll remains.
@@ -525,17 +525,6 @@ async fn settling(events: &mut tokio::sync::broadcast::Receiver<EventRecord>) {
             }
         }
     }
-}
-
-fn settles(event: &RunEvent) -> bool {
-    matches!(
-        event,
-        RunEvent::RunSucceeded
-            | RunEvent::RunCompensated
-            | RunEvent::RunNeedsAttention { .. }
-            | RunEvent::RunPaused
-            | RunEvent::RunAbandoned { .. }
-    )
 }
 
 /// What a notification says, whatever its format.

@@ -111,8 +111,9 @@ async fn a_worker_killed_while_posting_leaves_the_event_to_the_next_worker() {
     };
     // The receiver takes the post and never answers: the worker is mid-delivery.
     setup.receiver.answer(Answer::Hang);
-    let mut first = setup.spawn_worker("worker-1");
+    // The journal is created (and migrated) before any worker opens it.
     let reader = setup.reader().await;
+    let mut first = setup.spawn_worker("worker-1");
     let client = support::client(&support::unique_slug("notifykill"));
     let started = reader.provision(&client).await.unwrap();
     let view = tokio::time::timeout(Duration::from_secs(120), reader.wait(started.run_id))

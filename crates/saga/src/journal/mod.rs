@@ -24,6 +24,7 @@ use crate::event::{EventRecord, RunEvent, RunStatus};
 
 pub use outbox::{
     Delivery, DeliveryLease, DeliveryOutcome, DeliveryState, Outbox, OutboxEntry, Settlement,
+    settled_status,
 };
 pub use postgres::PostgresJournal;
 pub use sqlite::SqliteJournal;

@@ -15,8 +15,9 @@ use super::JournalError;
 use crate::event::{RunEvent, RunStatus};
 
 /// The status a run enters with `event`, when the event settles it (no worker acts on the run
-/// again without an operator: it ended, or it waits for one).
-pub(crate) fn settled_status(event: &RunEvent) -> Option<RunStatus> {
+/// again without an operator: it ended, or it waits for one). These are the events that write
+/// an outbox row.
+pub fn settled_status(event: &RunEvent) -> Option<RunStatus> {
     match event {
         RunEvent::RunSucceeded => Some(RunStatus::Succeeded),
         RunEvent::RunCompensated => Some(RunStatus::Compensated),
