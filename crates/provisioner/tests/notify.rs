@@ -161,6 +161,14 @@ async fn a_run_that_ends_is_announced_once_signed_and_as_slack_text_on_both_jour
             setup.label
         );
 
+        for d in &entries[0].deliveries {
+            println!(
+                "{}: {} delivered {} ms after the run settled",
+                setup.label,
+                d.consumer,
+                d.delivered_at_ms.unwrap() - entries[0].at_ms
+            );
+        }
         let posts = json.wait_for(1, Duration::from_secs(5)).await;
         assert_eq!(posts.len(), 1, "{}: exactly one post", setup.label);
         let post = &posts[0];
