@@ -15,6 +15,7 @@ use uuid::Uuid;
 
 use crate::client::{Client, ClientSlug, Teardown};
 use crate::config::Config;
+use crate::notify::Notifier;
 use crate::record::ResourceRecord;
 use crate::sagas;
 use crate::stack::Stack;
@@ -38,6 +39,8 @@ pub enum AppError {
     Definition(#[from] saga::DefinitionError),
     #[error(transparent)]
     Engine(#[from] saga::EngineError),
+    #[error(transparent)]
+    Notify(#[from] crate::notify::NotifyError),
 }
 
 /// Where the journal lives when nothing says otherwise: a stable per-user location, so a later
@@ -153,6 +156,8 @@ pub struct App {
     pub engine: Engine,
     pub stack: Arc<Stack>,
     workers: Option<Workers>,
+    /// The `[[notify]]` delivery loops, beside the workers.
+    notifier: Option<Notifier>,
 }
 
 /// Runs one process drives at once unless told otherwise: far more than the providers' rate
@@ -208,11 +213,17 @@ impl App {
             .max_active_runs(options.max_active_runs)
             .environment(environment_fingerprint(config))
             .build();
+        // Deliveries go with the workers: a read-only command sends nothing.
+        let notifier = match options.workers {
+            true => Notifier::start(&engine, &config.settings.notify, options.poll_interval)?,
+            false => None,
+        };
         let workers = options.workers.then(|| engine.run_workers());
         Ok(Self {
             engine,
             stack,
             workers,
+            notifier,
         })
     }
 
@@ -402,17 +413,46 @@ impl App {
         self.workers.take()
     }
 
-    /// Lets in-flight steps finish (up to `grace`) and hands leases back.
+    /// The notification delivery loops, for a caller that stops them itself (see
+    /// [`App::take_workers`]).
+    pub fn take_notifier(&mut self) -> Option<Notifier> {
+        self.notifier.take()
+    }
+
+    /// Lets in-flight steps finish (up to `grace`) and hands leases back, then sends the
+    /// notifications due by then (for up to [`crate::notify::EXIT_DRAIN`]: a command's grace
+    /// is about its steps, and a run it just finished should still be announced).
     pub async fn shutdown(mut self, grace: Duration) {
         if let Some(workers) = self.workers.take() {
             workers.shutdown(grace).await;
         }
+        if let Some(notifier) = self.notifier.take() {
+            notifier.shutdown(crate::notify::EXIT_DRAIN).await;
+        }
     }
 
-    /// Stops at once, as a crash would: leases are left to expire.
+    /// Stops at once, as a crash would: leases (of runs and of notifications being sent) are
+    /// left to expire.
     pub fn kill(mut self) {
         if let Some(workers) = self.workers.take() {
             workers.kill();
+        }
+        if let Some(notifier) = self.notifier.take() {
+            notifier.kill();
+        }
+    }
+
+    /// The run's notifications and how each webhook's delivery stands.
+    pub async fn notifications(
+        &self,
+        run_id: Uuid,
+    ) -> Result<Vec<saga::journal::OutboxEntry>, AppError> {
+        match self.engine.journal().outbox() {
+            Some(outbox) => Ok(outbox
+                .outbox_of_run(run_id)
+                .await
+                .map_err(saga::EngineError::from)?),
+            None => Ok(Vec::new()),
         }
     }
 }

@@ -101,6 +101,8 @@ pub struct Settings {
     /// budget shared by every run in the process.
     pub rate_budgets: BTreeMap<String, RateBudgetSettings>,
     pub api: ApiSettings,
+    /// `[[notify]]`: webhooks told when a run ends or waits for an operator.
+    pub notify: Vec<NotifySettings>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
@@ -627,6 +629,142 @@ impl ApiSettings {
     }
 }
 
+/// One `[[notify]]` webhook. Its secrets come from the environment (`secret_env`, and
+/// `url_env` for URLs that are secrets themselves, as Slack's are); they are read by
+/// [`Config::load`] into the fields serde skips.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySettings {
+    /// Names the webhook in logs, metrics and the journal's delivery records (never the URL).
+    pub name: String,
+    pub url: Option<String>,
+    /// The environment variable holding the URL, when the URL itself is a secret.
+    pub url_env: Option<String>,
+    /// `json` (the signed event) or `slack` (`{"text": ...}`).
+    #[serde(default = "NotifySettings::default_format")]
+    pub format: String,
+    /// The environment variable holding the HMAC-SHA256 key (required for `json`).
+    pub secret_env: Option<String>,
+    /// Refused: keys stay out of files. Only here to say so by name.
+    pub secret: Option<serde::de::IgnoredAny>,
+    #[serde(default = "NotifySettings::default_max_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "NotifySettings::default_max_age_secs")]
+    pub max_age_secs: u64,
+    #[serde(default = "NotifySettings::default_timeout_secs")]
+    pub timeout_secs: u64,
+    /// The longest wait between two attempts (the first waits up to a second, doubling).
+    #[serde(default = "NotifySettings::default_backoff_cap_secs")]
+    pub backoff_cap_secs: u64,
+    /// The URL, from `url` or the variable `url_env` names.
+    #[serde(skip)]
+    pub resolved_url: Option<SecretString>,
+    /// The key from the variable `secret_env` names.
+    #[serde(skip)]
+    pub signing_key: Option<SecretString>,
+}
+
+/// Without the URL: a webhook URL may be a credential (Slack's are), wherever it came from.
+impl std::fmt::Debug for NotifySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifySettings")
+            .field("name", &self.name)
+            .field("url", &self.url.as_ref().map(|_| "[redacted]"))
+            .field("url_env", &self.url_env)
+            .field("format", &self.format)
+            .field("secret_env", &self.secret_env)
+            .field("max_attempts", &self.max_attempts)
+            .field("max_age_secs", &self.max_age_secs)
+            .field("timeout_secs", &self.timeout_secs)
+            .field("backoff_cap_secs", &self.backoff_cap_secs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NotifySettings {
+    fn default_format() -> String {
+        "json".into()
+    }
+    fn default_max_attempts() -> u32 {
+        12
+    }
+    fn default_max_age_secs() -> u64 {
+        86_400
+    }
+    fn default_timeout_secs() -> u64 {
+        10
+    }
+    fn default_backoff_cap_secs() -> u64 {
+        600
+    }
+
+    /// A JSON webhook at `url` signed with `key`, with the default limits (for tests and
+    /// embedding; files go through [`Config::load`]).
+    pub fn json(name: &str, url: &str, key: &str) -> Self {
+        Self {
+            name: name.into(),
+            url: Some(url.into()),
+            url_env: None,
+            format: Self::default_format(),
+            secret_env: None,
+            secret: None,
+            max_attempts: Self::default_max_attempts(),
+            max_age_secs: Self::default_max_age_secs(),
+            timeout_secs: Self::default_timeout_secs(),
+            backoff_cap_secs: Self::default_backoff_cap_secs(),
+            resolved_url: Some(SecretString::from(url.to_owned())),
+            signing_key: Some(SecretString::from(key.to_owned())),
+        }
+    }
+
+    /// Reads the URL and the key from the environment, adding a problem for each that is
+    /// missing or unusable (the values are never repeated).
+    fn resolve_env(
+        &mut self,
+        index: usize,
+        env: &dyn Fn(&str) -> Option<String>,
+        problems: &mut Vec<String>,
+    ) {
+        let key = format!("notify[{index}]");
+        let read = |field: &str, var: &str, problems: &mut Vec<String>| {
+            let value = env(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty());
+            if value.is_none() {
+                problems.push(format!(
+                    "{key}.{field}: the environment variable {var} is not set; export it or name another variable"
+                ));
+            }
+            value
+        };
+        self.resolved_url = match (&self.url, &self.url_env) {
+            (Some(url), None) => Some(SecretString::from(url.clone())),
+            (None, Some(var)) => read("url_env", var, problems).and_then(|url| {
+                match crate::notify::url_problem(&url) {
+                    Some(rule) => {
+                        problems.push(format!("{key}.url_env: the URL in {var} {rule}"));
+                        None
+                    }
+                    None => Some(SecretString::from(url)),
+                }
+            }),
+            // Both or neither: `settings_problems` says so.
+            _ => None,
+        };
+        self.signing_key = self.secret_env.as_ref().and_then(|var| {
+            let value = read("secret_env", var, problems)?;
+            if value.len() < crate::notify::MIN_KEY_LEN {
+                problems.push(format!(
+                    "{key}.secret_env: the key in {var} is shorter than {} characters; use e.g. `openssl rand -hex 32`",
+                    crate::notify::MIN_KEY_LEN
+                ));
+                return None;
+            }
+            Some(SecretString::from(value))
+        });
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct JournalSettings {
@@ -702,12 +840,17 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-        let settings = match toml_path {
+        let mut settings = match toml_path {
             Some(path) => Settings::from_file(path)
                 .map_err(|e| problems.extend(e.problems))
                 .ok(),
             None => Some(Settings::default()),
         };
+        if let Some(settings) = settings.as_mut() {
+            for (i, webhook) in settings.notify.iter_mut().enumerate() {
+                webhook.resolve_env(i, env, &mut problems);
+            }
+        }
         let providers = ProviderEnv::from_env(env, &mut problems);
         match (settings, providers) {
             (Some(settings), Some(providers)) if problems.is_empty() => Ok(Self {
@@ -843,6 +986,7 @@ impl Settings {
         problems.extend(self.modules.problems());
         problems.extend(self.schema_checks.problems());
         problems.extend(self.api.problems());
+        problems.extend(crate::notify::settings_problems(&self.notify));
         for (provider, budget) in &self.rate_budgets {
             if !matches!(provider.as_str(), "supabase" | "github" | "vercel" | "n8n") {
                 problems.push(format!(
@@ -1573,5 +1717,91 @@ mod tests {
         assert!(!text.contains("hunter2"), "{text}");
         let err = n8n_base_url("me:hunter2 canary@not a host").unwrap_err();
         assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn notify_webhooks_read_their_url_and_key_from_the_environment_and_never_show_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("provisioner.toml");
+        std::fs::write(
+            &path,
+            "[[notify]]\nname = \"ops\"\nurl = \"https://hooks.agency.example/provisioner\"\nsecret_env = \"OPS_HOOK_KEY\"\n\n\
+             [[notify]]\nname = \"slack\"\nurl_env = \"SLACK_HOOK_URL\"\nformat = \"slack\"\nmax_attempts = 3\n",
+        )
+        .unwrap();
+        let mut env = FULL.to_vec();
+        env.push(("OPS_HOOK_KEY", "canary-hook-key-0123456789"));
+        env.push((
+            "SLACK_HOOK_URL",
+            "https://hooks.slack.com/services/T0/B0/canaryslacktoken",
+        ));
+        let config = Config::load(Some(&path), &env_of(&env)).unwrap();
+        let [ops, slack] = &config.settings.notify[..] else {
+            panic!("two webhooks: {:?}", config.settings.notify);
+        };
+        assert_eq!(
+            ops.signing_key.as_ref().unwrap().expose_secret(),
+            "canary-hook-key-0123456789"
+        );
+        assert_eq!(ops.max_attempts, 12);
+        assert_eq!(
+            slack.resolved_url.as_ref().unwrap().expose_secret(),
+            "https://hooks.slack.com/services/T0/B0/canaryslacktoken"
+        );
+        assert!(slack.signing_key.is_none());
+        let debug = format!("{config:?}");
+        assert!(!debug.contains("canary-hook-key") && !debug.contains("canaryslacktoken"));
+
+        // A variable that is not set is named, with the key that names it.
+        let unset = Config::load(Some(&path), &env_of(FULL)).unwrap_err();
+        let text = unset.problems.join("\n");
+        assert!(
+            text.contains("notify[0].secret_env: the environment variable OPS_HOOK_KEY is not set")
+                && text.contains(
+                    "notify[1].url_env: the environment variable SLACK_HOOK_URL is not set"
+                ),
+            "{text}"
+        );
+        // A URL from the environment is checked like one in the file, without repeating it.
+        env.pop();
+        env.push((
+            "SLACK_HOOK_URL",
+            "http://hooks.slack.com/services/canaryslacktoken",
+        ));
+        let text = Config::load(Some(&path), &env_of(&env))
+            .unwrap_err()
+            .problems
+            .join("\n");
+        assert!(
+            text.contains("notify[1].url_env: the URL in SLACK_HOOK_URL uses http"),
+            "{text}"
+        );
+        assert!(!text.contains("canaryslacktoken"), "{text}");
+    }
+
+    #[test]
+    fn notify_entries_break_rules_by_key_and_inline_keys_are_refused() {
+        let err = Settings::from_toml(
+            "[[notify]]\nname = \"Ops Hook\"\nurl = \"http://hooks.agency.example/x\"\nformat = \"xml\"\n\
+             secret = \"inline-canary-key\"\nmax_attempts = 0\ntimeout_secs = 600\n\n\
+             [[notify]]\nname = \"ops\"\nurl = \"https://a.example/\"\nurl_env = \"HOOK\"\n\n\
+             [[notify]]\nname = \"ops\"\nurl = \"https://b.example/\"\n",
+        )
+        .unwrap_err();
+        let text = err.problems.join("\n");
+        for expected in [
+            "notify[0].name: \"Ops Hook\" is not a usable name",
+            "notify[0].url: uses http to a host other than localhost; use https",
+            "notify[0].format: \"xml\" is not a format",
+            "notify[0].secret: keys are not accepted in the file",
+            "notify[0].max_attempts: 0 is out of range; use 1 to 100",
+            "notify[0].timeout_secs: 600 is out of range; use 1 to 60 seconds",
+            "notify[1]: set exactly one of url and url_env",
+            "notify[1].secret_env: required for format \"json\"",
+            "notify[2].name: \"ops\" is used by another webhook",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+        }
+        assert!(!text.contains("inline-canary-key"), "{text}");
     }
 }

@@ -47,6 +47,12 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     let (_postgres, sandbox) = start_sandbox(args.latency).await?;
     let env: HashMap<String, String> = sandbox.env_exports().into_iter().collect();
     let mut config = Config::load(None, &|k| env.get(k).cloned()).map_err(other)?;
+    // A client's webhook on loopback, told of each run's end, checking each signature.
+    let (_, notify_key) = SealingKey::generate();
+    let receiver =
+        NotificationReceiver::start(([127, 0, 0, 1], 0).into(), Some(notify_key.as_bytes()))
+            .await
+            .map_err(other)?;
     config.settings = Settings {
         vercel: crate::config::VercelSettings {
             wait_for_ready: true,
@@ -55,6 +61,11 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             domain: Some("clients.agency.example".into()),
             ..Default::default()
         },
+        notify: vec![crate::config::NotifySettings::json(
+            "demo-receiver",
+            &receiver.url(),
+            &notify_key,
+        )],
         ..Settings::default()
     };
     let dir = tempfile::tempdir().map_err(other)?;
@@ -152,6 +163,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
             database.checks.len()
         );
     }
+    report_notification(&receiver, 1).await;
 
     let mut outcome = Ok(());
     if args.keep {
@@ -166,6 +178,7 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         let down = app.deprovision(&client.client_id).await.map_err(other)?;
         let down_view = drive(&app, down.run_id, "tearing acme-dental down").await?;
         eprint!("{}", human(&ResourceRecord::from_run(&down_view)));
+        report_notification(&receiver, 2).await;
         let inventory = sandbox.inventory().await;
         if inventory.is_empty() {
             eprintln!("sandbox inventory: empty");
@@ -187,8 +200,33 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
         print_json(&record)?;
     }
     app.shutdown(Duration::from_secs(5)).await;
+    receiver.stop();
     sandbox.shutdown().await;
     outcome
+}
+
+/// Waits for the receiver's `n`-th post and says what arrived and whether its signature held.
+async fn report_notification(receiver: &NotificationReceiver, n: usize) {
+    let posts = receiver.wait_for(n, Duration::from_secs(10)).await;
+    match posts.get(n - 1) {
+        Some(post) => {
+            let event = post.json();
+            eprintln!(
+                "notify: {} received {} for {} ({}, event {}), signature {}",
+                receiver.url(),
+                event["type"].as_str().unwrap_or("?"),
+                event["clientId"].as_str().unwrap_or("?"),
+                event["saga"].as_str().unwrap_or("?"),
+                event["id"].as_str().unwrap_or("?"),
+                match post.verified {
+                    Some(true) => "verified",
+                    Some(false) => "DID NOT VERIFY",
+                    None => "not checked",
+                }
+            );
+        }
+        None => eprintln!("notify: nothing arrived at {} within 10 s", receiver.url()),
+    }
 }
 
 pub async fn sandbox() -> Result<(), CliError> {
@@ -266,5 +304,153 @@ pub async fn sweep() -> Result<(), CliError> {
             "could not drop: {}",
             report.failed.join("; ")
         )))
+    }
+}
+
+/// A webhook receiver on loopback, as a client of the agency would run one: it keeps every
+/// post, checks its signature against the key it was given, and answers as told (so tests can
+/// make it fail, refuse for good or hang).
+#[derive(Debug)]
+pub struct NotificationReceiver {
+    addr: std::net::SocketAddr,
+    state: std::sync::Arc<ReceiverState>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+/// How the receiver answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// 200 OK.
+    Ok,
+    /// This status, with an empty body.
+    Status(u16),
+    /// Keeps the request open without answering (the sender's timeout ends it).
+    Hang,
+    /// 200 OK after this long.
+    Slow(Duration),
+}
+
+/// One post as it arrived.
+#[derive(Debug, Clone)]
+pub struct ReceivedPost {
+    pub event_id: Option<String>,
+    pub signature: Option<String>,
+    pub body: Vec<u8>,
+    /// Whether the signature matched the receiver's key (`None`: it has no key).
+    pub verified: Option<bool>,
+}
+
+impl ReceivedPost {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+#[derive(Debug)]
+struct ReceiverState {
+    key: Option<Vec<u8>>,
+    answer: std::sync::Mutex<Answer>,
+    received: std::sync::Mutex<Vec<ReceivedPost>>,
+    arrived: tokio::sync::Notify,
+}
+
+impl NotificationReceiver {
+    /// Listens on `addr` (port 0 picks one) and checks signatures with `key`.
+    pub async fn start(addr: std::net::SocketAddr, key: Option<&[u8]>) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let state = std::sync::Arc::new(ReceiverState {
+            key: key.map(<[u8]>::to_vec),
+            answer: std::sync::Mutex::new(Answer::Ok),
+            received: std::sync::Mutex::new(Vec::new()),
+            arrived: tokio::sync::Notify::new(),
+        });
+        let router = axum::Router::new()
+            .route("/hook", axum::routing::post(receive))
+            .with_state(state.clone());
+        let task = tokio::spawn(async move {
+            // Ends with the task (abort) or when accepting fails; either way nothing to report.
+            let _ = axum::serve(listener, router).await;
+        });
+        Ok(Self { addr, state, task })
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        self.addr
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    pub fn answer(&self, answer: Answer) {
+        *lock(&self.state.answer) = answer;
+    }
+
+    pub fn received(&self) -> Vec<ReceivedPost> {
+        lock(&self.state.received).clone()
+    }
+
+    /// Waits until at least `n` posts arrived (or `within` passed); returns them.
+    pub async fn wait_for(&self, n: usize, within: Duration) -> Vec<ReceivedPost> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let arrived = self.state.arrived.notified();
+            let received = self.received();
+            if received.len() >= n || tokio::time::Instant::now() >= deadline {
+                return received;
+            }
+            let _ = tokio::time::timeout_at(deadline, arrived).await;
+        }
+    }
+
+    /// Stops listening (the port refuses connections from then on).
+    pub fn stop(self) {
+        self.task.abort();
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panic while holding it leaves plain data behind, still consistent.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+async fn receive(
+    axum::extract::State(state): axum::extract::State<std::sync::Arc<ReceiverState>>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> axum::http::StatusCode {
+    let header = |name: &str| {
+        headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let signature = header(crate::notify::SIGNATURE_HEADER);
+    let verified = state.key.as_ref().map(|key| {
+        signature
+            .as_deref()
+            .is_some_and(|s| crate::notify::verify(key, &body, s))
+    });
+    lock(&state.received).push(ReceivedPost {
+        event_id: header(crate::notify::EVENT_ID_HEADER),
+        signature,
+        body: body.to_vec(),
+        verified,
+    });
+    state.arrived.notify_waiters();
+    let answer = *lock(&state.answer);
+    match answer {
+        Answer::Ok => axum::http::StatusCode::OK,
+        Answer::Status(code) => axum::http::StatusCode::from_u16(code)
+            .unwrap_or(axum::http::StatusCode::INTERNAL_SERVER_ERROR),
+        Answer::Hang => {
+            std::future::pending::<()>().await;
+            axum::http::StatusCode::OK
+        }
+        Answer::Slow(wait) => {
+            tokio::time::sleep(wait).await;
+            axum::http::StatusCode::OK
+        }
     }
 }

@@ -169,7 +169,8 @@ impl From<AppError> for Failure {
             AppError::MissingSecretKey
             | AppError::BadSecretKey(_)
             | AppError::Stack(_)
-            | AppError::Template(_) => Outcome::Misconfigured,
+            | AppError::Template(_)
+            | AppError::Notify(_) => Outcome::Misconfigured,
             AppError::Definition(_) => Outcome::Internal,
         };
         Self::new(outcome, err.to_string())

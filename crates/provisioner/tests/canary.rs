@@ -22,7 +22,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use base64::Engine as _;
 use provisioner::app::{App, open_sqlite};
-use provisioner::config::Config;
+use provisioner::config::{Config, NotifySettings};
+use provisioner::demo::NotificationReceiver;
 use provisioner::steps::supabase_project;
 use saga::{
     Engine, Journal, Registry, RunStatus, RunView, SagaDefinition, SealingKey, Secret, Step,
@@ -38,6 +39,10 @@ const SUPABASE_TOKEN: &str = "sbp_canarysupabasetoken00000000000000000001";
 const GITHUB_TOKEN: &str = "ghp_CanaryGithubToken0000000000000000001";
 const VERCEL_TOKEN: &str = "CanaryVercelToken0000001";
 const N8N_API_KEY: &str = "n8n_api_CanaryN8nApiKey000000000000000000000001";
+/// A webhook's signing key, and tokens in webhook URLs (Slack's URLs are credentials).
+const NOTIFY_KEY: &str = "canary-notify-signing-key-000000001";
+const SLACK_URL_TOKEN: &str = "CanarySlackUrlToken000000001";
+const DOWN_URL_TOKEN: &str = "CanaryDownUrlToken000000001";
 /// 32 bytes, base64: what `PROVISIONER_SECRET_KEY` holds.
 const SEALING_KEY_BYTES: &[u8; 32] = b"canary-sealing-key-0123456789ab!";
 
@@ -320,6 +325,31 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     config.settings = support::test_settings();
     // The client's domain and auth URLs go through logs, journal and record as well.
     config.settings.vercel.domain = Some("clients.canary.example".into());
+    // Webhooks: a signed JSON one, a Slack one whose URL holds a token, and one that is down
+    // (its failures are journaled, and must not quote its URL).
+    let signed =
+        NotificationReceiver::start(([127, 0, 0, 1], 0).into(), Some(NOTIFY_KEY.as_bytes()))
+            .await
+            .unwrap();
+    let slack = NotificationReceiver::start(([127, 0, 0, 1], 0).into(), None)
+        .await
+        .unwrap();
+    let down = NotificationReceiver::start(([127, 0, 0, 1], 0).into(), None)
+        .await
+        .unwrap();
+    let down_url = format!("{}?token={DOWN_URL_TOKEN}", down.url());
+    down.stop();
+    let mut slack_hook = NotifySettings::json(
+        "slack",
+        &format!("{}?token={SLACK_URL_TOKEN}", slack.url()),
+        NOTIFY_KEY,
+    );
+    slack_hook.format = "slack".into();
+    config.settings.notify = vec![
+        NotifySettings::json("signed", &signed.url(), NOTIFY_KEY),
+        slack_hook,
+        NotifySettings::json("down", &down_url, NOTIFY_KEY),
+    ];
     let app = App::start(
         &config,
         open_sqlite(&journal_path).await.unwrap(),
@@ -426,7 +456,34 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     let down_record = App::record(&down_view);
     assert_eq!(down_view.status, RunStatus::Succeeded, "{down_record:#?}");
     let stack_debug = format!("{:?} {:?}", app.stack, config);
+    // The compensated run, the provision and the teardown: three notifications each.
+    let signed_posts = signed.wait_for(3, Duration::from_secs(20)).await;
+    let slack_posts = slack.wait_for(3, Duration::from_secs(20)).await;
+    assert_eq!(signed_posts.len(), 3, "{signed_posts:?}");
+    assert_eq!(slack_posts.len(), 3, "{slack_posts:?}");
+    assert!(signed_posts.iter().all(|p| p.verified == Some(true)));
+    let down_errors: Vec<String> = app
+        .notifications(up.run_id)
+        .await
+        .unwrap()
+        .iter()
+        .flat_map(|e| e.deliveries.iter())
+        .filter(|d| d.consumer == "down")
+        .filter_map(|d| d.last_error.clone())
+        .collect();
+    assert!(
+        !down_errors.is_empty(),
+        "the down webhook's failure was not journaled"
+    );
+    let posted = signed_posts
+        .iter()
+        .chain(&slack_posts)
+        .map(|p| format!("{:?} {}", p, String::from_utf8_lossy(&p.body)))
+        .collect::<Vec<_>>()
+        .join("\n");
     app.shutdown(Duration::from_secs(5)).await;
+    signed.stop();
+    slack.stop();
 
     let canaries = [
         ("SUPABASE_MANAGEMENT_TOKEN", SUPABASE_TOKEN.to_owned()),
@@ -445,6 +502,9 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
             "the service_role key",
             keys.service_role.expose_secret().to_owned(),
         ),
+        ("the webhook signing key", NOTIFY_KEY.to_owned()),
+        ("the Slack webhook URL's token", SLACK_URL_TOKEN.to_owned()),
+        ("the down webhook URL's token", DOWN_URL_TOKEN.to_owned()),
     ];
 
     let logs = captured.text();
@@ -487,6 +547,11 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
             ),
         ),
         ("Debug of the stack and configuration", stack_debug),
+        ("the notifications posted (bodies and headers)", posted),
+        (
+            "the down webhook's journaled errors",
+            down_errors.join("\n"),
+        ),
         ("the tracing output", logs.clone()),
         ("the journal's rows", rows.join("\n")),
         ("the journal's files", bytes),
@@ -500,6 +565,7 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
         ),
         ("the providers' clients", "provider call answered"),
         ("the journal's statements", "saga_"),
+        ("the notification deliveries", "notification delivered"),
         (
             "the tenant database's statements",
             "CREATE TABLE public.organisations",

@@ -16,6 +16,7 @@ use crate::api::auth::Authenticator;
 use crate::api::health::Readiness;
 use crate::api::{ApiOptions, ApiState};
 use crate::config::Config;
+use crate::notify::{EXIT_DRAIN, Notifier};
 use saga::Workers;
 
 use crate::app::App;
@@ -67,6 +68,7 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
     let readiness = Readiness::new(app.engine.clone(), workers);
     let listener = bind(args.listen).await?;
     let workers = app.take_workers();
+    let notifier = app.take_notifier();
     let state = ApiState::new(
         Arc::new(app),
         Arc::new(auth),
@@ -76,7 +78,7 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
     serve_until_stopped(
         listener,
         router,
-        workers,
+        (workers, notifier),
         &mut stop,
         Duration::from_secs(args.grace_secs),
     )
@@ -104,7 +106,7 @@ pub(super) async fn bind(addr: SocketAddr) -> Result<TcpListener, CliError> {
 pub(super) async fn serve_until_stopped(
     listener: TcpListener,
     router: Router,
-    workers: Option<Workers>,
+    workers: Background,
     stop: &mut StopSignal,
     grace: Duration,
 ) -> Result<(), CliError> {
@@ -150,9 +152,16 @@ pub(super) async fn serve_until_stopped(
     Ok(())
 }
 
-async fn stop_workers(workers: Option<Workers>, grace: Duration) {
+/// What runs beside the server: the workers and the notification delivery loops.
+pub(super) type Background = (Option<Workers>, Option<Notifier>);
+
+/// Workers first (their last settlements are then in the outbox), then the notifications due.
+async fn stop_workers((workers, notifier): Background, grace: Duration) {
     if let Some(workers) = workers {
         workers.shutdown(grace).await;
+    }
+    if let Some(notifier) = notifier {
+        notifier.shutdown(grace.min(EXIT_DRAIN)).await;
     }
 }
 

@@ -44,8 +44,8 @@ pub async fn run(args: WorkerArgs, config: Option<PathBuf>) -> Result<(), CliErr
         Some(addr) => {
             let router = service_routes(&app, true)?;
             let listener = bind(addr).await?;
-            let workers = app.take_workers();
-            serve_until_stopped(listener, router, workers, &mut stop, grace).await
+            let background = (app.take_workers(), app.take_notifier());
+            serve_until_stopped(listener, router, background, &mut stop, grace).await
         }
         None => {
             stop.received().await;

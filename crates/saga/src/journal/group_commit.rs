@@ -8,7 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
-use super::{Append, AppendReceipt, Claim, CreateOutcome, JournalError, LeaseRequest, NewRun};
+use super::{
+    Append, AppendReceipt, Claim, CreateOutcome, Delivery, DeliveryLease, DeliveryOutcome,
+    JournalError, LeaseRequest, NewRun,
+};
 
 /// Largest number of writes per transaction (bounds latency of one commit).
 const MAX_BATCH: usize = 512;
@@ -27,6 +30,17 @@ pub(crate) enum WriteOp {
         held: Vec<Claim>,
         now_ms: i64,
     },
+    ClaimDeliveries {
+        lease: DeliveryLease,
+        now_ms: i64,
+        limit: u32,
+    },
+    FinishDelivery {
+        delivery: Delivery,
+        owner: String,
+        now_ms: i64,
+        outcome: DeliveryOutcome,
+    },
 }
 
 #[derive(Debug)]
@@ -34,6 +48,9 @@ pub(crate) enum WriteDone {
     Created(CreateOutcome),
     Appended(AppendReceipt),
     Leases(Vec<Claim>),
+    Deliveries(Vec<Delivery>),
+    /// Whether the delivery's outcome was recorded (false: its lease was lost).
+    Finished(bool),
 }
 
 /// A backend's way of applying a batch of writes in one transaction.

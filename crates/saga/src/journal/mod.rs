@@ -2,10 +2,14 @@
 //! run that projects what workers need to find work (status, timer, lease) without reading
 //! events. Every write by a worker is fenced by its lease generation.
 //!
+//! Every event that settles a run also writes an outbox row in the same transaction (see
+//! [`Outbox`]), for consumers that tell the outside world.
+//!
 //! Two implementations share this trait: [`SqliteJournal`] (one process) and
 //! [`PostgresJournal`] (several worker processes). Their SQL lives in `sql/<backend>/`.
 
 mod group_commit;
+mod outbox;
 mod postgres;
 mod sqlite;
 
@@ -18,6 +22,10 @@ use uuid::Uuid;
 
 use crate::event::{EventRecord, RunEvent, RunStatus};
 
+pub use outbox::{
+    Delivery, DeliveryLease, DeliveryOutcome, DeliveryState, Outbox, OutboxEntry, Settlement,
+    settled_status,
+};
 pub use postgres::PostgresJournal;
 pub use sqlite::SqliteJournal;
 
@@ -286,6 +294,12 @@ pub trait Journal: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<EventRecord>, JournalError>;
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRow>, JournalError>;
+
+    /// The journal's outbox of settlements, written with the events that settle runs; `None`
+    /// for a journal that keeps none.
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        None
+    }
 }
 
 pub(crate) fn decode_event(

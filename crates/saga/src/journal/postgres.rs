@@ -10,9 +10,11 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
+use super::outbox::{attempt_count, group_entries, settlements};
 use super::{
-    Append, AppendReceipt, Claim, Command, CreateOutcome, Journal, JournalError, LeaseRequest,
-    NewRun, RunFilter, RunRow, Writer, allowed_text, decode_event, decode_input, decode_status,
+    Append, AppendReceipt, Claim, Command, CreateOutcome, Delivery, DeliveryLease, DeliveryOutcome,
+    DeliveryState, Journal, JournalError, LeaseRequest, NewRun, Outbox, OutboxEntry, RunFilter,
+    RunRow, Settlement, Writer, allowed_text, decode_event, decode_input, decode_status,
     encode_event, pending_param, refusal, wake_params,
 };
 use crate::event::{EventRecord, RunEvent, RunStatus};
@@ -27,6 +29,10 @@ mod sql {
         (
             2,
             include_str!("../../sql/postgres/migrations/0002_environment.sql"),
+        ),
+        (
+            3,
+            include_str!("../../sql/postgres/migrations/0003_outbox.sql"),
         ),
     ];
     pub(super) const MIGRATIONS_TABLE: &str =
@@ -52,6 +58,11 @@ mod sql {
     pub(super) const EVENTS_SINCE: &str = include_str!("../../sql/postgres/events_since.sql");
     pub(super) const CLAIM: &str = include_str!("../../sql/postgres/claim.sql");
     pub(super) const RENEW: &str = include_str!("../../sql/postgres/renew.sql");
+    pub(super) const OUTBOX_INSERT: &str = include_str!("../../sql/postgres/outbox_insert.sql");
+    pub(super) const OUTBOX_DUE: &str = include_str!("../../sql/postgres/outbox_due.sql");
+    pub(super) const OUTBOX_CLAIM: &str = include_str!("../../sql/postgres/outbox_claim.sql");
+    pub(super) const OUTBOX_FINISH: &str = include_str!("../../sql/postgres/outbox_finish.sql");
+    pub(super) const OUTBOX_OF_RUN: &str = include_str!("../../sql/postgres/outbox_of_run.sql");
 }
 
 /// Commit loops per process: while one batch commits, the next gathers and commits beside it.
@@ -181,7 +192,85 @@ async fn insert_events(
         .bind(bodies)
         .execute(&mut **tx)
         .await?;
+    // In the events' own transaction: the settlement and its notification stand or fall together.
+    for (seq, status) in settlements(first_seq, events) {
+        sqlx::query(sql::OUTBOX_INSERT)
+            .bind(run_id)
+            .bind(seq)
+            .bind(status.as_str())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
+}
+
+async fn claim_deliveries(
+    tx: &mut Tx,
+    lease: &DeliveryLease,
+    now_ms: i64,
+    limit: u32,
+) -> Result<Vec<Delivery>, JournalError> {
+    let due = sqlx::query(sql::OUTBOX_DUE)
+        .bind(&lease.consumer)
+        .bind(now_ms)
+        .bind(i64::from(limit))
+        .bind(lease.environment.as_deref())
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut claimed = Vec::with_capacity(due.len());
+    // In the order read (oldest first), which every claimer shares: no two wait on each other.
+    for row in &due {
+        let run_id: Uuid = row.try_get(0)?;
+        let seq: i64 = row.try_get(1)?;
+        let attempts: Option<i64> = sqlx::query_scalar(sql::OUTBOX_CLAIM)
+            .bind(run_id)
+            .bind(seq)
+            .bind(&lease.consumer)
+            .bind(&lease.owner)
+            .bind(now_ms)
+            .bind(lease.lease_ms)
+            .fetch_optional(&mut **tx)
+            .await?;
+        let Some(attempts) = attempts else { continue };
+        let status: String = row.try_get(2)?;
+        claimed.push(Delivery {
+            settlement: Settlement {
+                run_id,
+                seq,
+                status: decode_status(&status)?,
+                at_ms: row.try_get(3)?,
+                saga: row.try_get(4)?,
+                idempotency_key: row.try_get(5)?,
+            },
+            consumer: lease.consumer.clone(),
+            attempt: attempt_count(attempts)?,
+        });
+    }
+    Ok(claimed)
+}
+
+async fn finish_delivery(
+    tx: &mut Tx,
+    delivery: &Delivery,
+    owner: &str,
+    now_ms: i64,
+    outcome: &DeliveryOutcome,
+) -> Result<bool, JournalError> {
+    let (kind, retry_at, error) = outcome.params();
+    let recorded: Option<i64> = sqlx::query_scalar(sql::OUTBOX_FINISH)
+        .bind(delivery.settlement.run_id)
+        .bind(delivery.settlement.seq)
+        .bind(&delivery.consumer)
+        .bind(owner)
+        .bind(i64::from(delivery.attempt))
+        .bind(kind)
+        .bind(retry_at)
+        .bind(now_ms)
+        .bind(error)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(recorded.is_some())
 }
 
 async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
@@ -321,6 +410,21 @@ async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
                 .await?;
             Ok(WriteDone::Leases(leases(&rows)?))
         }
+        WriteOp::ClaimDeliveries {
+            lease,
+            now_ms,
+            limit,
+        } => Ok(WriteDone::Deliveries(
+            claim_deliveries(tx, lease, *now_ms, *limit).await?,
+        )),
+        WriteOp::FinishDelivery {
+            delivery,
+            owner,
+            now_ms,
+            outcome,
+        } => Ok(WriteDone::Finished(
+            finish_delivery(tx, delivery, owner, *now_ms, outcome).await?,
+        )),
     }
 }
 
@@ -332,6 +436,8 @@ fn lock_order(op: &WriteOp) -> (u8, String) {
         WriteOp::Append(a) => (0, a.run_id.to_string()),
         WriteOp::Renew { .. } => (1, String::new()),
         WriteOp::Claim { .. } => (2, String::new()),
+        // Last: a delivery claim may wait for another process's claim of the same row.
+        WriteOp::ClaimDeliveries { .. } | WriteOp::FinishDelivery { .. } => (3, String::new()),
     }
 }
 
@@ -496,5 +602,78 @@ impl Journal for PostgresJournal {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(run_row).collect()
+    }
+
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Outbox for PostgresJournal {
+    async fn claim_deliveries(
+        &self,
+        lease: &DeliveryLease,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, JournalError> {
+        let op = WriteOp::ClaimDeliveries {
+            lease: lease.clone(),
+            now_ms,
+            limit,
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Deliveries(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        owner: &str,
+        now_ms: i64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, JournalError> {
+        let op = WriteOp::FinishDelivery {
+            delivery: delivery.clone(),
+            owner: owner.to_owned(),
+            now_ms,
+            outcome: outcome.clone(),
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Finished(recorded) => Ok(recorded),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn outbox_of_run(&self, run_id: Uuid) -> Result<Vec<OutboxEntry>, JournalError> {
+        let rows = sqlx::query(sql::OUTBOX_OF_RUN)
+            .bind(run_id)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut joined = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let status: String = r.try_get(1)?;
+            let consumer: Option<String> = r.try_get(3)?;
+            let delivery = match consumer {
+                Some(consumer) => Some(DeliveryState {
+                    consumer,
+                    attempts: attempt_count(r.try_get(4)?)?,
+                    next_attempt_at_ms: r.try_get(5)?,
+                    delivered_at_ms: r.try_get(6)?,
+                    gave_up_at_ms: r.try_get(7)?,
+                    last_error: r.try_get(8)?,
+                }),
+                None => None,
+            };
+            joined.push((
+                r.try_get(0)?,
+                decode_status(&status)?,
+                r.try_get(2)?,
+                delivery,
+            ));
+        }
+        Ok(group_entries(joined))
     }
 }

@@ -14,9 +14,11 @@ use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
+use super::outbox::{attempt_count, group_entries, settlements};
 use super::{
-    Append, AppendReceipt, Claim, Command, CreateOutcome, Journal, JournalError, LeaseRequest,
-    NewRun, RunFilter, RunRow, Writer, allowed_text, decode_event, decode_input, decode_status,
+    Append, AppendReceipt, Claim, Command, CreateOutcome, Delivery, DeliveryLease, DeliveryOutcome,
+    DeliveryState, Journal, JournalError, LeaseRequest, NewRun, Outbox, OutboxEntry, RunFilter,
+    RunRow, Settlement, Writer, allowed_text, decode_event, decode_input, decode_status,
     encode_events, pending_param, refusal, wake_params,
 };
 use crate::event::{EventRecord, RunEvent, RunStatus};
@@ -31,6 +33,10 @@ mod sql {
         (
             2,
             include_str!("../../sql/sqlite/migrations/0002_environment.sql"),
+        ),
+        (
+            3,
+            include_str!("../../sql/sqlite/migrations/0003_outbox.sql"),
         ),
     ];
     pub(super) const MIGRATIONS_TABLE: &str = include_str!("../../sql/sqlite/migrations_table.sql");
@@ -51,6 +57,12 @@ mod sql {
     pub(super) const EVENTS_SINCE: &str = include_str!("../../sql/sqlite/events_since.sql");
     pub(super) const CLAIM: &str = include_str!("../../sql/sqlite/claim.sql");
     pub(super) const RENEW: &str = include_str!("../../sql/sqlite/renew.sql");
+    pub(super) const OUTBOX_INSERT: &str = include_str!("../../sql/sqlite/outbox_insert.sql");
+    pub(super) const OUTBOX_CLAIM: &str = include_str!("../../sql/sqlite/outbox_claim.sql");
+    pub(super) const OUTBOX_SETTLEMENT: &str =
+        include_str!("../../sql/sqlite/outbox_settlement.sql");
+    pub(super) const OUTBOX_FINISH: &str = include_str!("../../sql/sqlite/outbox_finish.sql");
+    pub(super) const OUTBOX_OF_RUN: &str = include_str!("../../sql/sqlite/outbox_of_run.sql");
 }
 
 #[derive(Debug, Clone)]
@@ -180,7 +192,84 @@ async fn insert_events(
         .bind(encode_events(events)?)
         .execute(&mut **tx)
         .await?;
+    // In the events' own transaction: the settlement and its notification stand or fall together.
+    for (seq, status) in settlements(first_seq, events) {
+        sqlx::query(sql::OUTBOX_INSERT)
+            .bind(run_id)
+            .bind(seq)
+            .bind(status.as_str())
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+    }
     Ok(())
+}
+
+async fn claim_deliveries(
+    tx: &mut Tx,
+    lease: &DeliveryLease,
+    now_ms: i64,
+    limit: u32,
+) -> Result<Vec<Delivery>, JournalError> {
+    let rows = sqlx::query(sql::OUTBOX_CLAIM)
+        .bind(&lease.consumer)
+        .bind(&lease.owner)
+        .bind(now_ms)
+        .bind(lease.lease_ms)
+        .bind(i64::from(limit))
+        .bind(lease.environment.as_deref())
+        .fetch_all(&mut **tx)
+        .await?;
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let run_id: String = row.try_get(0)?;
+        let seq: i64 = row.try_get(1)?;
+        let attempts: i64 = row.try_get(2)?;
+        let about = sqlx::query(sql::OUTBOX_SETTLEMENT)
+            .bind(&run_id)
+            .bind(seq)
+            .fetch_one(&mut **tx)
+            .await?;
+        let status: String = about.try_get(0)?;
+        claimed.push(Delivery {
+            settlement: Settlement {
+                run_id: parse_id(&run_id)?,
+                seq,
+                status: decode_status(&status)?,
+                at_ms: about.try_get(1)?,
+                saga: about.try_get(2)?,
+                idempotency_key: about.try_get(3)?,
+            },
+            consumer: lease.consumer.clone(),
+            attempt: attempt_count(attempts)?,
+        });
+    }
+    // Oldest first, as claimed (RETURNING keeps no order).
+    claimed.sort_by_key(|d| (d.settlement.at_ms, d.settlement.run_id, d.settlement.seq));
+    Ok(claimed)
+}
+
+async fn finish_delivery(
+    tx: &mut Tx,
+    delivery: &Delivery,
+    owner: &str,
+    now_ms: i64,
+    outcome: &DeliveryOutcome,
+) -> Result<bool, JournalError> {
+    let (kind, retry_at, error) = outcome.params();
+    let recorded: Option<i64> = sqlx::query_scalar(sql::OUTBOX_FINISH)
+        .bind(delivery.settlement.run_id.to_string())
+        .bind(delivery.settlement.seq)
+        .bind(&delivery.consumer)
+        .bind(owner)
+        .bind(i64::from(delivery.attempt))
+        .bind(kind)
+        .bind(retry_at)
+        .bind(now_ms)
+        .bind(error)
+        .fetch_optional(&mut **tx)
+        .await?;
+    Ok(recorded.is_some())
 }
 
 async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
@@ -322,6 +411,21 @@ async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
             }
             Ok(WriteDone::Leases(kept))
         }
+        WriteOp::ClaimDeliveries {
+            lease,
+            now_ms,
+            limit,
+        } => Ok(WriteDone::Deliveries(
+            claim_deliveries(tx, lease, *now_ms, *limit).await?,
+        )),
+        WriteOp::FinishDelivery {
+            delivery,
+            owner,
+            now_ms,
+            outcome,
+        } => Ok(WriteDone::Finished(
+            finish_delivery(tx, delivery, owner, *now_ms, outcome).await?,
+        )),
     }
 }
 
@@ -453,5 +557,78 @@ impl Journal for SqliteJournal {
             .fetch_all(&self.reader)
             .await?;
         rows.iter().map(run_row).collect()
+    }
+
+    fn outbox(&self) -> Option<&dyn Outbox> {
+        Some(self)
+    }
+}
+
+#[async_trait]
+impl Outbox for SqliteJournal {
+    async fn claim_deliveries(
+        &self,
+        lease: &DeliveryLease,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, JournalError> {
+        let op = WriteOp::ClaimDeliveries {
+            lease: lease.clone(),
+            now_ms,
+            limit,
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Deliveries(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        owner: &str,
+        now_ms: i64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, JournalError> {
+        let op = WriteOp::FinishDelivery {
+            delivery: delivery.clone(),
+            owner: owner.to_owned(),
+            now_ms,
+            outcome: outcome.clone(),
+        };
+        match self.committer.submit(op).await? {
+            WriteDone::Finished(recorded) => Ok(recorded),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn outbox_of_run(&self, run_id: Uuid) -> Result<Vec<OutboxEntry>, JournalError> {
+        let rows = sqlx::query(sql::OUTBOX_OF_RUN)
+            .bind(run_id.to_string())
+            .fetch_all(&self.reader)
+            .await?;
+        let mut joined = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let status: String = r.try_get(1)?;
+            let consumer: Option<String> = r.try_get(3)?;
+            let delivery = match consumer {
+                Some(consumer) => Some(DeliveryState {
+                    consumer,
+                    attempts: attempt_count(r.try_get(4)?)?,
+                    next_attempt_at_ms: r.try_get(5)?,
+                    delivered_at_ms: r.try_get(6)?,
+                    gave_up_at_ms: r.try_get(7)?,
+                    last_error: r.try_get(8)?,
+                }),
+                None => None,
+            };
+            joined.push((
+                r.try_get(0)?,
+                decode_status(&status)?,
+                r.try_get(2)?,
+                delivery,
+            ));
+        }
+        Ok(group_entries(joined))
     }
 }
