@@ -20,22 +20,27 @@
 //! message (`target`).
 
 mod apply;
+mod catalog;
 mod checks;
 mod probe;
 mod report;
+mod route;
 mod screening;
 mod secrets;
+mod sql_endpoint;
 mod target;
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-pub use apply::{Applied, apply_schema};
-pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema};
+pub use apply::{Applied, apply_schema, apply_schema_over_endpoint};
+pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema, check_schema_over_endpoint};
 pub use report::{CheckName, CheckOutcome, CheckReport, Finding, Severity};
+pub use route::{DatabaseRoute, RouteError, RouteKind, session_pooler, template_route};
 pub use screening::RefusedStatement;
 pub use secrets::looks_secret;
+pub use sql_endpoint::SqlEndpoint;
 
 /// Why the schema step could not apply or inspect the tenant database. Messages never contain
 /// the connection password.
@@ -106,6 +111,15 @@ pub enum TenantDbError {
     )]
     CannotActAs { role: &'static str, message: String },
 
+    #[error("{during} through the Management API's SQL endpoint failed: {message}")]
+    Endpoint {
+        during: &'static str,
+        message: String,
+        code: Option<String>,
+        /// The request failed for a while (rate limit, timeout, 5xx), not the SQL.
+        retryable: bool,
+    },
+
     #[error("{during} failed: {message}")]
     Database {
         during: &'static str,
@@ -127,6 +141,16 @@ impl TenantDbError {
                     .iter()
                     .any(|c| code.starts_with(c)),
             },
+            Self::Endpoint {
+                retryable, code, ..
+            } => {
+                *retryable
+                    || code.as_deref().is_some_and(|code| {
+                        TRANSIENT_SQLSTATE_CLASSES
+                            .iter()
+                            .any(|c| code.starts_with(c))
+                    })
+            }
             Self::InvalidUrl { .. }
             | Self::SchemaFailed { .. }
             | Self::SchemaRefused { .. }
