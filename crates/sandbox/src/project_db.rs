@@ -302,7 +302,7 @@ fn row_json(row: &sqlx::postgres::PgRow) -> Result<serde_json::Value, sqlx::Erro
         let value = if raw.is_null() {
             Value::Null
         } else if raw.format() == PgValueFormat::Text {
-            let text = raw.as_str().map_err(|e| sqlx::Error::Decode(e))?.to_owned();
+            let text = raw.as_str().map_err(sqlx::Error::Decode)?.to_owned();
             match type_name.as_str() {
                 "BOOL" => Value::Bool(text == "t"),
                 "INT2" | "INT4" | "INT8" | "OID" => text
