@@ -15,6 +15,12 @@
 //!   tenants, no view that skips row level security, no `SECURITY DEFINER` function open to
 //!   `anon`. The result is a [`CheckReport`] of findings (`report`), one per root cause.
 //!
+//! Both also run through the Management API's SQL endpoint ([`apply_schema_over_endpoint`],
+//! [`check_schema_over_endpoint`], `sql_endpoint`) for a project whose password is not ours,
+//! with the same guarantees: the apply is one statement, each probe round one statement that
+//! ends in an error. Which route a connection takes (the session pooler, or
+//! `SUPABASE_DB_URL_TEMPLATE`) is `route`'s business.
+//!
 //! The connection URL carries the database password: it is taken as a
 //! [`SecretString`](secrecy::SecretString), never logged, and scrubbed from every error
 //! message (`target`).
