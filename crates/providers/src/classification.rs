@@ -105,6 +105,11 @@ pub fn classify(
 /// `{"error": {"code", "message"}}`. Anything else: the start of the body as text.
 pub fn provider_message(provider: Provider, body: &[u8]) -> String {
     const MAX: usize = 500;
+    truncate(provider_message_whole(provider, body), MAX)
+}
+
+/// [`provider_message`] without the length limit.
+pub fn provider_message_whole(provider: Provider, body: &[u8]) -> String {
     let parsed: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let from_json = parsed.as_ref().and_then(|json| match provider {
         Provider::Vercel => {
@@ -140,12 +145,11 @@ pub fn provider_message(provider: Provider, body: &[u8]) -> String {
             .and_then(|m| m.as_str())
             .map(str::to_owned),
     });
-    let text = match from_json {
+    match from_json {
         Some(text) => text,
         None if body.is_empty() => "(empty body)".to_owned(),
         None => String::from_utf8_lossy(body).trim().to_owned(),
-    };
-    truncate(text, MAX)
+    }
 }
 
 fn truncate(mut text: String, max: usize) -> String {

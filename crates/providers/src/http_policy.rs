@@ -95,6 +95,9 @@ pub(crate) struct Call<'a> {
     /// Values to scrub from any provider message that comes back (echoed passwords, env
     /// values).
     pub secrets: Vec<&'a SecretString>,
+    /// Keep the provider's error message whole instead of cutting it at 500 bytes: for an
+    /// answer whose message is the result (a database error the caller parses).
+    pub whole_message: bool,
 }
 
 impl<'a> Call<'a> {
@@ -107,6 +110,7 @@ impl<'a> Call<'a> {
             body: None,
             transient: TransientClientErrors::None,
             secrets: Vec::new(),
+            whole_message: false,
         }
     }
 
@@ -136,6 +140,11 @@ impl<'a> Call<'a> {
 
     pub fn secret(mut self, secret: &'a SecretString) -> Self {
         self.secrets.push(secret);
+        self
+    }
+
+    pub fn whole_message(mut self) -> Self {
+        self.whole_message = true;
         self
     }
 }
@@ -434,11 +443,12 @@ impl Transport {
         if status.is_success() {
             return Ok(Reply { headers, body });
         }
-        let message = scrub(
-            classification::provider_message(self.provider, &body),
-            &call.secrets,
-            self.credential.secret(),
-        );
+        let text = if call.whole_message {
+            classification::provider_message_whole(self.provider, &body)
+        } else {
+            classification::provider_message(self.provider, &body)
+        };
+        let message = scrub(text, &call.secrets, self.credential.secret());
         match classification::classify(
             self.provider,
             status.as_u16(),

@@ -213,6 +213,42 @@ pub struct ProjectApiKeys {
     pub service_role: SecretString,
 }
 
+/// One entry of `GET /v1/projects/{ref}/config/database/pooler` (`SupavisorConfigResponse`):
+/// a route to the project's database through the shared pooler (Supavisor), reachable over
+/// IPv4 on every plan (API-CONTRACTS §9). `connection_string` carries a password
+/// placeholder, never the password.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct PoolerConfig {
+    #[serde(default)]
+    pub identifier: String,
+    /// `PRIMARY` or `READ_REPLICA`.
+    pub database_type: String,
+    pub db_user: String,
+    pub db_host: String,
+    pub db_port: u16,
+    pub db_name: String,
+    #[serde(default)]
+    pub connection_string: String,
+    /// `transaction` or `session`.
+    pub pool_mode: String,
+}
+
+/// Body of `POST /v1/projects/{ref}/database/query` (`V1RunQueryBody`).
+#[derive(Debug, Clone, Serialize)]
+pub struct RunQuery<'a> {
+    pub query: &'a str,
+    #[serde(skip_serializing_if = "<[serde_json::Value]>::is_empty")]
+    pub parameters: &'a [serde_json::Value],
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
+}
+
+#[derive(Serialize)]
+struct UpdatePassword<'a> {
+    #[serde(serialize_with = "expose_for_body")]
+    password: &'a SecretString,
+}
+
 /// The Supabase Management API, as one credential sees it.
 #[derive(Debug, Clone)]
 pub struct SupabaseClient {
@@ -388,6 +424,80 @@ impl SupabaseClient {
             .await?
             .json(Provider::Supabase, OP)?;
         pick_api_keys(keys)
+    }
+
+    /// `GET /v1/projects/{ref}/config/database/pooler` → 200, every pooler route of the
+    /// project (primary and replicas, transaction and session mode).
+    pub async fn pooler_config(
+        &self,
+        project_ref: &str,
+    ) -> Result<Vec<PoolerConfig>, ProviderError> {
+        const OP: &str = "GET /v1/projects/{ref}/config/database/pooler";
+        let call = Call::new(
+            Method::GET,
+            OP,
+            vec![
+                "v1",
+                "projects",
+                project_ref,
+                "config",
+                "database",
+                "pooler",
+            ],
+        );
+        self.transport
+            .execute(call)
+            .await?
+            .json(Provider::Supabase, OP)
+    }
+
+    /// `POST /v1/projects/{ref}/database/query` (beta) → 201 with the rows of the query's
+    /// last statement as JSON objects. No database password is needed: the token is the
+    /// credential. A failing statement answers 4xx/5xx whose message is the database's error,
+    /// kept whole so the caller can read it.
+    pub async fn run_query(
+        &self,
+        project_ref: &str,
+        body: &RunQuery<'_>,
+    ) -> Result<Vec<serde_json::Value>, ProviderError> {
+        const OP: &str = "POST /v1/projects/{ref}/database/query";
+        let call = Call::new(
+            Method::POST,
+            OP,
+            vec!["v1", "projects", project_ref, "database", "query"],
+        )
+        .json(Provider::Supabase, body)?
+        .whole_message();
+        let reply = self.transport.execute(call).await?;
+        // An empty body or `null` is a statement that returns no rows.
+        if reply.body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Vec::new());
+        }
+        let rows: Option<Vec<serde_json::Value>> = reply.json(Provider::Supabase, OP)?;
+        Ok(rows.unwrap_or_default())
+    }
+
+    /// `PATCH /v1/projects/{ref}/database/password` → 200 `{message}`: sets the password of
+    /// the project's `postgres` role. The password is scrubbed from any answer.
+    pub async fn update_database_password(
+        &self,
+        project_ref: &str,
+        password: &SecretString,
+    ) -> Result<(), ProviderError> {
+        const OP: &str = "PATCH /v1/projects/{ref}/database/password";
+        let call = Call::new(
+            Method::PATCH,
+            OP,
+            vec!["v1", "projects", project_ref, "database", "password"],
+        )
+        .json(Provider::Supabase, &UpdatePassword { password })?
+        .secret(password);
+        let _: serde_json::Value = self
+            .transport
+            .execute(call)
+            .await?
+            .json(Provider::Supabase, OP)?;
+        Ok(())
     }
 
     /// `DELETE /v1/projects/{ref}` → 200. "Project not ready for deletion." (400) is

@@ -659,3 +659,88 @@ async fn auth_urls_are_read_and_set_without_other_keys() {
     assert_eq!(sent.as_object().unwrap().len(), 2, "{sent}");
     h.finish().await;
 }
+
+#[tokio::test]
+async fn the_database_route_calls_read_the_pooler_run_sql_and_change_the_password() {
+    let Some(h) = Harness::start(|_| {}).await else {
+        return;
+    };
+    let org = h.org();
+    let body = bodies::supabase_project("client-db-calls", &org, "first-db-password");
+    let project = h.supabase.create_project(&body).await.unwrap();
+    let project_ref = project.project_ref;
+
+    let routes = h.supabase.pooler_config(&project_ref).await.unwrap();
+    let session = routes
+        .iter()
+        .find(|r| r.database_type == "PRIMARY" && r.pool_mode == "session")
+        .expect("a primary session route");
+    assert_eq!(session.db_user, format!("postgres.{project_ref}"));
+    assert!(!session.connection_string.contains("first-db-password"));
+
+    let rows = h
+        .supabase
+        .run_query(
+            &project_ref,
+            &providers::supabase::RunQuery {
+                query: "SELECT $1::text AS greeting, 2 AS n",
+                parameters: &[serde_json::json!("hello")],
+                read_only: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        rows,
+        vec![serde_json::json!({ "greeting": "hello", "n": 2 })]
+    );
+    // A failing statement: permanent, with the database's message whole however long.
+    let long_name = "x".repeat(600);
+    let failed = h
+        .supabase
+        .run_query(
+            &project_ref,
+            &providers::supabase::RunQuery {
+                query: &format!("DO $$ BEGIN RAISE EXCEPTION '{long_name}'; END $$"),
+                parameters: &[],
+                read_only: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    match &failed {
+        ProviderError::Permanent {
+            status: 400,
+            message,
+        } => {
+            assert!(message.contains(&long_name), "{} bytes", message.len());
+            assert!(message.contains("P0001"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+
+    let password = secrecy::SecretString::from("second-db-password");
+    h.supabase
+        .update_database_password(&project_ref, &password)
+        .await
+        .unwrap();
+    let too_short = secrecy::SecretString::from("abc");
+    let refused = h
+        .supabase
+        .update_database_password(&project_ref, &too_short)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ProviderError::Permanent { status: 400, .. }),
+        "{refused:?}"
+    );
+    assert!(!format!("{refused} {refused:?}").contains("second-db-password"));
+    // The refused password is a request the test sent wrong on purpose.
+    h.finish_allowing(&[(
+        Provider::Supabase,
+        "PATCH",
+        "/v1/projects/{ref}/database/password",
+        400,
+    )])
+    .await;
+}

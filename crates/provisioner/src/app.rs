@@ -477,8 +477,9 @@ mod tests {
                 supabase_api_url: "https://api.supabase.com".into(),
                 supabase_token: SecretString::from("sbp_token-canary-1"),
                 supabase_org_slug: "acme-org".into(),
-                supabase_db_url_template:
+                supabase_db_url_template: Some(
                     "postgresql://postgres:{password}@db.{ref}.supabase.co:5432/postgres".into(),
+                ),
                 github_api_url: "https://api.github.com".into(),
                 github_token: SecretString::from("ghp_token-canary-2"),
                 github_org: "acme".into(),

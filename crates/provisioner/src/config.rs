@@ -60,10 +60,6 @@ pub const SUPABASE_INSTANCE_SIZES: &[&str] = &[
 pub const DEFAULT_SUPABASE_API_URL: &str = "https://api.supabase.com";
 pub const DEFAULT_GITHUB_API_URL: &str = "https://api.github.com";
 pub const DEFAULT_VERCEL_API_URL: &str = "https://api.vercel.com";
-/// Supabase's direct connection: user `postgres` on `db.<ref>.supabase.co`. The sandbox
-/// points this at its own databases.
-pub const DEFAULT_SUPABASE_DB_URL_TEMPLATE: &str =
-    "postgresql://postgres:{password}@{host}:5432/postgres";
 
 /// The range every `*_timeout_secs` key must fall in: at least a second (zero would fail every
 /// wait at once), at most a day (beyond that a wait is a hang, and huge values overflow the
@@ -121,6 +117,35 @@ pub struct SupabaseSettings {
     pub instance_size: BTreeMap<String, String>,
     /// How long a new project may take to become ACTIVE_HEALTHY.
     pub ready_timeout_secs: u64,
+    /// What the schema step does with an adopted project whose database refuses the derived
+    /// password (a project another pipeline made).
+    pub adopted_database: AdoptedDatabase,
+}
+
+/// `supabase.adopted_database`: the operator's choice for an adopted project whose database
+/// password is not ours. Never applies to a project this provisioner created.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdoptedDatabase {
+    /// Stop with a permanent error naming the two other choices.
+    #[default]
+    Refuse,
+    /// Apply and check the schema through the Management API's SQL endpoint (beta), without
+    /// the password.
+    SqlApi,
+    /// Reset the project's database password to the derived one
+    /// (`PATCH /v1/projects/{ref}/database/password`), journaled, then connect as usual.
+    ResetPassword,
+}
+
+impl AdoptedDatabase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Refuse => "refuse",
+            Self::SqlApi => "sql_api",
+            Self::ResetPassword => "reset_password",
+        }
+    }
 }
 
 impl Default for SupabaseSettings {
@@ -136,6 +161,7 @@ impl Default for SupabaseSettings {
             .map(|(t, s)| (t.to_owned(), s.to_owned()))
             .collect(),
             ready_timeout_secs: 600,
+            adopted_database: AdoptedDatabase::Refuse,
         }
     }
 }
@@ -807,7 +833,9 @@ pub struct ProviderEnv {
     pub supabase_api_url: String,
     pub supabase_token: SecretString,
     pub supabase_org_slug: String,
-    pub supabase_db_url_template: String,
+    /// `SUPABASE_DB_URL_TEMPLATE`, an explicit route to each project's database; `None`
+    /// means the project's session pooler, read from the Management API.
+    pub supabase_db_url_template: Option<String>,
     pub github_api_url: String,
     pub github_token: SecretString,
     pub github_org: String,
@@ -1156,10 +1184,10 @@ impl ProviderEnv {
                 None
             }
         });
-        let db_template = get("SUPABASE_DB_URL_TEMPLATE")
-            .unwrap_or_else(|| DEFAULT_SUPABASE_DB_URL_TEMPLATE.to_owned());
-        if !db_template.contains("{password}")
-            || !(db_template.contains("{ref}") || db_template.contains("{host}"))
+        let db_template = get("SUPABASE_DB_URL_TEMPLATE");
+        if let Some(db_template) = &db_template
+            && (!db_template.contains("{password}")
+                || !(db_template.contains("{ref}") || db_template.contains("{host}")))
         {
             problems.push(
                 "SUPABASE_DB_URL_TEMPLATE: must contain {password} and {ref} or {host}".into(),
@@ -1617,6 +1645,48 @@ mod tests {
             "[vercel]\ndeploy_timeout_secs = 86400\n[rate_budgets.n8n]\nrequests_per_second = 0.01\nburst = 10000\nmax_concurrent = 1000\n",
         );
         assert!(edges.is_ok(), "{edges:?}");
+    }
+
+    #[test]
+    fn adopted_database_takes_one_of_three_choices_and_defaults_to_refuse() {
+        assert_eq!(
+            Settings::default().supabase.adopted_database,
+            AdoptedDatabase::Refuse
+        );
+        for (written, choice) in [
+            ("refuse", AdoptedDatabase::Refuse),
+            ("sql_api", AdoptedDatabase::SqlApi),
+            ("reset_password", AdoptedDatabase::ResetPassword),
+        ] {
+            let settings =
+                Settings::from_toml(&format!("[supabase]\nadopted_database = \"{written}\"\n"))
+                    .unwrap();
+            assert_eq!(settings.supabase.adopted_database, choice);
+            assert_eq!(choice.as_str(), written);
+        }
+        let err = Settings::from_toml("[supabase]\nadopted_database = \"guess\"\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("supabase.adopted_database"), "{text}");
+        assert!(
+            text.contains("sql_api") && text.contains("reset_password"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn the_url_template_is_optional_and_checked_when_set() {
+        let config = Config::load(None, &env_of(FULL)).unwrap();
+        assert!(config.providers.supabase_db_url_template.is_none());
+        let mut pairs = FULL.to_vec();
+        pairs.push((
+            "SUPABASE_DB_URL_TEMPLATE",
+            "postgresql://postgres@{host}/postgres",
+        ));
+        let err = Config::load(None, &env_of(&pairs)).unwrap_err();
+        assert!(
+            err.to_string().contains("SUPABASE_DB_URL_TEMPLATE"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -158,9 +158,15 @@ pub async fn run(args: DemoArgs) -> Result<(), CliError> {
     if let Some(database) = &record.database {
         let passed = database.checks.iter().filter(|c| c.passed).count();
         eprintln!(
-            "check: tenant database has the schema ({} of {} checks passed)",
+            "check: tenant database has the schema ({} of {} checks passed), reached through {}",
             passed,
-            database.checks.len()
+            database.checks.len(),
+            match database.access.as_deref() {
+                Some("pooler") => "the project's session pooler (user postgres.<ref>, TLS)",
+                Some("override_template") => "SUPABASE_DB_URL_TEMPLATE",
+                Some("sql_api") => "the Management API's SQL endpoint",
+                _ => "an unrecorded route",
+            }
         );
     }
     report_notification(&receiver, 1).await;

@@ -29,6 +29,10 @@ pub struct DatabaseRecord {
     pub already_applied: bool,
     /// Each check that ran and whether it passed, e.g. `rlsEnabled: true`.
     pub checks: Vec<CheckRecord>,
+    /// How the schema step reached the database: `pooler`, `override_template` or `sql_api`
+    /// (absent in records made before it was recorded).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -185,6 +189,7 @@ impl ResourceRecord {
                 checksum: v["checksum"].as_str()?.to_owned(),
                 already_applied: v["alreadyApplied"].as_bool()?,
                 checks,
+                access: v["access"].as_str().map(str::to_owned),
             })
         });
         let removed = view

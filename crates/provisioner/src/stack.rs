@@ -15,6 +15,7 @@ use sha2::Sha256;
 
 use crate::config::{Config, ProviderEnv, Settings};
 use crate::templates::Templates;
+use crate::tenant_db::DatabaseRoute;
 
 /// How often the shared poller lists an organization's projects while runs wait on them.
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
@@ -162,21 +163,49 @@ impl Stack {
         SecretString::from(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest))
     }
 
-    /// The connection URL of a project's database, from `SUPABASE_DB_URL_TEMPLATE`.
-    pub fn database_url(
+    /// The route to a project's database with `password` in it: `SUPABASE_DB_URL_TEMPLATE`
+    /// when set, else the project's session pooler (read from the Management API; see
+    /// [`tenant_db::session_pooler`](crate::tenant_db::session_pooler)).
+    pub async fn database_route(
         &self,
         project_ref: &str,
         host: &str,
         password: &SecretString,
-    ) -> SecretString {
-        SecretString::from(
-            self.env
-                .supabase_db_url_template
-                .replace("{ref}", project_ref)
-                .replace("{host}", host)
-                .replace("{password}", password.expose_secret()),
-        )
+    ) -> Result<DatabaseRoute, DatabaseRouteError> {
+        if let Some(template) = &self.env.supabase_db_url_template {
+            return Ok(crate::tenant_db::template_route(
+                template,
+                project_ref,
+                host,
+                password,
+            )?);
+        }
+        let configs = self
+            .supabase
+            .pooler_config(project_ref)
+            .await
+            .map_err(|source| DatabaseRouteError::Pooler {
+                project_ref: project_ref.to_owned(),
+                source,
+            })?;
+        Ok(crate::tenant_db::session_pooler(
+            project_ref,
+            &configs,
+            password,
+        )?)
     }
+}
+
+/// Why no route to a project's database could be made.
+#[derive(Debug, thiserror::Error)]
+pub enum DatabaseRouteError {
+    #[error("could not read the pooler routes of Supabase project {project_ref}: {source}")]
+    Pooler {
+        project_ref: String,
+        source: providers::ProviderError,
+    },
+    #[error(transparent)]
+    Route(#[from] crate::tenant_db::RouteError),
 }
 
 #[cold]

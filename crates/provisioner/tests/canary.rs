@@ -350,6 +350,8 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
         slack_hook,
         NotifySettings::json("down", &down_url, NOTIFY_KEY),
     ];
+    // An adopted project's unknown password is reset: that request carries a password too.
+    config.settings.supabase.adopted_database = provisioner::config::AdoptedDatabase::ResetPassword;
     let app = App::start(
         &config,
         open_sqlite(&journal_path).await.unwrap(),
@@ -372,6 +374,37 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     let failed_password = app
         .stack
         .database_password(&supabase_project::project_name(&failing.client_id))
+        .expose_secret()
+        .to_owned();
+
+    // A project another pipeline made, with a password the provisioner never saw: adopted,
+    // its password reset to the derived one.
+    let adopted = support::client(&support::unique_slug("canaryadopt"));
+    let old_pipeline_password = format!("OldPipelineCanary{}", uuid::Uuid::new_v4().simple());
+    app.stack
+        .supabase
+        .create_project(&providers::supabase::CreateProject {
+            name: supabase_project::project_name(&adopted.client_id),
+            organization_slug: app.stack.env.supabase_org_slug.clone(),
+            db_pass: SecretString::from(old_pipeline_password.clone()),
+            region_selection: None,
+            desired_instance_size: None,
+        })
+        .await
+        .unwrap();
+    // Project times are to the second: the run must not take it for its own.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let adopted_run = app.provision(&adopted).await.unwrap();
+    let adopted_view = app.wait(adopted_run.run_id).await.unwrap();
+    assert_eq!(
+        adopted_view.status,
+        RunStatus::Succeeded,
+        "{:#?}",
+        App::record(&adopted_view)
+    );
+    let adopted_password = app
+        .stack
+        .database_password(&supabase_project::project_name(&adopted.client_id))
         .expose_secret()
         .to_owned();
 
@@ -418,11 +451,14 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     let keys = app.stack.supabase.api_keys(&project_ref).await.unwrap();
     let db_url = app
         .stack
-        .database_url(
+        .database_route(
             &project_ref,
             "127.0.0.1",
             &SecretString::from(db_password.clone()),
         )
+        .await
+        .unwrap()
+        .url
         .expose_secret()
         .to_owned();
 
@@ -497,6 +533,14 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
             failed_password,
         ),
         ("the database URL", db_url),
+        (
+            "the old pipeline's database password",
+            old_pipeline_password,
+        ),
+        (
+            "the adopted project's reset database password",
+            adopted_password,
+        ),
         ("the anon key", keys.anon.expose_secret().to_owned()),
         (
             "the service_role key",
@@ -537,6 +581,13 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
                 "{} {} {failed_view:?} {failed_record:?}",
                 serde_json::to_string(&failed_record).unwrap(),
                 serde_json::to_string(&failed_view).unwrap()
+            ),
+        ),
+        (
+            "the adopted provision's view",
+            format!(
+                "{} {adopted_view:?}",
+                serde_json::to_string(&adopted_view).unwrap()
             ),
         ),
         (
@@ -606,6 +657,10 @@ async fn no_secret_appears_in_logs_journal_records_or_views() {
     assert!(
         joined.contains("compensation_started"),
         "no compensation in the journal"
+    );
+    assert!(
+        joined.contains("reset the database password of adopted Supabase project"),
+        "the password reset is not in the journal"
     );
 
     let mut found = Vec::new();

@@ -197,3 +197,71 @@ async fn completions_are_written_for_each_shell() {
         .unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
+
+#[tokio::test]
+async fn doctor_names_the_tenant_database_route_and_whether_it_answers() {
+    let Some((sandbox, _dir, mut binary)) = binary().await else {
+        return;
+    };
+    let route_line = |stdout: &str| {
+        stdout
+            .lines()
+            .find(|l| l.len() > 6 && l[6..].starts_with("tenant database route"))
+            .unwrap_or_else(|| panic!("no route line:\n{stdout}"))
+            .to_owned()
+    };
+    // No project yet: the route is named, and that it is tried at the first run.
+    let ran = binary.run(&["doctor"]).await;
+    let line = route_line(&ran.stdout);
+    assert!(line.starts_with("pass"), "{line}");
+    assert!(
+        line.contains("the project's session pooler; no project exists yet"),
+        "{line}"
+    );
+
+    // With a project, its pooler route is read and tried.
+    let credentials = sandbox.credentials();
+    let created = reqwest::Client::new()
+        .post(format!("{}/v1/projects", sandbox.urls().supabase))
+        .bearer_auth(&credentials.supabase_token)
+        .json(&serde_json::json!({
+            "name": "client-doctor-route",
+            "organization_slug": credentials.supabase_org_slug,
+            "db_pass": "some-password",
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let ran = binary.run(&["doctor"]).await;
+    let line = route_line(&ran.stdout);
+    assert!(line.starts_with("pass"), "{line}");
+    assert!(
+        line.contains("the project's session pooler: 127.0.0.1:"),
+        "{line}"
+    );
+    assert!(line.contains("accepts connections"), "{line}");
+
+    // The override is named as such, and a route nobody listens on fails with a fix.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = closed.local_addr().unwrap().port();
+    drop(closed);
+    binary.env.insert(
+        "SUPABASE_DB_URL_TEMPLATE".into(),
+        format!("postgresql://postgres:{{password}}@127.0.0.1:{port}/db_{{ref}}"),
+    );
+    let ran = binary.run(&["doctor"]).await;
+    assert_eq!(ran.code, 2, "{}", ran.stdout);
+    let lines: Vec<&str> = ran.stdout.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.starts_with("FAIL  tenant database route"))
+        .unwrap_or_else(|| panic!("{}", ran.stdout));
+    assert!(
+        lines[at].contains("SUPABASE_DB_URL_TEMPLATE (override)"),
+        "{}",
+        lines[at]
+    );
+    assert!(lines[at].contains("refuses connections"), "{}", lines[at]);
+    assert!(lines[at + 1].contains("fix: "), "{}", lines[at + 1]);
+}

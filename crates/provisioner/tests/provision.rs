@@ -49,12 +49,12 @@ async fn provision_then_deprovision_leaves_nothing() {
         .unwrap();
     assert_eq!(answer.status(), 200);
 
-    // Project (+ its database and login role), repository, Vercel project (+ its
-    // deployment), workflow.
+    // Project (+ its database, its login role and its pooler login role), repository,
+    // Vercel project (+ its deployment), workflow.
     let inventory = world.sandbox.inventory().await;
     assert_eq!(
         inventory.resource_names().len(),
-        7,
+        8,
         "{:?}",
         inventory.resource_names()
     );

@@ -122,6 +122,17 @@ pub const UNDOCUMENTED_STATUSES: &[UndocumentedStatus] = &[
                  400 {\"message\":\"Project not ready for deletion.\"}",
     },
     UndocumentedStatus {
+        provider: Provider::Supabase,
+        method: "POST",
+        template: "/v1/projects/{ref}/database/query",
+        status: 400,
+        body_schema: r#"{"type":"object","required":["message"],"properties":{"message":{"type":"string"}}}"#,
+        source: "unverified: the spec documents 201 and 500 \"Failed to run sql query\" only; a \
+                 statement the database rejects is answered 400 in the usual {message} envelope \
+                 (a 500 would read as a server fault worth retrying), message \
+                 \"Failed to run sql query: ERROR:  <SQLSTATE>: <message>\"",
+    },
+    UndocumentedStatus {
         provider: Provider::Github,
         method: "POST",
         template: "/repos/{template_owner}/{template_repo}/generate",

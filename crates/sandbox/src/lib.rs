@@ -19,6 +19,7 @@ pub mod faults;
 mod github;
 mod listener;
 mod n8n;
+mod pooler;
 mod project_db;
 pub mod request_log;
 mod supabase;
@@ -31,7 +32,7 @@ pub use config::{
 pub use faults::{FaultKind, FaultRule, Faults};
 pub use github::RepoSummary;
 pub use n8n::WorkflowSummary;
-pub use project_db::{NAME_PREFIX, OWNER_MARK, ProjectDbError, SweepReport};
+pub use project_db::{NAME_PREFIX, OWNER_MARK, POOLER_ROLE_PREFIX, ProjectDbError, SweepReport};
 pub use request_log::LoggedRequest;
 pub use supabase::ProjectSummary;
 pub use vercel::VercelSummary;
@@ -225,17 +226,13 @@ impl Sandbox {
 
     /// The environment a provisioner needs to talk to this sandbox instead of the real
     /// services.
+    /// The environment a provisioner needs to talk to this sandbox. No
+    /// `SUPABASE_DB_URL_TEMPLATE`: the provisioner's default route, the project's session
+    /// pooler, is what the sandbox serves (see [`Sandbox::direct_db_url_template`] for the
+    /// override).
     pub fn env_exports(&self) -> Vec<(String, String)> {
         let urls = &self.shared.urls;
         let credentials = &self.shared.config.credentials;
-        let db_template = match &self.shared.databases {
-            Some(databases) => format!(
-                "postgresql://{prefix}{{ref}}:{{password}}@{{host}}:{port}/{prefix}{{ref}}",
-                prefix = NAME_PREFIX,
-                port = databases.port()
-            ),
-            None => "postgresql://postgres:{password}@{host}:5432/postgres".to_owned(),
-        };
         [
             ("SUPABASE_API_URL", urls.supabase.clone()),
             (
@@ -243,7 +240,6 @@ impl Sandbox {
                 credentials.supabase_token.clone(),
             ),
             ("SUPABASE_ORG_ID", credentials.supabase_org_slug.clone()),
-            ("SUPABASE_DB_URL_TEMPLATE", db_template),
             ("GITHUB_API_URL", urls.github.clone()),
             ("GITHUB_TOKEN", credentials.github_token.clone()),
             ("GITHUB_ORG", credentials.github_org.clone()),
@@ -263,6 +259,19 @@ impl Sandbox {
         .into_iter()
         .map(|(name, value)| (name.to_owned(), value))
         .collect()
+    }
+
+    /// A `SUPABASE_DB_URL_TEMPLATE` naming the projects' databases directly (the project's
+    /// own role, no pooler), for runs that override the default route; `None` without
+    /// PostgreSQL.
+    pub fn direct_db_url_template(&self) -> Option<String> {
+        self.shared.databases.as_ref().map(|databases| {
+            format!(
+                "postgresql://{prefix}{{ref}}:{{password}}@{{host}}:{port}/{prefix}{{ref}}",
+                prefix = NAME_PREFIX,
+                port = databases.port()
+            )
+        })
     }
 
     pub fn faults(&self) -> &Faults {

@@ -2,6 +2,13 @@
 //! login role per project on the admin server, bootstrapped with what a fresh Supabase
 //! project already contains, dropped on delete.
 //!
+//! Each project also has the login role its pooler route names, `postgres.{ref}` (the user
+//! Supavisor takes for the project's `postgres` role): a member of the project's role, with
+//! the same password, whose sessions act as the project's role from the start (`ALTER ROLE
+//! ... SET role`), so what it creates belongs to the project's role as on Supabase. It is a
+//! cluster-wide role like the other, marked the same way, dropped with the project and swept
+//! the same way.
+//!
 //! Each role is marked as a sandbox's own when it is made (`COMMENT ON ROLE`, in the same
 //! transaction as `CREATE ROLE`), and so is each database, with the making process's identity.
 //! A sandbox killed outright (SIGKILL, a crash) cannot clean up; `sweep` later finds what such
@@ -72,6 +79,17 @@ FROM pg_roles
 WHERE starts_with(rolname, $1)
 ORDER BY 1
 "#;
+
+/// Pooler login roles named like a sandbox's (`postgres.{ref}`), each with its comment.
+const POOLER_NAMED_ROLES: &str = r#"
+SELECT rolname::text, shobj_description(oid, 'pg_authid')
+FROM pg_roles
+WHERE starts_with(rolname, $1)
+ORDER BY 1
+"#;
+
+/// Where the pooler role names start.
+pub const POOLER_ROLE_PREFIX: &str = "postgres.";
 
 /// The first word of every mark; the rest names the process that made the object.
 pub const OWNER_MARK: &str = "provisioner-sandbox";
@@ -186,6 +204,10 @@ pub struct SweepReport {
 #[derive(Debug)]
 pub(crate) struct ProjectDatabases {
     admin: PgConnectOptions,
+    /// The pooler route in front of the server, and the password each pooler user logs in
+    /// with (the server itself trusts loopback logins, so it would not tell).
+    pooler: crate::pooler::PoolerFront,
+    pooler_passwords: crate::pooler::Passwords,
     /// Written on every role and database this sandbox makes.
     owner_mark: Option<String>,
     pool: PgPool,
@@ -204,11 +226,24 @@ pub enum ProjectDbError {
     Postgres(#[from] sqlx::Error),
     #[error("cannot sweep: {0}")]
     Sweep(String),
+    #[error(transparent)]
+    Pooler(#[from] crate::pooler::PoolerError),
 }
 
 /// The database and role name of a project.
 pub(crate) fn object_name(project_ref: &str) -> String {
     format!("{NAME_PREFIX}{project_ref}")
+}
+
+/// The login role of a project's pooler route: Supavisor's user name for the project's
+/// `postgres` role.
+pub(crate) fn pooler_role(project_ref: &str) -> String {
+    format!("{POOLER_ROLE_PREFIX}{project_ref}")
+}
+
+/// The pooler role that goes with a project's database and role name.
+fn pooler_role_of(object: &str) -> Option<String> {
+    object.strip_prefix(NAME_PREFIX).map(pooler_role)
 }
 
 fn quote_literal(value: &str) -> String {
@@ -230,6 +265,77 @@ fn drop_role(name: &str) -> String {
     format!("DROP ROLE IF EXISTS {}", quote_identifier(name))
 }
 
+type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
+
+/// Binds one JSON parameter as node-postgres would send it: strings as text, numbers,
+/// booleans, arrays of strings as `text[]`, anything else as its JSON text.
+fn bind_json<'q>(statement: PgQuery<'q>, parameter: &serde_json::Value) -> PgQuery<'q> {
+    use serde_json::Value;
+    match parameter {
+        Value::Null => statement.bind(None::<String>),
+        Value::Bool(b) => statement.bind(*b),
+        Value::Number(n) => match n.as_i64() {
+            Some(i) => statement.bind(i),
+            None => statement.bind(n.as_f64().unwrap_or_default()),
+        },
+        Value::String(text) => statement.bind(text.clone()),
+        Value::Array(items) if items.iter().all(Value::is_string) => statement.bind(
+            items
+                .iter()
+                .filter_map(|item| item.as_str().map(str::to_owned))
+                .collect::<Vec<String>>(),
+        ),
+        other => statement.bind(other.to_string()),
+    }
+}
+
+/// One row as a JSON object, typed the way node-postgres types them (booleans, numbers, JSON;
+/// everything else as text).
+fn row_json(row: &sqlx::postgres::PgRow) -> Result<serde_json::Value, sqlx::Error> {
+    use serde_json::Value;
+    use sqlx::postgres::PgValueFormat;
+    use sqlx::{Column, Row, TypeInfo, ValueRef};
+    let mut object = serde_json::Map::new();
+    for (index, column) in row.columns().iter().enumerate() {
+        let raw = row.try_get_raw(index)?;
+        let type_name = raw.type_info().name().to_owned();
+        let value = if raw.is_null() {
+            Value::Null
+        } else if raw.format() == PgValueFormat::Text {
+            let text = raw.as_str().map_err(sqlx::Error::Decode)?.to_owned();
+            match type_name.as_str() {
+                "BOOL" => Value::Bool(text == "t"),
+                "INT2" | "INT4" | "INT8" | "OID" => text
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or(Value::String(text)),
+                "FLOAT4" | "FLOAT8" => text
+                    .parse::<f64>()
+                    .map(Value::from)
+                    .unwrap_or(Value::String(text)),
+                "JSON" | "JSONB" => serde_json::from_str(&text).unwrap_or(Value::String(text)),
+                _ => Value::String(text),
+            }
+        } else {
+            match type_name.as_str() {
+                "BOOL" => Value::Bool(row.try_get::<bool, _>(index)?),
+                "INT2" => Value::from(row.try_get::<i16, _>(index)?),
+                "INT4" => Value::from(row.try_get::<i32, _>(index)?),
+                "INT8" => Value::from(row.try_get::<i64, _>(index)?),
+                "FLOAT4" => Value::from(row.try_get::<f32, _>(index)?),
+                "FLOAT8" => Value::from(row.try_get::<f64, _>(index)?),
+                "JSON" | "JSONB" => row.try_get::<Value, _>(index)?,
+                "UUID" => Value::String(row.try_get::<uuid::Uuid, _>(index)?.to_string()),
+                // text, name, varchar and anything cast to them; other types are refused by
+                // the decode, which the caller reports as the query's error.
+                _ => Value::String(row.try_get::<String, _>(index)?),
+            }
+        };
+        object.insert(column.name().to_owned(), value);
+    }
+    Ok(Value::Object(object))
+}
+
 /// Drops what sandboxes that no longer run left on the server at `admin_url`: databases and
 /// roles named `sandbox_*` whose mark names a process of this machine that has ended. Objects
 /// of running sandboxes, unmarked objects and those marked on other machines are kept.
@@ -249,10 +355,16 @@ pub(crate) async fn sweep(admin_url: &str) -> Result<SweepReport, ProjectDbError
             .bind(NAME_PREFIX)
             .fetch_all(&mut connection)
             .await?;
-    let roles: Vec<(String, Option<String>)> = sqlx::query_as(SANDBOX_NAMED_ROLES)
+    let mut roles: Vec<(String, Option<String>)> = sqlx::query_as(SANDBOX_NAMED_ROLES)
         .bind(NAME_PREFIX)
         .fetch_all(&mut connection)
         .await?;
+    // Pooler roles first: each is a member of its project's role, dropped just after.
+    let pooler_roles: Vec<(String, Option<String>)> = sqlx::query_as(POOLER_NAMED_ROLES)
+        .bind(POOLER_ROLE_PREFIX)
+        .fetch_all(&mut connection)
+        .await?;
+    roles.splice(0..0, pooler_roles);
     let judge = |mark: Option<&str>| {
         mark.and_then(Owner::from_mark)
             .map_or(Liveness::Unknown, |owner| owner.liveness(&here))
@@ -315,7 +427,15 @@ impl ProjectDatabases {
             .connect_with(admin.clone())
             .await?;
         sqlx::raw_sql(ENSURE_API_ROLES).execute(&pool).await?;
+        let pooler_passwords = crate::pooler::Passwords::default();
+        let pooler = crate::pooler::PoolerFront::start(
+            format!("{}:{}", admin.get_host(), admin.get_port()),
+            pooler_passwords.clone(),
+        )
+        .await?;
         Ok(Self {
+            pooler,
+            pooler_passwords,
             admin,
             pool,
             owner_mark: Owner::this_process().map(|owner| owner.mark()),
@@ -330,6 +450,18 @@ impl ProjectDatabases {
 
     pub(crate) fn port(&self) -> u16 {
         self.admin.get_port()
+    }
+
+    /// The port of the projects' pooler route (on the loopback).
+    pub(crate) fn pooler_port(&self) -> u16 {
+        self.pooler.port()
+    }
+
+    fn remember_password(&self, project_ref: &str, password: &str) {
+        self.pooler_passwords
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(pooler_role(project_ref), password.to_owned());
     }
 
     fn created(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
@@ -368,6 +500,8 @@ impl ProjectDatabases {
         if result.is_err() {
             // Leave nothing half-made behind.
             let _ = self.drop_objects(&name).await;
+        } else {
+            self.remember_password(project_ref, db_pass);
         }
         result
     }
@@ -392,6 +526,25 @@ impl ProjectDatabases {
         sqlx::raw_sql(AssertSqlSafe(create_role))
             .execute(&self.pool)
             .await?;
+        if let Some(pooler) = pooler_role_of(name) {
+            let pooler = quote_identifier(&pooler);
+            let mut create_pooler = format!(
+                "CREATE ROLE {pooler} LOGIN NOINHERIT PASSWORD {};\
+                 GRANT \"{name}\" TO {pooler};\
+                 ALTER ROLE {pooler} SET role = {};",
+                quote_literal(db_pass),
+                quote_literal(name)
+            );
+            if let Some(mark) = &self.owner_mark {
+                create_pooler.push_str(&format!(
+                    "COMMENT ON ROLE {pooler} IS {};",
+                    quote_literal(mark)
+                ));
+            }
+            sqlx::raw_sql(AssertSqlSafe(create_pooler))
+                .execute(&self.pool)
+                .await?;
+        }
         let grant = format!("GRANT anon, authenticated, service_role TO \"{name}\"");
         sqlx::raw_sql(AssertSqlSafe(grant))
             .execute(&self.pool)
@@ -424,6 +577,64 @@ impl ProjectDatabases {
         Ok(())
     }
 
+    /// Sets the password of the project's role and of its pooler role, as
+    /// `PATCH /v1/projects/{ref}/database/password` does for `postgres`.
+    pub(crate) async fn set_password(
+        &self,
+        project_ref: &str,
+        password: &str,
+    ) -> Result<(), ProjectDbError> {
+        let name = quote_identifier(&object_name(project_ref));
+        let pooler = quote_identifier(&pooler_role(project_ref));
+        let literal = quote_literal(password);
+        // One simple query: both roles change together. The admin pool never logs statements.
+        let statement = format!(
+            "ALTER ROLE {name} PASSWORD {literal}; ALTER ROLE {pooler} PASSWORD {literal};"
+        );
+        sqlx::raw_sql(AssertSqlSafe(statement))
+            .execute(&self.pool)
+            .await?;
+        self.remember_password(project_ref, password);
+        Ok(())
+    }
+
+    /// Runs `query` in the project's database as the project's role, as
+    /// `POST /v1/projects/{ref}/database/query` does: without parameters through the simple
+    /// query protocol (several statements allowed, one implicit transaction), with parameters
+    /// as one prepared statement. The rows of the statements, as JSON objects.
+    pub(crate) async fn run_query(
+        &self,
+        project_ref: &str,
+        query: &str,
+        parameters: &[serde_json::Value],
+        read_only: bool,
+    ) -> Result<Vec<serde_json::Value>, sqlx::Error> {
+        let name = object_name(project_ref);
+        // A connection of its own, so the role and read-only setting end with it.
+        let mut connection =
+            sqlx::PgConnection::connect_with(&self.admin.clone().database(&name)).await?;
+        let mut setup = format!("SET ROLE {}", quote_identifier(&name));
+        if read_only {
+            setup.push_str("; SET default_transaction_read_only = on");
+        }
+        sqlx::raw_sql(AssertSqlSafe(setup))
+            .execute(&mut connection)
+            .await?;
+        let rows = if parameters.is_empty() {
+            sqlx::raw_sql(AssertSqlSafe(query.to_owned()))
+                .fetch_all(&mut connection)
+                .await
+        } else {
+            let mut statement = sqlx::query(AssertSqlSafe(query.to_owned()));
+            for parameter in parameters {
+                statement = bind_json(statement, parameter);
+            }
+            statement.fetch_all(&mut connection).await
+        };
+        let _ = connection.close().await;
+        rows?.iter().map(row_json).collect()
+    }
+
     /// Drops the project's database (closing its connections) and role.
     pub(crate) async fn drop_project(&self, project_ref: &str) -> Result<(), ProjectDbError> {
         self.drop_objects(&object_name(project_ref)).await
@@ -433,6 +644,15 @@ impl ProjectDatabases {
         sqlx::raw_sql(AssertSqlSafe(drop_database(name)))
             .execute(&self.pool)
             .await?;
+        if let Some(pooler) = pooler_role_of(name) {
+            sqlx::raw_sql(AssertSqlSafe(drop_role(&pooler)))
+                .execute(&self.pool)
+                .await?;
+            self.pooler_passwords
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .remove(&pooler);
+        }
         sqlx::raw_sql(AssertSqlSafe(drop_role(name)))
             .execute(&self.pool)
             .await?;
@@ -440,9 +660,15 @@ impl ProjectDatabases {
         Ok(())
     }
 
-    /// The databases and login roles this sandbox created that really exist on the server now.
+    /// The databases and login roles (project and pooler roles) this sandbox created that
+    /// really exist on the server now.
     pub(crate) async fn existing(&self) -> Result<(Vec<String>, Vec<String>), ProjectDbError> {
         let names: Vec<String> = self.created().iter().cloned().collect();
+        let role_names: Vec<String> = names
+            .iter()
+            .cloned()
+            .chain(names.iter().filter_map(|name| pooler_role_of(name)))
+            .collect();
         let databases: Vec<(String,)> = sqlx::query_as(
             "SELECT datname::text FROM pg_database WHERE datname = ANY($1) ORDER BY 1",
         )
@@ -451,7 +677,7 @@ impl ProjectDatabases {
         .await?;
         let roles: Vec<(String,)> =
             sqlx::query_as("SELECT rolname::text FROM pg_roles WHERE rolname = ANY($1) ORDER BY 1")
-                .bind(&names)
+                .bind(&role_names)
                 .fetch_all(&self.pool)
                 .await?;
         Ok((
@@ -495,6 +721,11 @@ impl ProjectDatabases {
                     let _ = sqlx::raw_sql(AssertSqlSafe(drop_database(&name)))
                         .execute(&mut connection)
                         .await;
+                    if let Some(pooler) = pooler_role_of(&name) {
+                        let _ = sqlx::raw_sql(AssertSqlSafe(drop_role(&pooler)))
+                            .execute(&mut connection)
+                            .await;
+                    }
                     let _ = sqlx::raw_sql(AssertSqlSafe(drop_role(&name)))
                         .execute(&mut connection)
                         .await;

@@ -168,6 +168,18 @@ pub(crate) fn router(shared: Arc<Shared>) -> Router {
             "/v1/projects/{ref}/config/auth",
             get(auth_config::get_auth_config).patch(auth_config::patch_auth_config),
         )
+        .route(
+            "/v1/projects/{ref}/config/database/pooler",
+            get(pooler_config),
+        )
+        .route(
+            "/v1/projects/{ref}/database/query",
+            axum::routing::post(run_query),
+        )
+        .route(
+            "/v1/projects/{ref}/database/password",
+            axum::routing::patch(update_password),
+        )
         .route("/v1/organizations", get(list_organizations))
         .route("/v1/organizations/{slug}", get(get_organization))
         .route(
@@ -714,6 +726,185 @@ async fn health(
         })
         .collect();
     json(StatusCode::OK, &Value::Array(body))
+}
+
+/// The project's pooler routes (`SupavisorConfigResponse`). The sandbox offers the session
+/// route only, to the project's real database through its pooler front (TLS, the login
+/// checked against the project's current password): user `postgres.{ref}`, a login role
+/// acting as the project's role. Without PostgreSQL it answers with Supabase's shape of the
+/// route.
+async fn pooler_config(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(reference): Path<String>,
+) -> Response {
+    let region = {
+        let world = shared.world();
+        match world.supabase.projects.get(&reference) {
+            Some(project) => project.region.clone(),
+            None => return not_found(),
+        }
+    };
+    let user = crate::project_db::pooler_role(&reference);
+    let (host, port, database) = match &shared.databases {
+        Some(databases) => (
+            "127.0.0.1".to_owned(),
+            databases.pooler_port(),
+            crate::project_db::object_name(&reference),
+        ),
+        None => (
+            format!("aws-0-{region}.pooler.supabase.com"),
+            5432,
+            "postgres".to_owned(),
+        ),
+    };
+    let connection_string = format!("postgresql://{user}:[YOUR-PASSWORD]@{host}:{port}/{database}");
+    json(
+        StatusCode::OK,
+        &json!([{
+            "identifier": reference,
+            "database_type": "PRIMARY",
+            "is_using_scram_auth": true,
+            "db_user": user,
+            "db_host": host,
+            "db_port": port,
+            "db_name": database,
+            "connection_string": connection_string,
+            "connectionString": connection_string,
+            "default_pool_size": 15,
+            "max_client_conn": 200,
+            "pool_mode": "session",
+        }]),
+    )
+}
+
+/// `POST /v1/projects/{ref}/database/query`: the SQL runs in the project's database as its
+/// role. A failing statement answers 400 with PostgreSQL's SQLSTATE and message in the
+/// `message` [unverified: the wording of the real service's SQL error answer].
+async fn run_query(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(reference): Path<String>,
+    body: Bytes,
+) -> Response {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(&body) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Request body must be a JSON object",
+        );
+    };
+    let query = match body.get("query").and_then(Value::as_str) {
+        Some(query) if !query.is_empty() => query.to_owned(),
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "query must be longer than or equal to 1 characters",
+            );
+        }
+    };
+    let parameters = match body.get("parameters") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items.clone(),
+        Some(_) => return error(StatusCode::BAD_REQUEST, "parameters must be an array"),
+    };
+    let read_only = match body.get("read_only") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(flag)) => *flag,
+        Some(_) => return error(StatusCode::BAD_REQUEST, "read_only must be a boolean value"),
+    };
+    if !shared.world().supabase.projects.contains_key(&reference) {
+        return not_found();
+    }
+    if shared.databases.is_none() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Failed to run sql query: this sandbox runs without PostgreSQL",
+        );
+    }
+    // Runs to its end even if the client stops waiting, as a query on the server would.
+    let run = tokio::spawn(async move {
+        match &shared.databases {
+            Some(databases) => {
+                databases
+                    .run_query(&reference, &query, &parameters, read_only)
+                    .await
+            }
+            None => Err(sqlx::Error::PoolClosed),
+        }
+    });
+    match run.await {
+        Ok(Ok(rows)) => json(StatusCode::CREATED, &Value::Array(rows)),
+        Ok(Err(sqlx::Error::Database(database))) => error(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "Failed to run sql query: ERROR:  {}: {}",
+                database.code().unwrap_or_default(),
+                database.message()
+            ),
+        ),
+        Ok(Err(problem)) => {
+            tracing::warn!(error = %problem, "could not run a project query");
+            error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to run sql query")
+        }
+        Err(_) => error(StatusCode::INTERNAL_SERVER_ERROR, "Failed to run sql query"),
+    }
+}
+
+/// `PATCH /v1/projects/{ref}/database/password`: the project's role (and its pooler role)
+/// get the new password.
+async fn update_password(
+    AxumState(shared): AxumState<Arc<Shared>>,
+    Path(reference): Path<String>,
+    body: Bytes,
+) -> Response {
+    let password = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(body)) => match body.get("password") {
+            Some(Value::String(password)) if password.chars().count() >= 4 => password.clone(),
+            Some(Value::String(_)) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "password must be longer than or equal to 4 characters",
+                );
+            }
+            _ => return error(StatusCode::BAD_REQUEST, "password must be a string"),
+        },
+        _ => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "Request body must be a JSON object",
+            );
+        }
+    };
+    if !shared.world().supabase.projects.contains_key(&reference) {
+        return not_found();
+    }
+    if shared.databases.is_some() {
+        let shared = shared.clone();
+        let change = tokio::spawn(async move {
+            match &shared.databases {
+                Some(databases) => databases.set_password(&reference, &password).await,
+                None => Ok(()),
+            }
+        });
+        match change.await {
+            Ok(Ok(())) => {}
+            Ok(Err(problem)) => {
+                tracing::error!(error = %problem, "could not change a project's password");
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Failed to update database password",
+                );
+            }
+            Err(_) => {
+                return error(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Failed to update database password",
+                );
+            }
+        }
+    }
+    json(
+        StatusCode::OK,
+        &json!({ "message": "Database password updated" }),
+    )
 }
 
 async fn list_organizations(AxumState(shared): AxumState<Arc<Shared>>) -> Response {

@@ -30,7 +30,10 @@ async fn prints_exports_that_point_at_live_simulators() {
             .expect("an export line");
         exports.push((name.to_owned(), value.trim_matches('\'').to_owned()));
     }
-    assert_eq!(exports.len(), 14);
+    // Every variable a provisioner needs; no SUPABASE_DB_URL_TEMPLATE (the pooler route is
+    // the default, and the sandbox serves it).
+    assert_eq!(exports.len(), 13);
+    assert!(!exports.iter().any(|(n, _)| n == "SUPABASE_DB_URL_TEMPLATE"));
     let value = |name: &str| {
         exports
             .iter()

@@ -155,6 +155,12 @@ async fn sigint_drops_the_databases_and_roles_it_made() {
         .unwrap();
     assert!(status.success(), "{status:?}");
     assert_eq!(on_server(&admin_url, &name).await, (false, false));
+    let pooler_role = format!(
+        "{}{}",
+        sandbox::POOLER_ROLE_PREFIX,
+        name.trim_start_matches(sandbox::NAME_PREFIX)
+    );
+    assert_eq!(on_server(&admin_url, &pooler_role).await, (false, false));
 }
 
 #[tokio::test]
@@ -168,6 +174,13 @@ async fn a_sweep_drops_what_killed_sandboxes_left_and_nothing_else() {
     let left_behind = create_in_child(&exports).await;
     child.kill().await.unwrap();
     assert_eq!(on_server(&admin_url, &left_behind).await, (true, true));
+    // And its pooler login role, a cluster-wide role of its own.
+    let pooler_role = format!(
+        "{}{}",
+        sandbox::POOLER_ROLE_PREFIX,
+        left_behind.trim_start_matches(sandbox::NAME_PREFIX)
+    );
+    assert_eq!(on_server(&admin_url, &pooler_role).await, (false, true));
 
     // A running sandbox's project, and objects named like a sandbox's but made by hand.
     let live = support::start().await.unwrap();
@@ -209,6 +222,8 @@ async fn a_sweep_drops_what_killed_sandboxes_left_and_nothing_else() {
     );
     assert!(report.dropped_roles.contains(&left_behind), "{report:?}");
     assert_eq!(on_server(&admin_url, &left_behind).await, (false, false));
+    assert!(report.dropped_roles.contains(&pooler_role), "{report:?}");
+    assert_eq!(on_server(&admin_url, &pooler_role).await, (false, false));
     assert!(
         report.kept_live.contains(&format!("database {kept}")),
         "{report:?}"

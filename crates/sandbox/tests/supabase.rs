@@ -133,13 +133,8 @@ async fn project_lifecycle_with_a_real_database() {
     assert!(!secret.contains('·'));
     assert!(secret.starts_with(&masked[..masked.find('·').unwrap()]));
 
-    // The project database is real and reachable through the exported template.
-    let template = sandbox
-        .env_exports()
-        .into_iter()
-        .find(|(name, _)| name == "SUPABASE_DB_URL_TEMPLATE")
-        .unwrap()
-        .1;
+    // The project database is real and reachable through the direct template.
+    let template = sandbox.direct_db_url_template().unwrap();
     let host = body["database"]["host"].as_str().unwrap();
     let password: String = url::form_urlencoded::byte_serialize(b"s3cret-'pass").collect();
     let database_url = template
@@ -671,9 +666,15 @@ async fn a_client_giving_up_mid_create_strands_nothing() {
         let mut roles: Vec<String> = inventory
             .supabase_roles
             .iter()
-            .map(|name| name.trim_start_matches("sandbox_").to_owned())
+            .map(|name| {
+                name.trim_start_matches("sandbox_")
+                    .trim_start_matches("postgres.")
+                    .to_owned()
+            })
             .collect();
         roles.sort();
+        // Each project has its own role and its pooler role.
+        roles.dedup();
         (references == databases && references == roles).then_some(references)
     })
     .await;
@@ -688,6 +689,7 @@ async fn a_client_giving_up_mid_create_strands_nothing() {
     );
     sandbox.shutdown().await;
 }
+
 
 #[tokio::test]
 async fn an_auth_config_update_changes_exactly_what_it_carries() {
@@ -730,4 +732,176 @@ async fn an_auth_config_update_changes_exactly_what_it_carries() {
         get(&sandbox, &path).await.json::<Value>().await.unwrap(),
         after
     );
+}
+
+async fn send_json(
+    sandbox: &Sandbox,
+    method: reqwest::Method,
+    path: &str,
+    body: &Value,
+) -> reqwest::Response {
+    support::client()
+        .request(method, format!("{}{path}", sandbox.urls().supabase))
+        .bearer_auth(&sandbox.credentials().supabase_token)
+        .json(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn pooler_login(pooler: &Value, password: &str) -> Result<(String, String), sqlx::Error> {
+    let options = sqlx::postgres::PgConnectOptions::new()
+        .host(pooler["db_host"].as_str().unwrap())
+        .port(pooler["db_port"].as_u64().unwrap() as u16)
+        .username(pooler["db_user"].as_str().unwrap())
+        .password(password)
+        .database(pooler["db_name"].as_str().unwrap())
+        .ssl_mode(sqlx::postgres::PgSslMode::Require);
+    let mut connection = sqlx::PgConnection::connect_with(&options).await?;
+    let users = sqlx::query_as("SELECT session_user::text, current_user::text")
+        .fetch_one(&mut connection)
+        .await?;
+    let _ = connection.close().await;
+    Ok(users)
+}
+
+#[tokio::test]
+async fn the_pooler_route_the_sql_endpoint_and_the_password_reset_act_on_the_real_database() {
+    let Some(sandbox) = support::start().await else {
+        return;
+    };
+    let created: Value = create(&sandbox, "client-routes")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reference = created["ref"].as_str().unwrap().to_owned();
+    wait_status(&sandbox, &reference, "ACTIVE_HEALTHY").await;
+
+    // The pooler route: the project's primary in session mode, user postgres.{ref}, a
+    // placeholder instead of the password; logging in with TLS acts as the project's role.
+    let routes: Value = get(
+        &sandbox,
+        &format!("/v1/projects/{reference}/config/database/pooler"),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let pooler = &routes[0];
+    assert_eq!(pooler["database_type"], "PRIMARY");
+    assert_eq!(pooler["pool_mode"], "session");
+    assert_eq!(pooler["db_user"], format!("postgres.{reference}"));
+    let connection_string = pooler["connection_string"].as_str().unwrap();
+    assert!(connection_string.contains("[YOUR-PASSWORD]"));
+    assert!(!connection_string.contains("s3cret"));
+    assert_eq!(pooler["db_host"], "127.0.0.1");
+    let (session_user, current_user) = pooler_login(pooler, "s3cret-'pass").await.unwrap();
+    assert_eq!(session_user, format!("postgres.{reference}"));
+    assert_eq!(current_user, format!("sandbox_{reference}"));
+    assert!(pooler_login(pooler, "wrong").await.is_err());
+
+    // SQL over HTTP: runs as the project's role; several statements in one request are one
+    // transaction, parameters bind, a failing statement is a 400 carrying its SQLSTATE.
+    let query = |body: Value| {
+        let sandbox = &sandbox;
+        let path = format!("/v1/projects/{reference}/database/query");
+        async move { send_json(sandbox, reqwest::Method::POST, &path, &body).await }
+    };
+    let answer = query(json!({
+        "query": "CREATE TABLE public.t (n int); INSERT INTO public.t VALUES (1), (2); \
+                  SELECT current_user::text AS who, sum(n)::int AS total, true AS yes FROM public.t"
+    }))
+    .await;
+    assert_eq!(answer.status(), StatusCode::CREATED);
+    let rows: Value = answer.json().await.unwrap();
+    assert_eq!(
+        rows,
+        json!([{ "who": format!("sandbox_{reference}"), "total": 3, "yes": true }])
+    );
+    let rows: Value = query(json!({
+        "query": "SELECT count(*) AS n FROM public.t WHERE n::text = ANY ($1::text[]) OR $2::text = 'x'",
+        "parameters": [["1"], "y"],
+    }))
+    .await
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(rows, json!([{ "n": 1 }]));
+    let failed = query(json!({
+        "query": "INSERT INTO public.t VALUES (3); SELECT * FROM public.missing"
+    }))
+    .await;
+    assert_eq!(failed.status(), StatusCode::BAD_REQUEST);
+    let message: Value = failed.json().await.unwrap();
+    assert!(
+        message["message"]
+            .as_str()
+            .unwrap()
+            .contains("ERROR:  42P01:"),
+        "{message}"
+    );
+    let rows: Value = query(json!({ "query": "SELECT count(*)::int AS n FROM public.t" }))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rows, json!([{ "n": 2 }]), "the failed request kept nothing");
+    assert_eq!(
+        query(json!({ "query": "" })).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        send_json(
+            &sandbox,
+            reqwest::Method::POST,
+            "/v1/projects/abcdefghijklmnopqrst/database/query",
+            &json!({ "query": "SELECT 1" }),
+        )
+        .await
+        .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // The password: too short is refused; a new one replaces the old on both roles.
+    let password_path = format!("/v1/projects/{reference}/database/password");
+    assert_eq!(
+        send_json(
+            &sandbox,
+            reqwest::Method::PATCH,
+            &password_path,
+            &json!({ "password": "abc" })
+        )
+        .await
+        .status(),
+        StatusCode::BAD_REQUEST
+    );
+    let changed = send_json(
+        &sandbox,
+        reqwest::Method::PATCH,
+        &password_path,
+        &json!({ "password": "a-new-password" }),
+    )
+    .await;
+    assert_eq!(changed.status(), StatusCode::OK);
+    assert!(pooler_login(pooler, "s3cret-'pass").await.is_err());
+    pooler_login(pooler, "a-new-password").await.unwrap();
+    let logged = sandbox
+        .request_log()
+        .into_iter()
+        .filter(|r| r.endpoint == "PATCH /v1/projects/{ref}/database/password")
+        .map(|r| r.request_body.unwrap_or_default().to_string())
+        .collect::<Vec<_>>()
+        .join(" ");
+    assert!(!logged.contains("a-new-password"), "{logged}");
+
+    support::assert_contracts(&sandbox);
+    delete_when_allowed(&sandbox, &reference).await;
+    let inventory = sandbox.inventory().await;
+    assert!(
+        inventory.supabase_roles.is_empty(),
+        "the pooler role goes with the project: {:?}",
+        inventory.supabase_roles
+    );
+    sandbox.shutdown().await;
 }

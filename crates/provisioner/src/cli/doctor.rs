@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Args;
 use providers::{N8nApiFlavour, ProviderError};
 use saga::{RunFilter, RunStatus};
+use secrecy::SecretString;
 use serde::Serialize;
 
 use super::{CliError, config_path, env};
@@ -17,6 +18,7 @@ use crate::outcome::Outcome;
 use crate::sagas;
 use crate::stack::Stack;
 use crate::steps::supabase_project;
+use crate::tenant_db::{self, RouteKind};
 
 /// A Vercel project search no client's project matches: the call proves the token and team
 /// without listing anything.
@@ -290,16 +292,16 @@ async fn n8n_line_check(stack: &Stack) -> Check {
     }
 }
 
-/// The host and port of the tenant database route: literal in the template (a pooler), or,
-/// when the template takes each project's host, an existing project's.
+/// Which route the schema step takes to tenant databases (the project's session pooler, or
+/// the `SUPABASE_DB_URL_TEMPLATE` override) and whether its host answers. Both need a project
+/// to ask about (the pooler's host, or the template's `{host}`); with none yet, that is said.
 async fn tenant_route_check(stack: &Stack) -> Check {
     const NAME: &str = "tenant database route";
-    let template = &stack.env.supabase_db_url_template;
-    let host = if template.contains("{host}") {
+    let template = stack.env.supabase_db_url_template.as_deref();
+    let needs_project = template.is_none_or(|t| t.contains("{host}") || t.contains("{ref}"));
+    let project = if needs_project {
         match stack.supabase.list_projects().await {
-            Ok(projects) => projects
-                .into_iter()
-                .find_map(|p| p.database.map(|d| d.host)),
+            Ok(projects) => projects.into_iter().next(),
             Err(e) => {
                 return refused(
                     NAME,
@@ -310,47 +312,94 @@ async fn tenant_route_check(stack: &Stack) -> Check {
             }
         }
     } else {
-        Some(String::new())
+        None
     };
-    let Some(host) = host else {
-        return Check::pass(
-            NAME,
-            "each project's own host; no project exists yet to try one (checked at the first run)",
-        );
+    let route_name = match template {
+        Some(_) => RouteKind::OverrideTemplate.describe(),
+        None => RouteKind::Pooler.describe(),
     };
-    let probe = template
-        .replace("{password}", "x")
-        .replace("{ref}", "probe")
-        .replace("{host}", &host);
-    let Ok(url) = url::Url::parse(&probe) else {
-        return Check::fail(
-            NAME,
-            "SUPABASE_DB_URL_TEMPLATE is not a URL once filled in",
-            "write it as postgresql://USER:{password}@HOST:PORT/DB with {ref} or {host}",
-        );
+    let (address, fix) = match (template, &project) {
+        (Some(template), project) if !needs_project || project.is_some() => {
+            let (project_ref, host) = project
+                .as_ref()
+                .map(|p| {
+                    (
+                        p.project_ref.clone(),
+                        p.database
+                            .as_ref()
+                            .map(|d| d.host.clone())
+                            .unwrap_or_default(),
+                    )
+                })
+                .unwrap_or_default();
+            match tenant_db::template_route(template, &project_ref, &host, &SecretString::from("x"))
+            {
+                Ok(route) => (
+                    route.address,
+                    "check SUPABASE_DB_URL_TEMPLATE's host and port, and that this machine may reach it (the direct host db.<ref>.supabase.co is IPv6-only); unset it to use the session pooler",
+                ),
+                Err(e) => {
+                    return Check::fail(
+                        NAME,
+                        format!("{route_name}: {e}"),
+                        "write it as postgresql://USER:{password}@HOST:PORT/DB with {ref} or {host}, or unset it to use the session pooler",
+                    );
+                }
+            }
+        }
+        (None, Some(project)) => {
+            let configs = match stack.supabase.pooler_config(&project.project_ref).await {
+                Ok(configs) => configs,
+                Err(e) => {
+                    return refused(
+                        NAME,
+                        &e,
+                        "SUPABASE_MANAGEMENT_TOKEN",
+                        "the token must be able to read a project's pooler configuration (database:read)",
+                    );
+                }
+            };
+            match tenant_db::session_pooler(
+                &project.project_ref,
+                &configs,
+                &SecretString::from("x"),
+            ) {
+                Ok(route) => (
+                    route.address,
+                    "check that this machine may reach the pooler on port 5432 (outbound firewall), or set SUPABASE_DB_URL_TEMPLATE to another route",
+                ),
+                Err(e) => {
+                    return Check::fail(
+                        NAME,
+                        format!("{route_name}: {e}"),
+                        "set SUPABASE_DB_URL_TEMPLATE to reach the project's database another way",
+                    );
+                }
+            }
+        }
+        _ => {
+            return Check::pass(
+                NAME,
+                format!(
+                    "{route_name}; no project exists yet to try it on (checked at the first run)"
+                ),
+            );
+        }
     };
-    let (Some(host), port) = (url.host_str(), url.port().unwrap_or(5432)) else {
-        return Check::fail(
-            NAME,
-            "SUPABASE_DB_URL_TEMPLATE names no host",
-            "write it as postgresql://USER:{password}@HOST:PORT/DB with {ref} or {host}",
-        );
-    };
-    let address = format!("{host}:{port}");
     match tokio::time::timeout(ROUTE_TIMEOUT, tokio::net::TcpStream::connect(&address)).await {
-        Ok(Ok(_)) => Check::pass(NAME, format!("{address} accepts connections")),
+        Ok(Ok(_)) => Check::pass(NAME, format!("{route_name}: {address} accepts connections")),
         Ok(Err(e)) => Check::fail(
             NAME,
-            format!("{address} refuses connections: {e}"),
-            "check SUPABASE_DB_URL_TEMPLATE's host and port, and that this machine may reach it",
+            format!("{route_name}: {address} refuses connections: {e}"),
+            fix,
         ),
         Err(_) => Check::fail(
             NAME,
             format!(
-                "{address} did not answer within {} s",
+                "{route_name}: {address} did not answer within {} s",
                 ROUTE_TIMEOUT.as_secs()
             ),
-            "check SUPABASE_DB_URL_TEMPLATE's host and port, and any firewall in between",
+            fix,
         ),
     }
 }

@@ -229,11 +229,26 @@ async fn supabase_items(
             return items;
         }
     };
-    let url = stack.database_url(
-        &project.project_ref,
-        &project.db_host,
-        &SecretString::from(project.db_password.expose().clone()),
-    );
+    let route = match stack
+        .database_route(
+            &project.project_ref,
+            &project.db_host,
+            &SecretString::from(project.db_password.expose().clone()),
+        )
+        .await
+    {
+        Ok(route) => route,
+        Err(e) => {
+            items.push(item(
+                client,
+                "schema checks",
+                false,
+                format!("no route to the database: {e}"),
+            ));
+            return items;
+        }
+    };
+    let url = route.url;
     let settings = &stack.settings.schema_checks;
     let options = CheckOptions {
         exposed_schemas: settings.exposed_schemas.clone(),

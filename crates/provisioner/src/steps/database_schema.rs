@@ -6,6 +6,20 @@
 //! The step's error is one line per root cause, and carries the whole report as its detail
 //! (`StepError::detail`); its output on success carries the report too, warnings included.
 //!
+//! The database is reached by the route [`Stack::database_route`] gives (the project's session
+//! pooler unless `SUPABASE_DB_URL_TEMPLATE` overrides it), logging in with the project's
+//! derived password. An adopted project whose database refuses that password (one another
+//! pipeline made) is handled as `supabase.adopted_database` says, never guessed:
+//! - `refuse` (the default): a permanent error naming the two other choices;
+//! - `sql_api`: the schema is applied and checked through the Management API's SQL endpoint,
+//!   with the same guarantees (see [`tenant_db::apply_schema_over_endpoint`]);
+//! - `reset_password`: the project's database password is set to the derived one
+//!   (`PATCH /v1/projects/{ref}/database/password`) and the attempt ends with a retryable
+//!   error saying so, which the journal keeps (no password in it); the next attempt logs in.
+//!
+//! A project this provisioner created is never reset, whatever the setting: its refusal is a
+//! permanent error.
+//!
 //! No undo of its own: the schema goes with the project.
 
 use std::sync::Arc;
@@ -16,10 +30,12 @@ use saga::{RetryPolicy, Step, StepContext, StepError, StepPolicy};
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
 
+use super::provider_failure;
 use super::supabase_project::{self, SupabaseProject};
 use crate::client::Client;
-use crate::stack::Stack;
-use crate::tenant_db::{self, CheckOptions, CheckReport, TenantDbError};
+use crate::config::AdoptedDatabase;
+use crate::stack::{DatabaseRouteError, Stack};
+use crate::tenant_db::{self, CheckOptions, CheckReport, RouteKind, SqlEndpoint, TenantDbError};
 
 pub const NAME: &str = "database_schema";
 
@@ -29,6 +45,76 @@ pub struct DatabaseSchema {
     pub checksum: String,
     pub already_applied: bool,
     pub checks: CheckReport,
+    /// How the database was reached; absent in records made before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<DatabaseAccess>,
+}
+
+/// The way the step reached the tenant database.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DatabaseAccess {
+    /// Logged in through the project's session pooler.
+    Pooler,
+    /// Logged in through `SUPABASE_DB_URL_TEMPLATE`.
+    OverrideTemplate,
+    /// The Management API's SQL endpoint (an adopted project's password is not ours).
+    SqlApi,
+}
+
+impl From<RouteKind> for DatabaseAccess {
+    fn from(kind: RouteKind) -> Self {
+        match kind {
+            RouteKind::Pooler => Self::Pooler,
+            RouteKind::OverrideTemplate => Self::OverrideTemplate,
+        }
+    }
+}
+
+/// SQLSTATE of "password authentication failed".
+const PASSWORD_REFUSED: &str = "28P01";
+
+fn password_refused(err: &TenantDbError) -> bool {
+    matches!(err, TenantDbError::Connect { code: Some(code), .. } if code == PASSWORD_REFUSED)
+}
+
+fn route_failure(err: DatabaseRouteError) -> StepError {
+    match err {
+        DatabaseRouteError::Pooler {
+            project_ref,
+            source,
+        } => provider_failure(
+            &format!("read the pooler routes of Supabase project {project_ref}"),
+            source,
+        ),
+        DatabaseRouteError::Route(route) => StepError::permanent(route.to_string()),
+    }
+}
+
+/// The adopted project's database refuses our password and the operator chose nothing.
+fn adopted_refused(project: &SupabaseProject) -> StepError {
+    StepError::permanent(format!(
+        "the database of adopted Supabase project {} ({}) refuses the provisioner's derived \
+         password: another pipeline made it with a password the provisioner never saw. Choose \
+         how to go on in provisioner.toml and run again: [supabase] adopted_database = \
+         \"sql_api\" (apply and check the schema through the Management API's SQL endpoint, \
+         beta, no password needed) or adopted_database = \"reset_password\" (set the \
+         project's database password to the provisioner's derived one; anything else using \
+         the old password stops working)",
+        project.name, project.project_ref
+    ))
+}
+
+/// Our own project's database refuses our password: changed by hand, never reset by us.
+fn own_project_refused(project: &SupabaseProject) -> StepError {
+    StepError::permanent(format!(
+        "the database of Supabase project {} ({}) refuses the provisioner's derived password \
+         although this provisioner created the project: its password was changed outside the \
+         provisioner. supabase.adopted_database applies only to adopted projects, so nothing \
+         was reset; set the project's database password back to the derived one (or set \
+         SUPABASE_DB_URL_TEMPLATE to a route with the current password) and retry",
+        project.name, project.project_ref
+    ))
 }
 
 fn failure(err: TenantDbError) -> StepError {
@@ -91,22 +177,31 @@ impl Step for DatabaseSchemaStep {
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<DatabaseSchema, StepError> {
         let project: SupabaseProject = ctx.output(supabase_project::NAME)?;
-        let url = self.stack.database_url(
-            &project.project_ref,
-            &project.db_host,
-            &SecretString::from(project.db_password.expose().clone()),
-        );
-        let schema = &self.stack.templates.schema;
-        let applied = tenant_db::apply_schema(&url, &schema.sql)
+        let password = SecretString::from(project.db_password.expose().clone());
+        let route = self
+            .stack
+            .database_route(&project.project_ref, &project.db_host, &password)
             .await
-            .map_err(failure)?;
-        let settings = &self.stack.settings.schema_checks;
-        let options = CheckOptions {
-            exposed_schemas: settings.exposed_schemas.clone(),
-            allow_anon_secret_columns: settings.allow_anon_secret_columns.clone(),
-            allow_authenticated_secret_columns: settings.allow_authenticated_secret_columns.clone(),
+            .map_err(route_failure)?;
+        let schema = &self.stack.templates.schema;
+        let options = self.check_options();
+        let applied = match tenant_db::apply_schema(&route.url, &schema.sql).await {
+            Ok(applied) => applied,
+            Err(err) if password_refused(&err) && !project.adopted => {
+                return Err(own_project_refused(&project));
+            }
+            Err(err) if password_refused(&err) => {
+                return match self.stack.settings.supabase.adopted_database {
+                    AdoptedDatabase::Refuse => Err(adopted_refused(&project)),
+                    AdoptedDatabase::SqlApi => self.over_sql_endpoint(&project, &options).await,
+                    AdoptedDatabase::ResetPassword => {
+                        Err(self.reset_password(&project, &password).await)
+                    }
+                };
+            }
+            Err(err) => return Err(failure(err)),
         };
-        let checks = tenant_db::check_schema(&url, &options)
+        let checks = tenant_db::check_schema(&route.url, &options)
             .await
             .map_err(failure)?;
         if !checks.passed {
@@ -116,6 +211,7 @@ impl Step for DatabaseSchemaStep {
             checksum: applied.checksum,
             already_applied: applied.already_applied,
             checks,
+            access: Some(route.kind.into()),
         })
     }
 
@@ -125,6 +221,86 @@ impl Step for DatabaseSchemaStep {
         _output: Option<DatabaseSchema>,
     ) -> Result<(), StepError> {
         Ok(())
+    }
+}
+
+impl DatabaseSchemaStep {
+    fn check_options(&self) -> CheckOptions {
+        let settings = &self.stack.settings.schema_checks;
+        CheckOptions {
+            exposed_schemas: settings.exposed_schemas.clone(),
+            allow_anon_secret_columns: settings.allow_anon_secret_columns.clone(),
+            allow_authenticated_secret_columns: settings.allow_authenticated_secret_columns.clone(),
+        }
+    }
+
+    /// The schema applied and checked through the SQL endpoint: no password involved.
+    async fn over_sql_endpoint(
+        &self,
+        project: &SupabaseProject,
+        options: &CheckOptions,
+    ) -> Result<DatabaseSchema, StepError> {
+        let endpoint = SqlEndpoint::new(self.stack.supabase.clone(), &project.project_ref);
+        let schema = &self.stack.templates.schema;
+        let applied = tenant_db::apply_schema_over_endpoint(&endpoint, &schema.sql)
+            .await
+            .map_err(failure)?;
+        let checks = tenant_db::check_schema_over_endpoint(&endpoint, options)
+            .await
+            .map_err(failure)?;
+        if !checks.passed {
+            return Err(checks_failed(&project.name, &checks));
+        }
+        Ok(DatabaseSchema {
+            checksum: applied.checksum,
+            already_applied: applied.already_applied,
+            checks,
+            access: Some(DatabaseAccess::SqlApi),
+        })
+    }
+
+    /// Sets the adopted project's database password to the derived one, and ends the attempt
+    /// with a retryable error that says so: the journal keeps it as the attempt's failure
+    /// (with the project and time as detail, never the password), and the next attempt logs
+    /// in with the derived password.
+    async fn reset_password(
+        &self,
+        project: &SupabaseProject,
+        password: &SecretString,
+    ) -> StepError {
+        let project_ref = &project.project_ref;
+        if let Err(e) = self
+            .stack
+            .supabase
+            .update_database_password(project_ref, password)
+            .await
+        {
+            return provider_failure(
+                &format!("reset the database password of adopted Supabase project {project_ref}"),
+                e,
+            );
+        }
+        tracing::info!(
+            project = %project.name,
+            project_ref = %project_ref,
+            "reset the database password of an adopted project to the derived one"
+        );
+        StepError::retry_after(
+            Duration::from_secs(2),
+            format!(
+                "reset the database password of adopted Supabase project {} ({project_ref}) to \
+                 the provisioner's derived one, as supabase.adopted_database = \"reset_password\" \
+                 allows; logging in again",
+                project.name
+            ),
+        )
+        .with_detail(serde_json::json!({
+            "passwordReset": {
+                "projectRef": project_ref,
+                "project": project.name,
+                "at": chrono::Utc::now().to_rfc3339(),
+            }
+        }))
     }
 }
 

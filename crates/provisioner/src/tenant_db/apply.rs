@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::screening::{self, Refusal};
+use super::sql_endpoint::{SqlEndpoint, dollar_quote, quote_literal, without_comment_lines};
 use super::target::Target;
 use super::{TenantDbError, schema_checksum};
 
@@ -22,6 +23,8 @@ const LOCK_TIMEOUT_SQL: &str = include_str!("../../sql/tenant_schema/lock_timeou
 const RECORDED_VERSIONS_SQL: &str = include_str!("../../sql/tenant_schema/recorded_versions.sql");
 const RECORD_VERSION_SQL: &str = include_str!("../../sql/tenant_schema/record_version.sql");
 const TRANSACTION_ID_SQL: &str = include_str!("../../sql/tenant_schema/transaction_id.sql");
+const APPLY_IN_ONE_STATEMENT_SQL: &str =
+    include_str!("../../sql/tenant_schema/apply_in_one_statement.sql");
 
 /// The outcome of [`apply_schema`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -45,6 +48,13 @@ pub async fn apply_schema(
     schema_sql: &str,
 ) -> Result<Applied, TenantDbError> {
     let target = Target::parse(db_url)?;
+    screen(&target, schema_sql)?;
+    let conn = target.connect().await?;
+    apply_checked(conn, &target, schema_sql).await
+}
+
+/// Parses the script and refuses what cannot run atomically, before anything is sent.
+fn screen(target: &Target, schema_sql: &str) -> Result<(), TenantDbError> {
     screening::screen(schema_sql).map_err(|refusal| match refusal {
         Refusal::Unparsable { message } => TenantDbError::SchemaUnparsable {
             message: target.redact(&message),
@@ -58,12 +68,94 @@ pub async fn apply_schema(
                 })
                 .collect(),
         },
+    })
+}
+
+/// [`apply_schema`] through the Management API's SQL endpoint, for a project whose database
+/// password is not ours. The same screening first; then the lock, the version check, the
+/// script and its version row go as one statement (`apply_in_one_statement.sql`), so the
+/// one-transaction guarantee holds although each call is its own request: a script that
+/// fails anywhere leaves nothing, not even the version table's first row.
+///
+/// What differs from a connection: a failing statement's line is not known (the endpoint
+/// reports the error of the `DO` block that ran it).
+pub async fn apply_schema_over_endpoint(
+    endpoint: &SqlEndpoint,
+    schema_sql: &str,
+) -> Result<Applied, TenantDbError> {
+    // No URL, so nothing to scrub: the endpoint never sees a password.
+    let target = Target::without_password();
+    screen(&target, schema_sql)?;
+    let checksum = schema_checksum(schema_sql);
+    let version_table = dollar_quote(VERSION_TABLE_SQL, "version_table");
+    let script = dollar_quote(schema_sql, "schema");
+    let mut body_tag = String::from("$apply$");
+    let mut n = 0;
+    while schema_sql.contains(&body_tag) || VERSION_TABLE_SQL.contains(&body_tag) {
+        n += 1;
+        body_tag = format!("$apply_{n}$");
+    }
+    let statement = without_comment_lines(APPLY_IN_ONE_STATEMENT_SQL)
+        .replace("__BODY_TAG__", &body_tag)
+        .replace("__LOCK_KEY__", &APPLY_ADVISORY_LOCK_KEY.to_string())
+        .replace("__CHECKSUM__", &quote_literal(&checksum))
+        .replace("__VERSION_TABLE__", &version_table)
+        // Last: the script is the only part that may hold the other markers' text.
+        .replace("__SCRIPT__", &script);
+    let rows = endpoint.send(&statement, &[]).await.map_err(|failure| {
+        if failure.retryable {
+            failure.into_error("applying the schema")
+        } else {
+            TenantDbError::SchemaFailed {
+                message: failure.message,
+                code: failure.code,
+                line: None,
+                detail: None,
+                hint: None,
+            }
+        }
     })?;
-    let mut conn = target.connect().await?;
+    let recorded: Vec<(String, bool)> = rows
+        .iter()
+        .filter_map(|row| {
+            Some((
+                row.get("checksum")?.as_str()?.to_owned(),
+                row.get("applied_now")?.as_bool()?,
+            ))
+        })
+        .collect();
+    if recorded.len() != rows.len() {
+        return Err(TenantDbError::Endpoint {
+            during: "reading the schema version",
+            message: "the answer held a row without checksum and applied_now".to_owned(),
+            code: None,
+            retryable: false,
+        });
+    }
+    match recorded.iter().find(|(c, _)| *c == checksum) {
+        Some((_, applied_now)) => Ok(Applied {
+            checksum,
+            already_applied: !applied_now,
+        }),
+        None => Err(TenantDbError::DifferentVersionApplied {
+            applied: recorded
+                .last()
+                .map(|(c, _)| c.clone())
+                .unwrap_or_else(|| "(none recorded)".to_owned()),
+            wanted: checksum,
+        }),
+    }
+}
+
+async fn apply_checked(
+    mut conn: PgConnection,
+    target: &Target,
+    schema_sql: &str,
+) -> Result<Applied, TenantDbError> {
     let checksum = schema_checksum(schema_sql);
     let outcome = tokio::time::timeout(
         APPLY_TIMEOUT,
-        apply_in_transaction(&mut conn, &target, schema_sql, &checksum),
+        apply_in_transaction(&mut conn, target, schema_sql, &checksum),
     )
     .await
     .map_err(|_| TenantDbError::Timeout {

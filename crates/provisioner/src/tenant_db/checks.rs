@@ -4,11 +4,13 @@ use std::collections::BTreeSet;
 
 use secrecy::SecretString;
 use serde::{Deserialize, Serialize};
-use sqlx::{Connection, PgConnection, Row};
+use sqlx::Connection;
 
+use super::catalog::{Catalog, CatalogRow};
 use super::probe::{self, ProbeResults};
 use super::report::{CheckName, CheckReport, Finding, Severity, display_name};
 use super::secrets::looks_secret;
+use super::sql_endpoint::SqlEndpoint;
 use super::target::Target;
 use super::{TenantDbError, quote_ident};
 
@@ -65,9 +67,38 @@ pub async fn check_schema(
 ) -> Result<CheckReport, TenantDbError> {
     let target = Target::parse(db_url)?;
     let mut conn = target.connect_for_checks().await?;
+    let probed = probe::probe_tables(&mut conn, &target, &options.exposed_schemas).await?;
+    let report = {
+        let mut catalog = Catalog::Connection {
+            conn: &mut conn,
+            target: &target,
+        };
+        run_checks(&mut catalog, options, probed).await?
+    };
+    let _ = conn.close().await;
+    Ok(report)
+}
+
+/// [`check_schema`] through the Management API's SQL endpoint, for a project whose database
+/// password is not ours: the same checks and the same report. Each call is one request, so
+/// the probe runs as single statements that always end in an error, which rolls back all
+/// they did (see [`probe`](super::probe)); the catalog queries only read.
+pub async fn check_schema_over_endpoint(
+    endpoint: &SqlEndpoint,
+    options: &CheckOptions,
+) -> Result<CheckReport, TenantDbError> {
+    let probed = probe::probe_tables_over_endpoint(endpoint, &options.exposed_schemas).await?;
+    let mut catalog = Catalog::Endpoint(endpoint);
+    run_checks(&mut catalog, options, probed).await
+}
+
+async fn run_checks(
+    catalog: &mut Catalog<'_>,
+    options: &CheckOptions,
+    probed: ProbeResults,
+) -> Result<CheckReport, TenantDbError> {
     let schemas = &options.exposed_schemas;
-    let relations = list_relations(&mut conn, &target, schemas).await?;
-    let probed = probe::probe_tables(&mut conn, &target, schemas).await?;
+    let relations = list_relations(catalog, schemas).await?;
 
     let mut examined = Vec::new();
     let mut findings = Vec::new();
@@ -83,11 +114,11 @@ pub async fn check_schema(
     ));
     findings.extend(probed.findings.iter().cloned());
 
-    let anon = check_anon_secret_columns(&mut conn, &target, options).await?;
+    let anon = check_anon_secret_columns(catalog, options).await?;
     examined.push((CheckName::NoAnonSecretColumns, anon.examined, anon.allowed));
     findings.extend(anon.findings);
 
-    let shared = check_shared_secret_columns(&mut conn, &target, options, &probed).await?;
+    let shared = check_shared_secret_columns(catalog, options, &probed).await?;
     examined.push((
         CheckName::NoSharedSecretColumns,
         shared.examined,
@@ -95,11 +126,11 @@ pub async fn check_schema(
     ));
     findings.extend(shared.findings);
 
-    let views = check_rls_bypassing_views(&mut conn, &target, schemas, &relations).await?;
+    let views = check_rls_bypassing_views(catalog, schemas, &relations).await?;
     examined.push((CheckName::NoRlsBypassingViews, views.examined, Vec::new()));
     findings.extend(views.findings);
 
-    let functions = check_anon_definer_functions(&mut conn, &target, schemas).await?;
+    let functions = check_anon_definer_functions(catalog, schemas).await?;
     examined.push((
         CheckName::NoAnonDefinerFunctions,
         functions.examined,
@@ -107,7 +138,6 @@ pub async fn check_schema(
     ));
     findings.extend(functions.findings);
 
-    let _ = conn.close().await;
     Ok(CheckReport::new(schemas.clone(), examined, findings))
 }
 
@@ -128,27 +158,22 @@ struct Relation {
 }
 
 async fn list_relations(
-    conn: &mut PgConnection,
-    target: &Target,
+    catalog: &mut Catalog<'_>,
     schemas: &[String],
 ) -> Result<Vec<Relation>, TenantDbError> {
-    let rows = sqlx::query(RELATIONS_SQL)
-        .bind(schemas)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| target.database_error("listing the relations in the exposed schemas", &e))?;
+    let during = "listing the relations in the exposed schemas";
+    let rows = catalog.rows(RELATIONS_SQL, schemas, during).await?;
     rows.iter()
-        .map(|row| {
+        .map(|row: &CatalogRow| {
             Ok(Relation {
-                schema: row.try_get("schema_name")?,
-                name: row.try_get("name")?,
-                is_table: row.try_get("is_table")?,
-                is_partition: row.try_get("is_partition")?,
-                rls_enabled: row.try_get("rls_enabled")?,
+                schema: row.text("schema_name", during)?,
+                name: row.text("name", during)?,
+                is_table: row.flag("is_table", during)?,
+                is_partition: row.flag("is_partition", during)?,
+                rls_enabled: row.flag("rls_enabled", during)?,
             })
         })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(|e| target.database_error("reading the relations in the exposed schemas", &e))
+        .collect()
 }
 
 fn qualified(schema: &str, name: &str) -> String {
@@ -207,29 +232,25 @@ fn allow_list(entries: &[String]) -> BTreeSet<String> {
 }
 
 async fn check_anon_secret_columns(
-    conn: &mut PgConnection,
-    target: &Target,
+    catalog: &mut Catalog<'_>,
     options: &CheckOptions,
 ) -> Result<Checked, TenantDbError> {
     let during = "reading what anon can select";
-    let rows = sqlx::query(ANON_READABLE_COLUMNS_SQL)
-        .bind(&options.exposed_schemas)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| target.database_error(during, &e))?;
+    let rows = catalog
+        .rows(ANON_READABLE_COLUMNS_SQL, &options.exposed_schemas, during)
+        .await?;
 
     let allowed_by_config = allow_list(&options.allow_anon_secret_columns);
     let mut readable_relations = BTreeSet::new();
     let mut findings = Vec::new();
     let mut allowed = Vec::new();
     for row in &rows {
-        let read = |e: sqlx::Error| target.database_error(during, &e);
-        let schema: String = row.try_get("schema_name").map_err(read)?;
-        let relation: String = row.try_get("relation").map_err(read)?;
-        let column: String = row.try_get("column_name").map_err(read)?;
-        let is_table: bool = row.try_get("is_table").map_err(read)?;
-        let rls_enabled: bool = row.try_get("rls_enabled").map_err(read)?;
-        let anon_policies: Option<String> = row.try_get("anon_policies").map_err(read)?;
+        let schema = row.text("schema_name", during)?;
+        let relation = row.text("relation", during)?;
+        let column = row.text("column_name", during)?;
+        let is_table = row.flag("is_table", during)?;
+        let rls_enabled = row.flag("rls_enabled", during)?;
+        let anon_policies = row.maybe_text("anon_policies", during)?;
 
         let why_readable = if !is_table {
             "it is not a table, so row level security does not filter it".to_owned()
@@ -277,26 +298,26 @@ async fn check_anon_secret_columns(
 }
 
 async fn check_shared_secret_columns(
-    conn: &mut PgConnection,
-    target: &Target,
+    catalog: &mut Catalog<'_>,
     options: &CheckOptions,
     probed: &ProbeResults,
 ) -> Result<Checked, TenantDbError> {
     let during = "reading what authenticated can select";
-    let rows = sqlx::query(AUTHENTICATED_READABLE_COLUMNS_SQL)
-        .bind(&options.exposed_schemas)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| target.database_error(during, &e))?;
+    let rows = catalog
+        .rows(
+            AUTHENTICATED_READABLE_COLUMNS_SQL,
+            &options.exposed_schemas,
+            during,
+        )
+        .await?;
     let allowed_by_config = allow_list(&options.allow_authenticated_secret_columns);
     let mut examined = BTreeSet::new();
     let mut findings = Vec::new();
     let mut allowed = Vec::new();
     for row in &rows {
-        let read = |e: sqlx::Error| target.database_error(during, &e);
-        let schema: String = row.try_get("schema_name").map_err(read)?;
-        let relation: String = row.try_get("relation").map_err(read)?;
-        let column: String = row.try_get("column_name").map_err(read)?;
+        let schema = row.text("schema_name", during)?;
+        let relation = row.text("relation", during)?;
+        let column = row.text("column_name", during)?;
         if !looks_secret(&column) {
             continue;
         }
@@ -339,25 +360,21 @@ async fn check_shared_secret_columns(
 }
 
 async fn check_rls_bypassing_views(
-    conn: &mut PgConnection,
-    target: &Target,
+    catalog: &mut Catalog<'_>,
     schemas: &[String],
     relations: &[Relation],
 ) -> Result<Checked, TenantDbError> {
     let during = "reading the views over tables with row level security";
-    let rows = sqlx::query(RLS_BYPASSING_VIEWS_SQL)
-        .bind(schemas)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| target.database_error(during, &e))?;
+    let rows = catalog
+        .rows(RLS_BYPASSING_VIEWS_SQL, schemas, during)
+        .await?;
     let mut findings = Vec::new();
     for row in &rows {
-        let read = |e: sqlx::Error| target.database_error(during, &e);
-        let schema: String = row.try_get("schema_name").map_err(read)?;
-        let name: String = row.try_get("name").map_err(read)?;
-        let is_materialized: bool = row.try_get("is_materialized").map_err(read)?;
-        let tables_read: String = row.try_get("tables_read").map_err(read)?;
-        let readers: String = row.try_get("readers").map_err(read)?;
+        let schema = row.text("schema_name", during)?;
+        let name = row.text("name", during)?;
+        let is_materialized = row.flag("is_materialized", during)?;
+        let tables_read = row.text("tables_read", during)?;
+        let readers = row.text("readers", during)?;
         let view = qualified(&schema, &name);
         let (cause, hint) = if is_materialized {
             (
@@ -402,23 +419,19 @@ async fn check_rls_bypassing_views(
 }
 
 async fn check_anon_definer_functions(
-    conn: &mut PgConnection,
-    target: &Target,
+    catalog: &mut Catalog<'_>,
     schemas: &[String],
 ) -> Result<Checked, TenantDbError> {
     let during = "reading the SECURITY DEFINER functions anon can execute";
-    let rows = sqlx::query(ANON_DEFINER_FUNCTIONS_SQL)
-        .bind(schemas)
-        .fetch_all(&mut *conn)
-        .await
-        .map_err(|e| target.database_error(during, &e))?;
+    let rows = catalog
+        .rows(ANON_DEFINER_FUNCTIONS_SQL, schemas, during)
+        .await?;
     let mut findings = Vec::new();
     for row in &rows {
-        let read = |e: sqlx::Error| target.database_error(during, &e);
-        let schema: String = row.try_get("schema_name").map_err(read)?;
-        let name: String = row.try_get("name").map_err(read)?;
-        let arguments: String = row.try_get("arguments").map_err(read)?;
-        if !row.try_get::<bool, _>("anon_can_execute").map_err(read)? {
+        let schema = row.text("schema_name", during)?;
+        let name = row.text("name", during)?;
+        let arguments = row.text("arguments", during)?;
+        if !row.flag("anon_can_execute", during)? {
             continue;
         }
         let function = format!("{}({arguments})", qualified(&schema, &name));

@@ -15,27 +15,38 @@
 //!   tenants, no view that skips row level security, no `SECURITY DEFINER` function open to
 //!   `anon`. The result is a [`CheckReport`] of findings (`report`), one per root cause.
 //!
+//! Both also run through the Management API's SQL endpoint ([`apply_schema_over_endpoint`],
+//! [`check_schema_over_endpoint`], `sql_endpoint`) for a project whose password is not ours,
+//! with the same guarantees: the apply is one statement, each probe round one statement that
+//! ends in an error. Which route a connection takes (the session pooler, or
+//! `SUPABASE_DB_URL_TEMPLATE`) is `route`'s business.
+//!
 //! The connection URL carries the database password: it is taken as a
 //! [`SecretString`](secrecy::SecretString), never logged, and scrubbed from every error
 //! message (`target`).
 
 mod apply;
+mod catalog;
 mod checks;
 mod probe;
 mod report;
+mod route;
 mod screening;
 mod secrets;
+mod sql_endpoint;
 mod target;
 
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-pub use apply::{Applied, apply_schema};
-pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema};
+pub use apply::{Applied, apply_schema, apply_schema_over_endpoint};
+pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema, check_schema_over_endpoint};
 pub use report::{CheckName, CheckOutcome, CheckReport, Finding, Severity};
+pub use route::{DatabaseRoute, RouteError, RouteKind, session_pooler, template_route};
 pub use screening::RefusedStatement;
 pub use secrets::looks_secret;
+pub use sql_endpoint::SqlEndpoint;
 
 /// Why the schema step could not apply or inspect the tenant database. Messages never contain
 /// the connection password.
@@ -106,6 +117,15 @@ pub enum TenantDbError {
     )]
     CannotActAs { role: &'static str, message: String },
 
+    #[error("{during} through the Management API's SQL endpoint failed: {message}")]
+    Endpoint {
+        during: &'static str,
+        message: String,
+        code: Option<String>,
+        /// The request failed for a while (rate limit, timeout, 5xx), not the SQL.
+        retryable: bool,
+    },
+
     #[error("{during} failed: {message}")]
     Database {
         during: &'static str,
@@ -127,6 +147,16 @@ impl TenantDbError {
                     .iter()
                     .any(|c| code.starts_with(c)),
             },
+            Self::Endpoint {
+                retryable, code, ..
+            } => {
+                *retryable
+                    || code.as_deref().is_some_and(|code| {
+                        TRANSIENT_SQLSTATE_CLASSES
+                            .iter()
+                            .any(|c| code.starts_with(c))
+                    })
+            }
             Self::InvalidUrl { .. }
             | Self::SchemaFailed { .. }
             | Self::SchemaRefused { .. }

@@ -28,6 +28,7 @@ use sqlx::postgres::{PgDatabaseError, PgRow};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Postgres, Row, Transaction};
 
 use super::report::{CheckName, Finding, Severity, display_name};
+use super::sql_endpoint::{SqlEndpoint, dollar_quote, quote_literal, without_comment_lines};
 use super::target::Target;
 use super::{TenantDbError, error_message, quote_ident};
 
@@ -36,6 +37,11 @@ const PROBE_TARGETS_SQL: &str = include_str!("../../sql/tenant_checks/probe_targ
 const PREPARATION_SQL: &str = include_str!("../../sql/tenant_checks/synthetic_row_preparation.sql");
 const SYNTHETIC_ROWS_SQL: &str = include_str!("../../sql/tenant_checks/synthetic_rows.sql");
 const AS_AUTHENTICATED_SQL: &str = include_str!("../../sql/tenant_checks/as_authenticated.sql");
+const PROBE_ROUND_SQL: &str = include_str!("../../sql/tenant_checks/probe_round.sql");
+/// What a probe round's closing error carries before its JSON.
+const ROUND_RESULT_MARK: &str = "provisioner-probe-result ";
+/// SQLSTATE of a probe round's closing error.
+const ROUND_RESULT_CODE: &str = "PV001";
 
 /// SQLSTATE of "infinite recursion detected in policy for relation ...".
 const POLICY_RECURSION: &str = "42P17";
@@ -172,26 +178,12 @@ pub(crate) async fn probe_tables(
                         table.other_row = Some(location);
                     }
                 }
-                Err(e) => findings.push(Finding {
-                    check: CheckName::SelectableAsAuthenticated,
-                    severity: Severity::Warning,
-                    table: name.clone(),
-                    column: None,
-                    cause: format!(
-                        "could not give it synthetic row {row} of 2 ({}), so its policies were \
-                         probed without that row",
-                        target.redact(&error_message(&e))
-                    ),
-                    hint: format!(
-                        "nothing to fix unless the cause is unexpected; a column type the check \
-                         has no sample value for, or a domain's CHECK, can refuse the row: \
-                         insert a row into {}.{} yourself and read it as authenticated",
-                        quote_ident(&schema),
-                        quote_ident(&name)
-                    ),
+                Err(e) => findings.push(insert_warning(
                     schema,
-                    also_failing: Vec::new(),
-                }),
+                    name,
+                    i64::from(row),
+                    &target.redact(&error_message(&e)),
+                )),
             }
         }
     }
@@ -213,33 +205,27 @@ pub(crate) async fn probe_tables(
             others_row_visible,
         });
     }
-    for (index, table) in tables.iter().enumerate() {
-        match probe(&mut tx, target, &claims, table, &[]).await? {
-            Probed::Read { others_visible } => {
-                if others_visible {
-                    others_row_visible.insert((table.schema.clone(), table.name.clone()));
-                }
-            }
-            Probed::Failed(failure) => {
-                outcomes.insert(index, failure);
-            }
-            Probed::NotIsolated => {}
+    {
+        let mut prober = InTransaction {
+            tx: &mut tx,
+            target,
+            claims: &claims,
+            tables: &tables,
+        };
+        let mut each = Vec::with_capacity(tables.len());
+        for index in 0..tables.len() {
+            each.push(prober.probe(index, &[]).await?);
         }
-    }
-
-    let recursing: Vec<usize> = outcomes
-        .iter()
-        .filter(|(_, f)| f.is_recursion())
-        .map(|(&i, _)| i)
-        .collect();
-    let attribution = attribute(&mut tx, target, &claims, &tables, &recursing).await?;
-    for (index, failure) in &outcomes {
-        if !failure.is_recursion() {
-            findings.push(plain_failure(&tables[*index], failure));
-        }
-    }
-    for root in attribution {
-        findings.push(recursion_finding(&tables, &outcomes, root));
+        findings.extend(
+            judge(
+                &mut prober,
+                &tables,
+                each,
+                &mut outcomes,
+                &mut others_row_visible,
+            )
+            .await?,
+        );
     }
 
     tx.rollback()
@@ -367,6 +353,326 @@ async fn act_as_authenticated(
     Ok(())
 }
 
+/// [`probe_tables`] through the Management API's SQL endpoint. Each round is one statement
+/// (`probe_round.sql`) that sets up the synthetic rows, runs its probes and raises an error
+/// carrying their results, so it is always rolled back whole: the first round probes every
+/// table alone, and each probe the recursion tracing asks for afterwards is a round of its
+/// own (rare: only schemas whose policies recurse need them).
+pub(crate) async fn probe_tables_over_endpoint(
+    endpoint: &SqlEndpoint,
+    exposed_schemas: &[String],
+) -> Result<ProbeResults, TenantDbError> {
+    let mut rounds = Rounds {
+        endpoint,
+        schemas: exposed_schemas,
+        claims: String::new(),
+        mine: uuid::Uuid::new_v4(),
+        theirs: uuid::Uuid::new_v4(),
+    };
+    rounds.claims = serde_json::json!({
+        "sub": rounds.mine, "role": "authenticated", "aud": "authenticated"
+    })
+    .to_string();
+    let first = rounds.round(None).await?;
+    let tables: Vec<ProbeTarget> = first
+        .targets
+        .iter()
+        .map(|(schema, name)| ProbeTarget {
+            schema: schema.clone(),
+            name: name.clone(),
+            probe: String::new(),
+            disable_rls: String::new(),
+            other_row: None,
+        })
+        .collect();
+    if first.results.len() != tables.len() {
+        return Err(round_unreadable("a result per table"));
+    }
+    let mut findings: Vec<Finding> = first
+        .warnings
+        .into_iter()
+        .map(|(schema, name, row, message)| insert_warning(schema, name, row, &message))
+        .collect();
+    let mut outcomes = BTreeMap::new();
+    let mut others_row_visible = BTreeSet::new();
+    findings.extend(
+        judge(
+            &mut rounds,
+            &tables,
+            first.results,
+            &mut outcomes,
+            &mut others_row_visible,
+        )
+        .await?,
+    );
+    Ok(ProbeResults {
+        tables_examined: tables.len(),
+        findings,
+        others_row_visible,
+    })
+}
+
+/// Probe rounds against one database, with one synthetic user for all of them.
+struct Rounds<'a> {
+    endpoint: &'a SqlEndpoint,
+    schemas: &'a [String],
+    claims: String,
+    mine: uuid::Uuid,
+    theirs: uuid::Uuid,
+}
+
+/// What a round found: the tables in probe order, the synthetic rows that could not be
+/// inserted (schema, table, row, why) and one outcome per probe asked for.
+struct Round {
+    targets: Vec<(String, String)>,
+    warnings: Vec<(String, String, i64, String)>,
+    results: Vec<Probed>,
+}
+
+fn round_unreadable(what: &str) -> TenantDbError {
+    TenantDbError::Endpoint {
+        during: "probing the tables as authenticated",
+        message: format!("the probe round's answer lacks {what}"),
+        code: None,
+        retryable: false,
+    }
+}
+
+impl Rounds<'_> {
+    /// One round: `specs` as (table, without) pairs, or every table alone.
+    async fn round(&self, specs: Option<&[(usize, Vec<usize>)]>) -> Result<Round, TenantDbError> {
+        let during = "probing the tables as authenticated";
+        let specs = match specs {
+            None => "NULL".to_owned(),
+            Some(specs) => {
+                let specs: Vec<serde_json::Value> = specs
+                    .iter()
+                    .map(|(table, without)| serde_json::json!({ "table": table, "without": without }))
+                    .collect();
+                format!(
+                    "{}::jsonb",
+                    quote_literal(&serde_json::Value::from(specs).to_string())
+                )
+            }
+        };
+        let schemas = format!(
+            "ARRAY[{}]::text[]",
+            self.schemas
+                .iter()
+                .map(|s| quote_literal(s))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let embedded = [
+            PROBE_TARGETS_SQL,
+            PREPARATION_SQL,
+            SYNTHETIC_ROWS_SQL,
+            AS_AUTHENTICATED_SQL,
+        ];
+        let mut body_tag = "$probe_round$".to_owned();
+        let mut n = 0;
+        while embedded.iter().any(|sql| sql.contains(&body_tag)) || schemas.contains(&body_tag) {
+            n += 1;
+            body_tag = format!("$probe_round_{n}$");
+        }
+        let statement = without_comment_lines(PROBE_ROUND_SQL)
+            .replace("__BODY_TAG__", &body_tag)
+            .replace("__SCHEMAS__", &schemas)
+            .replace("__CLAIMS__", &quote_literal(&self.claims))
+            .replace("__MINE__", &quote_literal(&self.mine.to_string()))
+            .replace("__THEIRS__", &quote_literal(&self.theirs.to_string()))
+            .replace("__SPECS__", &specs)
+            .replace(
+                "__TARGETS_SQL__",
+                &dollar_quote(PROBE_TARGETS_SQL, "targets"),
+            )
+            .replace(
+                "__PREPARATION_SQL__",
+                &dollar_quote(PREPARATION_SQL, "preparation"),
+            )
+            .replace("__ROWS_SQL__", &dollar_quote(SYNTHETIC_ROWS_SQL, "rows"))
+            .replace(
+                "__AS_AUTHENTICATED_SQL__",
+                &dollar_quote(AS_AUTHENTICATED_SQL, "as_authenticated"),
+            );
+        let failure = match self.endpoint.send(&statement, &[]).await {
+            // A round always ends in its error; an answer with rows is not one of ours.
+            Ok(_) => return Err(round_unreadable("its closing error")),
+            Err(failure) => failure,
+        };
+        let result = match failure.message.find(ROUND_RESULT_MARK) {
+            Some(at)
+                if failure.code.as_deref() == Some(ROUND_RESULT_CODE) || failure.code.is_none() =>
+            {
+                let json = &failure.message[at + ROUND_RESULT_MARK.len()..];
+                serde_json::Deserializer::from_str(json)
+                    .into_iter::<serde_json::Value>()
+                    .next()
+                    .and_then(Result::ok)
+                    .ok_or_else(|| round_unreadable("readable JSON"))?
+            }
+            _ => return Err(failure.into_error(during)),
+        };
+        let text = |v: &serde_json::Value, key: &str| {
+            v.get(key).and_then(|x| x.as_str()).map(str::to_owned)
+        };
+        let targets = result["targets"]
+            .as_array()
+            .ok_or_else(|| round_unreadable("its tables"))?
+            .iter()
+            .map(|t| Some((text(t, "schema")?, text(t, "name")?)))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| round_unreadable("table names"))?;
+        let warnings = result["warnings"]
+            .as_array()
+            .ok_or_else(|| round_unreadable("its warnings"))?
+            .iter()
+            .map(|w| {
+                Some((
+                    text(w, "schema")?,
+                    text(w, "name")?,
+                    w.get("row")?.as_i64()?,
+                    text(w, "message").unwrap_or_default(),
+                ))
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| round_unreadable("readable warnings"))?;
+        let mut results = Vec::new();
+        for r in result["results"]
+            .as_array()
+            .ok_or_else(|| round_unreadable("its results"))?
+        {
+            results.push(match text(r, "outcome").as_deref() {
+                Some("read") => Probed::Read {
+                    others_visible: r["others_visible"].as_bool().unwrap_or(false),
+                },
+                Some("not_isolated") => Probed::NotIsolated,
+                Some("cannot_act_as") => {
+                    return Err(TenantDbError::CannotActAs {
+                        role: "authenticated",
+                        message: text(r, "message").unwrap_or_default(),
+                    });
+                }
+                Some("failed") => Probed::Failed(ProbeFailure {
+                    code: text(r, "code"),
+                    message: text(r, "message").unwrap_or_default(),
+                }),
+                _ => return Err(round_unreadable("a known outcome")),
+            });
+        }
+        Ok(Round {
+            targets,
+            warnings,
+            results,
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl Prober for Rounds<'_> {
+    async fn probe(&mut self, table: usize, without: &[usize]) -> Result<Probed, TenantDbError> {
+        let mut round = self.round(Some(&[(table, without.to_vec())])).await?;
+        round
+            .results
+            .pop()
+            .ok_or_else(|| round_unreadable("the probe's result"))
+    }
+}
+
+/// A table that could not be given one of its synthetic rows.
+fn insert_warning(schema: String, name: String, row: i64, message: &str) -> Finding {
+    Finding {
+        check: CheckName::SelectableAsAuthenticated,
+        severity: Severity::Warning,
+        table: name.clone(),
+        column: None,
+        cause: format!(
+            "could not give it synthetic row {row} of 2 ({message}), so its policies were \
+             probed without that row"
+        ),
+        hint: format!(
+            "nothing to fix unless the cause is unexpected; a column type the check has no \
+             sample value for, or a domain's CHECK, can refuse the row: insert a row into \
+             {}.{} yourself and read it as authenticated",
+            quote_ident(&schema),
+            quote_ident(&name)
+        ),
+        schema,
+        also_failing: Vec::new(),
+    }
+}
+
+/// One probe: `tables[table]` read whole as the synthetic user, with the row level security
+/// of `without` (indexes into the same tables) taken away first; nothing of it is kept.
+#[async_trait::async_trait]
+trait Prober: Send {
+    async fn probe(&mut self, table: usize, without: &[usize]) -> Result<Probed, TenantDbError>;
+}
+
+/// Probes in savepoints of the probe's transaction on a connection.
+struct InTransaction<'a, 'c> {
+    tx: &'a mut Transaction<'c, Postgres>,
+    target: &'a Target,
+    claims: &'a str,
+    tables: &'a [ProbeTarget],
+}
+
+#[async_trait::async_trait]
+impl Prober for InTransaction<'_, '_> {
+    async fn probe(&mut self, table: usize, without: &[usize]) -> Result<Probed, TenantDbError> {
+        let without: Vec<&ProbeTarget> = without.iter().map(|&i| &self.tables[i]).collect();
+        probe(
+            self.tx,
+            self.target,
+            self.claims,
+            &self.tables[table],
+            &without,
+        )
+        .await
+    }
+}
+
+/// From each table's own probe (`each`, in table order): the tables whose other-tenant row
+/// was visible, the failures, and their findings with recursion traced to its root causes.
+async fn judge(
+    prober: &mut dyn Prober,
+    tables: &[ProbeTarget],
+    each: Vec<Probed>,
+    outcomes: &mut BTreeMap<usize, ProbeFailure>,
+    others_row_visible: &mut BTreeSet<(String, String)>,
+) -> Result<Vec<Finding>, TenantDbError> {
+    for (index, probed) in each.into_iter().enumerate() {
+        match probed {
+            Probed::Read { others_visible } => {
+                if others_visible {
+                    let table = &tables[index];
+                    others_row_visible.insert((table.schema.clone(), table.name.clone()));
+                }
+            }
+            Probed::Failed(failure) => {
+                outcomes.insert(index, failure);
+            }
+            Probed::NotIsolated => {}
+        }
+    }
+    let recursing: Vec<usize> = outcomes
+        .iter()
+        .filter(|(_, f)| f.is_recursion())
+        .map(|(&i, _)| i)
+        .collect();
+    let attribution = attribute(prober, &recursing).await?;
+    let mut findings = Vec::new();
+    for (index, failure) in outcomes.iter() {
+        if !failure.is_recursion() {
+            findings.push(plain_failure(&tables[*index], failure));
+        }
+    }
+    for root in attribution {
+        findings.push(recursion_finding(tables, outcomes, root));
+    }
+    Ok(findings)
+}
+
 /// Reads `table` whole as the synthetic user, with the row level security of `without`
 /// taken away first, all in a savepoint that is rolled back.
 async fn probe(
@@ -426,26 +732,19 @@ struct RootCause {
 /// reads; tables that each read fine without the other's row level security, but not with
 /// it, recurse through each other.
 async fn attribute(
-    tx: &mut Transaction<'_, Postgres>,
-    target: &Target,
-    claims: &str,
-    tables: &[ProbeTarget],
+    prober: &mut dyn Prober,
     recursing: &[usize],
 ) -> Result<Vec<RootCause>, TenantDbError> {
     let passes = |probed: &Probed| matches!(probed, Probed::Read { .. });
-    let others = |of: usize, among: &[usize]| -> Vec<&ProbeTarget> {
-        among
-            .iter()
-            .filter(|&&i| i != of)
-            .map(|&i| &tables[i])
-            .collect()
+    let others = |of: usize, among: &[usize]| -> Vec<usize> {
+        among.iter().copied().filter(|&i| i != of).collect()
     };
 
     let mut self_recursing = Vec::new();
     let mut rest = Vec::new();
     for &index in recursing {
         let without_others = others(index, recursing);
-        let probed = probe(tx, target, claims, &tables[index], &without_others).await?;
+        let probed = prober.probe(index, &without_others).await?;
         if without_others.is_empty() || !passes(&probed) {
             self_recursing.push(index);
         } else {
@@ -467,15 +766,15 @@ async fn attribute(
             continue;
         }
         let without_roots = others(index, &self_recursing);
-        if !passes(&probe(tx, target, claims, &tables[index], &without_roots).await?) {
+        if !passes(&prober.probe(index, &without_roots).await?) {
             unexplained.push(index);
             continue;
         }
         let mut culprits = Vec::new();
         if roots.len() > 1 {
             for (r, root) in roots.iter().enumerate() {
-                let alone = [&tables[root.members[0]]];
-                if passes(&probe(tx, target, claims, &tables[index], &alone).await?) {
+                let alone = [root.members[0]];
+                if passes(&prober.probe(index, &alone).await?) {
                     culprits.push(r);
                 }
             }
@@ -494,9 +793,7 @@ async fn attribute(
     for &index in &unexplained {
         let mut read = BTreeSet::new();
         for &other in &unexplained {
-            if other != index
-                && passes(&probe(tx, target, claims, &tables[index], &[&tables[other]]).await?)
-            {
+            if other != index && passes(&prober.probe(index, &[other]).await?) {
                 read.insert(other);
             }
         }

@@ -24,6 +24,17 @@ pub(crate) struct Target {
 }
 
 impl Target {
+    /// A target with nothing to scrub, for the SQL endpoint (no URL, no password): only its
+    /// redaction and error shaping are used.
+    pub(crate) fn without_password() -> Self {
+        Self {
+            options: PgConnectOptions::new_without_pgpass(),
+            host: "the Management API's SQL endpoint".to_owned(),
+            database: String::new(),
+            password_forms: Vec::new(),
+        }
+    }
+
     pub(crate) fn parse(db_url: &SecretString) -> Result<Self, TenantDbError> {
         let raw = db_url.expose_secret();
         let url = url::Url::parse(raw).map_err(|e| TenantDbError::InvalidUrl {

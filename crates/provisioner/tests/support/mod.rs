@@ -192,12 +192,18 @@ pub fn stable_names(inventory: &sandbox::Inventory) -> Vec<String> {
         .iter()
         .map(|p| (p.reference.as_str(), p.name.as_str()))
         .collect();
-    let owner = |kind: &str, object: &str| match object
-        .strip_prefix(sandbox::NAME_PREFIX)
-        .and_then(|r| project_of_ref.get(r))
-    {
-        Some(name) => format!("postgres {kind} of {name}"),
-        None => format!("postgres {kind} {object} without a project"),
+    let owner = |kind: &str, object: &str| match (
+        object
+            .strip_prefix(sandbox::NAME_PREFIX)
+            .and_then(|r| project_of_ref.get(r)),
+        // A project's pooler login role (`postgres.{ref}`).
+        object
+            .strip_prefix(sandbox::POOLER_ROLE_PREFIX)
+            .and_then(|r| project_of_ref.get(r)),
+    ) {
+        (Some(name), _) => format!("postgres {kind} of {name}"),
+        (None, Some(name)) => format!("postgres pooler {kind} of {name}"),
+        (None, None) => format!("postgres {kind} {object} without a project"),
     };
     let mut names = Vec::new();
     for p in &inventory.supabase_projects {
@@ -382,6 +388,7 @@ pub fn full_stack_names(client: &Client) -> Vec<String> {
         format!("supabase project client-{slug}-prod"),
         format!("postgres database of client-{slug}-prod"),
         format!("postgres role of client-{slug}-prod"),
+        format!("postgres pooler role of client-{slug}-prod"),
         format!("github repo sandbox-agency/client-{slug}-app"),
         format!("vercel project client-{slug}-app"),
         format!("vercel deployment of client-{slug}-app"),

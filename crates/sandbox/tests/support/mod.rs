@@ -106,6 +106,20 @@ const STATUSES_BEYOND_THE_SPEC: &[(sandbox::Provider, &str, &str, u16, &str)] = 
         404,
         "an unknown or already deleted ref",
     ),
+    (
+        sandbox::Provider::Supabase,
+        "POST",
+        "/v1/projects/{ref}/database/query",
+        404,
+        "an unknown or deleted ref",
+    ),
+    (
+        sandbox::Provider::Supabase,
+        "PATCH",
+        "/v1/projects/{ref}/database/password",
+        400,
+        "a body the request validation refuses (password shorter than the schema's minLength 4)",
+    ),
 ];
 
 /// Every response the sandbox returned keeps its provider's contract (the official spec, with
