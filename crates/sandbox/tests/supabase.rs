@@ -690,7 +690,6 @@ async fn a_client_giving_up_mid_create_strands_nothing() {
     sandbox.shutdown().await;
 }
 
-
 #[tokio::test]
 async fn an_auth_config_update_changes_exactly_what_it_carries() {
     let sandbox = support::start_without_databases(|_| {}).await;
