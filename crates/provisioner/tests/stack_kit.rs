@@ -68,6 +68,16 @@ impl World for SandboxWorld {
         }
         Ok(support::stable_names(&inventory))
     }
+
+    /// A project create the crashed engine sent goes on in the sandbox (as on Supabase) and
+    /// may take longer than the kit's fixed moment on a loaded machine.
+    async fn settle(&self) -> Result<(), BoxError> {
+        if self.sandbox.settle(Duration::from_secs(30)).await {
+            Ok(())
+        } else {
+            Err("a project creation was still running after 30 s".into())
+        }
+    }
 }
 
 struct StackSubject {

@@ -278,6 +278,24 @@ impl Sandbox {
         &self.shared.faults
     }
 
+    /// Waits until no project creation is running on behalf of a caller that may be gone (a
+    /// killed process's request lands, as on the real service), at most `limit`; true if none is.
+    pub async fn settle(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.shared.creations.count() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        true
+    }
+
+    /// Project creations running now, their callers waiting or gone.
+    pub fn creations_in_progress(&self) -> usize {
+        self.shared.creations.count()
+    }
+
     pub async fn inventory(&self) -> Inventory {
         control::inventory(&self.shared).await
     }

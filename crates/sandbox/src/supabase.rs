@@ -451,7 +451,9 @@ async fn create_project(
     // the project then exists although nobody saw the answer.
     let creation = tokio::spawn({
         let shared = shared.clone();
+        let running = shared.creation_started();
         async move {
+            let _running = running;
             let reference = random_lowercase(20);
             if let Some(databases) = &shared.databases {
                 databases.create(&reference, &db_pass).await?;

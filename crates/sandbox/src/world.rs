@@ -1,7 +1,8 @@
 //! The state all four simulators share: one world, because the providers depend on each other
 //! (Vercel links only repositories that exist on the GitHub simulator and are not empty).
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use crate::config::SandboxConfig;
@@ -25,7 +26,29 @@ pub(crate) struct Shared {
     pub(crate) faults: Faults,
     pub(crate) log: RequestLog,
     pub(crate) databases: Option<ProjectDatabases>,
+    /// Project creations still running on their own tasks (their callers may be gone).
+    pub(crate) creations: CreationsInProgress,
     world: Mutex<World>,
+}
+
+/// Counts creations that outlive their request, so a test can wait for what a dead caller
+/// sent to land before it looks at the world.
+#[derive(Debug, Default)]
+pub(crate) struct CreationsInProgress(AtomicUsize);
+
+impl CreationsInProgress {
+    pub(crate) fn count(&self) -> usize {
+        self.0.load(Ordering::Acquire)
+    }
+}
+
+/// Held for as long as one creation runs.
+pub(crate) struct CreationGuard(Arc<Shared>);
+
+impl Drop for CreationGuard {
+    fn drop(&mut self) {
+        self.0.creations.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Shared {
@@ -51,8 +74,14 @@ impl Shared {
             faults,
             log: RequestLog::default(),
             databases,
+            creations: CreationsInProgress::default(),
             world: Mutex::new(world),
         }
+    }
+
+    pub(crate) fn creation_started(self: &Arc<Self>) -> CreationGuard {
+        self.creations.0.fetch_add(1, Ordering::AcqRel);
+        CreationGuard(Arc::clone(self))
     }
 
     /// The world, locked. Never held across an `.await`.

@@ -904,3 +904,39 @@ async fn the_pooler_route_the_sql_endpoint_and_the_password_reset_act_on_the_rea
     );
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn settle_waits_for_a_creation_whose_caller_gave_up() {
+    let Some(sandbox) = support::start_with(|config| {
+        config.supabase_ready_after = std::time::Duration::ZERO;
+    })
+    .await
+    else {
+        return;
+    };
+    // The caller gives up once its creation is running; the creation goes on.
+    let request = tokio::spawn({
+        let url = format!("{}/v1/projects", sandbox.urls().supabase);
+        let token = sandbox.credentials().supabase_token.clone();
+        let body = create_body(&sandbox, "gave-up");
+        async move {
+            support::client()
+                .post(url)
+                .bearer_auth(token)
+                .json(&body)
+                .send()
+                .await
+        }
+    });
+    while sandbox.creations_in_progress() == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+    }
+    request.abort();
+    assert!(sandbox.settle(std::time::Duration::from_secs(30)).await);
+    // Settled means landed: no polling needed to see the project.
+    let inventory = sandbox.inventory().await;
+    assert_eq!(inventory.supabase_projects.len(), 1, "{inventory:?}");
+    let reference = inventory.supabase_projects[0].reference.clone();
+    assert_eq!(delete(&sandbox, &reference).await.status(), StatusCode::OK);
+    sandbox.shutdown().await;
+}

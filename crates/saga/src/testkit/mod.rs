@@ -49,6 +49,13 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub trait World: Send + Sync {
     /// One entry per existing resource (a duplicate appears twice), in any order.
     async fn resources(&self) -> Result<Vec<String>, BoxError>;
+
+    /// Waits for work a crashed engine already sent to finish landing, where the world can
+    /// tell (a provider finishing a create whose caller is gone). The default waits for
+    /// nothing: the kit then gives in-flight work a fixed moment.
+    async fn settle(&self) -> Result<(), BoxError> {
+        Ok(())
+    }
 }
 
 /// A saga definition whose steps act on `world`.
@@ -533,8 +540,16 @@ impl TestKit {
             }
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // Let whatever was in flight at the moment of death land (or be refused).
+        // Let whatever was in flight at the moment of death land (or be refused): a fixed
+        // moment for requests on their way, then whatever the world says is still landing.
         tokio::time::sleep(Duration::from_millis(10)).await;
+        if mode == CrashMode::InFlightLands {
+            fixture
+                .world
+                .settle()
+                .await
+                .map_err(|e| failure(check, &at, format!("settling the world: {e}")))?;
+        }
         workers.kill();
         let view = self
             .drive_existing(check, &at, journal, fixture.definition.clone(), run_id)
