@@ -28,20 +28,16 @@ fn with_domain() -> Settings {
     settings
 }
 
-/// The exchanges of the endpoints these steps added keep their contracts (the other steps'
-/// exchanges are held to theirs by their own tests).
+/// Every exchange of the run keeps its provider's contract, the new endpoints' among them
+/// (and there are some: the check is not vacuous).
 fn assert_contracts(sandbox: &sandbox::Sandbox) {
-    let ours = |line: &String| line.contains("/domains") || line.contains("/config/auth");
     let checked = sandbox
         .request_log()
         .iter()
         .filter(|r| r.path.contains("/domains") || r.path.contains("/config/auth"))
         .count();
     assert!(checked > 0, "no exchange of the new endpoints to check");
-    let violations: Vec<String> = ops_support::contract_violations(sandbox, 0)
-        .into_iter()
-        .filter(ours)
-        .collect();
+    let violations = ops_support::contract_violations(sandbox, 0);
     assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
 
