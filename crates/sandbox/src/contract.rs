@@ -1158,3 +1158,41 @@ fn field(pointer: &str) -> String {
         format!("`{pointer}`")
     }
 }
+
+#[cfg(test)]
+mod nested_alternatives_tests {
+    use super::*;
+
+    fn object(properties: &[&str], required: &[&str]) -> Value {
+        let properties: Map<String, Value> = properties
+            .iter()
+            .map(|name| ((*name).to_owned(), json!({"type": "string"})))
+            .collect();
+        json!({"type": "object", "properties": properties, "required": required})
+    }
+
+    #[test]
+    fn a_weakened_copy_of_an_alternative_nests_in_it() {
+        let private = object(&["id", "url", "projectId"], &["id", "url", "projectId"]);
+        let public = object(&["id", "url"], &["id", "url"]);
+        assert!(has_nested_alternatives(&[private, public]));
+    }
+
+    #[test]
+    fn alternatives_that_each_require_their_own_key_do_not_nest() {
+        let by_id = object(&["ref", "repoId"], &["ref", "repoId"]);
+        let by_name = object(&["ref", "org", "repo"], &["ref", "org", "repo"]);
+        assert!(!has_nested_alternatives(&[by_id, by_name]));
+    }
+
+    #[test]
+    fn a_closed_alternative_or_a_differing_property_schema_does_not_nest() {
+        let strong = object(&["id", "url"], &["id", "url"]);
+        let mut closed = object(&["id"], &["id"]);
+        closed["additionalProperties"] = json!(false);
+        assert!(!has_nested_alternatives(&[strong.clone(), closed]));
+        let mut other_type = object(&["id"], &["id"]);
+        other_type["properties"]["id"] = json!({"type": "number"});
+        assert!(!has_nested_alternatives(&[strong, other_type]));
+    }
+}
