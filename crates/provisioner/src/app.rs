@@ -290,6 +290,7 @@ impl App {
         let key = sagas::run_key(sagas::DEPROVISION, slug, generation);
         let input = Teardown {
             client_id: slug.clone(),
+            recorded_domain: self.recorded_domain(slug).await?,
         };
         let started = self
             .engine
@@ -297,6 +298,25 @@ impl App {
             .await?;
         self.again_if(started, RunStatus::NeedsAttention, actor)
             .await
+    }
+
+    /// The domain the client's newest provision run put on its Vercel project, if it got
+    /// that far and a domain was configured then.
+    async fn recorded_domain(&self, slug: &ClientSlug) -> Result<Option<String>, AppError> {
+        let (_, _, run) = self.latest_provision(slug).await?;
+        let Some(run) = run else {
+            return Ok(None);
+        };
+        // A run that never reached the step has no output: nothing recorded, not an error.
+        Ok(self
+            .engine
+            .output::<crate::steps::vercel_domain::VercelDomain>(
+                run.id,
+                crate::steps::vercel_domain::NAME,
+            )
+            .await
+            .ok()
+            .and_then(|output| output.domain))
     }
 
     /// The key of the client's current provision run (its newest in this generation, the one

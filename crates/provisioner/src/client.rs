@@ -307,6 +307,11 @@ impl Client {
 #[serde(rename_all = "camelCase")]
 pub struct Teardown {
     pub client_id: ClientSlug,
+    /// The client's domain as its provision run recorded it (`vercel_domain`'s output), so
+    /// the teardown finds it after `[vercel] domain` left the configuration. Absent in runs
+    /// started before it existed, and when the provision recorded none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recorded_domain: Option<String>,
 }
 
 /// The record as it arrives (API body, manifest, CLI flags), before validation; every field

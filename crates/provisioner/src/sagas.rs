@@ -23,7 +23,7 @@ use crate::steps::lifecycle::TeardownV1;
 use crate::steps::n8n_modules::{N8nModulesStep, N8nModulesTeardown};
 use crate::steps::n8n_workflow::N8nWorkflows;
 use crate::steps::supabase_project::{self, SupabaseProjects};
-use crate::steps::vercel_domain::{self, VercelDomainStep, VercelDomains};
+use crate::steps::vercel_domain::{self, VercelDomainStep, VercelDomainTeardown};
 use crate::steps::vercel_project::{self, VercelProjects};
 use crate::steps::{ResourceStep, TeardownStep};
 
@@ -92,7 +92,7 @@ pub fn deprovision(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError
     SagaDefinition::builder::<Teardown>(DEPROVISION, DEPROVISION_VERSION)
         .forward_step(TeardownStep::new(stack, N8nWorkflows), &[])
         .forward_step(N8nModulesTeardown::new(stack), &[])
-        .forward_step(TeardownStep::new(stack, VercelDomains), &[])
+        .forward_step(VercelDomainTeardown::new(stack), &[])
         .forward_step(
             TeardownStep::new(stack, VercelProjects),
             &[vercel_domain::TEARDOWN],

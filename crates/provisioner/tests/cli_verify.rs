@@ -148,3 +148,140 @@ async fn verify_passes_after_provision_and_reports_each_drifted_item() {
     );
     sandbox.shutdown().await;
 }
+
+/// A client with a domain: healthy (verified, DNS pointed, auth URLs as set) has no drift; a
+/// `site_url` changed in the dashboard and the domain removed from the project are found;
+/// a domain still to verify is drift naming the TXT record to create.
+#[tokio::test]
+async fn verify_checks_the_domain_and_the_auth_urls() {
+    const PARENT: &str = "clients.agency.example";
+    let mut settings = support::test_settings();
+    settings.vercel.domain = Some(PARENT.to_owned());
+    let Some(support::World {
+        sandbox,
+        app,
+        secret_key,
+        dir,
+        ..
+    }) = support::world_with(|_| {}, settings.clone()).await
+    else {
+        return;
+    };
+    let slug = support::unique_slug("vdom");
+    let domain = format!("{slug}.{PARENT}");
+    let started = app.provision(&support::client(&slug)).await.unwrap();
+    let view = app.wait(started.run_id).await.unwrap();
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    let record = ResourceRecord::from_run(&view);
+    sandbox.point_vercel_dns(&domain);
+    // Provisioned while the apex is someone else's: the domain waits for its TXT challenge.
+    sandbox.own_vercel_apex_elsewhere("agency.example");
+    let pending = support::unique_slug("vtxt");
+    let started = app.provision(&support::client(&pending)).await.unwrap();
+    let pending_view = app.wait(started.run_id).await.unwrap();
+    assert_eq!(
+        pending_view.status,
+        RunStatus::Succeeded,
+        "{pending_view:#?}"
+    );
+    app.shutdown(Duration::from_secs(5)).await;
+
+    let before = sandbox.exchanges().len();
+    let journal = dir.path().join("journal.sqlite");
+    let binary = Binary::new(&sandbox, dir.path(), &journal, secret_key.expose_secret());
+    let mut config = std::fs::read_to_string(&binary.config).unwrap();
+    config.push_str(&format!("\n[vercel]\ndomain = \"{PARENT}\"\n"));
+    std::fs::write(&binary.config, config).unwrap();
+
+    // Read-only: verify's own calls are GETs (and the webhook check POSTs).
+    let read_only_since = |from: usize| {
+        for logged in sandbox.request_log().iter().skip(from) {
+            assert!(
+                logged.method == "GET" || logged.path.contains("/webhook/"),
+                "verify changed something: {} {}",
+                logged.method,
+                logged.path
+            );
+        }
+    };
+    let log_before = sandbox.request_log().len();
+    let clean = binary.run(&["verify", "--client-id", &slug]).await;
+    assert_eq!(clean.code, 0, "{}\n{}", clean.stdout, clean.stderr);
+    for item in ["vercel domain", "supabase auth urls"] {
+        assert!(
+            clean
+                .stdout
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(item)),
+            "{item}:\n{}",
+            clean.stdout
+        );
+    }
+
+    let unverified = binary.run(&["verify", "--client-id", &pending]).await;
+    assert_eq!(unverified.code, 1, "{}", unverified.stdout);
+    let drift: Vec<&str> = unverified
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("DRIFT"))
+        .collect();
+    assert_eq!(drift.len(), 1, "{}", unverified.stdout);
+    assert!(
+        drift[0].contains("vercel domain")
+            && drift[0].contains("not verified")
+            && drift[0].contains("TXT _vercel.agency.example vc-domain-verify="),
+        "{}",
+        drift[0]
+    );
+    read_only_since(log_before);
+    let violations = ops_support::contract_violations(&sandbox, before);
+    assert!(violations.is_empty(), "{violations:#?}");
+
+    // Drift behind the provisioner's back: site_url reset, the domain removed.
+    let stack = support::stack_for(&sandbox, settings);
+    let project_ref = &record.supabase.as_ref().unwrap().project_ref;
+    let current = stack.supabase.auth_urls(project_ref).await.unwrap();
+    stack
+        .supabase
+        .update_auth_urls(
+            project_ref,
+            &providers::supabase::UpdateAuthUrls {
+                site_url: "http://localhost:3000".to_owned(),
+                uri_allow_list: current.allowed().join(","),
+            },
+        )
+        .await
+        .unwrap();
+    let project_id = &record.vercel.as_ref().unwrap().project_id;
+    stack
+        .vercel
+        .remove_project_domain(project_id, &domain)
+        .await
+        .unwrap();
+    let log_before = sandbox.request_log().len();
+    let before = sandbox.exchanges().len();
+    let drifted = binary.run(&["verify", "--client-id", &slug]).await;
+    assert_eq!(drifted.code, 1, "{}\n{}", drifted.stdout, drifted.stderr);
+    let drift: Vec<&str> = drifted
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("DRIFT"))
+        .collect();
+    assert_eq!(drift.len(), 2, "{}", drifted.stdout);
+    assert!(
+        drift[0].contains("supabase auth urls")
+            && drift[0].contains("site_url is \"http://localhost:3000\"")
+            && drift[0].contains(&format!("not \"https://{domain}\"")),
+        "{}",
+        drift[0]
+    );
+    assert!(
+        drift[1].contains("vercel domain") && drift[1].contains("no longer on"),
+        "{}",
+        drift[1]
+    );
+    read_only_since(log_before);
+    let violations = ops_support::contract_violations(&sandbox, before);
+    assert!(violations.is_empty(), "{violations:#?}");
+    sandbox.shutdown().await;
+}

@@ -173,6 +173,7 @@ async fn run_kit(saga: Saga, admin_url: String, journals: JournalFactory) -> Kit
         Saga::Provision => serde_json::to_value(&client).unwrap(),
         Saga::Deprovision => serde_json::to_value(Teardown {
             client_id: client.client_id.clone(),
+            recorded_domain: None,
         })
         .unwrap(),
     };

@@ -69,6 +69,7 @@ async fn modules_live_and_die(version: N8nVersion) {
         return;
     };
     let slug = support::unique_slug("mods");
+    let before = world.sandbox.exchanges().len();
     let client = client_with(
         &slug,
         serde_json::json!({"modules": {"crm": true, "email": true}}),
@@ -126,6 +127,8 @@ async fn modules_live_and_die(version: N8nVersion) {
         );
     }
     assert_eq!(record.removed.len(), 4 + 3, "{:#?}", record.removed);
+    let violations = ops_support::contract_violations(&world.sandbox, before);
+    assert!(violations.is_empty(), "{}", violations.join("\n"));
     let inventory = world.sandbox.inventory().await;
     assert!(
         inventory.is_empty(),

@@ -28,20 +28,16 @@ fn with_domain() -> Settings {
     settings
 }
 
-/// The exchanges of the endpoints these steps added keep their contracts (the other steps'
-/// exchanges are held to theirs by their own tests).
+/// Every exchange of the run keeps its provider's contract, the new endpoints' among them
+/// (and there are some: the check is not vacuous).
 fn assert_contracts(sandbox: &sandbox::Sandbox) {
-    let ours = |line: &String| line.contains("/domains") || line.contains("/config/auth");
     let checked = sandbox
         .request_log()
         .iter()
         .filter(|r| r.path.contains("/domains") || r.path.contains("/config/auth"))
         .count();
     assert!(checked > 0, "no exchange of the new endpoints to check");
-    let violations: Vec<String> = ops_support::contract_violations(sandbox, 0)
-        .into_iter()
-        .filter(ours)
-        .collect();
+    let violations = ops_support::contract_violations(sandbox, 0);
     assert!(violations.is_empty(), "{}", violations.join("\n"));
 }
 
@@ -577,4 +573,48 @@ async fn both_provision_versions_and_all_three_teardown_versions_stay_registered
     assert_eq!(project.1, ["delete_vercel_domain"]);
     assert!(v3.iter().any(|(n, _)| n == "delete_n8n_module_workflows"));
     sandbox.shutdown().await;
+}
+
+/// `[vercel] domain` removed from the configuration between provision and teardown: the
+/// teardown still finds the domain, by the name the provision run recorded, and removes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_teardown_removes_the_recorded_domain_after_the_setting_is_gone() {
+    let Some(world) = support::world_with(|_| {}, with_domain()).await else {
+        return;
+    };
+    let slug = support::unique_slug("gone");
+    let client = support::client(&slug);
+    let domain = format!("{slug}.{PARENT}");
+    let view = provision(&world, &client).await;
+    assert_eq!(view.status, RunStatus::Succeeded, "{view:#?}");
+    world.app.shutdown(Duration::from_secs(5)).await;
+
+    // The same journal, the setting gone.
+    let app = support::start_app(
+        &world.sandbox,
+        support::test_settings(),
+        &world.dir.path().join("journal.sqlite"),
+        &world.secret_key,
+    )
+    .await;
+    assert!(app.stack.settings.vercel.domain.is_none());
+    let down = app.deprovision(&client.client_id).await.unwrap();
+    let down = app.wait(down.run_id).await.unwrap();
+    assert_eq!(down.status, RunStatus::Succeeded, "{down:#?}");
+    let input: provisioner::client::Teardown =
+        serde_json::from_value(app.run_input(down.id).await.unwrap().unwrap()).unwrap();
+    assert_eq!(input.recorded_domain.as_deref(), Some(domain.as_str()));
+    let removed = App::record(&down).removed;
+    assert!(
+        removed
+            .iter()
+            .any(|r| r.starts_with(&format!("Vercel domain {domain} on "))),
+        "{removed:?}"
+    );
+    assert_eq!(world.sandbox.calls(Provider::Vercel, REMOVE_DOMAIN), 1);
+    let inventory = world.sandbox.inventory().await;
+    assert!(inventory.is_empty(), "{:?}", inventory.resource_names());
+    assert_contracts(&world.sandbox);
+    app.shutdown(Duration::from_secs(5)).await;
+    world.sandbox.shutdown().await;
 }

@@ -9,7 +9,9 @@
 //! Two places deliberately differ from the documents, each with the evidence in a comment:
 //! statuses the real services are known to answer that their specs omit
 //! ([`UNDOCUMENTED_STATUSES`]), and the extra keys the real n8n puts on workflow responses
-//! ([`N8N_EXTRA_WORKFLOW_KEYS`]).
+//! ([`N8N_EXTRA_WORKFLOW_KEYS`]). A generated `oneOf` whose alternatives nest (one implies
+//! another) is read as the `anyOf` its generator meant, since "exactly one" could never hold
+//! for a value of the stronger alternative.
 
 use std::sync::OnceLock;
 
@@ -814,6 +816,41 @@ const OPENAPI_ONLY: [&str; 8] = [
     "writeOnly",
 ];
 
+/// Whether one open object alternative is implied by another: its properties are a subset
+/// with identical schemas and its required keys a subset, so no value matches only the
+/// stronger one.
+fn has_nested_alternatives(branches: &[Value]) -> bool {
+    fn open_object(branch: &Value) -> Option<(&Map<String, Value>, Vec<&str>)> {
+        let properties = branch.get("properties")?.as_object()?;
+        if branch.get("additionalProperties") == Some(&Value::Bool(false)) {
+            return None;
+        }
+        let required: Vec<&str> = branch
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|keys| keys.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        Some((properties, required))
+    }
+    let alternatives: Vec<_> = branches.iter().map(open_object).collect();
+    alternatives.iter().enumerate().any(|(i, weaker)| {
+        alternatives.iter().enumerate().any(|(j, stronger)| {
+            let (Some((weak_props, weak_required)), Some((strong_props, strong_required))) =
+                (weaker, stronger)
+            else {
+                return false;
+            };
+            i != j
+                && weak_props
+                    .iter()
+                    .all(|(name, schema)| strong_props.get(name) == Some(schema))
+                && weak_required
+                    .iter()
+                    .all(|key| strong_required.contains(key))
+        })
+    })
+}
+
 /// Rewrites one OpenAPI 3.0 schema into JSON Schema 2020-12. `honour_nullable` is false for
 /// `oneOf` branches whose `null` has been hoisted to the parent.
 fn to_json_schema(schema: &Value, rewrite: Rewrite<'_>, honour_nullable: bool) -> Value {
@@ -880,7 +917,17 @@ fn to_json_schema(schema: &Value, rewrite: Rewrite<'_>, honour_nullable: bool) -
                     .iter()
                     .map(|branch| to_json_schema(branch, rewrite, !hoist))
                     .collect();
-                out.insert(key.clone(), Value::Array(converted));
+                // Vercel's generator turns TypeScript unions (inclusive) into `oneOf`. When one
+                // alternative only weakens another (`GET /v13/deployments/{idOrUrl}`: "public
+                // information" is the "public and private" one minus required keys), every
+                // body of the stronger one also matches the weaker, so "exactly one" rejects
+                // each complete answer the real service gives its owner; read as `anyOf`.
+                let key = if key == "oneOf" && has_nested_alternatives(branches) {
+                    "anyOf".to_owned()
+                } else {
+                    key.clone()
+                };
+                out.insert(key, Value::Array(converted));
             }
             "format" => {
                 // Only `date-time` is asserted: the simulators must emit RFC 3339 stamps, while
@@ -1120,5 +1167,43 @@ fn field(pointer: &str) -> String {
         "body root".to_owned()
     } else {
         format!("`{pointer}`")
+    }
+}
+
+#[cfg(test)]
+mod nested_alternatives_tests {
+    use super::*;
+
+    fn object(properties: &[&str], required: &[&str]) -> Value {
+        let properties: Map<String, Value> = properties
+            .iter()
+            .map(|name| ((*name).to_owned(), json!({"type": "string"})))
+            .collect();
+        json!({"type": "object", "properties": properties, "required": required})
+    }
+
+    #[test]
+    fn a_weakened_copy_of_an_alternative_nests_in_it() {
+        let private = object(&["id", "url", "projectId"], &["id", "url", "projectId"]);
+        let public = object(&["id", "url"], &["id", "url"]);
+        assert!(has_nested_alternatives(&[private, public]));
+    }
+
+    #[test]
+    fn alternatives_that_each_require_their_own_key_do_not_nest() {
+        let by_id = object(&["ref", "repoId"], &["ref", "repoId"]);
+        let by_name = object(&["ref", "org", "repo"], &["ref", "org", "repo"]);
+        assert!(!has_nested_alternatives(&[by_id, by_name]));
+    }
+
+    #[test]
+    fn a_closed_alternative_or_a_differing_property_schema_does_not_nest() {
+        let strong = object(&["id", "url"], &["id", "url"]);
+        let mut closed = object(&["id"], &["id"]);
+        closed["additionalProperties"] = json!(false);
+        assert!(!has_nested_alternatives(&[strong.clone(), closed]));
+        let mut other_type = object(&["id"], &["id"]);
+        other_type["properties"]["id"] = json!({"type": "number"});
+        assert!(!has_nested_alternatives(&[strong, other_type]));
     }
 }

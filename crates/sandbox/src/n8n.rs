@@ -465,6 +465,11 @@ fn workflow_json(workflow: &Workflow, shape: Shape) -> Value {
             }
             Shape::Listed => {
                 object.remove("sourceWorkflowId");
+                // The 2.x spec's list item describes `activeVersion` without the publish
+                // history (and closes it); the single-workflow answers carry it.
+                if let Some(Value::Object(active_version)) = object.get_mut("activeVersion") {
+                    active_version.remove("workflowPublishHistory");
+                }
                 if let Some(Value::Array(shared)) = object.get_mut("shared") {
                     for entry in shared {
                         if let Some(entry) = entry.as_object_mut() {

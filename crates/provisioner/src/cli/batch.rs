@@ -477,11 +477,11 @@ pub async fn run(args: BatchArgs, config: Option<PathBuf>) -> Result<(), CliErro
     let concurrency = usize::from(args.concurrency);
     if args.dry_run {
         let app = open_app(config, false).await?;
-        let slugs: Vec<ClientSlug> = manifests
+        let targets: Vec<plan::PlanTarget> = manifests
             .iter()
-            .map(|m| m.client.client_id.clone())
+            .map(|m| plan::PlanTarget::of_client(&app.stack, &m.client))
             .collect();
-        let plan = plan::plan_clients(&app.stack, &slugs, concurrency).await;
+        let plan = plan::plan_clients(&app.stack, &targets, concurrency).await;
         app.shutdown(Duration::from_secs(5)).await;
         return plan::print(&plan?, args.json);
     }

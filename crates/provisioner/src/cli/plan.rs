@@ -12,10 +12,14 @@ use providers::{Provider, RateBudgetConfig};
 use serde::Serialize;
 
 use super::{CliError, open_app};
-use crate::client::ClientSlug;
+use providers::ProviderError;
+
+use crate::client::{Client, ClientSlug, Module};
 use crate::stack::Stack;
+use crate::steps::n8n_modules::{self, ModuleWorkflow};
 use crate::steps::{
-    ProviderResource, database_schema, github_repo, n8n_workflow, supabase_project, vercel_project,
+    ProviderResource, database_schema, github_repo, n8n_workflow, supabase_project, vercel_domain,
+    vercel_project,
 };
 
 /// The batch size assumed for the ETA when none is given (as `batch` defaults to).
@@ -49,6 +53,27 @@ pub enum Action {
     Create,
     /// It exists in a state the step refuses: the run would stop here.
     Blocked,
+    /// What the run does here depends on what the plan was not given (a client's modules
+    /// without its manifest).
+    Unknown,
+}
+
+/// A client to plan for: its slug, and its modules when its manifest was given.
+#[derive(Debug, Clone)]
+pub struct PlanTarget {
+    pub slug: ClientSlug,
+    /// `None`: planned by slug only, so which modules it gets is not known.
+    pub modules: Option<Vec<Module>>,
+}
+
+impl PlanTarget {
+    /// A client from its manifest: its modules as the run would pick them.
+    pub fn of_client(stack: &Stack, client: &Client) -> Self {
+        PlanTarget {
+            slug: client.client_id.clone(),
+            modules: Some(n8n_modules::modules_of(stack, client)),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -97,12 +122,15 @@ const PROVIDERS: [Provider; 4] = [
 /// The calls each step makes besides polls, as written in its file: (when created, when
 /// adopted). Supabase: lookup, regions (once per process), create, project, API keys;
 /// GitHub: lookup, generate, branch; Vercel: lookup, create with env or read the marker,
-/// env upsert, deployments list, deploy, deployment state; n8n: lookup, create, activate.
+/// env upsert, deployments list, deploy, deployment state; Vercel domain: lookup, add (only
+/// when created), domain and DNS view read back; n8n (the main workflow and each module's):
+/// lookup, create, activate.
 fn step_calls(step: &str) -> (Provider, u32, u32) {
     match step {
         supabase_project::NAME => (Provider::Supabase, 5, 4),
         github_repo::NAME => (Provider::Github, 3, 2),
         vercel_project::NAME => (Provider::Vercel, 6, 6),
+        vercel_domain::NAME => (Provider::Vercel, 4, 3),
         _ => (Provider::N8n, 3, 2),
     }
 }
@@ -151,6 +179,7 @@ fn describe_many<T>(what: &str, found: &[T], name: impl Fn(&T) -> String) -> Str
 async fn plan_one(
     stack: &Stack,
     slug: &ClientSlug,
+    modules: Option<&[Module]>,
     latencies: &mut Latencies,
 ) -> Result<Vec<ResourcePlan>, CliError> {
     let failed = |what: &str, e: saga::StepError| {
@@ -314,6 +343,124 @@ async fn plan_one(
             detail: describe_many("workflow", many, |w| w.id.clone()),
         },
     });
+    if let Some(domain) = plan_domain(stack, slug, latencies).await? {
+        plans.push(domain);
+    }
+    plans.extend(plan_modules(stack, slug, modules, latencies).await?);
+    Ok(plans)
+}
+
+/// The client's domain, when `[vercel] domain` is configured: on its project already
+/// (adopted, with its verification state), or to be added. Another project holding the
+/// domain is not visible to a read: Vercel names no holder on any read of a domain that is
+/// not on the project asked about, and answers 409 only to the add, so the plan says so.
+async fn plan_domain(
+    stack: &Stack,
+    slug: &ClientSlug,
+    latencies: &mut Latencies,
+) -> Result<Option<ResourcePlan>, CliError> {
+    let Some(domain) = vercel_domain::client_domain(&stack.settings, slug) else {
+        return Ok(None);
+    };
+    let project = vercel_project::project_name(slug);
+    let found = timed(
+        latencies,
+        Provider::Vercel,
+        stack.vercel.get_project_domain(&project, &domain),
+    )
+    .await;
+    let plan = match found {
+        Ok(found) => ResourcePlan {
+            step: vercel_domain::NAME,
+            name: domain,
+            action: Action::Adopt,
+            detail: format!(
+                "on {project}, {}",
+                if found.verified {
+                    "verified"
+                } else {
+                    "not verified yet (the run reports the TXT record to create)"
+                }
+            ),
+        },
+        // No project yet, or the project without the domain.
+        Err(ProviderError::NotFound) => ResourcePlan {
+            step: vercel_domain::NAME,
+            name: domain,
+            action: Action::Create,
+            detail: format!(
+                "added to {project}; if another Vercel project holds it the run stops there with an error naming it (no read shows that beforehand)"
+            ),
+        },
+        Err(e) => {
+            return Err(CliError::new(
+                crate::outcome::Outcome::Unavailable,
+                format!("plan for {slug}: cannot look up domain {domain}: {e}"),
+            ));
+        }
+    };
+    Ok(Some(plan))
+}
+
+/// Each module's workflow: adopted when its webhook path exists, else created. Without the
+/// client's manifest the module set is unknown: one `unknown` entry says so.
+async fn plan_modules(
+    stack: &Stack,
+    slug: &ClientSlug,
+    modules: Option<&[Module]>,
+    latencies: &mut Latencies,
+) -> Result<Vec<ResourcePlan>, CliError> {
+    let Some(modules) = modules else {
+        return Ok(vec![ResourcePlan {
+            step: n8n_modules::NAME,
+            name: "module workflows".into(),
+            action: Action::Unknown,
+            detail:
+                "the client's modules come from its manifest: plan the manifest PATH to see them"
+                    .into(),
+        }]);
+    };
+    let mut plans = Vec::new();
+    for module in modules {
+        let path = n8n_modules::webhook_path(slug, *module);
+        let found = timed(
+            latencies,
+            Provider::N8n,
+            ModuleWorkflow(*module).find(stack, slug),
+        )
+        .await
+        .map_err(|e| {
+            CliError::new(
+                crate::outcome::Outcome::Unavailable,
+                format!("plan for {slug}: cannot look up the {module} workflow: {e}"),
+            )
+        })?;
+        plans.push(match found.as_slice() {
+            [] => ResourcePlan {
+                step: n8n_modules::NAME,
+                name: format!("webhook {path}"),
+                action: Action::Create,
+                detail: format!("{module} workflow created and activated"),
+            },
+            [w] => ResourcePlan {
+                step: n8n_modules::NAME,
+                name: format!("webhook {path}"),
+                action: Action::Adopt,
+                detail: format!(
+                    "workflow {} ({}){}",
+                    w.id,
+                    w.name,
+                    if w.active { "" } else { ", activated" }
+                ),
+            },
+            many => ResourcePlan {
+                step: n8n_modules::NAME,
+                name: format!("webhook {path}"),
+                action: Action::Blocked,
+                detail: describe_many("workflow", many, |w| w.id.clone()),
+            },
+        });
+    }
     Ok(plans)
 }
 
@@ -326,18 +473,24 @@ fn budget_rate(stack: &Stack, provider: Provider) -> f64 {
         .unwrap_or_else(|| RateBudgetConfig::default_for(provider).requests_per_second)
 }
 
-/// Plans for `slugs`, with the ETA of running them `concurrency` at a time.
+/// Plans for `targets`, with the ETA of running them `concurrency` at a time.
 pub async fn plan_clients(
     stack: &Stack,
-    slugs: &[ClientSlug],
+    targets: &[PlanTarget],
     concurrency: usize,
 ) -> Result<Plan, CliError> {
     let mut latencies = Latencies::default();
     let mut clients = Vec::new();
-    for slug in slugs {
-        let resources = plan_one(stack, slug, &mut latencies).await?;
+    for target in targets {
+        let resources = plan_one(
+            stack,
+            &target.slug,
+            target.modules.as_deref(),
+            &mut latencies,
+        )
+        .await?;
         clients.push(ClientPlan {
-            client_id: slug.to_string(),
+            client_id: target.slug.to_string(),
             resources,
             api_calls: BTreeMap::new(),
             eta_secs: 0.0,
@@ -347,7 +500,7 @@ pub async fn plan_clients(
     for client in &mut clients {
         let mut chain: BTreeMap<&str, f64> = BTreeMap::new();
         for resource in &client.resources {
-            if resource.step == database_schema::NAME {
+            if resource.step == database_schema::NAME || resource.action == Action::Unknown {
                 continue;
             }
             let (provider, created, adopted) = step_calls(resource.step);
@@ -355,20 +508,23 @@ pub async fn plan_clients(
                 Action::Create => created,
                 Action::Adopt => adopted,
                 // The run stops at the lookup.
-                Action::Blocked => 1,
+                Action::Blocked | Action::Unknown => 1,
             };
             *client.api_calls.entry(provider.name()).or_default() += calls;
             *total.entry(provider.name()).or_default() += calls;
-            chain.insert(
-                resource.step,
-                f64::from(calls) * latencies.mean(provider).as_secs_f64(),
-            );
+            // The module workflows are made one after another within their step.
+            *chain.entry(resource.step).or_default() +=
+                f64::from(calls) * latencies.mean(provider).as_secs_f64();
         }
         let at = |step: &str| chain.get(step).copied().unwrap_or_default();
-        // Vercel waits for both the project and the repository; n8n runs alongside.
-        let vercel_path =
-            at(supabase_project::NAME).max(at(github_repo::NAME)) + at(vercel_project::NAME);
-        client.eta_secs = vercel_path.max(at(n8n_workflow::NAME));
+        // Vercel waits for both the project and the repository, the domain for Vercel; n8n
+        // and the modules run alongside.
+        let vercel_path = at(supabase_project::NAME).max(at(github_repo::NAME))
+            + at(vercel_project::NAME)
+            + at(vercel_domain::NAME);
+        client.eta_secs = vercel_path
+            .max(at(n8n_workflow::NAME))
+            .max(at(n8n_modules::NAME));
     }
     let concurrency = concurrency.max(1);
     let waves = clients.len().div_ceil(concurrency);
@@ -419,6 +575,7 @@ pub fn human(plan: &Plan) -> String {
                 Action::Adopt => "exists (adopt)",
                 Action::Create => "create",
                 Action::Blocked => "BLOCKED",
+                Action::Unknown => "unknown",
             };
             out += &format!("  {:<17} {:<15} {}: {}\n", r.step, action, r.name, r.detail);
         }
@@ -470,12 +627,15 @@ pub fn print(plan: &Plan, json: bool) -> Result<(), CliError> {
 }
 
 pub async fn run(args: PlanArgs, config: Option<PathBuf>) -> Result<(), CliError> {
-    let slugs: Vec<ClientSlug> = match (&args.path, args.client_id.is_empty()) {
-        (Some(path), _) => crate::manifest::load(path)
-            .map_err(|e| CliError::new(crate::outcome::Outcome::Unprocessable, e.to_string()))?
-            .into_iter()
-            .map(|m| m.client.client_id)
-            .collect(),
+    let manifests =
+        match &args.path {
+            Some(path) => Some(crate::manifest::load(path).map_err(|e| {
+                CliError::new(crate::outcome::Outcome::Unprocessable, e.to_string())
+            })?),
+            None => None,
+        };
+    let slugs: Vec<ClientSlug> = match (&manifests, args.client_id.is_empty()) {
+        (Some(_), _) => Vec::new(),
         (None, false) => args
             .client_id
             .iter()
@@ -491,7 +651,20 @@ pub async fn run(args: PlanArgs, config: Option<PathBuf>) -> Result<(), CliError
         }
     };
     let app = open_app(config, false).await?;
-    let plan = plan_clients(&app.stack, &slugs, usize::from(args.concurrency)).await;
+    let targets: Vec<PlanTarget> = match &manifests {
+        Some(manifests) => manifests
+            .iter()
+            .map(|m| PlanTarget::of_client(&app.stack, &m.client))
+            .collect(),
+        None => slugs
+            .into_iter()
+            .map(|slug| PlanTarget {
+                slug,
+                modules: None,
+            })
+            .collect(),
+    };
+    let plan = plan_clients(&app.stack, &targets, usize::from(args.concurrency)).await;
     app.shutdown(Duration::from_secs(5)).await;
     print(&plan?, args.json)
 }

@@ -23,7 +23,9 @@ use crate::outcome::Outcome;
 use crate::record::N8nRecord;
 use crate::record::ResourceRecord;
 use crate::sagas;
+use crate::steps::auth_urls;
 use crate::steps::supabase_project::{self, SupabaseProject};
+use crate::steps::vercel_domain;
 use crate::steps::vercel_project::{STACK_ENV, branding_env};
 use crate::tenant_db::{self, CheckOptions};
 
@@ -421,6 +423,115 @@ async fn vercel_items(
     items
 }
 
+/// The client's domain still on its Vercel project, and whether Vercel can serve it: an
+/// unverified or misconfigured domain is drift naming the DNS records to create. No item
+/// when the record has no domain (none was configured).
+async fn domain_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
+    let stack = &app.stack;
+    let (Some(domain), Some(vc)) = (
+        record.domain.as_ref().and_then(|d| d.domain.as_ref()),
+        &record.vercel,
+    ) else {
+        return Vec::new();
+    };
+    let found = match stack
+        .vercel
+        .get_project_domain(&vc.project_id, domain)
+        .await
+    {
+        Ok(found) => found,
+        Err(ProviderError::NotFound) => {
+            return vec![item(
+                client,
+                "vercel domain",
+                false,
+                format!(
+                    "{domain} is no longer on {}; provision the client again to add it",
+                    vc.name
+                ),
+            )];
+        }
+        Err(e) => return vec![item(client, "vercel domain", false, missing(&e))],
+    };
+    let config = match stack.vercel.domain_config(domain).await {
+        Ok(config) => config,
+        Err(e) => {
+            return vec![item(
+                client,
+                "vercel domain",
+                false,
+                format!("{domain}: its DNS view {}", missing(&e)),
+            )];
+        }
+    };
+    let records = vercel_domain::dns_records(&found, &config);
+    vec![if found.verified && !config.misconfigured {
+        item(
+            client,
+            "vercel domain",
+            true,
+            format!("{domain} is on {}, verified", vc.name),
+        )
+    } else {
+        let state = if found.verified {
+            "verified but its DNS does not point at Vercel"
+        } else {
+            "not verified"
+        };
+        let create: Vec<String> = records
+            .iter()
+            .map(|r| format!("{} {} {}", r.record_type, r.name, r.value))
+            .collect();
+        item(
+            client,
+            "vercel domain",
+            false,
+            format!(
+                "{domain} is on {} but {state}; create DNS {}",
+                vc.name,
+                if create.is_empty() {
+                    "records as Vercel's dashboard shows (it named none)".to_owned()
+                } else {
+                    create.join("; ")
+                }
+            ),
+        )
+    }]
+}
+
+/// The Supabase auth config still sends users to the app: `site_url` and the app's entries
+/// of `uri_allow_list` as the run set them. No item when the record has no auth URLs (a
+/// version 1 run).
+async fn auth_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
+    let (Some(auth), Some(sb)) = (&record.auth_urls, &record.supabase) else {
+        return Vec::new();
+    };
+    vec![match app.stack.supabase.auth_urls(&sb.project_ref).await {
+        Ok(current) => {
+            let wrong = auth_urls::differences(&current, &auth.site_url, &auth.allowed);
+            if wrong.is_empty() {
+                item(
+                    client,
+                    "supabase auth urls",
+                    true,
+                    format!("site_url is {}", auth.site_url),
+                )
+            } else {
+                item(
+                    client,
+                    "supabase auth urls",
+                    false,
+                    format!(
+                        "{}; provision the client again to set them",
+                        wrong.join("; ")
+                    ),
+                )
+            }
+        }
+        Err(e) => item(client, "supabase auth urls", false, missing(&e)),
+    }]
+}
+
 async fn n8n_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {
     let Some(wf) = &record.n8n else {
         return vec![item(
@@ -520,13 +631,15 @@ pub async fn verify_client(
         .and_then(|v| serde_json::from_value(v).ok());
     let expected_env = expected_env(app, input.as_ref());
     let client = slug.as_str();
-    let (supabase, github, vercel, n8n) = tokio::join!(
+    let (supabase, auth, github, vercel, domain, n8n) = tokio::join!(
         supabase_items(app, client, run_id, &record),
+        auth_items(app, client, &record),
         github_items(app, client, &record),
         vercel_items(app, client, &record, &expected_env),
+        domain_items(app, client, &record),
         n8n_items(app, client, &record)
     );
-    Ok([supabase, github, vercel, n8n].concat())
+    Ok([supabase, auth, github, vercel, domain, n8n].concat())
 }
 
 fn table(items: &[Item]) -> String {

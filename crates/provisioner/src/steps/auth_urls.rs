@@ -60,8 +60,8 @@ pub fn merged_allow_list(existing: &[String], ours: &[String]) -> Vec<String> {
     merged
 }
 
-/// What is still wrong with `current`, or nothing.
-fn differences(current: &AuthUrls, site_url: &str, wanted: &[String]) -> Vec<String> {
+/// What is still wrong with `current`, or nothing (also `verify`'s drift check).
+pub fn differences(current: &AuthUrls, site_url: &str, wanted: &[String]) -> Vec<String> {
     let mut wrong = Vec::new();
     if current.site_url.as_deref() != Some(site_url) {
         wrong.push(format!(

@@ -15,14 +15,14 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use providers::ProviderError;
 use providers::vercel::{DomainConfig, ProjectDomain};
-use saga::{Step, StepContext, StepError, StepPolicy};
+use saga::{ForwardStep, RetryPolicy, Step, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
 
 use super::vercel_project::{self, VercelProject};
 use super::{
-    ProviderResource, Recorded, ResourceStep, RunMark, provider_failure, time_from_millis,
+    ProviderResource, Recorded, Removed, ResourceStep, RunMark, provider_failure, time_from_millis,
 };
-use crate::client::{Client, ClientSlug};
+use crate::client::{Client, ClientSlug, Teardown};
 use crate::config::Settings;
 use crate::stack::Stack;
 
@@ -123,6 +123,23 @@ fn domain_id(project_id: &str, domain: &str) -> String {
     format!("{project_id}/{domain}")
 }
 
+/// `domain` on the client's project (Vercel takes the project's name in the path), or nothing.
+async fn find_on_project(
+    stack: &Stack,
+    slug: &ClientSlug,
+    domain: &str,
+) -> Result<Vec<ProjectDomain>, StepError> {
+    let project = vercel_project::project_name(slug);
+    match stack.vercel.get_project_domain(&project, domain).await {
+        Ok(found) => Ok(vec![found]),
+        Err(ProviderError::NotFound) => Ok(Vec::new()),
+        Err(e) => Err(provider_failure(
+            &format!("look up domain {domain} on Vercel project {project}"),
+            e,
+        )),
+    }
+}
+
 /// The client's domain on its Vercel project, as the shared lifecycle drives it.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VercelDomains;
@@ -153,15 +170,7 @@ impl ProviderResource for VercelDomains {
         let Some(domain) = client_domain(&stack.settings, slug) else {
             return Ok(Vec::new());
         };
-        let project = vercel_project::project_name(slug);
-        match stack.vercel.get_project_domain(&project, &domain).await {
-            Ok(found) => Ok(vec![found]),
-            Err(ProviderError::NotFound) => Ok(Vec::new()),
-            Err(e) => Err(provider_failure(
-                &format!("look up domain {domain} on Vercel project {project}"),
-                e,
-            )),
-        }
+        find_on_project(stack, slug, &domain).await
     }
 
     async fn create(
@@ -357,6 +366,86 @@ impl Step for VercelDomainStep {
             return Ok(());
         }
         self.resource.undo(ctx, output).await
+    }
+}
+
+/// The deprovision step: removes the client's domain from its project, found under the
+/// configured `[vercel] domain` and under the one its provision run recorded (the input's
+/// `recorded_domain`), so a domain survives neither a setting removed nor one changed since.
+/// With neither, there is nothing to look for, and the step logs why.
+#[derive(Debug, Clone)]
+pub struct VercelDomainTeardown {
+    pub stack: Arc<Stack>,
+}
+
+impl VercelDomainTeardown {
+    pub fn new(stack: &Arc<Stack>) -> Self {
+        Self {
+            stack: Arc::clone(stack),
+        }
+    }
+
+    /// The names to look for: configured first, then recorded, each once.
+    pub fn candidates(settings: &Settings, input: &Teardown) -> Vec<String> {
+        let mut names: Vec<String> = client_domain(settings, &input.client_id)
+            .into_iter()
+            .collect();
+        if let Some(recorded) = &input.recorded_domain
+            && !names.contains(recorded)
+        {
+            names.push(recorded.clone());
+        }
+        names
+    }
+}
+
+#[async_trait]
+impl ForwardStep for VercelDomainTeardown {
+    type Input = Teardown;
+    type Output = Removed;
+
+    fn name(&self) -> &'static str {
+        TEARDOWN
+    }
+
+    fn policy(&self) -> RetryPolicy {
+        VercelDomains.teardown_policy()
+    }
+
+    async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
+        let stack = &self.stack;
+        let input = ctx.input();
+        let candidates = Self::candidates(&stack.settings, input);
+        if candidates.is_empty() {
+            tracing::info!(
+                client = %input.client_id,
+                "no domain to remove: no [vercel] domain is configured and the client's provision run recorded none"
+            );
+        }
+        let mut removed = Vec::new();
+        for domain in candidates {
+            for found in find_on_project(stack, &input.client_id, &domain).await? {
+                VercelDomains
+                    .delete(stack, &VercelDomains.id(&found))
+                    .await
+                    .map_err(|e| {
+                        // Keeps the failure's kind: a throttled delete is retried.
+                        let left = VercelDomains.describe(&found);
+                        let message = format!("{e}; still there: {left}");
+                        let error = match e {
+                            StepError::Retryable { after, .. } => StepError::Retryable {
+                                after,
+                                message,
+                                detail: None,
+                            },
+                            StepError::Permanent { .. } => StepError::permanent(message),
+                        };
+                        error.with_detail(serde_json::json!({ "left": [left] }))
+                    })?;
+                removed.push(VercelDomains.describe(&found));
+            }
+        }
+        Ok(Removed { resources: removed })
     }
 }
 
