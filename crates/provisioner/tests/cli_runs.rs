@@ -14,17 +14,6 @@ use saga::SealingKey;
 use sandbox::{FaultKind, FaultRule, Provider, Sandbox};
 use serde_json::Value;
 
-const PROVISION_STEPS: [&str; 8] = [
-    "supabase_project",
-    "github_repo",
-    "n8n_workflow",
-    "n8n_modules",
-    "database_schema",
-    "vercel_project",
-    "auth_urls",
-    "vercel_domain",
-];
-
 /// A sandbox and a journal the binary is pointed at through its configuration file.
 struct Cli {
     sandbox: Sandbox,
@@ -162,7 +151,7 @@ async fn provision_status_list_and_deprovision_through_the_binary() {
     let steps = status["steps"].as_array().unwrap();
     let mut names: Vec<&str> = steps.iter().map(|s| s["name"].as_str().unwrap()).collect();
     names.sort_unstable();
-    let mut expected = PROVISION_STEPS.to_vec();
+    let mut expected = support::PROVISION_STEPS.to_vec();
     expected.sort_unstable();
     assert_eq!(names, expected);
     for step in steps {
@@ -457,7 +446,7 @@ async fn watch_follows_a_run_another_process_drives_to_its_end() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&watched.stderr);
     assert_eq!(watched.status.code(), Some(0), "{stderr}");
-    assert_every_transition(&stderr, &PROVISION_STEPS, "run succeeded");
+    assert_every_transition(&stderr, &support::PROVISION_STEPS, "run succeeded");
     assert!(
         stderr.contains("running (attempt 1): waiting for the project to be healthy"),
         "{stderr}"
@@ -504,18 +493,7 @@ async fn demo_plain_output_shows_every_steps_final_line_run_after_run() {
         let (provision, teardown) = stderr
             .split_once("tearing acme-dental down")
             .expect("the teardown's title");
-        assert_every_transition(provision, &PROVISION_STEPS, "run succeeded");
-        assert_every_transition(
-            teardown,
-            &[
-                "delete_n8n_workflow",
-                "delete_n8n_module_workflows",
-                "delete_vercel_domain",
-                "delete_vercel_project",
-                "delete_github_repo",
-                "delete_supabase_project",
-            ],
-            "run succeeded",
-        );
+        assert_every_transition(provision, &support::PROVISION_STEPS, "run succeeded");
+        assert_every_transition(teardown, &support::TEARDOWN_STEPS, "run succeeded");
     }
 }

@@ -48,26 +48,6 @@ fn non_admin_jwt() -> String {
     .unwrap()
 }
 
-const PROVISION_STEPS: [&str; 8] = [
-    "supabase_project",
-    "github_repo",
-    "n8n_workflow",
-    "n8n_modules",
-    "database_schema",
-    "vercel_project",
-    "auth_urls",
-    "vercel_domain",
-];
-
-const TEARDOWN_STEPS: [&str; 6] = [
-    "delete_n8n_workflow",
-    "delete_n8n_module_workflows",
-    "delete_vercel_domain",
-    "delete_vercel_project",
-    "delete_github_repo",
-    "delete_supabase_project",
-];
-
 /// The sandbox, and a `serve` process over it with an SQLite journal of its own.
 struct Served {
     sandbox: Sandbox,
@@ -288,7 +268,7 @@ async fn provision_conflict_and_deprovision_through_a_server() {
         "{}",
         ran.stderr
     );
-    assert_every_step_once(&ran.stderr, &PROVISION_STEPS, "run succeeded");
+    assert_every_step_once(&ran.stderr, &support::PROVISION_STEPS, "run succeeded");
     assert!(
         ran.stderr
             .contains("running (attempt 1): waiting for the project to be healthy"),
@@ -311,7 +291,7 @@ async fn provision_conflict_and_deprovision_through_a_server() {
         .expect(0, &args.iter().map(String::as_str).collect::<Vec<_>>())
         .await;
     assert!(again.stderr.contains("existing"), "{}", again.stderr);
-    assert_every_step_once(&again.stderr, &PROVISION_STEPS, "run succeeded");
+    assert_every_step_once(&again.stderr, &support::PROVISION_STEPS, "run succeeded");
 
     // Other parameters for the same client: 409, naming the field; exit 2.
     let other = provision_args(&slug, "Another Name", &served.url);
@@ -343,7 +323,7 @@ async fn provision_conflict_and_deprovision_through_a_server() {
         "{}",
         teardown.stderr
     );
-    assert_every_step_once(&teardown.stderr, &TEARDOWN_STEPS, "run succeeded");
+    assert_every_step_once(&teardown.stderr, &support::TEARDOWN_STEPS, "run succeeded");
     assert!(
         served.stack_names(&slug).await.is_empty(),
         "the teardown left resources"
@@ -390,7 +370,7 @@ async fn a_detached_start_returns_the_run_id_and_watch_follows_it_at_the_server(
         "{}",
         watched.stderr
     );
-    assert_every_step_once(&watched.stderr, &PROVISION_STEPS, "run succeeded");
+    assert_every_step_once(&watched.stderr, &support::PROVISION_STEPS, "run succeeded");
 
     // Plain --detach prints the id alone; the same client's run again is not created anew.
     let again = served.expect(0, &with(&args, &["--detach"])).await;
@@ -596,7 +576,7 @@ async fn a_dropped_event_stream_is_reopened_after_the_last_event_seen() {
     let args = provision_args(&slug, &format!("Client {slug}"), &relay.url);
     let ran = served.expect(0, &with(&args, &["--json"])).await;
     assert_eq!(ran.last_json()["status"], "succeeded");
-    assert_every_step_once(&ran.stderr, &PROVISION_STEPS, "run succeeded");
+    assert_every_step_once(&ran.stderr, &support::PROVISION_STEPS, "run succeeded");
     let run = ran.last_json()["runId"].as_str().unwrap().to_owned();
     let streams = relay.event_streams.load(Ordering::SeqCst);
     assert!(
@@ -758,7 +738,7 @@ async fn on_a_terminal_a_run_at_the_server_is_drawn_as_bars() {
         !screen.contains("running (attempt"),
         "a stale frame of a running step:\n{screen}"
     );
-    for step in PROVISION_STEPS {
+    for step in support::PROVISION_STEPS {
         let lines: Vec<&str> = screen
             .lines()
             .filter(|l| l.trim_start().starts_with(&format!("{step} ")))

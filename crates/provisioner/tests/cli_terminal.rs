@@ -13,17 +13,6 @@ use std::time::{Duration, Instant};
 use saga::SealingKey;
 use sandbox::Sandbox;
 
-const STEPS: [&str; 8] = [
-    "supabase_project",
-    "github_repo",
-    "n8n_workflow",
-    "n8n_modules",
-    "database_schema",
-    "vercel_project",
-    "auth_urls",
-    "vercel_domain",
-];
-
 /// tmux on its own socket, so the test neither sees nor touches anyone else's sessions, and
 /// with its own configuration: a history long enough for everything a run writes (tmux keeps
 /// 2000 lines by default, fewer than a debug-logged run prints), so the capture is the whole
@@ -237,7 +226,7 @@ fn timestamp_at(line: &str) -> Option<usize> {
 /// What an ungarbled terminal shows: each step's final line once and no frame of a bar left
 /// behind (a step still `running`), every log line starting at its own line, and the end.
 fn assert_drawn_cleanly(screen: &str, end: &str) {
-    for step in STEPS {
+    for step in support::PROVISION_STEPS {
         let finals: Vec<&str> = screen
             .lines()
             .filter(|l| l.trim_start().starts_with(&format!("{step} ")))
@@ -349,7 +338,7 @@ async fn off_a_terminal_the_display_is_plain_lines() {
         !stderr.contains('\u{1b}'),
         "escape codes in a file: {stderr:?}"
     );
-    for step in STEPS {
+    for step in support::PROVISION_STEPS {
         let lines: Vec<&str> = stderr
             .lines()
             .filter(|l| l.trim_start().starts_with(&format!("{step} ")))

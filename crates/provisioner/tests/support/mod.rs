@@ -21,6 +21,29 @@ use secrecy::SecretString;
 use sqlx::Connection;
 
 /// The PostgreSQL server for project databases, or `None` when the test may skip.
+/// The provision saga's steps and the deprovision saga's, by name, as the progress display
+/// and the journal show them; written out (not read from the definitions) so that a rename,
+/// which breaks recorded runs, fails the tests that use them.
+pub const PROVISION_STEPS: [&str; 8] = [
+    "supabase_project",
+    "github_repo",
+    "n8n_workflow",
+    "n8n_modules",
+    "database_schema",
+    "vercel_project",
+    "auth_urls",
+    "vercel_domain",
+];
+
+pub const TEARDOWN_STEPS: [&str; 6] = [
+    "delete_n8n_workflow",
+    "delete_n8n_module_workflows",
+    "delete_vercel_domain",
+    "delete_vercel_project",
+    "delete_github_repo",
+    "delete_supabase_project",
+];
+
 pub async fn admin_url() -> Option<String> {
     let url = std::env::var("DATABASE_URL")
         .ok()

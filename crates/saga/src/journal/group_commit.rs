@@ -99,6 +99,49 @@ impl GroupCommitter {
             .await
             .map_err(|_| JournalError::Unavailable("journal writer has stopped".into()))?
     }
+
+    /// Outbox deliveries go through the committer like every write, so a claim never
+    /// races a batch of the same process; both backends share these two.
+    pub(crate) async fn claim_deliveries(
+        &self,
+        lease: &DeliveryLease,
+        now_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<Delivery>, JournalError> {
+        let op = WriteOp::ClaimDeliveries {
+            lease: lease.clone(),
+            now_ms,
+            limit,
+        };
+        match self.submit(op).await? {
+            WriteDone::Deliveries(d) => Ok(d),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub(crate) async fn finish_delivery(
+        &self,
+        delivery: &Delivery,
+        owner: &str,
+        now_ms: i64,
+        outcome: &DeliveryOutcome,
+    ) -> Result<bool, JournalError> {
+        let op = WriteOp::FinishDelivery {
+            delivery: delivery.clone(),
+            owner: owner.to_owned(),
+            now_ms,
+            outcome: outcome.clone(),
+        };
+        match self.submit(op).await? {
+            WriteDone::Finished(recorded) => Ok(recorded),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+/// A writer's answer of another kind than the write asked for.
+pub(crate) fn unexpected(done: WriteDone) -> JournalError {
+    JournalError::Unavailable(format!("journal writer answered out of turn: {done:?}"))
 }
 
 async fn commit_loop<W: BatchWriter>(

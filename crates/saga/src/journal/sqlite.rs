@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 use uuid::Uuid;
 
-use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp};
+use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp, unexpected};
 use super::outbox::{attempt_count, group_entries, settlements};
 use super::{
     Append, AppendReceipt, Claim, Command, CreateOutcome, Delivery, DeliveryLease, DeliveryOutcome,
@@ -449,10 +449,6 @@ impl BatchWriter for SqliteWriter {
     }
 }
 
-fn unexpected(done: WriteDone) -> JournalError {
-    JournalError::Unavailable(format!("journal writer answered out of turn: {done:?}"))
-}
-
 #[async_trait]
 impl Journal for SqliteJournal {
     async fn create_run(&self, run: NewRun) -> Result<CreateOutcome, JournalError> {
@@ -572,15 +568,7 @@ impl Outbox for SqliteJournal {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<Delivery>, JournalError> {
-        let op = WriteOp::ClaimDeliveries {
-            lease: lease.clone(),
-            now_ms,
-            limit,
-        };
-        match self.committer.submit(op).await? {
-            WriteDone::Deliveries(d) => Ok(d),
-            other => Err(unexpected(other)),
-        }
+        self.committer.claim_deliveries(lease, now_ms, limit).await
     }
 
     async fn finish_delivery(
@@ -590,16 +578,9 @@ impl Outbox for SqliteJournal {
         now_ms: i64,
         outcome: &DeliveryOutcome,
     ) -> Result<bool, JournalError> {
-        let op = WriteOp::FinishDelivery {
-            delivery: delivery.clone(),
-            owner: owner.to_owned(),
-            now_ms,
-            outcome: outcome.clone(),
-        };
-        match self.committer.submit(op).await? {
-            WriteDone::Finished(recorded) => Ok(recorded),
-            other => Err(unexpected(other)),
-        }
+        self.committer
+            .finish_delivery(delivery, owner, now_ms, outcome)
+            .await
     }
 
     async fn outbox_of_run(&self, run_id: Uuid) -> Result<Vec<OutboxEntry>, JournalError> {
