@@ -8,7 +8,6 @@
 mod tenant_support;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use provisioner::templates::MigrationSet;
 use provisioner::tenant_db::{
@@ -16,7 +15,7 @@ use provisioner::tenant_db::{
     apply_migrations, check_schema, schema_checksum,
 };
 use secrecy::SecretString;
-use tenant_support::{BOOTSTRAP_SQL, Cluster, LOCAL_URL, Project};
+use tenant_support::{BOOTSTRAP_SQL, Cluster, Project};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 const TEMPLATE_SCHEMA: &str = include_str!(concat!(

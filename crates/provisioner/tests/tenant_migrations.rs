@@ -636,8 +636,8 @@ async fn a_tenant_provisioned_before_migrations_has_0001_recorded_without_runnin
         [
             (first.file_name.clone(), first.sql.as_bytes().to_vec()),
             (
-                "0002_notes.sql".to_owned(),
-                b"CREATE TABLE public.notes (id int);\n".to_vec(),
+                "0002_later_notes.sql".to_owned(),
+                b"CREATE TABLE public.later_notes (id int);\n".to_vec(),
             ),
         ],
     )
@@ -658,7 +658,7 @@ async fn a_tenant_provisioned_before_migrations_has_0001_recorded_without_runnin
             .iter()
             .map(|(v, n, _)| (v.as_str(), n.as_deref()))
             .collect::<Vec<_>>(),
-        vec![("0001", Some("init")), ("0002", Some("notes"))]
+        vec![("0001", Some("init")), ("0002", Some("later_notes"))]
     );
     assert_eq!(history[0].2, first.statements);
     let state = migration_state(&url, &set).await.unwrap();
@@ -849,19 +849,25 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
     // An old-way tenant: adopted as 0001 without running it.
     let built_in = MigrationSet::built_in().unwrap();
     let first = &built_in.migrations()[0];
+    // As the project's own role, which the endpoint acts as.
+    sqlx::raw_sql(AssertSqlSafe(format!("SET ROLE \"sandbox_{project_ref}\"")))
+        .execute(&mut admin)
+        .await
+        .unwrap();
     provision_the_old_way(&mut admin, &first.sql).await;
+    sqlx::raw_sql("RESET ROLE").execute(&mut admin).await.unwrap();
     let set = MigrationSet::from_files(
         "test",
         [
             (first.file_name.clone(), first.sql.as_bytes().to_vec()),
             (
-                "0002_notes.sql".to_owned(),
-                b"CREATE TABLE public.notes (id int PRIMARY KEY);\nINSERT INTO public.notes VALUES (1);\n"
+                "0002_later_notes.sql".to_owned(),
+                b"CREATE TABLE public.later_notes (id int PRIMARY KEY);\nINSERT INTO public.later_notes VALUES (1);\n"
                     .to_vec(),
             ),
             (
                 "0003_index.sql".to_owned(),
-                b"-- provisioner:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS notes_by_id ON public.notes (id);\n"
+                b"-- provisioner:no-transaction\nCREATE INDEX CONCURRENTLY IF NOT EXISTS later_notes_by_id ON public.later_notes (id);\n"
                     .to_vec(),
             ),
         ],
@@ -892,11 +898,11 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
             .iter()
             .map(|(v, n, _)| (v.as_str(), n.as_deref()))
             .collect::<Vec<_>>(),
-        vec![("0001", Some("init")), ("0002", Some("notes")), ("0003", Some("index"))]
+        vec![("0001", Some("init")), ("0002", Some("later_notes")), ("0003", Some("index"))]
     );
     assert_eq!(history[1].2, set.migrations()[1].statements);
     let valid: Option<bool> = sqlx::query_scalar(
-        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('public.notes_by_id')",
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass('public.later_notes_by_id')",
     )
     .fetch_one(&mut admin)
     .await
@@ -911,7 +917,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
         .collect();
     files.push((
         "0004_broken.sql".to_owned(),
-        b"CREATE TABLE public.half (id int);\nINSERT INTO public.notes VALUES (1);\n".to_vec(),
+        b"CREATE TABLE public.half (id int);\nINSERT INTO public.later_notes VALUES (1);\n".to_vec(),
     ));
     let broken = MigrationSet::from_files("test", files.clone()).unwrap();
     let err = tenant_db::apply_migrations_over_endpoint(&endpoint, &broken)
@@ -919,7 +925,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
         .unwrap_err();
     assert!(
         matches!(&err, TenantDbError::MigrationFailed { file_name, statement, line: Some(2), code: Some(code), .. }
-            if file_name == "0004_broken.sql" && statement == "INSERT INTO public.notes VALUES (1)" && code == "23505"),
+            if file_name == "0004_broken.sql" && statement == "INSERT INTO public.later_notes VALUES (1)" && code == "23505"),
         "{err:?}"
     );
     assert!(
@@ -932,7 +938,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
         .await
         .unwrap();
     assert_eq!(half, None);
-    files[1].1 = b"CREATE TABLE public.notes (id bigint PRIMARY KEY);\n".to_vec();
+    files[1].1 = b"CREATE TABLE public.later_notes (id bigint PRIMARY KEY);\n".to_vec();
     let edited = MigrationSet::from_files("test", files).unwrap();
     let state = tenant_db::migration_state_over_endpoint(&endpoint, &edited)
         .await
@@ -941,7 +947,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
         state.drift,
         vec![MigrationDrift::Edited {
             version: "0002".into(),
-            file_name: "0002_notes.sql".into(),
+            file_name: "0002_later_notes.sql".into(),
         }]
     );
     let err = tenant_db::apply_migrations_over_endpoint(&endpoint, &edited)

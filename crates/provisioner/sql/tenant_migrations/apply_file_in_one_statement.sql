@@ -43,6 +43,7 @@ BEGIN
   INSERT INTO supabase_migrations.schema_migrations (version, name, statements)
     VALUES (__VERSION__, __NAME__, __STATEMENTS__);
   INSERT INTO provisioner.migration_checksums (version, checksum) VALUES (__VERSION__, __CHECKSUM__);
+  DELETE FROM provisioner.migration_claims WHERE version = __VERSION__;
 END
 __BODY_TAG__;
 SELECT applied_at = pg_catalog.now() AS applied_now

@@ -25,6 +25,11 @@
 //!   that was interrupted while building leaves an invalid index, which `IF NOT EXISTS` then
 //!   skips: drop an invalid index by hand before applying again.
 //!
+//! Through the Management API's SQL endpoint (a project whose password is not ours) each
+//! transactional file is one statement doing the same (lock, check, file, both rows); a marked
+//! file is claimed by a row in `provisioner.migration_claims`, since no session outlives a
+//! request there, and only the claim's holder runs it.
+//!
 //! A tenant provisioned before migrations existed has `provisioner.schema_versions` holding the
 //! checksum of the one schema file it was given and no `schema_migrations` row. When that
 //! checksum equals the first migration's (the old `schema.sql` became `0001_init.sql`
@@ -87,6 +92,14 @@ const ENDPOINT_CHECKSUMS_SQL: &str =
     include_str!("../../sql/tenant_migrations/endpoint_checksums.sql");
 const ENDPOINT_LEGACY_SQL: &str = include_str!("../../sql/tenant_migrations/endpoint_legacy.sql");
 const ENDPOINT_ABSENT_SQL: &str = include_str!("../../sql/tenant_migrations/endpoint_absent.sql");
+const CLAIM_IN_ONE_STATEMENT_SQL: &str =
+    include_str!("../../sql/tenant_migrations/claim_in_one_statement.sql");
+const ENDPOINT_IS_RECORDED_SQL: &str =
+    include_str!("../../sql/tenant_migrations/endpoint_is_recorded.sql");
+/// A claim on a no-transaction file older than this is taken for a dead holder's and taken over.
+const CLAIM_STALE_AFTER: Duration = Duration::from_secs(30 * 60);
+/// Between two looks at whether the holder of a claim has recorded its file.
+const CLAIM_POLL: Duration = Duration::from_millis(250);
 
 /// What a tenant database has of a [`MigrationSet`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -652,10 +665,12 @@ pub async fn migration_state_over_endpoint(
 /// (`apply_file_in_one_statement.sql`: lock, check, the file, both rows), so the once-only and
 /// all-or-nothing guarantees hold although each request is its own session.
 ///
-/// What differs from a connection: a marked file's statement is sent on its own and then
-/// recorded by a second request, with no session to hold the lock in between, so two appliers
-/// at once may both run it (it must be idempotent anyway, see the module's documentation); and
-/// a failing statement's line is where it starts, PostgreSQL's position within it being lost.
+/// What differs from a connection: no session outlives a request, so a marked file is claimed
+/// by a row (`provisioner.migration_claims`) instead of a session lock; its holder sends the
+/// statement alone and then records it, and other appliers wait for the record (a claim older
+/// than 30 minutes is taken to be a dead holder's and taken over: the statement runs again,
+/// which it must bear anyway). A failing statement's line is where it starts, PostgreSQL's
+/// position within it being lost.
 pub async fn apply_migrations_over_endpoint(
     endpoint: &SqlEndpoint,
     set: &MigrationSet,
@@ -825,31 +840,116 @@ async fn apply_file_over_endpoint(
     Ok(applied_now.unwrap_or(false))
 }
 
-/// A marked file over the endpoint: its statement alone, then its record.
+/// A marked file over the endpoint: claimed (`claim_in_one_statement.sql`), its statement sent
+/// alone by the claim's holder, then recorded. An applier that finds it claimed waits for the
+/// record: false when another applier ran it.
 async fn run_outside_transaction_over_endpoint(
     endpoint: &SqlEndpoint,
     migration: &Migration,
 ) -> Result<bool, TenantDbError> {
-    endpoint
-        .send(&migration.sql, &[])
-        .await
-        .map_err(|failure| {
-            if failure.retryable {
-                failure.into_error("applying a migration")
-            } else {
-                let mut error = endpoint_migration_error(migration, failure.message, failure.code);
-                if let TenantDbError::MigrationFailed { statement, line, .. } = &mut error
-                    && let Some(only) = screening::split(&migration.sql)
-                        .ok()
-                        .and_then(|s| s.into_iter().next())
-                {
-                    *statement = shortened(&only.text);
-                    *line = Some(only.line);
-                }
-                error
+    let started = Instant::now();
+    match claim_over_endpoint(endpoint, migration).await? {
+        Claim::Recorded => return Ok(false),
+        Claim::Held => {}
+        // Its holder's record is awaited; a holder that died leaves a claim the first apply
+        // after it went stale takes over.
+        Claim::HeldByAnother => loop {
+            if started.elapsed() > APPLY_TIMEOUT {
+                return Err(TenantDbError::Timeout {
+                    what: "waiting for another applier to finish a migration that runs outside \
+                           a transaction",
+                    after: APPLY_TIMEOUT,
+                });
             }
-        })?;
-    apply_file_over_endpoint(endpoint, migration, false).await
+            tokio::time::sleep(CLAIM_POLL).await;
+            if recorded_over_endpoint(endpoint, migration).await? {
+                return Ok(false);
+            }
+        },
+    }
+    endpoint.send(&migration.sql, &[]).await.map_err(|failure| {
+        if failure.retryable {
+            failure.into_error("applying a migration")
+        } else {
+            let mut error = endpoint_migration_error(migration, failure.message, failure.code);
+            if let TenantDbError::MigrationFailed {
+                statement, line, ..
+            } = &mut error
+                && let Some(only) = screening::split(&migration.sql)
+                    .ok()
+                    .and_then(|s| s.into_iter().next())
+            {
+                *statement = shortened(&only.text);
+                *line = Some(only.line);
+            }
+            error
+        }
+    })?;
+    apply_file_over_endpoint(endpoint, migration, false).await?;
+    Ok(true)
+}
+
+/// Where a no-transaction file stands for an applier on the endpoint.
+enum Claim {
+    /// This applier holds the claim: it runs the file.
+    Held,
+    /// Another applier holds a fresh claim.
+    HeldByAnother,
+    /// The file is recorded: nothing to do.
+    Recorded,
+}
+
+async fn claim_over_endpoint(
+    endpoint: &SqlEndpoint,
+    migration: &Migration,
+) -> Result<Claim, TenantDbError> {
+    let mut body_tag = String::from("$claim$");
+    let mut n = 0;
+    while BOOKKEEPING_TABLES_SQL.contains(&body_tag) {
+        n += 1;
+        body_tag = format!("$claim_{n}$");
+    }
+    let statement = without_comment_lines(CLAIM_IN_ONE_STATEMENT_SQL)
+        .replace("__BODY_TAG__", &body_tag)
+        .replace("__LOCK_KEY__", &APPLY_ADVISORY_LOCK_KEY.to_string())
+        .replace("__STALE_SECONDS__", &CLAIM_STALE_AFTER.as_secs().to_string())
+        .replace("__VERSION__", &quote_literal(&migration.version))
+        .replace(
+            "__BOOKKEEPING__",
+            &dollar_quote(BOOKKEEPING_TABLES_SQL, "bookkeeping"),
+        );
+    let rows = endpoint
+        .rows(&statement, &[], "claiming a migration that runs outside a transaction")
+        .await?;
+    if rows
+        .first()
+        .and_then(|row| row.get("claimed"))
+        .and_then(serde_json::Value::as_bool)
+        == Some(true)
+    {
+        return Ok(Claim::Held);
+    }
+    Ok(if recorded_over_endpoint(endpoint, migration).await? {
+        Claim::Recorded
+    } else {
+        Claim::HeldByAnother
+    })
+}
+
+async fn recorded_over_endpoint(
+    endpoint: &SqlEndpoint,
+    migration: &Migration,
+) -> Result<bool, TenantDbError> {
+    let query = without_comment_lines(ENDPOINT_IS_RECORDED_SQL)
+        .replace("__VERSION__", &quote_literal(&migration.version));
+    let rows = endpoint
+        .rows(&query, &[], "reading the migration history")
+        .await?;
+    Ok(rows
+        .first()
+        .and_then(|row| row.get("recorded"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false))
 }
 
 /// The marker `apply_file_in_one_statement.sql` puts before a failing statement's message.
