@@ -15,8 +15,8 @@ use provisioner::tenant_db::{
     apply_migrations, check_schema, schema_checksum,
 };
 use secrecy::SecretString;
-use tenant_support::{BOOTSTRAP_SQL, Cluster, Project};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
+use tenant_support::{BOOTSTRAP_SQL, Cluster, Project};
 
 const TEMPLATE_SCHEMA: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -1295,7 +1295,7 @@ async fn errors_never_contain_the_connection_password() {
         errors[2]
     );
     assert!(
-        matches!(errors[3], TenantDbError::SchemaFailed { .. }),
+        matches!(errors[3], TenantDbError::MigrationFailed { .. }),
         "{}",
         errors[3]
     );

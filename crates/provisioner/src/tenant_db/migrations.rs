@@ -49,12 +49,15 @@ use serde::{Deserialize, Serialize};
 use sqlx::{AssertSqlSafe, Connection, PgConnection};
 
 use super::TenantDbError;
-use super::apply::APPLY_ADVISORY_LOCK_KEY;
 use super::screening;
 use super::sql_endpoint::{SqlEndpoint, dollar_quote, quote_literal, without_comment_lines};
 use super::target::Target;
 use crate::templates::{Migration, MigrationSet, compare_versions, same_version};
 
+/// The tenant's migration lock: one key per database (advisory keys are per database). The
+/// bytes spell "schemaver", the key the single-schema apply of earlier versions took, so an
+/// older provisioner and this one never apply to a tenant at once.
+const APPLY_ADVISORY_LOCK_KEY: i64 = 0x7363_6865_6d61_7665;
 /// How long one apply may take in all, waiting for the lock included; a timeout drops the
 /// connection, which rolls back the file in progress and releases the lock.
 const APPLY_TIMEOUT: Duration = Duration::from_secs(600);
@@ -80,9 +83,10 @@ const SESSION_LOCK_TIMEOUT_SQL: &str =
     include_str!("../../sql/tenant_migrations/session_lock_timeout.sql");
 const SESSION_LOCK_TIMEOUT_RESET_SQL: &str =
     include_str!("../../sql/tenant_migrations/session_lock_timeout_reset.sql");
-const XACT_LOCK_SQL: &str = include_str!("../../sql/tenant_schema/lock.sql");
-const LOCK_TIMEOUT_SQL: &str = include_str!("../../sql/tenant_schema/lock_timeout.sql");
-const TRANSACTION_ID_SQL: &str = include_str!("../../sql/tenant_schema/transaction_id.sql");
+const XACT_LOCK_SQL: &str = include_str!("../../sql/tenant_migrations/transaction_lock.sql");
+const LOCK_TIMEOUT_SQL: &str =
+    include_str!("../../sql/tenant_migrations/transaction_lock_timeout.sql");
+const TRANSACTION_ID_SQL: &str = include_str!("../../sql/tenant_migrations/transaction_id.sql");
 const APPLY_FILE_IN_ONE_STATEMENT_SQL: &str =
     include_str!("../../sql/tenant_migrations/apply_file_in_one_statement.sql");
 const ENDPOINT_HISTORY_SQL: &str = include_str!("../../sql/tenant_migrations/endpoint_history.sql");
@@ -613,17 +617,13 @@ fn migration_error(
     completed: usize,
     e: &sqlx::Error,
 ) -> TenantDbError {
-    let failed = target.schema_error(&migration.sql, e);
-    let TenantDbError::SchemaFailed {
+    let super::target::PgFailure {
         message,
         code,
         line,
         detail,
         hint,
-    } = failed
-    else {
-        return failed;
-    };
+    } = target.failure_in(&migration.sql, e);
     let statements = screening::split(&migration.sql).unwrap_or_default();
     let statement = statements.get(completed);
     TenantDbError::MigrationFailed {
@@ -750,7 +750,10 @@ async fn history_over_endpoint(endpoint: &SqlEndpoint) -> Result<History, Tenant
             "__CHECKSUMS__",
             &fragment(present("checksums"), ENDPOINT_CHECKSUMS_SQL),
         )
-        .replace("__LEGACY__", &fragment(present("legacy"), ENDPOINT_LEGACY_SQL));
+        .replace(
+            "__LEGACY__",
+            &fragment(present("legacy"), ENDPOINT_LEGACY_SQL),
+        );
     let rows = endpoint.rows(&query, &[], during).await?;
     let malformed = || TenantDbError::Endpoint {
         during,
@@ -867,24 +870,27 @@ async fn run_outside_transaction_over_endpoint(
             }
         },
     }
-    endpoint.send(&migration.sql, &[]).await.map_err(|failure| {
-        if failure.retryable {
-            failure.into_error("applying a migration")
-        } else {
-            let mut error = endpoint_migration_error(migration, failure.message, failure.code);
-            if let TenantDbError::MigrationFailed {
-                statement, line, ..
-            } = &mut error
-                && let Some(only) = screening::split(&migration.sql)
-                    .ok()
-                    .and_then(|s| s.into_iter().next())
-            {
-                *statement = shortened(&only.text);
-                *line = Some(only.line);
+    endpoint
+        .send(&migration.sql, &[])
+        .await
+        .map_err(|failure| {
+            if failure.retryable {
+                failure.into_error("applying a migration")
+            } else {
+                let mut error = endpoint_migration_error(migration, failure.message, failure.code);
+                if let TenantDbError::MigrationFailed {
+                    statement, line, ..
+                } = &mut error
+                    && let Some(only) = screening::split(&migration.sql)
+                        .ok()
+                        .and_then(|s| s.into_iter().next())
+                {
+                    *statement = shortened(&only.text);
+                    *line = Some(only.line);
+                }
+                error
             }
-            error
-        }
-    })?;
+        })?;
     apply_file_over_endpoint(endpoint, migration, false).await?;
     Ok(true)
 }
@@ -912,14 +918,21 @@ async fn claim_over_endpoint(
     let statement = without_comment_lines(CLAIM_IN_ONE_STATEMENT_SQL)
         .replace("__BODY_TAG__", &body_tag)
         .replace("__LOCK_KEY__", &APPLY_ADVISORY_LOCK_KEY.to_string())
-        .replace("__STALE_SECONDS__", &CLAIM_STALE_AFTER.as_secs().to_string())
+        .replace(
+            "__STALE_SECONDS__",
+            &CLAIM_STALE_AFTER.as_secs().to_string(),
+        )
         .replace("__VERSION__", &quote_literal(&migration.version))
         .replace(
             "__BOOKKEEPING__",
             &dollar_quote(BOOKKEEPING_TABLES_SQL, "bookkeeping"),
         );
     let rows = endpoint
-        .rows(&statement, &[], "claiming a migration that runs outside a transaction")
+        .rows(
+            &statement,
+            &[],
+            "claiming a migration that runs outside a transaction",
+        )
         .await?;
     if rows
         .first()

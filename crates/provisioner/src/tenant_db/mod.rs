@@ -1,13 +1,16 @@
-//! The app schema in a client's Supabase database: applied once, and checked as the Data API
-//! will meet it.
+//! The app schema in a client's Supabase database: its migrations applied, each file once, and
+//! the result checked as the Data API will meet it.
 //!
-//! - [`apply_schema`] (`apply`) runs a schema script in one transaction over a direct
-//!   connection (not a transaction-mode pooler) and records the script's SHA-256 checksum in
-//!   `provisioner.schema_versions` inside the tenant database, a schema the API roles cannot
-//!   reach. A second call with the same script finds the checksum and does nothing; a script
-//!   that fails anywhere leaves nothing behind. The script is parsed first (`screening`), and
-//!   refused before anything is sent if it holds transaction control or statements that cannot
-//!   run in a transaction.
+//! - [`apply_migrations`] (`migrations`) applies the pending files of a
+//!   [`MigrationSet`](crate::templates::MigrationSet) in version order over a direct connection
+//!   (not a transaction-mode pooler), each in its own transaction (or, marked
+//!   `-- provisioner:no-transaction`, as one statement outside any), and records each in
+//!   `supabase_migrations.schema_migrations` as the Supabase CLI does, with our checksum beside
+//!   it in `provisioner.migration_checksums`, a schema the API roles cannot reach. No file runs
+//!   twice, whatever appliers run at once or crash; a file that fails leaves nothing of itself.
+//!   [`migration_state`] reads what a tenant has (applied, pending, drift) without changing it.
+//!   The files are parsed and screened when the set is loaded (`screening`), before anything
+//!   is sent.
 //! - [`check_schema`] (`checks`, `probe`) inspects every schema the Data API exposes: row
 //!   level security on every table, every table readable as `authenticated` with rows in it (a
 //!   policy that recurses, directly, through a function or through another table, fails here as
@@ -15,17 +18,17 @@
 //!   tenants, no view that skips row level security, no `SECURITY DEFINER` function open to
 //!   `anon`. The result is a [`CheckReport`] of findings (`report`), one per root cause.
 //!
-//! Both also run through the Management API's SQL endpoint ([`apply_schema_over_endpoint`],
+//! All three also run through the Management API's SQL endpoint
+//! ([`apply_migrations_over_endpoint`], [`migration_state_over_endpoint`],
 //! [`check_schema_over_endpoint`], `sql_endpoint`) for a project whose password is not ours,
-//! with the same guarantees: the apply is one statement, each probe round one statement that
-//! ends in an error. Which route a connection takes (the session pooler, or
+//! with the same guarantees: each transactional file is one statement, each probe round one
+//! statement that ends in an error. Which route a connection takes (the session pooler, or
 //! `SUPABASE_DB_URL_TEMPLATE`) is `route`'s business.
 //!
 //! The connection URL carries the database password: it is taken as a
 //! [`SecretString`](secrecy::SecretString), never logged, and scrubbed from every error
 //! message (`target`).
 
-mod apply;
 mod catalog;
 mod checks;
 mod migrations;
@@ -41,12 +44,11 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
-pub use apply::{Applied, apply_schema, apply_schema_over_endpoint};
+pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema, check_schema_over_endpoint};
 pub use migrations::{
     AppliedMigration, MigrationDrift, MigrationsApplied, TenantMigrationState, apply_migrations,
     apply_migrations_over_endpoint, migration_state, migration_state_over_endpoint,
 };
-pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema, check_schema_over_endpoint};
 pub use report::{CheckName, CheckOutcome, CheckReport, Finding, Severity};
 pub use route::{DatabaseRoute, RouteError, RouteKind, session_pooler, template_route};
 pub use screening::{NO_TRANSACTION_MARKER, RefusedStatement};
@@ -73,48 +75,11 @@ pub enum TenantDbError {
     Timeout { what: &'static str, after: Duration },
 
     #[error(
-        "the schema failed{} and nothing of it was kept: {message}{}{}{}",
-        line.map(|l| format!(" at line {l}")).unwrap_or_default(),
-        code.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default(),
-        detail.as_ref().map(|d| format!("; detail: {d}")).unwrap_or_default(),
-        hint.as_ref().map(|h| format!("; hint: {h}")).unwrap_or_default(),
-    )]
-    SchemaFailed {
-        message: String,
-        code: Option<String>,
-        /// Line of the schema script the error points at, when PostgreSQL gives a position.
-        line: Option<usize>,
-        detail: Option<String>,
-        hint: Option<String>,
-    },
-
-    #[error(
-        "the schema was not applied, nothing of it was sent: {}",
-        statements
-            .iter()
-            .map(|s| format!("line {}: `{}`: {}", s.line, s.statement, s.reason))
-            .collect::<Vec<_>>()
-            .join("; ")
-    )]
-    SchemaRefused { statements: Vec<RefusedStatement> },
-
-    #[error(
-        "the schema was not applied, nothing of it was sent: PostgreSQL's parser rejects it \
-         ({message}); psql meta-commands such as \\i or \\connect cannot be used"
-    )]
-    SchemaUnparsable { message: String },
-
-    #[error(
-        "the schema ended the surrounding transaction (COMMIT or ROLLBACK inside the script), so it \
-         was not applied atomically; remove transaction control from the schema"
+        "a migration ended the surrounding transaction (COMMIT or ROLLBACK inside the file, e.g. \
+         in a procedure it calls), so it was not applied atomically and was rolled back; remove \
+         transaction control from the file"
     )]
     SchemaEndsTransaction,
-
-    #[error(
-        "the tenant database already has schema version {applied}, not {wanted}; changing the \
-         schema of an existing client is a migration, which this step does not do"
-    )]
-    DifferentVersionApplied { applied: String, wanted: String },
 
     #[error(
         "migration {file_name} (version {version}) failed{}: `{statement}`: {message}{}{}{}; {}",
@@ -199,11 +164,7 @@ impl TenantDbError {
                     })
             }
             Self::InvalidUrl { .. }
-            | Self::SchemaFailed { .. }
-            | Self::SchemaRefused { .. }
-            | Self::SchemaUnparsable { .. }
             | Self::SchemaEndsTransaction
-            | Self::DifferentVersionApplied { .. }
             | Self::MigrationFailed { .. }
             | Self::MigrationDrift { .. }
             | Self::CannotActAs { .. } => false,
@@ -307,12 +268,16 @@ mod tests {
             code: Some("40P01".into()),
         };
         assert!(deadlock.is_retryable());
-        let broken = TenantDbError::SchemaFailed {
+        let broken = TenantDbError::MigrationFailed {
+            version: "0002".into(),
+            file_name: "0002_x.sql".into(),
+            statement: "SELECT * FROM nowhere".into(),
             message: "m".into(),
             code: Some("42P01".into()),
             line: Some(3),
             detail: None,
             hint: None,
+            outside_transaction: false,
         };
         assert!(!broken.is_retryable());
         assert!(!TenantDbError::SchemaEndsTransaction.is_retryable());

@@ -1,6 +1,6 @@
-//! What a schema script may contain, decided before any of it is sent.
+//! What a migration file may contain, decided when it is loaded, before any of it is sent.
 //!
-//! The script runs inside one transaction that [`super::apply_schema`] opens and commits. A
+//! A file runs inside one transaction that [`super::apply_migrations`] opens and commits. A
 //! statement that ends or splits that transaction (`COMMIT`, `BEGIN`, `ROLLBACK`, `SAVEPOINT`,
 //! `PREPARE TRANSACTION`), changes who the rest of the script runs as (`SET SESSION
 //! AUTHORIZATION`, `SET ROLE`, `RESET ROLE`, `RESET ALL`, `DISCARD`), or cannot run inside a
@@ -8,6 +8,11 @@
 //! break the promise that a schema is applied whole or not at all. The script is parsed with
 //! PostgreSQL's own parser (libpg_query), so a `COMMIT` inside a string, a comment or a `$$`
 //! function body is text, as it is to the server.
+//!
+//! A file marked `-- provisioner:no-transaction` on its first line runs outside a transaction
+//! instead ([`screen_outside_transaction`]): one statement, which may be one that cannot run in
+//! a transaction, but still no transaction control or role change, and one that can be run a
+//! second time (it is, should the process die between running and recording it).
 
 use pg_query::NodeEnum;
 use pg_query::protobuf::{ReindexObjectType, TransactionStmtKind, VariableSetKind};
@@ -198,22 +203,26 @@ fn concern(node: &NodeEnum) -> Option<Concern> {
             let kind = VariableSetKind::try_from(set.kind).unwrap_or(VariableSetKind::Undefined);
             let name = set.name.to_ascii_lowercase();
             if kind == VariableSetKind::VarResetAll {
-                Never(format!("RESET ALL resets the session's role: {CHANGES_ROLE}"))
+                Never(format!(
+                    "RESET ALL resets the session's role: {CHANGES_ROLE}"
+                ))
             } else if name == "session_authorization" || name == "role" {
-                Never(format!("it changes the role the script runs as: {CHANGES_ROLE}"))
+                Never(format!(
+                    "it changes the role the script runs as: {CHANGES_ROLE}"
+                ))
             } else {
                 return None;
             }
         }
-        NodeEnum::DiscardStmt(_) => {
-            Never(format!("DISCARD resets the session's role and state: {CHANGES_ROLE}"))
-        }
-        NodeEnum::IndexStmt(index) if index.concurrent => {
-            Outside(format!("CREATE INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"))
-        }
-        NodeEnum::DropStmt(drop) if drop.concurrent => {
-            Outside(format!("DROP INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"))
-        }
+        NodeEnum::DiscardStmt(_) => Never(format!(
+            "DISCARD resets the session's role and state: {CHANGES_ROLE}"
+        )),
+        NodeEnum::IndexStmt(index) if index.concurrent => Outside(format!(
+            "CREATE INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"
+        )),
+        NodeEnum::DropStmt(drop) if drop.concurrent => Outside(format!(
+            "DROP INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"
+        )),
         NodeEnum::ReindexStmt(reindex) => {
             let kind =
                 ReindexObjectType::try_from(reindex.kind).unwrap_or(ReindexObjectType::Undefined);
@@ -250,13 +259,11 @@ fn concern(node: &NodeEnum) -> Option<Concern> {
         | NodeEnum::DropSubscriptionStmt(_) => {
             Outside(format!("subscriptions: {OUTSIDE_TRANSACTION}"))
         }
-        NodeEnum::CopyStmt(copy) if copy.filename.is_empty() && !copy.is_program => {
-            Never(
-                "COPY FROM STDIN / TO STDOUT needs a client that streams the data (psql), \
+        NodeEnum::CopyStmt(copy) if copy.filename.is_empty() && !copy.is_program => Never(
+            "COPY FROM STDIN / TO STDOUT needs a client that streams the data (psql), \
                  which the step is not; write the rows as INSERT statements"
-                    .to_owned(),
-            )
-        }
+                .to_owned(),
+        ),
         _ => return None,
     };
     Some(reason)

@@ -24,17 +24,6 @@ pub(crate) struct Target {
 }
 
 impl Target {
-    /// A target with nothing to scrub, for the SQL endpoint (no URL, no password): only its
-    /// redaction and error shaping are used.
-    pub(crate) fn without_password() -> Self {
-        Self {
-            options: PgConnectOptions::new_without_pgpass(),
-            host: "the Management API's SQL endpoint".to_owned(),
-            database: String::new(),
-            password_forms: Vec::new(),
-        }
-    }
-
     pub(crate) fn parse(db_url: &SecretString) -> Result<Self, TenantDbError> {
         let raw = db_url.expose_secret();
         let url = url::Url::parse(raw).map_err(|e| TenantDbError::InvalidUrl {
@@ -119,12 +108,15 @@ impl Target {
         }
     }
 
-    pub(crate) fn schema_error(&self, schema_sql: &str, e: &sqlx::Error) -> TenantDbError {
+    /// PostgreSQL's account of a failure in `sql` (a migration file run as one text): its
+    /// message with context, SQLSTATE, the line PostgreSQL's position points at, detail and
+    /// hint, the password scrubbed from each.
+    pub(crate) fn failure_in(&self, sql: &str, e: &sqlx::Error) -> PgFailure {
         let pg = e
             .as_database_error()
             .and_then(|d| d.try_downcast_ref::<PgDatabaseError>());
         let Some(pg) = pg else {
-            return TenantDbError::SchemaFailed {
+            return PgFailure {
                 message: self.redact(&error_message(e)),
                 code: None,
                 line: None,
@@ -133,14 +125,14 @@ impl Target {
             };
         };
         let line = match pg.position() {
-            Some(PgErrorPosition::Original(position)) => Some(line_of(schema_sql, position)),
+            Some(PgErrorPosition::Original(position)) => Some(line_of(sql, position)),
             _ => None,
         };
         let mut message = pg.message().to_owned();
         if let Some(context) = pg.r#where() {
             message.push_str(&format!(" (in {context})"));
         }
-        TenantDbError::SchemaFailed {
+        PgFailure {
             message: self.redact(&message),
             code: Some(pg.code().to_owned()),
             line,
@@ -148,6 +140,16 @@ impl Target {
             hint: pg.hint().map(|h| self.redact(h)),
         }
     }
+}
+
+/// What PostgreSQL said of a failed statement, scrubbed.
+#[derive(Debug)]
+pub(crate) struct PgFailure {
+    pub message: String,
+    pub code: Option<String>,
+    pub line: Option<usize>,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
 }
 
 #[cfg(test)]

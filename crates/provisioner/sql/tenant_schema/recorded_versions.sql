@@ -1,2 +1,0 @@
--- Every schema version recorded, oldest first.
-SELECT checksum FROM provisioner.schema_versions ORDER BY applied_at
