@@ -1378,6 +1378,37 @@ mod tests {
     }
 
     #[test]
+    fn the_old_single_schema_key_is_refused_and_migrations_must_be_a_directory() {
+        let err = Settings::from_toml("[templates]\nschema = \"templates/schema.sql\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("templates.schema: no longer read")
+                && err.contains("0001_init.sql")
+                && err.contains("set templates.migrations"),
+            "{err}"
+        );
+        let file = tempfile::NamedTempFile::new().unwrap();
+        let err = Settings::from_toml(&format!(
+            "[templates]\nmigrations = {:?}\n",
+            file.path().display().to_string()
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("templates.migrations:") && err.contains("is not a readable directory"),
+            "{err}"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::from_toml(&format!(
+            "[templates]\nmigrations = {:?}\n",
+            dir.path().display().to_string()
+        ))
+        .unwrap();
+        assert_eq!(settings.templates.migrations.as_deref(), Some(dir.path()));
+    }
+
+    #[test]
     fn debug_output_hides_every_token() {
         let config = Config::load(None, &env_of(FULL)).unwrap();
         let debug = format!("{config:?}");

@@ -230,7 +230,7 @@ async fn supabase_items(
     items.push(schema_version_item(
         client,
         &stack.templates.migrations,
-        record,
+        record.database.as_ref().and_then(|d| d.version.as_deref()),
         tenant_db::migration_state(&url, &stack.templates.migrations).await,
     ));
     let settings = &stack.settings.schema_checks;
@@ -257,7 +257,7 @@ async fn supabase_items(
 fn schema_version_item(
     client: &str,
     set: &MigrationSet,
-    record: &ResourceRecord,
+    recorded: Option<&str>,
     live: Result<TenantMigrationState, tenant_db::TenantDbError>,
 ) -> Item {
     const WHAT: &str = "schema version";
@@ -265,7 +265,6 @@ fn schema_version_item(
     let state = match live {
         Ok(state) => state,
         Err(e) => {
-            let recorded = record.database.as_ref().and_then(|d| d.version.clone());
             return item(
                 client,
                 WHAT,
@@ -273,7 +272,7 @@ fn schema_version_item(
                 format!(
                     "cannot read the database's migration history ({e}); the record says {}, \
                      the latest is {latest}",
-                    recorded.as_deref().unwrap_or("no version")
+                    recorded.unwrap_or("no version")
                 ),
             );
         }
@@ -749,4 +748,99 @@ async fn verify(app: &App, wanted: Option<ClientSlug>) -> Result<Vec<Item>, CliE
         items.extend(verify_client(app, &slug, run).await?);
     }
     Ok(items)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tenant_db::{AppliedMigration, MigrationDrift};
+
+    fn set() -> MigrationSet {
+        MigrationSet::from_files(
+            "test",
+            [
+                ("0001_a.sql".to_owned(), b"SELECT 1;".to_vec()),
+                ("0002_b.sql".to_owned(), b"SELECT 2;".to_vec()),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn applied(versions: &[&str]) -> Vec<AppliedMigration> {
+        versions
+            .iter()
+            .map(|v| AppliedMigration {
+                version: (*v).to_owned(),
+                name: None,
+                checksum: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_schema_version_is_the_latest_or_drift_saying_behind_or_how_it_differs() {
+        let record = None;
+        let latest = TenantMigrationState {
+            applied: applied(&["0001", "0002"]),
+            pending: Vec::new(),
+            drift: Vec::new(),
+        };
+        let ok = schema_version_item("acme", &set(), record, Ok(latest));
+        assert!(ok.ok && ok.detail == "0002 (the latest)", "{ok:?}");
+
+        let behind = TenantMigrationState {
+            applied: applied(&["0001"]),
+            pending: vec!["0002".into()],
+            drift: Vec::new(),
+        };
+        let item = schema_version_item("acme", &set(), record, Ok(behind));
+        assert!(!item.ok);
+        assert!(
+            item.detail
+                .contains("at 0001, behind the latest 0002: 1 pending (0002)")
+                && item.detail.contains("migrate apply --client-id acme"),
+            "{item:?}"
+        );
+
+        let edited = TenantMigrationState {
+            applied: applied(&["0001", "0002", "0003"]),
+            pending: Vec::new(),
+            drift: vec![
+                MigrationDrift::Edited {
+                    version: "0001".into(),
+                    file_name: "0001_a.sql".into(),
+                },
+                MigrationDrift::Unknown {
+                    version: "0003".into(),
+                    name: Some("c".into()),
+                },
+            ],
+        };
+        let item = schema_version_item("acme", &set(), record, Ok(edited));
+        assert!(!item.ok);
+        assert!(
+            item.detail
+                .contains("version 0001 was applied from a different 0001_a.sql")
+                && item.detail.contains("version 0003 (c) is applied"),
+            "{item:?}"
+        );
+
+        let unreadable = schema_version_item(
+            "acme",
+            &set(),
+            Some("0001"),
+            Err(tenant_db::TenantDbError::Timeout {
+                what: "connecting to the tenant database",
+                after: Duration::from_secs(30),
+            }),
+        );
+        assert!(!unreadable.ok);
+        assert!(
+            unreadable
+                .detail
+                .contains("cannot read the database's migration history")
+                && unreadable.detail.contains("the latest is 0002"),
+            "{unreadable:?}"
+        );
+    }
 }
