@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use harness::{Clients, Harness};
+use providers::github::RepositoryLookups;
 use providers::shared_listing::SharedListing;
 use providers::supabase::ProjectListing;
 use providers::{Provider as ClientProvider, ProviderError, RateBudgetConfig};
@@ -239,4 +240,50 @@ async fn a_failed_listing_fails_every_waiter_and_a_429_is_received_once() {
     assert_eq!(refused.listings(), 1);
     h.finish_allowing(&[(Provider::Supabase, "GET", "/v1/projects", 429)])
         .await;
+}
+
+#[tokio::test]
+async fn github_lookups_list_the_org_only_while_more_wait_than_it_has_pages() {
+    const REPOS: usize = 120; // two pages of 100
+    let h = Harness::start_without_databases(|_| {}).await;
+    let (owner, template) = h.template();
+    let org = h.github_org();
+    for i in 0..REPOS {
+        let body = bodies::github_generate(&org, &format!("client-{i:03}-app"));
+        h.github
+            .generate_from_template(&owner, &template, &body)
+            .await
+            .unwrap();
+    }
+    let lookups = RepositoryLookups::new(h.github.clone(), &org, Duration::from_millis(50));
+    let gets = || h.sandbox.calls(Provider::Github, "GET /repos/{owner}/{repo}");
+    let pages = || h.sandbox.calls(Provider::Github, "GET /orgs/{org}/repos");
+
+    // One lookup alone costs one direct call, never a listing.
+    let found = lookups.find("CLIENT-007-app").await.unwrap().unwrap();
+    assert_eq!(found.name, "client-007-app", "names compare as GitHub does");
+    assert_eq!((gets(), pages(), lookups.listings()), (1, 0, 0));
+
+    // Forty at once: the first goes direct; the rest share one listing of both pages, and
+    // only the names it shows are read in full.
+    let names: Vec<String> = (0..40)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("client-{:03}-app", i * 3)
+            } else {
+                format!("absent-{i}")
+            }
+        })
+        .collect();
+    let answers = join_all(names.iter().map(|name| lookups.find(name))).await;
+    for (name, answer) in names.iter().zip(answers) {
+        let answer = answer.unwrap();
+        assert_eq!(answer.is_some(), name.starts_with("client-"), "{name}");
+    }
+    assert_eq!(lookups.listings(), 1);
+    assert_eq!(pages(), 2, "every page of the listing was read");
+    // The 20 present names read in full (the first of them directly, before the listing);
+    // the 20 absent ones cost nothing beyond the listing.
+    assert_eq!(gets() - 1, 20);
+    h.finish().await;
 }
