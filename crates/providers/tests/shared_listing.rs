@@ -256,7 +256,10 @@ async fn github_lookups_list_the_org_only_while_more_wait_than_it_has_pages() {
             .unwrap();
     }
     let lookups = RepositoryLookups::new(h.github.clone(), &org, Duration::from_millis(50));
-    let gets = || h.sandbox.calls(Provider::Github, "GET /repos/{owner}/{repo}");
+    let gets = || {
+        h.sandbox
+            .calls(Provider::Github, "GET /repos/{owner}/{repo}")
+    };
     let pages = || h.sandbox.calls(Provider::Github, "GET /orgs/{org}/repos");
 
     // One lookup alone costs one direct call, never a listing.
