@@ -1,6 +1,10 @@
 //! GitHub REST: generate a repository from a template, wait for its default branch, list and
 //! delete. Shapes follow `github-rest-subset.json` (`@octokit/openapi`) and API-CONTRACTS §2.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
 use reqwest::Method;
 use reqwest::header::HeaderName;
 use secrecy::SecretString;
@@ -10,6 +14,7 @@ use url::Url;
 use crate::error::{Provider, ProviderError};
 use crate::http_policy::{Call, Credential, HttpPolicy, Target, Transport};
 use crate::rate_budget::RateBudgetConfig;
+use crate::shared_listing::SharedListing;
 
 /// The REST version sent when none is configured (GitHub's own default).
 pub const DEFAULT_API_VERSION: &str = "2022-11-28";
@@ -250,6 +255,90 @@ impl GithubClient {
         const OP: &str = "DELETE /repos/{owner}/{repo}";
         let call = Call::new(Method::DELETE, OP, vec!["repos", owner, name]);
         self.transport.execute(call).await.map(|_| ())
+    }
+}
+
+/// Lookups of one organization's repositories by name, coalesced when many wait at once.
+///
+/// A direct `GET /repos/{owner}/{repo}` costs one call per lookup; a listing of the
+/// organization costs one call per page of 100 and answers every lookup waiting for it. So a
+/// lookup goes through the shared listing only while more lookups are in progress than the
+/// last listing had pages, and directly otherwise: a single run (or an org with many
+/// repositories and few lookups) never pays for a listing. Either way the answer comes from
+/// a call sent after the lookup asked ([`SharedListing`]). A name the listing shows is read
+/// with the direct call, since the listing's `minimal-repository` lacks the template origin
+/// and may lack the description the step judges it by.
+#[derive(Debug, Clone)]
+pub struct RepositoryLookups {
+    client: GithubClient,
+    org: String,
+    listing: SharedListing<RepositorySummary>,
+    in_progress: Arc<AtomicUsize>,
+    last_pages: Arc<AtomicUsize>,
+}
+
+/// Counts a lookup in progress for as long as it lives.
+struct InProgress(Arc<AtomicUsize>);
+
+impl Drop for InProgress {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl RepositoryLookups {
+    /// `interval` is the least time between two listings.
+    pub fn new(client: GithubClient, org: &str, interval: Duration) -> Self {
+        let last_pages = Arc::new(AtomicUsize::new(1));
+        let listing = {
+            let client = client.clone();
+            let org = org.to_owned();
+            let last_pages = Arc::clone(&last_pages);
+            SharedListing::new(Provider::Github, interval, move || {
+                let client = client.clone();
+                let org = org.clone();
+                let last_pages = Arc::clone(&last_pages);
+                async move {
+                    let all = client.list_organization_repositories(&org).await?;
+                    last_pages.store(all.len().div_ceil(100).max(1), Ordering::Relaxed);
+                    Ok(all)
+                }
+            })
+        };
+        RepositoryLookups {
+            client,
+            org: org.to_owned(),
+            listing,
+            in_progress: Arc::new(AtomicUsize::new(0)),
+            last_pages,
+        }
+    }
+
+    /// The organization's repository called `name` (compared as GitHub does, ignoring case),
+    /// or `None`.
+    pub async fn find(&self, name: &str) -> Result<Option<Repository>, ProviderError> {
+        let together = self.in_progress.fetch_add(1, Ordering::Relaxed) + 1;
+        let _in_progress = InProgress(Arc::clone(&self.in_progress));
+        if together > self.last_pages.load(Ordering::Relaxed) {
+            let listing = self.listing.fresh().await?;
+            if !listing
+                .items
+                .iter()
+                .any(|r| r.name.eq_ignore_ascii_case(name))
+            {
+                return Ok(None);
+            }
+        }
+        match self.client.get_repository(&self.org, name).await {
+            Ok(repo) => Ok(Some(repo)),
+            Err(ProviderError::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// How many organization listings have been made (each one call per page).
+    pub fn listings(&self) -> u64 {
+        self.listing.listings()
     }
 }
 

@@ -16,6 +16,7 @@ pub mod http_policy;
 pub mod n8n;
 pub mod rate_budget;
 pub mod rate_limit_headers;
+pub mod shared_listing;
 pub mod supabase;
 pub mod vercel;
 
@@ -25,6 +26,7 @@ pub use http_policy::HttpPolicy;
 pub use n8n::{N8nApiFlavour, N8nClient, N8nConfig};
 pub use rate_budget::{RateBudget, RateBudgetConfig};
 pub use secrecy::SecretString;
-pub use supabase::{Readiness, ReadinessOutcome, SupabaseClient, SupabaseConfig};
+pub use shared_listing::SharedListing;
+pub use supabase::{ProjectListing, ReadinessOutcome, SupabaseClient, SupabaseConfig};
 pub use url::Url;
 pub use vercel::{VercelClient, VercelConfig};

@@ -5,10 +5,10 @@
 //! every exact match and the caller decides.
 
 mod auth_config;
-mod readiness;
+mod project_listing;
 
 pub use auth_config::{AuthUrls, UpdateAuthUrls, split_allow_list};
-pub use readiness::{Readiness, ReadinessOutcome};
+pub use project_listing::{ProjectListing, ProjectWait, ReadinessOutcome};
 
 use reqwest::Method;
 use secrecy::{ExposeSecret, SecretString};

@@ -1,4 +1,4 @@
-//! The Supabase readiness poller never outlives its registration: a polling loop that ends
+//! The shared Supabase project listing never outlives its registration: a polling loop that ends
 //! without answering (its task dropped by a runtime that shut down, as a panic would drop it)
 //! must not leave later waits in the same process joined to a loop that no longer runs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use providers::supabase::SupabaseConfig;
 use providers::{
-    HttpPolicy, RateBudgetConfig, Readiness, ReadinessOutcome, SecretString, SupabaseClient, Url,
+    HttpPolicy, ProjectListing, RateBudgetConfig, ReadinessOutcome, SecretString, SupabaseClient,
+    Url,
 };
 use scripted_server::{Action, ScriptedServer};
 use serde_json::json;
@@ -20,13 +21,13 @@ const PROJECT: &str = "abcdefghijklmnopqrst";
 fn listing(status: &str) -> Action {
     Action::json(
         200,
-        json!({
-            "projects": [{
-                "ref": PROJECT, "name": "client-acme", "region": "eu-central-1",
-                "status": status, "inserted_at": "2026-01-01T00:00:00Z"
-            }],
-            "pagination": {"count": 1, "limit": 100, "offset": 0}
-        }),
+        json!([{
+            "id": PROJECT, "ref": PROJECT, "organization_id": "agency-org",
+            "organization_slug": "agency-org", "name": "client-acme", "region": "eu-central-1",
+            "created_at": "2026-01-01T00:00:00Z", "status": status,
+            "database": {"host": format!("db.{PROJECT}.supabase.co"), "version": "15.8.1.085",
+                "postgres_engine": "15", "release_channel": "ga"}
+        }]),
     )
 }
 
@@ -49,7 +50,7 @@ fn a_poller_that_stopped_without_answering_does_not_block_later_waits() {
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(5),
     };
-    let readiness = Readiness::new(
+    let readiness = ProjectListing::new(
         SupabaseClient::new(config).unwrap(),
         Duration::from_millis(300),
     );
@@ -89,7 +90,7 @@ fn a_poller_that_failed_every_waiter_leaves_room_for_the_next() {
         let token = SecretString::from(format!("sbp-{}", uuid::Uuid::new_v4()));
         let mut config = SupabaseConfig::new(Url::parse(&server.url).unwrap(), token);
         config.budget = RateBudgetConfig::unlimited();
-        let readiness = Readiness::new(
+        let readiness = ProjectListing::new(
             SupabaseClient::new(config).unwrap(),
             Duration::from_millis(50),
         );

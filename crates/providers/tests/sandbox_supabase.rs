@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use futures::future::join_all;
 use harness::{Clients, Harness, until_ok};
-use providers::supabase::{ProjectStatus, Readiness, ReadinessOutcome};
+use providers::supabase::{ProjectListing, ProjectStatus, ReadinessOutcome};
 use providers::{ProviderError, RateBudgetConfig};
 use sandbox::{FaultKind, FaultRule, Provider};
 use secrecy::ExposeSecret;
 
 const ORG_PROJECTS: &str = "GET /v1/organizations/{slug}/projects";
+const PROJECTS: &str = "GET /v1/projects";
 
 #[tokio::test]
 async fn happy_path_create_find_ready_keys_delete() {
@@ -68,7 +69,7 @@ async fn happy_path_create_find_ready_keys_delete() {
             .any(|p| p.project_ref == created.project_ref)
     );
 
-    let readiness = Readiness::new(h.supabase.clone(), Duration::from_millis(50));
+    let readiness = ProjectListing::new(h.supabase.clone(), Duration::from_millis(50));
     let outcome = readiness
         .wait(&org, &created.project_ref, Duration::from_secs(20))
         .await
@@ -354,7 +355,7 @@ async fn readiness_is_coalesced_into_one_listing_per_interval() {
     });
     let refs = join_all(creates).await;
 
-    let readiness = Readiness::new(h.supabase.clone(), interval);
+    let readiness = ProjectListing::new(h.supabase.clone(), interval);
     let started = tokio::time::Instant::now();
     let outcomes = join_all(
         refs.iter()
@@ -365,13 +366,13 @@ async fn readiness_is_coalesced_into_one_listing_per_interval() {
     for outcome in outcomes {
         assert_eq!(outcome.unwrap(), ReadinessOutcome::Ready);
     }
-    let list_calls = h.sandbox.calls(Provider::Supabase, ORG_PROJECTS);
+    let list_calls = h.sandbox.calls(Provider::Supabase, PROJECTS);
     let per_project_polls = h
         .sandbox
         .calls(Provider::Supabase, "GET /v1/projects/{ref}");
     let intervals = elapsed.as_secs_f64() / interval.as_secs_f64();
     println!(
-        "readiness: {WAITERS} waiters, {} listings, {list_calls} list calls (1 page each), \
+        "readiness: {WAITERS} waiters, {} listings, {list_calls} list calls, \
          {per_project_polls} per-project polls, {:.1} intervals elapsed ({elapsed:?})",
         readiness.listings(),
         intervals
@@ -380,7 +381,7 @@ async fn readiness_is_coalesced_into_one_listing_per_interval() {
     assert_eq!(
         list_calls as u64,
         readiness.listings(),
-        "100 projects fit one page"
+        "a listing is one call"
     );
     // About one call per interval: never more listings than intervals that passed (+1 for
     // the last one in flight), and nowhere near one per waiter.
@@ -431,7 +432,7 @@ async fn readiness_tells_stuck_failed_and_ready_apart() {
         .await
         .unwrap();
 
-    let readiness = Readiness::new(h.supabase.clone(), Duration::from_millis(50));
+    let readiness = ProjectListing::new(h.supabase.clone(), Duration::from_millis(50));
     let (stuck, failed, fine) = tokio::join!(
         readiness.wait(&org, &stuck.project_ref, Duration::from_millis(1500)),
         readiness.wait(&org, &failed.project_ref, Duration::from_secs(20)),
@@ -461,7 +462,7 @@ async fn readiness_fails_every_waiter_on_a_permanent_listing_error() {
         RateBudgetConfig::unlimited(),
         ["sbp_wrong", "x", "x", "x"],
     );
-    let readiness = Readiness::new(wrong.supabase, Duration::from_millis(20));
+    let readiness = ProjectListing::new(wrong.supabase, Duration::from_millis(20));
     let org = h.org();
     let (a, b) = tokio::join!(
         readiness.wait(&org, "abcdefghijklmnopqrst", Duration::from_secs(20)),

@@ -5,7 +5,8 @@
 //! the wall time with the DAG's critical path and with the sum of the steps.
 //!
 //! `... -- --mode batch --clients 100` provisions that many clients at once and counts the
-//! Supabase Management API calls per client (the API allows 120 a minute per endpoint).
+//! Supabase Management API calls per client (the API allows 120 a minute per endpoint), and
+//! every provider's calls per client and by endpoint.
 //!
 //! Needs PostgreSQL for the simulated Supabase projects (DATABASE_URL or 127.0.0.1:5432).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)] // a benchmark prints its figures and stops on any error
@@ -186,6 +187,18 @@ async fn batch(postgres_url: String, clients: usize) {
         *by_endpoint.entry(r.endpoint.as_str()).or_default() += 1;
     }
     let rate_limited = supabase.iter().filter(|r| r.status == 429).count();
+    // Every provider's calls per client, and each one's by endpoint.
+    let mut per_provider: HashMap<String, f64> = HashMap::new();
+    let mut by_provider_endpoint: HashMap<String, HashMap<&str, usize>> = HashMap::new();
+    for r in &log {
+        let provider = format!("{:?}", r.provider).to_lowercase();
+        *per_provider.entry(provider.clone()).or_default() += 1.0 / clients as f64;
+        *by_provider_endpoint
+            .entry(provider)
+            .or_default()
+            .entry(r.endpoint.as_str())
+            .or_default() += 1;
+    }
     println!(
         "{}",
         json!({
@@ -193,6 +206,7 @@ async fn batch(postgres_url: String, clients: usize) {
             "supabase_calls": supabase.len(),
             "supabase_calls_per_client": supabase.len() as f64 / clients as f64,
             "supabase_429s": rate_limited, "supabase_calls_by_endpoint": by_endpoint,
+            "calls_per_client": per_provider, "calls_by_endpoint": by_provider_endpoint,
         })
     );
     for slug in &slugs {

@@ -1,14 +1,17 @@
 //! What every step of the client stack shares: the four provider clients (one rate budget
-//! per credential for the whole process), the coalesced Supabase readiness poller, the
-//! templates and the settings. Built once per process from a validated [`Config`].
+//! per credential for the whole process), the shared listings that answer many runs'
+//! lookups (and Supabase readiness waits) with one call per interval, the templates and the
+//! settings. Built once per process from a validated [`Config`].
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
+use providers::github::RepositoryLookups;
+use providers::n8n::Workflow;
 use providers::{
-    GithubClient, GithubConfig, N8nApiFlavour, N8nClient, N8nConfig, Readiness, SupabaseClient,
-    SupabaseConfig, Url, VercelClient, VercelConfig,
+    GithubClient, GithubConfig, N8nApiFlavour, N8nClient, N8nConfig, ProjectListing, Provider,
+    SharedListing, SupabaseClient, SupabaseConfig, Url, VercelClient, VercelConfig,
 };
 use secrecy::{ExposeSecret, SecretString};
 use sha2::Sha256;
@@ -17,8 +20,15 @@ use crate::config::{Config, ProviderEnv, Settings};
 use crate::templates::Templates;
 use crate::tenant_db::DatabaseRoute;
 
-/// How often the shared poller lists an organization's projects while runs wait on them.
+/// How often the shared Supabase listing lists the projects while runs look projects up or
+/// wait on them.
 pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The least time between two shared listings that only answer lookups (n8n workflows,
+/// GitHub repositories). A
+/// lookup on an idle process is answered at once; in a batch, lookups that arrive while a
+/// listing is in flight wait at most this long for the next.
+pub const LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -36,10 +46,16 @@ pub enum StackError {
 #[derive(Debug, Clone)]
 pub struct Stack {
     pub supabase: SupabaseClient,
-    pub readiness: Readiness,
+    /// Every Supabase lookup by name and readiness wait goes through it.
+    pub supabase_projects: ProjectListing,
     pub github: GithubClient,
+    /// Every GitHub lookup by name goes through it.
+    pub github_repos: RepositoryLookups,
     pub vercel: VercelClient,
     pub n8n: N8nClient,
+    /// Every workflow of the n8n instance, listed (all pages) at most once per
+    /// [`LOOKUP_INTERVAL`] for every run looking a webhook path up.
+    pub n8n_workflows: SharedListing<Workflow>,
     /// For calls that are not provider API calls (the n8n production webhook check).
     pub http: reqwest::Client,
     pub templates: Arc<Templates>,
@@ -118,8 +134,18 @@ impl Stack {
             .timeout(Duration::from_secs(20))
             .build()
             .map_err(|e| StackError::Http(e.to_string()))?;
+        let lookup_interval = readiness_interval.min(LOOKUP_INTERVAL);
+        let n8n_workflows = {
+            let n8n = n8n.clone();
+            SharedListing::new(Provider::N8n, lookup_interval, move || {
+                let n8n = n8n.clone();
+                async move { n8n.list_workflows().await }
+            })
+        };
         Ok(Self {
-            readiness: Readiness::new(supabase.clone(), readiness_interval),
+            supabase_projects: ProjectListing::new(supabase.clone(), readiness_interval),
+            n8n_workflows,
+            github_repos: RepositoryLookups::new(github.clone(), &env.github_org, lookup_interval),
             supabase,
             github,
             vercel,

@@ -524,7 +524,7 @@ async fn the_checks_through_the_sql_endpoint_report_what_a_connection_reports() 
     let (project_ref, _) = project_made_elsewhere(&world, &client).await;
     let stack = &world.app.stack;
     stack
-        .readiness
+        .supabase_projects
         .wait(
             &stack.env.supabase_org_slug,
             &project_ref,

@@ -120,7 +120,8 @@ const PROVIDERS: [Provider; 4] = [
 ];
 
 /// The calls each step makes besides polls, as written in its file: (when created, when
-/// adopted). Supabase: lookup, regions (once per process), create, project, API keys;
+/// adopted). Supabase: lookup, regions (once per process), create, the shared listing that
+/// finds it ready (with its database host), API keys;
 /// GitHub: lookup, generate, branch; Vercel: lookup, create with env or read the marker,
 /// env upsert, deployments list, deploy, deployment state; Vercel domain: lookup, add (only
 /// when created), domain and DNS view read back; n8n (the main workflow and each module's):

@@ -2,8 +2,10 @@
 //! generated from the template repository, waited on until its default branch exists
 //! (generation is asynchronous and Vercel refuses an empty repository).
 //!
-//! The lookup is a direct `GET /repos/{org}/{name}`; an existing repository is adopted only if
-//! it was generated from the expected template. A run marks the repository it generates with
+//! The lookup is a direct `GET /repos/{org}/{name}`, or, while many runs look up at once, the
+//! stack's shared listing of the org's repositories
+//! ([`RepositoryLookups`](providers::github::RepositoryLookups)); an existing repository is
+//! adopted only if it was generated from the expected template. A run marks the repository it generates with
 //! its id at the end of the description ([`marker`]).
 
 use std::time::{Duration, Instant};
@@ -40,18 +42,11 @@ pub struct GithubRepo {
 }
 
 async fn lookup(stack: &Stack, name: &str) -> Result<Option<Repository>, StepError> {
-    match stack
-        .github
-        .get_repository(&stack.env.github_org, name)
+    stack
+        .github_repos
+        .find(name)
         .await
-    {
-        Ok(repo) => Ok(Some(repo)),
-        Err(ProviderError::NotFound) => Ok(None),
-        Err(e) => Err(provider_failure(
-            &format!("look up GitHub repository {name}"),
-            e,
-        )),
-    }
+        .map_err(|e| provider_failure(&format!("look up GitHub repository {name}"), e))
 }
 
 async fn delete(stack: &Stack, name: &str) -> Result<(), StepError> {

@@ -204,9 +204,41 @@ impl<R: ProviderResource> Step for ResourceStep<R> {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<R::Output, StepError> {
+        let found = self
+            .resource
+            .find(&self.stack, &ctx.input().client_id)
+            .await?;
+        self.action_with(ctx, found).await
+    }
+
+    async fn undo(
+        &self,
+        ctx: &StepContext<'_, Client>,
+        output: Option<R::Output>,
+    ) -> Result<(), StepError> {
+        let found = match output {
+            Some(_) => Vec::new(),
+            None => {
+                self.resource
+                    .find(&self.stack, &ctx.input().client_id)
+                    .await?
+            }
+        };
+        self.undo_with(ctx, output, found).await
+    }
+}
+
+impl<R: ProviderResource> ResourceStep<R> {
+    /// The action, with `found` the lookup's answer: what [`ProviderResource::find`] returns,
+    /// from a lookup made after this attempt began (a step that looks several resources up
+    /// in one listing hands each its share).
+    pub async fn action_with(
+        &self,
+        ctx: &StepContext<'_, Client>,
+        mut found: Vec<R::Found>,
+    ) -> Result<R::Output, StepError> {
         let stack = &self.stack;
         let mark = RunMark::of(ctx);
-        let mut found = self.resource.find(stack, &ctx.input().client_id).await?;
         let (resource, adopted) = match found.len() {
             0 => (self.resource.create(stack, ctx).await?, false),
             1 => {
@@ -223,10 +255,12 @@ impl<R: ProviderResource> Step for ResourceStep<R> {
         self.resource.complete(stack, ctx, resource, adopted).await
     }
 
-    async fn undo(
+    /// The undo, with `found` the lookup's answer (used only when `output` is `None`).
+    pub async fn undo_with(
         &self,
         ctx: &StepContext<'_, Client>,
         output: Option<R::Output>,
+        found: Vec<R::Found>,
     ) -> Result<(), StepError> {
         let stack = &self.stack;
         if let Some(output) = output {
@@ -238,7 +272,7 @@ impl<R: ProviderResource> Step for ResourceStep<R> {
         }
         // The action started but recorded nothing: remove what carries this run's mark.
         let mark = RunMark::of(ctx);
-        for found in self.resource.find(stack, &ctx.input().client_id).await? {
+        for found in found {
             if self.resource.made_by(stack, &found, &mark).await? {
                 self.resource
                     .delete(stack, &self.resource.id(&found))
@@ -269,9 +303,15 @@ impl<R> TeardownStep<R> {
 
 impl<R: ProviderResource> TeardownStep<R> {
     async fn remove_all(&self, slug: &ClientSlug) -> Result<Removed, StepError> {
+        let found = self.resource.find(&self.stack, slug).await?;
+        self.remove_found(found).await
+    }
+
+    /// Deletes every resource in `found` (the lookup's answer), naming what is left when a
+    /// delete fails.
+    pub async fn remove_found(&self, found: Vec<R::Found>) -> Result<Removed, StepError> {
         let stack = &self.stack;
         let mut removed = Vec::new();
-        let found = self.resource.find(stack, slug).await?;
         for (i, resource) in found.iter().enumerate() {
             if let Err(e) = self
                 .resource

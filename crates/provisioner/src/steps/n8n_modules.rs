@@ -5,6 +5,9 @@
 //! path and adopted, or created marked with the run's id, activated and checked by calling
 //! its webhook. The undo deletes only the workflows this run made.
 //!
+//! One listing of the instance's workflows, made after the attempt began, answers the lookups
+//! of every module of the attempt (and of the undo and the teardown).
+//!
 //! A client without modules still runs the step: it succeeds at once, saying why.
 //! Provisioning a client again with more modules adopts the workflows it has and creates the
 //! missing ones (see `App::provision`).
@@ -17,7 +20,7 @@ use saga::{ForwardStep, RetryPolicy, Step, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::n8n_workflow::{ClientWorkflow, N8nWorkflow};
+use super::n8n_workflow::{ClientWorkflow, N8nWorkflow, all_workflows, on_path};
 use super::{Removed, ResourceStep, TeardownStep};
 use crate::client::{Client, ClientSlug, Module, Teardown};
 use crate::stack::Stack;
@@ -134,9 +137,11 @@ impl Step for N8nModulesStep {
                 )),
             });
         }
+        let listing = all_workflows(&self.stack, "the client's module webhooks").await?;
         let mut workflows = Vec::with_capacity(modules.len());
         for module in modules {
-            let workflow = self.workflow(module).action(ctx).await?;
+            let found = on_path(&listing, &webhook_path(&client.client_id, module));
+            let workflow = self.workflow(module).action_with(ctx, found).await?;
             workflows.push(ModuleWorkflowOutput { module, workflow });
         }
         Ok(ModuleWorkflows {
@@ -161,8 +166,10 @@ impl Step for N8nModulesStep {
             // Nothing recorded: every module is looked at, since the settings that chose the
             // set may have changed; only workflows carrying this run's mark are deleted.
             None => {
+                let listing = all_workflows(&self.stack, "the client's module webhooks").await?;
                 for module in Module::ALL {
-                    self.workflow(module).undo(ctx, None).await?;
+                    let found = on_path(&listing, &webhook_path(&ctx.input().client_id, module));
+                    self.workflow(module).undo_with(ctx, None, found).await?;
                 }
             }
         }
@@ -199,10 +206,12 @@ impl ForwardStep for N8nModulesTeardown {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
+        let listing = all_workflows(&self.stack, "the client's module webhooks").await?;
         let mut removed = Vec::new();
         for module in Module::ALL {
             let step = TeardownStep::new(&self.stack, ModuleWorkflow(module));
-            removed.extend(step.action(ctx).await?.resources);
+            let found = on_path(&listing, &webhook_path(&ctx.input().client_id, module));
+            removed.extend(step.remove_found(found).await?.resources);
         }
         Ok(Removed { resources: removed })
     }

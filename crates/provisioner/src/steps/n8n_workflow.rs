@@ -8,7 +8,9 @@
 //! and webhook path.
 //!
 //! n8n allows duplicate names and the name holds the display name, which can change, so the
-//! lookup scans every page of workflows for the webhook path.
+//! lookup scans every page of workflows for the webhook path. The scan is the stack's shared
+//! workflow listing: one listing per interval answers every run's lookups, and only a listing
+//! that started after the lookup asked answers it.
 
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use providers::ProviderError;
 use providers::n8n::{NewWorkflow, Workflow};
+use providers::shared_listing::Listing;
 use saga::{RetryPolicy, StepContext, StepError, StepPolicy};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -54,12 +57,31 @@ pub struct N8nWorkflow {
     pub adopted: bool,
 }
 
-async fn lookup(stack: &Stack, path: &str) -> Result<Vec<Workflow>, StepError> {
+/// Every workflow of the instance, from a listing that started after this call.
+pub async fn all_workflows(
+    stack: &Stack,
+    what: &str,
+) -> Result<std::sync::Arc<Listing<Workflow>>, StepError> {
     stack
-        .n8n
-        .find_by_webhook_path(path)
+        .n8n_workflows
+        .fresh()
         .await
-        .map_err(|e| provider_failure(&format!("look up n8n workflows on webhook {path}"), e))
+        .map_err(|e| provider_failure(&format!("look up n8n workflows on {what}"), e))
+}
+
+/// The workflows of `listing` with a webhook node on exactly `path`.
+pub fn on_path(listing: &Listing<Workflow>, path: &str) -> Vec<Workflow> {
+    listing
+        .items
+        .iter()
+        .filter(|w| w.has_webhook_path(path))
+        .cloned()
+        .collect()
+}
+
+async fn lookup(stack: &Stack, path: &str) -> Result<Vec<Workflow>, StepError> {
+    let listing = all_workflows(stack, &format!("webhook {path}")).await?;
+    Ok(on_path(&listing, path))
 }
 
 /// Deactivates, then deletes: n8n 2.x refuses to delete a published workflow. The delete is

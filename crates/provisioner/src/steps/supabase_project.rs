@@ -2,14 +2,19 @@
 //! org, region and instance size, waited on until ACTIVE_HEALTHY, with its API keys.
 //!
 //! Supabase allows duplicate project names and has no idempotency key, so the action always
-//! lists the org's projects by exact name before creating: a repeat after a lost response or
-//! a crash adopts the project the first attempt made.
+//! looks the org's projects up by exact name before creating: a repeat after a lost response
+//! or a crash adopts the project the first attempt made. Lookups, readiness waits and the
+//! database host all come from the stack's one shared project listing
+//! ([`ProjectListing`](providers::ProjectListing)): with many runs at once, one call per
+//! interval answers them all, and a lookup is only answered by a listing that started after
+//! it asked.
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use providers::supabase::{CreateProject, OrganizationProject, RegionSelection};
+use providers::supabase::ProjectWait;
+use providers::supabase::{CreateProject, Project, RegionSelection};
 use providers::{ProviderError, ReadinessOutcome};
 use saga::{RetryPolicy, Secret, StepContext, StepError, StepPolicy};
 use secrecy::ExposeSecret;
@@ -47,10 +52,10 @@ pub struct SupabaseProject {
 }
 
 /// Every project of the org named exactly `name`.
-async fn lookup(stack: &Stack, name: &str) -> Result<Vec<OrganizationProject>, StepError> {
+async fn lookup(stack: &Stack, name: &str) -> Result<Vec<Project>, StepError> {
     stack
-        .supabase
-        .find_projects_by_name(&stack.env.supabase_org_slug, name)
+        .supabase_projects
+        .find_by_name(&stack.env.supabase_org_slug, name)
         .await
         .map_err(|e| provider_failure(&format!("look up Supabase project {name}"), e))
 }
@@ -102,33 +107,39 @@ impl SupabaseProjects {
         }
     }
 
+    /// Waits until the project is ACTIVE_HEALTHY; the answer carries the listing that said
+    /// so, which also holds the project's database host and its namesakes.
     async fn wait_until_ready(
         &self,
         stack: &Stack,
         project_ref: &str,
         name: &str,
-    ) -> Result<(), StepError> {
+    ) -> Result<ProjectWait, StepError> {
         let org = &stack.env.supabase_org_slug;
         let timeout = stack.settings.ready_timeout();
-        match stack.readiness.wait(org, project_ref, timeout).await {
-            Ok(ReadinessOutcome::Ready) => Ok(()),
-            Ok(ReadinessOutcome::Failed { status }) => Err(StepError::permanent(format!(
+        let wait = stack
+            .supabase_projects
+            .wait_with_listing(org, project_ref, timeout)
+            .await
+            .map_err(|e| provider_failure("wait for the Supabase project", e))?;
+        match wait.outcome {
+            ReadinessOutcome::Ready => Ok(wait),
+            ReadinessOutcome::Failed { status } => Err(StepError::permanent(format!(
                 "Supabase project {name} ({project_ref}) ended in {} and will never become ready; the run removes it",
                 api_spelling(status)
             ))),
-            Ok(ReadinessOutcome::TimedOut { last_status }) => Err(StepError::permanent(format!(
+            ReadinessOutcome::TimedOut { last_status } => Err(StepError::permanent(format!(
                 "Supabase project {name} ({project_ref}) was not ACTIVE_HEALTHY after {} s (last status {}); Supabase may be degraded: retry the run later or raise supabase.ready_timeout_secs",
                 timeout.as_secs(),
                 last_status.map_or("unknown".to_owned(), api_spelling)
             ))),
-            Err(e) => Err(provider_failure("wait for the Supabase project", e)),
         }
     }
 }
 
 #[async_trait]
 impl ProviderResource for SupabaseProjects {
-    type Found = OrganizationProject;
+    type Found = Project;
     type Output = SupabaseProject;
 
     const STEP: &'static str = NAME;
@@ -151,11 +162,7 @@ impl ProviderResource for SupabaseProjects {
         not_ready_for_deletion()
     }
 
-    async fn find(
-        &self,
-        stack: &Stack,
-        slug: &ClientSlug,
-    ) -> Result<Vec<OrganizationProject>, StepError> {
+    async fn find(&self, stack: &Stack, slug: &ClientSlug) -> Result<Vec<Project>, StepError> {
         lookup(stack, &project_name(slug)).await
     }
 
@@ -163,7 +170,7 @@ impl ProviderResource for SupabaseProjects {
         &self,
         stack: &Stack,
         ctx: &StepContext<'_, Client>,
-    ) -> Result<OrganizationProject, StepError> {
+    ) -> Result<Project, StepError> {
         self.check_region(stack).await?;
         let client = ctx.input();
         let name = project_name(&client.client_id);
@@ -177,14 +184,9 @@ impl ProviderResource for SupabaseProjects {
             desired_instance_size: Some(stack.settings.instance_size(client.tier).to_owned()),
         };
         match stack.supabase.create_project(&body).await {
-            Ok(project) => Ok(OrganizationProject {
-                project_ref: project.project_ref,
-                name: project.name,
-                region: project.region,
-                status: project.status,
-                inserted_at: Some(project.created_at),
-                is_branch: None,
-            }),
+            // The create's answer carries what the lookup's would (ref, name, region, creation
+            // time); the database host comes with the readiness listing later.
+            Ok(project) => Ok(project),
             // The project may exist although the answer was lost: the retry looks it up.
             Err(e) => Err(provider_failure(
                 &format!("create Supabase project {name}"),
@@ -193,12 +195,7 @@ impl ProviderResource for SupabaseProjects {
         }
     }
 
-    async fn made_by(
-        &self,
-        _: &Stack,
-        found: &OrganizationProject,
-        mark: &RunMark,
-    ) -> Result<bool, StepError> {
+    async fn made_by(&self, _: &Stack, found: &Project, mark: &RunMark) -> Result<bool, StepError> {
         Ok(mark.made_during_attempts(self.created_at(found)))
     }
 
@@ -206,23 +203,20 @@ impl ProviderResource for SupabaseProjects {
         &self,
         stack: &Stack,
         ctx: &StepContext<'_, Client>,
-        found: OrganizationProject,
+        found: Project,
         adopted: bool,
     ) -> Result<SupabaseProject, StepError> {
         let name = project_name(&ctx.input().client_id);
         let project_ref = found.project_ref;
-        self.wait_until_ready(stack, &project_ref, &name).await?;
-        let project = stack
-            .supabase
-            .get_project(&project_ref)
-            .await
-            .map_err(|e| provider_failure(&format!("read Supabase project {project_ref}"), e))?;
+        let wait = self.wait_until_ready(stack, &project_ref, &name).await?;
         let keys = stack
             .supabase
             .api_keys(&project_ref)
             .await
             .map_err(|e| provider_failure(&format!("read API keys of {project_ref}"), e))?;
-        if !adopted && lookup(stack, &name).await?.len() > 1 {
+        // The listing that said "ready" started after this attempt's create, so it shows every
+        // project of the name that exists by then.
+        if !adopted && wait.named(&stack.env.supabase_org_slug, &name).len() > 1 {
             // Supabase has no idempotency key, so an earlier attempt's create can land after
             // this attempt's lookup; the next attempt keeps one project and removes the rest.
             return Err(StepError::retry_after(
@@ -232,37 +226,34 @@ impl ProviderResource for SupabaseProjects {
                 ),
             ));
         }
-        let db_host = project
-            .database
-            .map(|d| d.host)
+        let listed = wait.project(&project_ref);
+        let region = listed.map_or(found.region, |p| p.region.clone());
+        let db_host = listed
+            .and_then(|p| p.database.as_ref())
+            .map(|d| d.host.clone())
             .unwrap_or_else(|| format!("db.{project_ref}.supabase.co"));
         Ok(SupabaseProject {
             api_url: api_url(&project_ref),
             project_ref,
+            db_password: Secret::new(stack.database_password(&name).expose_secret().to_owned()),
             name,
-            region: project.region,
+            region,
             db_host,
             adopted,
-            db_password: Secret::new(
-                stack
-                    .database_password(&project.name)
-                    .expose_secret()
-                    .to_owned(),
-            ),
             anon_key: Secret::new(keys.anon.expose_secret().to_owned()),
             service_role_key: Secret::new(keys.service_role.expose_secret().to_owned()),
         })
     }
 
-    fn id(&self, found: &OrganizationProject) -> String {
+    fn id(&self, found: &Project) -> String {
         found.project_ref.clone()
     }
 
-    fn created_at(&self, found: &OrganizationProject) -> Option<DateTime<Utc>> {
-        found.inserted_at.as_deref().and_then(parse_time)
+    fn created_at(&self, found: &Project) -> Option<DateTime<Utc>> {
+        parse_time(&found.created_at)
     }
 
-    fn describe(&self, found: &OrganizationProject) -> String {
+    fn describe(&self, found: &Project) -> String {
         format!("Supabase project {} ({})", found.name, found.project_ref)
     }
 

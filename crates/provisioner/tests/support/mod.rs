@@ -305,7 +305,7 @@ pub async fn build_parts(stack: &provisioner::stack::Stack, client: &Client, par
             .await
             .expect("create Supabase project");
         let outcome = stack
-            .readiness
+            .supabase_projects
             .wait(
                 &stack.env.supabase_org_slug,
                 &project.project_ref,
