@@ -664,3 +664,24 @@ fn an_unknown_key_is_named_even_when_empty_or_invisible() {
         assert!(named.iter().all(|f| !f.is_empty()), "{text}: {named:?}");
     }
 }
+
+/// The report file gets one JSON line per property, appended.
+#[test]
+fn the_fuzz_report_appends_one_json_line_per_property() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fuzz-report.jsonl");
+    fuzz_report::append(&path, &json!({"fuzz": "a", "cases": 1}));
+    fuzz_report::append(&path, &json!({"fuzz": "b", "cases": 2}));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            json!({"fuzz": "a", "cases": 1}),
+            json!({"fuzz": "b", "cases": 2})
+        ]
+    );
+}

@@ -22,11 +22,16 @@ pub fn write(line: &serde_json::Value) {
     if let Ok(path) = std::env::var(REPORT_VAR)
         && !path.trim().is_empty()
     {
-        let mut file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .unwrap_or_else(|e| panic!("{REPORT_VAR}={path}: cannot be opened ({e})"));
-        writeln!(file, "{line}").expect("the fuzz report is written");
+        append(std::path::Path::new(&path), line);
     }
+}
+
+/// Appends `line` to the report file at `path`, creating it.
+pub fn append(path: &std::path::Path, line: &serde_json::Value) {
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .unwrap_or_else(|e| panic!("{REPORT_VAR}={}: cannot be opened ({e})", path.display()));
+    writeln!(file, "{line}").expect("the fuzz report is written");
 }
