@@ -1235,12 +1235,13 @@ fn carries_credentials(url: &url::Url) -> bool {
     !url.username().is_empty() || url.password().is_some()
 }
 
-/// `value` with anything before an `@` in its authority replaced, for messages about a
-/// value that did not parse (it may still hold a password).
+/// `value` with anything before its last `@` replaced, for messages about a value that did
+/// not parse (it may still hold a password). The whole value is searched, not only what a
+/// parser would call the authority: a password holding `/`, `?` or `#` ends the authority
+/// early, and that is often why the value did not parse.
 fn without_userinfo(value: &str) -> String {
     let (scheme, rest) = value.split_once("://").unwrap_or(("", value));
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
+    match rest.rfind('@') {
         Some(at) => {
             let prefix = if scheme.is_empty() {
                 String::new()

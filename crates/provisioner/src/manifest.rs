@@ -171,6 +171,21 @@ pub fn load(path: &Path) -> Result<Vec<Manifest>, ManifestError> {
     }
 }
 
+/// An unknown key as a problem's field: as written when it is plain, quoted with escapes
+/// otherwise, so that an empty key, one of spaces or one with invisible characters (RTL
+/// marks, NUL) is still seen, and is never taken for "the manifest as a whole".
+fn field_name(key: &str) -> String {
+    let plain = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if plain {
+        key.to_owned()
+    } else {
+        format!("{key:?}")
+    }
+}
+
 /// One manifest's text as a client, or every (field, rule) it breaks.
 pub fn parse(text: &str) -> Result<Client, Vec<(String, String)>> {
     let value: Value = serde_json::from_str(text).map_err(|e| {
@@ -190,7 +205,7 @@ pub fn parse(text: &str) -> Result<Client, Vec<(String, String)>> {
     for key in map.keys() {
         if !KEYS.contains(&key.as_str()) {
             problems.push((
-                key.clone(),
+                field_name(key),
                 format!("is not a manifest field; use {}", KEYS.join(", ")),
             ));
         }

@@ -3,7 +3,8 @@
 //! each error naming the field as the client wrote it.
 
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
+use axum::extract::rejection::PathRejection;
+use axum::extract::{FromRequest, Path, Request};
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
@@ -49,6 +50,30 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
             )),
         }
     }
+}
+
+/// A path parameter's text. axum refuses one that is not UTF-8 once percent-decoded
+/// (`%FF`) with a plain-text 400 that no route documents; it is refused here as any other
+/// value the parameter does not take, with `outcome` (404 for a run id, 422 for a client id),
+/// in the API's error shape, naming the parameter.
+pub fn path_param(
+    path: Result<Path<String>, PathRejection>,
+    name: &str,
+    outcome: Outcome,
+) -> Result<String, ApiError> {
+    path.map(|Path(text)| text).map_err(|rejection| {
+        ApiError::fields(
+            outcome,
+            &format!("the path's {name} cannot be read"),
+            vec![field(
+                name,
+                format!(
+                    "cannot be read ({}); percent-encode UTF-8 text only",
+                    rejection.body_text()
+                ),
+            )],
+        )
+    })
 }
 
 fn field(field: impl Into<String>, message: impl Into<String>) -> FieldError {

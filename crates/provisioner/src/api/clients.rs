@@ -2,6 +2,7 @@
 
 use axum::Extension;
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
@@ -98,9 +99,13 @@ fn slug(raw: &str) -> Result<ClientSlug, ApiError> {
 )]
 pub async fn get_one(
     State(state): State<ApiState>,
-    Path(client_id): Path<String>,
+    client_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ClientView>, ApiError> {
-    let slug = slug(&client_id)?;
+    let slug = slug(&body::path_param(
+        client_id,
+        "clientId",
+        Outcome::Unprocessable,
+    )?)?;
     let runs = state
         .app
         .engine
@@ -142,8 +147,10 @@ pub async fn get_one(
     responses(
         (status = 202, description = "A teardown run was started (or retried)", body = ProvisioningView),
         (status = 200, description = "The client's teardown run, already under way or done", body = ProvisioningView),
+        (status = 400, description = "A body that is not an empty JSON object", body = ErrorBody),
         (status = 401, description = "No valid bearer token"),
         (status = 403, description = "Not an admin"),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
         (status = 422, body = ErrorBody),
     ),
     security(("bearer" = []))
@@ -151,10 +158,14 @@ pub async fn get_one(
 pub async fn delete(
     State(state): State<ApiState>,
     Extension(principal): Extension<Principal>,
-    Path(client_id): Path<String>,
+    client_id: Result<Path<String>, PathRejection>,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
-    let slug = slug(&client_id)?;
+    let slug = slug(&body::path_param(
+        client_id,
+        "clientId",
+        Outcome::Unprocessable,
+    )?)?;
     let unknown = body::unknown_fields(&body, &[]);
     if !unknown.is_empty() {
         return Err(ApiError::fields(

@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -114,10 +115,10 @@ fn last_event_id(headers: &HeaderMap) -> Result<i64, ApiError> {
 )]
 pub async fn stream(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = parse_id(&id)?;
+    let id = parse_id(&super::body::path_param(id, "id", Outcome::NotFound)?)?;
     let after = last_event_id(&headers)?;
     let feed = EventFeed::open(&state.app.engine, id, after, StopAt::Terminal).await?;
     let events = stream::unfold(Some(feed), |feed| async move {

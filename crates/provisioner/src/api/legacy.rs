@@ -71,7 +71,8 @@ pub struct LegacyAccepted {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct LegacyError {
     pub error: String,
-    #[schema(value_type = Object)]
+    /// The fields at fault (a list of `{field, message}`), a message, or for a failed run
+    /// `{runId, status, reason, statusUrl}`: any JSON value.
     pub details: Value,
 }
 

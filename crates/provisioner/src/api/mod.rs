@@ -109,12 +109,28 @@ async fn no_route() -> ApiError {
     )
 }
 
+/// A route asked with a method it does not take: 405 in the error shape (axum's own 405 has
+/// no body), naming where the methods are listed.
+async fn wrong_method(method: axum::http::Method) -> Response {
+    let body = error::ErrorBody {
+        error: "method_not_allowed".into(),
+        message: format!(
+            "this route does not take {method}; the Allow header and GET /openapi.json list the methods it takes"
+        ),
+        fields: Vec::new(),
+        run_status: None,
+    };
+    (axum::http::StatusCode::METHOD_NOT_ALLOWED, axum::Json(body)).into_response()
+}
+
 /// `/healthz`, `/readyz` and `/metrics`: what every long-running command serves.
 pub fn service_router(
     readiness: health::Readiness,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Router {
-    health::routes(readiness).merge(metrics::routes(metrics))
+    health::routes(readiness)
+        .merge(metrics::routes(metrics))
+        .method_not_allowed_fallback(wrong_method)
 }
 
 /// Everything `provisioner serve` answers, all of it in `/openapi.json`: the API's routes
@@ -137,6 +153,7 @@ pub fn router(state: ApiState) -> Router {
     let router = authenticated
         .merge(public)
         .fallback(no_route)
+        .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
     // Outermost, so that preflights never meet authentication and every answer (refusals
     // included) is marked for the browser.

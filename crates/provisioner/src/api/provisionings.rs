@@ -5,6 +5,7 @@ use std::str::FromStr;
 
 use axum::Extension;
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -389,8 +390,9 @@ pub async fn create(
 )]
 pub async fn get_one(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ProvisioningView>, ApiError> {
+    let id = body::path_param(id, "id", Outcome::NotFound)?;
     Ok(Json(view(&state.app, parse_id(&id)?).await?))
 }
 
@@ -604,6 +606,7 @@ macro_rules! command_route {
                 (status = 403, description = "Not an admin"),
                 (status = 404, body = ErrorBody),
                 (status = 409, description = "The command does not fit the run's status (named in `runStatus`)", body = ErrorBody),
+                (status = 413, description = "Body over 64 KiB", body = ErrorBody),
                 (status = 422, body = ErrorBody),
             ),
             security(("bearer" = []))
@@ -611,9 +614,10 @@ macro_rules! command_route {
         pub async fn $name(
             State(state): State<ApiState>,
             Extension(principal): Extension<Principal>,
-            Path(id): Path<String>,
+            id: Result<Path<String>, PathRejection>,
             JsonObject(body): JsonObject,
         ) -> Result<Response, ApiError> {
+            let id = body::path_param(id, "id", Outcome::NotFound)?;
             command(&state, &principal, &id, &body, $command).await
         }
     };
