@@ -205,14 +205,14 @@ async fn failover_a_worker_killed_mid_batch_loses_its_runs_to_the_other_two() {
         "serve",
         &["serve", "--listen", "127.0.0.1:0", "--no-workers"],
     );
-    let api = format!("http://{}", serve.listening_address().await);
+    let api = serve.listening_address().await;
     let mut workers = Vec::new();
     for i in 0..3 {
         let mut worker = operator.spawn(
             &format!("worker-{i}"),
             &["worker", "--listen", "127.0.0.1:0", "--max-runs", max_runs],
         );
-        let addr = format!("http://{}", worker.listening_address().await);
+        let addr = worker.listening_address().await;
         let id = worker_id(&worker).await;
         workers.push((worker, addr, id));
     }
@@ -834,19 +834,23 @@ async fn journal_sqlite_on_a_full_disk_stops_cleanly_and_continues_when_space_re
     disk.free_space();
     let freed_at = kit::secs(began.elapsed());
     let limit = Duration::from_secs(if full { 900 } else { 240 });
-    let (exit, reruns) = match exited_while_full {
+    let (exit, reruns, rerun_output) = match exited_while_full {
         Some(_) => {
             let rerun = tokio::time::timeout(limit, operator.run(&args))
                 .await
                 .expect("the batch run again finishes");
-            (rerun.code, 1)
+            (rerun.code, 1, format!("{}\n{}", rerun.stdout, rerun.stderr))
         }
-        None => (
-            wait_exit(&mut batch, limit)
-                .await
-                .expect("the batch finishes"),
-            0,
-        ),
+        None => {
+            let exit = wait_exit(&mut batch, limit).await;
+            let exit = exit.unwrap_or_else(|| {
+                panic!(
+                    "the batch did not finish once space returned:\n{}",
+                    batch.log_text()
+                )
+            });
+            (exit, 0, String::new())
+        }
     };
     let integrity = kit::sqlite_integrity(&journal).await;
     let reader = operator.reader().await;
@@ -880,7 +884,7 @@ async fn journal_sqlite_on_a_full_disk_stops_cleanly_and_continues_when_space_re
     }));
 
     assert_eq!(integrity, "ok");
-    assert_eq!(exit, Some(0), "{log}");
+    assert_eq!(exit, Some(0), "{log}\nrun again:\n{rerun_output}");
     assert!(all_succeeded, "{counts:?}");
     assert!(problems.is_empty(), "{problems:#?}");
     assert!(twice.is_empty(), "{twice:?}");
@@ -918,8 +922,60 @@ fn the_report_shows_each_scenarios_newest_result_and_other_suites_lines() {
         !text.contains("| false |"),
         "an older result is shown: {text}"
     );
-    assert!(text.contains("| n | at_s | process |"), "{text}");
-    assert!(text.contains("| 1 | 3.2 | batch |"), "{text}");
+    // Columns in key order, as the JSON objects hold them.
+    assert!(text.contains("| at_s | n | process |"), "{text}");
+    assert!(text.contains("| 3.2 | 1 | batch |"), "{text}");
     assert!(text.contains("## From fuzz.jsonl"), "{text}");
-    assert!(text.contains("| openapi | 4000 | 0 |"), "{text}");
+    assert!(text.contains("| 4000 | 0 | openapi |"), "{text}");
+}
+
+/// Found by the faults scenario: a 429 storm while `batch` checked the credentials stopped
+/// the batch with "the credentials are not usable". A provider that is only rate limiting
+/// is waited out as its `Retry-After` says, and the batch goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_provider_during_the_preflight_is_waited_out_not_called_unusable() {
+    let Some(admin_url) = support::admin_url().await else {
+        return;
+    };
+    let sandbox = kit::SandboxProcess::start(&admin_url, "none").await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = kit::Operator::new(
+        &sandbox,
+        dir.path(),
+        &format!("sqlite://{}", dir.path().join("journal.sqlite").display()),
+        kit::BUDGETS,
+    );
+    let (clients, _) = kit::write_clients(dir.path(), &support::unique_slug("r"), 1);
+    sandbox
+        .add_faults(&[
+            FaultRule::new(
+                Provider::Supabase,
+                "*",
+                status(429, "Too many requests", Some(1)),
+            )
+            .times(3),
+            FaultRule::new(
+                Provider::Vercel,
+                "*",
+                status(429, "Rate limit exceeded", Some(1)),
+            )
+            .times(2),
+        ])
+        .await;
+
+    let ran = operator.run(&["batch", "clients.jsonl"]).await;
+
+    assert_eq!(ran.code, Some(0), "{}\n{}", ran.stdout, ran.stderr);
+    assert!(sandbox.faults().await.is_empty(), "the storm was not sent");
+    let reader = operator.reader().await;
+    let runs = kit::runs_of(&reader, &clients).await;
+    reader.shutdown(Duration::from_secs(1)).await;
+    assert!(
+        kit::inventory_problems(&sandbox.inventory().await, &runs).is_empty(),
+        "{:?}",
+        runs.iter()
+            .map(|(_, v)| v.as_ref().map(|v| v.status))
+            .collect::<Vec<_>>()
+    );
+    sandbox.stop().await;
 }
