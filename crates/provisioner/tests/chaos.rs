@@ -993,3 +993,46 @@ async fn a_rate_limited_provider_during_the_preflight_is_waited_out_not_called_u
     );
     sandbox.stop().await;
 }
+
+/// The preflight waits out only a provider that answers it is busy: a URL where nothing
+/// listens is a configuration problem, reported at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_url_where_nothing_answers_fails_the_preflight_at_once() {
+    let Some(admin_url) = support::admin_url().await else {
+        return;
+    };
+    let sandbox = kit::SandboxProcess::start(&admin_url, "none").await;
+    let dir = tempfile::tempdir().unwrap();
+    let operator = kit::Operator::new(
+        &sandbox,
+        dir.path(),
+        &format!("sqlite://{}", dir.path().join("journal.sqlite").display()),
+        kit::BUDGETS,
+    );
+    kit::write_clients(dir.path(), &support::unique_slug("u"), 1);
+    // A port nothing listens on: bound, then let go.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let began = Instant::now();
+    let output = operator
+        .command(&["batch", "clients.jsonl"])
+        .env("SUPABASE_API_URL", format!("http://{closed}"))
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("the credentials are not usable"),
+        "{stderr}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(60),
+        "took {:?}: the preflight waited on a URL where nothing answers",
+        began.elapsed()
+    );
+    assert!(sandbox.inventory().await.is_empty());
+    sandbox.stop().await;
+}

@@ -45,7 +45,7 @@ pub struct Check {
     /// What to do about a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
-    /// The call failed for now (rate limited, 5xx, no answer), not for good: worth trying
+    /// The provider answered that it is rate limiting or failing (429, 5xx): worth trying
     /// again after the wait the provider asked for, if it said.
     #[serde(skip)]
     transient: Option<Option<Duration>>,
@@ -75,18 +75,21 @@ impl Check {
 
 /// What a refused call means for the variable behind it.
 fn refused(check: &str, err: &ProviderError, token_var: &str, not_found_fix: &str) -> Check {
+    // The provider answered that it is busy or failing for now; no answer at all (a wrong
+    // URL, nothing listening) is a configuration problem and is reported at once.
+    let for_now = err.is_retryable() && matches!(err.status(), Some(429 | 500..=599));
     let fix = match err.status() {
         Some(401) => format!("{token_var} is refused: create a new token and export it"),
         Some(403) => format!("{token_var} lacks a permission this call needs: {not_found_fix}"),
         Some(404) => not_found_fix.to_owned(),
-        _ if err.is_retryable() => {
+        _ if for_now => {
             "the service is rate limiting or failing for now; try again in a while".to_owned()
         }
         _ => "the service did not answer as expected; check its URL variable and try again"
             .to_owned(),
     };
     let mut check = Check::fail(check, err.to_string(), fix);
-    if err.is_retryable() {
+    if for_now {
         check.transient = Some(err.retry_after());
     }
     check
