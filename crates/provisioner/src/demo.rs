@@ -235,11 +235,11 @@ async fn report_notification(receiver: &NotificationReceiver, n: usize) {
     }
 }
 
-pub async fn sandbox() -> Result<(), CliError> {
+pub async fn sandbox(latency: Latency) -> Result<(), CliError> {
     // Before anything is made: from here on, SIGTERM as well as Ctrl-C ends in the cleanup
     // below (dropping the project databases and roles), never in a bare exit.
     let mut stop = StopSignal::listen();
-    let (_postgres, sandbox) = start_sandbox(Latency::None).await?;
+    let (_postgres, sandbox) = start_sandbox(latency).await?;
     let (_, key) = SealingKey::generate();
     let mut lines: Vec<String> = sandbox
         .env_exports()

@@ -15,8 +15,14 @@ use tokio::process::Child;
 
 /// `provisioner sandbox` against `admin_url`, with the variables it exported.
 async fn spawn_sandbox(admin_url: &str) -> (Child, HashMap<String, String>) {
+    spawn_sandbox_with(admin_url, &[]).await
+}
+
+/// `provisioner sandbox ARGS` against `admin_url`, with the variables it exported.
+async fn spawn_sandbox_with(admin_url: &str, args: &[&str]) -> (Child, HashMap<String, String>) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_provisioner"))
         .arg("sandbox")
+        .args(args)
         .env("DATABASE_URL", admin_url)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
@@ -88,6 +94,31 @@ async fn sweep_tests_lock(admin_url: &str) -> sqlx::PgConnection {
         .await
         .unwrap();
     connection
+}
+
+/// `--latency seed` makes every Vercel call take at least the seed's 120 ms (the added
+/// latency is a wait, so the lower bound holds however loaded the machine is).
+#[tokio::test]
+async fn latency_seed_slows_the_simulators_to_the_seeds_figures() {
+    let Some(admin_url) = support::admin_url().await else {
+        return;
+    };
+    let (mut child, exports) = spawn_sandbox_with(&admin_url, &["--latency", "seed"]).await;
+    let http = reqwest::Client::new();
+    for _ in 0..3 {
+        let began = std::time::Instant::now();
+        let response = http
+            .get(format!("{}/v10/projects", exports["VERCEL_API_URL"]))
+            .bearer_auth(&exports["VERCEL_TOKEN"])
+            .query(&[("teamId", exports["VERCEL_TEAM_ID"].as_str())])
+            .send()
+            .await
+            .unwrap();
+        let took = began.elapsed();
+        assert!(response.status().is_success(), "{}", response.status());
+        assert!(took >= Duration::from_millis(120), "answered in {took:?}");
+    }
+    child.kill().await.unwrap();
 }
 
 #[tokio::test]

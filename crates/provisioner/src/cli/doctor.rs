@@ -45,6 +45,10 @@ pub struct Check {
     /// What to do about a failure.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fix: Option<String>,
+    /// The provider answered that it is rate limiting or failing (429, 5xx): worth trying
+    /// again after the wait the provider asked for, if it said.
+    #[serde(skip)]
+    transient: Option<Option<Duration>>,
 }
 
 impl Check {
@@ -54,6 +58,7 @@ impl Check {
             passed: true,
             detail: detail.into(),
             fix: None,
+            transient: None,
         }
     }
 
@@ -63,21 +68,37 @@ impl Check {
             passed: false,
             detail: detail.into(),
             fix: Some(fix.into()),
+            transient: None,
         }
     }
 }
 
 /// What a refused call means for the variable behind it.
 fn refused(check: &str, err: &ProviderError, token_var: &str, not_found_fix: &str) -> Check {
+    // The provider answered that it is busy or failing for now; no answer at all (a wrong
+    // URL, nothing listening) is a configuration problem and is reported at once.
+    let for_now = err.is_retryable() && matches!(err.status(), Some(429 | 500..=599));
     let fix = match err.status() {
         Some(401) => format!("{token_var} is refused: create a new token and export it"),
         Some(403) => format!("{token_var} lacks a permission this call needs: {not_found_fix}"),
         Some(404) => not_found_fix.to_owned(),
+        _ if for_now => {
+            "the service is rate limiting or failing for now; try again in a while".to_owned()
+        }
         _ => "the service did not answer as expected; check its URL variable and try again"
             .to_owned(),
     };
-    Check::fail(check, err.to_string(), fix)
+    let mut check = Check::fail(check, err.to_string(), fix);
+    if for_now {
+        check.transient = Some(err.retry_after());
+    }
+    check
 }
+
+/// How long `preflight` keeps checking again while every failure is transient.
+const PREFLIGHT_PATIENCE: Duration = Duration::from_secs(120);
+/// The longest `preflight` waits between rounds, whatever a provider asks for.
+const PREFLIGHT_MAX_WAIT: Duration = Duration::from_secs(30);
 
 /// Every credential checked with one read-only call each (run concurrently).
 pub async fn credential_checks(stack: &Stack) -> Vec<Check> {
@@ -96,15 +117,33 @@ pub async fn credential_checks(stack: &Stack) -> Vec<Check> {
 
 /// The cheap part of `doctor`: every token accepted, the Supabase organization and region,
 /// the GitHub scopes and template. An error lists every failed check with its fix.
+/// A provider that is only rate limiting or failing for now (a 429 storm, a 5xx burst) is
+/// waited out, as its `Retry-After` says (at least 1 s, at most 30 s a round), for up to two
+/// minutes; a refused token fails at once.
 pub async fn preflight(stack: &Stack) -> Result<(), CliError> {
-    let failed: Vec<Check> = credential_checks(stack)
-        .await
-        .into_iter()
-        .filter(|c| !c.passed)
-        .collect();
-    if failed.is_empty() {
-        return Ok(());
-    }
+    let give_up_at = tokio::time::Instant::now() + PREFLIGHT_PATIENCE;
+    let failed: Vec<Check> = loop {
+        let failed: Vec<Check> = credential_checks(stack)
+            .await
+            .into_iter()
+            .filter(|c| !c.passed)
+            .collect();
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let now = tokio::time::Instant::now();
+        if now >= give_up_at || failed.iter().any(|c| c.transient.is_none()) {
+            break failed;
+        }
+        let wait = failed
+            .iter()
+            .filter_map(|c| c.transient.flatten())
+            .max()
+            .unwrap_or(Duration::from_secs(1))
+            .clamp(Duration::from_secs(1), PREFLIGHT_MAX_WAIT)
+            .min(give_up_at - now);
+        tokio::time::sleep(wait).await;
+    };
     Err(CliError::new(
         Outcome::Misconfigured,
         format!(
