@@ -149,16 +149,15 @@ pub async fn plan(app: &App, options: &Options) -> Result<FleetPlan, MigrateErro
         message: e.to_string(),
     })?;
     let tenants = selection::resolve(app, &selection).await?;
-    let stack = &app.stack;
-    let subset = &subset;
-    let plans: Vec<TenantPlan> = futures::stream::iter(
-        tenants
-            .iter()
-            .map(|t| async move { tenant_plan(stack, t, full, subset).await }),
-    )
-    .buffered(concurrency)
-    .collect()
-    .await;
+    // Collected first, so the stream's type carries no closure (see `wave`).
+    let pending: Vec<_> = tenants
+        .iter()
+        .map(|t| tenant_plan(&app.stack, t, full, &subset))
+        .collect();
+    let plans: Vec<TenantPlan> = futures::stream::iter(pending)
+        .buffered(concurrency)
+        .collect()
+        .await;
     Ok(FleetPlan {
         target,
         latest: full.latest_version().to_owned(),

@@ -108,6 +108,47 @@ fn halted(wave: usize, waves: usize, outcome: &WaveOutcome, failures: &[&TenantF
     StepError::permanent(message).with_detail(detail)
 }
 
+/// One tenant of the wave, migrated and checked, and how long it took.
+async fn migrate_member(
+    stack: &Stack,
+    rollout: &Rollout,
+    set: &crate::templates::MigrationSet,
+    client_id: &str,
+) -> (TenantOutcome, Option<TenantFailure>) {
+    let began = std::time::Instant::now();
+    let result = match rollout.tenants.iter().find(|t| t.client_id == client_id) {
+        Some(t) => tenant::migrate(stack, t, set).await,
+        None => Err(TenantFailure::new(
+            client_id,
+            "the rollout's input does not hold this tenant",
+            false,
+        )),
+    };
+    let millis = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
+    match result {
+        Ok(applied) => (
+            TenantOutcome {
+                client_id: client_id.to_owned(),
+                version: Some(applied.version),
+                applied_now: applied.applied_now,
+                failure: None,
+                millis,
+            },
+            None,
+        ),
+        Err(failure) => (
+            TenantOutcome {
+                client_id: client_id.to_owned(),
+                version: None,
+                applied_now: Vec::new(),
+                failure: serde_json::to_value(&failure).ok(),
+                millis,
+            },
+            Some(failure),
+        ),
+    }
+}
+
 #[async_trait]
 impl ForwardStep for WaveStep {
     type Input = Rollout;
@@ -151,43 +192,14 @@ impl ForwardStep for WaveStep {
             .up_to(&plan.target)
             .map_err(|e| StepError::permanent(format!("the rollout's target: {e}")))?;
         let rollout = ctx.input();
-        let stack = &self.stack;
         let set = &set;
-        let results: Vec<(TenantOutcome, Option<TenantFailure>)> =
-            futures::stream::iter(members.iter().map(|client_id| async move {
-                let began = std::time::Instant::now();
-                let result = match rollout.tenants.iter().find(|t| &t.client_id == client_id) {
-                    Some(t) => tenant::migrate(stack, t, set).await,
-                    None => Err(TenantFailure::new(
-                        client_id,
-                        "the rollout's input does not hold this tenant",
-                        false,
-                    )),
-                };
-                let millis = u64::try_from(began.elapsed().as_millis()).unwrap_or(u64::MAX);
-                match result {
-                    Ok(applied) => (
-                        TenantOutcome {
-                            client_id: client_id.clone(),
-                            version: Some(applied.version),
-                            applied_now: applied.applied_now,
-                            failure: None,
-                            millis,
-                        },
-                        None,
-                    ),
-                    Err(failure) => (
-                        TenantOutcome {
-                            client_id: client_id.clone(),
-                            version: None,
-                            applied_now: Vec::new(),
-                            failure: serde_json::to_value(&failure).ok(),
-                            millis,
-                        },
-                        Some(failure),
-                    ),
-                }
-            }))
+        // A named async fn, collected first: the futures' type then carries no closure, so
+        // the step's future stays `Send` for any lifetime.
+        let pending: Vec<_> = members
+            .iter()
+            .map(|client_id| migrate_member(&self.stack, rollout, set, client_id))
+            .collect();
+        let results: Vec<(TenantOutcome, Option<TenantFailure>)> = futures::stream::iter(pending)
             .buffered(plan.concurrency.max(1))
             .collect()
             .await;

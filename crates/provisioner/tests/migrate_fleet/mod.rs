@@ -26,8 +26,6 @@ use secrecy::SecretString;
 use futures::StreamExt;
 use sqlx::{Connection, PgConnection};
 
-pub use support::admin_url;
-
 /// The first migration: the app's schema as the project ships it.
 pub const INIT: &str = include_str!("../../../../templates/migrations/0001_init.sql");
 
@@ -231,7 +229,7 @@ impl Fleet {
 
     /// Runs `sql` in the tenant's database as the administrator (planting or removing an
     /// obstacle the way someone working on the database by hand would).
-    pub async fn execute(&self, project_ref: &str, sql: &str) {
+    pub async fn execute(&self, project_ref: &str, sql: &'static str) {
         let mut db = self.tenant_db(project_ref).await;
         sqlx::raw_sql(sql).execute(&mut db).await.unwrap();
         let _ = db.close().await;
