@@ -349,7 +349,11 @@ impl Default for N8nSettings {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TemplateSettings {
-    /// Replaces the built-in `templates/schema.sql`.
+    /// A directory of `NNNN_name.sql` migrations replacing the built-in
+    /// `templates/migrations/`.
+    pub migrations: Option<PathBuf>,
+    /// The single schema file of earlier versions: read only to refuse it with what to do
+    /// instead (it would otherwise be refused as an unknown key, without saying why).
     pub schema: Option<PathBuf>,
     /// Replaces the built-in `templates/n8n-workflow.json`.
     pub n8n_workflow: Option<PathBuf>,
@@ -997,18 +1001,29 @@ impl Settings {
         {
             problems.push(format!("vercel.domain: {domain:?} {rule}"));
         }
-        for (name, path) in [
-            ("templates.schema", &self.templates.schema),
-            ("templates.n8n_workflow", &self.templates.n8n_workflow),
-        ] {
-            if let Some(path) = path
-                && !path.is_file()
-            {
-                problems.push(format!(
-                    "{name}: {} is not a readable file; fix the path or remove the key to use the built-in template",
-                    path.display()
-                ));
-            }
+        if let Some(path) = &self.templates.schema {
+            problems.push(format!(
+                "templates.schema: no longer read ({} was one schema file); the schema is now a \
+                 directory of migrations: move the file into a directory as 0001_init.sql, \
+                 set templates.migrations to that directory and remove templates.schema",
+                path.display()
+            ));
+        }
+        if let Some(path) = &self.templates.migrations
+            && !path.is_dir()
+        {
+            problems.push(format!(
+                "templates.migrations: {} is not a readable directory; fix the path or remove the key to use the built-in migrations",
+                path.display()
+            ));
+        }
+        if let Some(path) = &self.templates.n8n_workflow
+            && !path.is_file()
+        {
+            problems.push(format!(
+                "templates.n8n_workflow: {} is not a readable file; fix the path or remove the key to use the built-in template",
+                path.display()
+            ));
         }
         problems.extend(self.vercel.branding_env.problems());
         problems.extend(self.modules.problems());

@@ -25,8 +25,16 @@ pub struct SupabaseRecord {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseRecord {
+    /// SHA-256 of the latest applied migration file (of the one schema file, in records made
+    /// before migrations).
     pub checksum: String,
     pub already_applied: bool,
+    /// The highest applied migration version (absent in records made before migrations).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The versions the run applied, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied_now: Vec<String>,
     /// Each check that ran and whether it passed, e.g. `rlsEnabled: true`.
     pub checks: Vec<CheckRecord>,
     /// How the schema step reached the database: `pooler`, `override_template` or `sql_api`
@@ -188,6 +196,16 @@ impl ResourceRecord {
             Some(DatabaseRecord {
                 checksum: v["checksum"].as_str()?.to_owned(),
                 already_applied: v["alreadyApplied"].as_bool()?,
+                version: v["version"].as_str().map(str::to_owned),
+                applied_now: v["appliedNow"]
+                    .as_array()
+                    .map(|versions| {
+                        versions
+                            .iter()
+                            .filter_map(|v| v.as_str().map(str::to_owned))
+                            .collect()
+                    })
+                    .unwrap_or_default(),
                 checks,
                 access: v["access"].as_str().map(str::to_owned),
             })

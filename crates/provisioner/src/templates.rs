@@ -1,15 +1,33 @@
-//! The templates a client stack is made from: the app's database schema, the client's n8n
-//! workflow and one n8n workflow per app module. Built in from `templates/`; the schema and
-//! the main workflow are replaceable by paths in `provisioner.toml`.
+//! The templates a client stack is made from: the app's database schema as an ordered set of
+//! migrations, the client's n8n workflow and one n8n workflow per app module. Built in from
+//! `templates/`; the migrations directory and the main workflow are replaceable by paths in
+//! `provisioner.toml` (`[templates] migrations`, `n8n_workflow`).
+//!
+//! A migrations directory holds files named `NNNN_name.sql`: the version is the digits before
+//! the first `_` (compared as numbers, so `2` and `0002` are the same version and refused as
+//! duplicates; gaps between versions are allowed, as with the Supabase CLI's timestamps), the
+//! name is the rest without `.sql`. Files not ending in `.sql`, and names starting with `.`,
+//! are not migrations and are left alone; subdirectories too. Every `.sql` file is checked
+//! when the set is loaded, before anything is sent anywhere: UTF-8, at least one statement,
+//! and screened as [`crate::tenant_db`] requires (no transaction control, no role changes,
+//! nothing that cannot run in a transaction). A file whose first line is
+//! `-- provisioner:no-transaction` runs outside a transaction instead and must hold exactly one
+//! statement, which must be safe to run twice (see `tenant_db::apply_migrations`).
 
+use serde::Serialize;
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use crate::client::Module;
 use crate::config::TemplateSettings;
+use crate::tenant_db::{NO_TRANSACTION_MARKER, RefusedStatement, screening};
 
-const BUILT_IN_SCHEMA: &str = include_str!("../../../templates/schema.sql");
+/// The built-in migrations, `templates/migrations/`: (file name, text).
+const BUILT_IN_MIGRATIONS: &[(&str, &str)] = &[(
+    "0001_init.sql",
+    include_str!("../../../templates/migrations/0001_init.sql"),
+)];
 const BUILT_IN_N8N_WORKFLOW: &str = include_str!("../../../templates/n8n-workflow.json");
 
 /// `templates/n8n/{module}.json`, one per [`Module::ALL`] entry.
@@ -73,26 +91,322 @@ pub enum TemplateError {
         module: Module,
         source: Box<TemplateError>,
     },
+    #[error(
+        "{path}: holds no migration (no file named NNNN_name.sql); add one, e.g. 0001_init.sql, \
+         or fix templates.migrations in provisioner.toml"
+    )]
+    NoMigrations { path: String },
+    #[error(
+        "migration {file_name:?}: {rule}; name migration files NNNN_name.sql (digits, `_`, a \
+         name of letters, digits, `_` or `-`), e.g. 0002_add_invoices.sql"
+    )]
+    MigrationFileName { file_name: String, rule: String },
+    #[error(
+        "migrations {first:?} and {second:?} have the same version {version}; give one of them \
+         the next free version"
+    )]
+    DuplicateMigrationVersion {
+        version: String,
+        first: String,
+        second: String,
+    },
+    #[error(
+        "migration {file_name}: is not UTF-8 text (invalid byte at offset {offset}); save it as UTF-8"
+    )]
+    MigrationNotUtf8 { file_name: String, offset: usize },
+    #[error(
+        "migration {file_name}: holds no SQL statement; write its statements or remove the file"
+    )]
+    EmptyMigration { file_name: String },
+    #[error(
+        "migration {file_name}: PostgreSQL's parser rejects it ({message}); psql meta-commands \
+         such as \\i or \\connect cannot be used"
+    )]
+    MigrationUnparsable { file_name: String, message: String },
+    #[error(
+        "migration {file_name} cannot be applied: {}",
+        statements
+            .iter()
+            .map(|s| format!("line {}: `{}`: {}", s.line, s.statement, s.reason))
+            .collect::<Vec<_>>()
+            .join("; ")
+    )]
+    MigrationRefused {
+        file_name: String,
+        statements: Vec<RefusedStatement>,
+    },
+    #[error(
+        "migration version {version} is not in the migrations (known: {}); name one of them",
+        known.join(", ")
+    )]
+    UnknownMigrationVersion { version: String, known: Vec<String> },
 }
 
-/// The schema to apply, with its version: the SHA-256 of its text.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SchemaTemplate {
+/// One migration file: applied once per tenant database, in version order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Migration {
+    /// The digits before the file name's first `_`, as written (`0002`).
+    pub version: String,
+    /// The rest of the file name without `.sql` (`add_invoices`).
+    pub name: String,
+    pub file_name: String,
+    #[serde(skip)]
     pub sql: String,
+    /// SHA-256 of the file's bytes, lowercase hex.
     pub checksum: String,
+    /// The file's first line is `-- provisioner:no-transaction`: its one statement runs
+    /// outside a transaction.
+    pub outside_transaction: bool,
+    /// The file's statements as PostgreSQL's parser splits them, without the comments before
+    /// each and the `;` after it: what `supabase_migrations.schema_migrations.statements`
+    /// records.
+    #[serde(skip)]
+    pub statements: Vec<String>,
 }
 
-impl SchemaTemplate {
-    pub fn new(sql: String) -> Self {
-        let checksum = crate::tenant_db::schema_checksum(&sql);
-        Self { sql, checksum }
+impl Migration {
+    /// Parses and screens one file. `file_name` must already follow the naming rule.
+    fn new(file_name: &str, version: &str, name: &str, bytes: Vec<u8>) -> Result<Self, TemplateError> {
+        let checksum = crate::tenant_db::schema_checksum_of_bytes(&bytes);
+        let sql = String::from_utf8(bytes).map_err(|e| TemplateError::MigrationNotUtf8 {
+            file_name: file_name.to_owned(),
+            offset: e.utf8_error().valid_up_to(),
+        })?;
+        let outside_transaction = sql
+            .lines()
+            .next()
+            .is_some_and(|first| first.trim_end() == NO_TRANSACTION_MARKER);
+        let refusal = |refusal| match refusal {
+            screening::Refusal::Unparsable { message } => TemplateError::MigrationUnparsable {
+                file_name: file_name.to_owned(),
+                message,
+            },
+            screening::Refusal::Statements(statements) => TemplateError::MigrationRefused {
+                file_name: file_name.to_owned(),
+                statements,
+            },
+        };
+        let statements: Vec<String> = screening::split(&sql)
+            .map_err(refusal)?
+            .into_iter()
+            .map(|s| s.text)
+            .collect();
+        if statements.is_empty() {
+            return Err(TemplateError::EmptyMigration {
+                file_name: file_name.to_owned(),
+            });
+        }
+        if outside_transaction {
+            screening::screen_outside_transaction(&sql).map_err(refusal)?;
+        } else {
+            screening::screen(&sql).map_err(refusal)?;
+        }
+        Ok(Self {
+            version: version.to_owned(),
+            name: name.to_owned(),
+            file_name: file_name.to_owned(),
+            sql,
+            checksum,
+            outside_transaction,
+            statements,
+        })
+    }
+}
+
+/// The migrations of a schema, in version order; never empty.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MigrationSet {
+    migrations: Vec<Migration>,
+    /// The files after the last of `migrations` when this set was cut by
+    /// [`MigrationSet::up_to`]: not applied by it, but known, so a tenant already past the cut
+    /// is ahead rather than carrying unknown versions.
+    later: Vec<Migration>,
+}
+
+/// `version` as a number for ordering and comparison: its digits without leading zeros
+/// (compared by length, then text, so any number of digits orders correctly).
+fn version_key(version: &str) -> (usize, &str) {
+    let digits = version.trim_start_matches('0');
+    (digits.len(), digits)
+}
+
+/// Whether two versions are the same number (`2` and `0002`).
+pub fn same_version(a: &str, b: &str) -> bool {
+    version_key(a) == version_key(b)
+}
+
+/// Orders versions as numbers.
+pub fn compare_versions(a: &str, b: &str) -> std::cmp::Ordering {
+    version_key(a).cmp(&version_key(b))
+}
+
+/// `(version, name)` of a migration file name, or the rule it breaks.
+fn parse_file_name(file_name: &str) -> Result<(&str, &str), String> {
+    let Some(stem) = file_name.strip_suffix(".sql") else {
+        return Err("does not end in .sql (lowercase)".to_owned());
+    };
+    let Some((version, name)) = stem.split_once('_') else {
+        return Err("has no `_` between its version and its name".to_owned());
+    };
+    if version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "its version {version:?} (the part before the first `_`) is not all digits"
+        ));
+    }
+    if version.trim_start_matches('0').is_empty() {
+        return Err("its version is 0; versions start at 1".to_owned());
+    }
+    if name.is_empty() {
+        return Err("has no name after its version".to_owned());
+    }
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    {
+        return Err(format!("its name holds {bad:?}"));
+    }
+    Ok((version, name))
+}
+
+impl MigrationSet {
+    /// The built-in migrations (`templates/migrations/`).
+    pub fn built_in() -> Result<Self, TemplateError> {
+        Self::from_files(
+            "the built-in templates/migrations",
+            BUILT_IN_MIGRATIONS
+                .iter()
+                .map(|(name, sql)| ((*name).to_owned(), sql.as_bytes().to_vec())),
+        )
+    }
+
+    /// Every `*.sql` file of `dir` (see the module's documentation for what is refused).
+    pub fn from_dir(dir: &Path) -> Result<Self, TemplateError> {
+        let unreadable = |source| TemplateError::Unreadable {
+            key: "migrations",
+            path: dir.display().to_string(),
+            source,
+        };
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+            let entry = entry.map_err(unreadable)?;
+            let file_name = entry.file_name().to_string_lossy().into_owned();
+            let path = entry.path();
+            if file_name.starts_with('.')
+                || !file_name.to_ascii_lowercase().ends_with(".sql")
+                || path.is_dir()
+            {
+                continue;
+            }
+            let bytes = std::fs::read(&path).map_err(|source| TemplateError::Unreadable {
+                key: "migrations",
+                path: path.display().to_string(),
+                source,
+            })?;
+            files.push((file_name, bytes));
+        }
+        Self::from_files(&dir.display().to_string(), files)
+    }
+
+    /// A set from `(file name, contents)` pairs, in any order; `origin` names where they came
+    /// from in the error for an empty set.
+    pub fn from_files(
+        origin: &str,
+        files: impl IntoIterator<Item = (String, Vec<u8>)>,
+    ) -> Result<Self, TemplateError> {
+        let mut migrations: Vec<Migration> = Vec::new();
+        for (file_name, bytes) in files {
+            let (version, name) =
+                parse_file_name(&file_name).map_err(|rule| TemplateError::MigrationFileName {
+                    file_name: file_name.clone(),
+                    rule,
+                })?;
+            migrations.push(Migration::new(&file_name, version, name, bytes)?);
+        }
+        migrations.sort_by(|a, b| {
+            compare_versions(&a.version, &b.version).then_with(|| a.file_name.cmp(&b.file_name))
+        });
+        if let Some(pair) = migrations
+            .windows(2)
+            .find(|pair| same_version(&pair[0].version, &pair[1].version))
+        {
+            return Err(TemplateError::DuplicateMigrationVersion {
+                version: pair[1].version.clone(),
+                first: pair[0].file_name.clone(),
+                second: pair[1].file_name.clone(),
+            });
+        }
+        if migrations.is_empty() {
+            return Err(TemplateError::NoMigrations {
+                path: origin.to_owned(),
+            });
+        }
+        Ok(Self {
+            migrations,
+            later: Vec::new(),
+        })
+    }
+
+    /// Every migration, oldest version first.
+    pub fn migrations(&self) -> &[Migration] {
+        &self.migrations
+    }
+
+    /// The newest migration.
+    pub fn latest(&self) -> &Migration {
+        // Construction refuses an empty set, so there is always a last one; the first index is
+        // the fallback the type system wants.
+        &self.migrations[self.migrations.len().saturating_sub(1)]
+    }
+
+    /// The newest migration's version.
+    pub fn latest_version(&self) -> &str {
+        &self.latest().version
+    }
+
+    /// The migration of `version`, compared as a number (`2` finds `0002`).
+    pub fn get(&self, version: &str) -> Option<&Migration> {
+        self.migrations
+            .iter()
+            .find(|m| same_version(&m.version, version))
+    }
+
+    /// The migrations up to and including `version` (for `--to`); an unknown version is an
+    /// error naming it and the known ones.
+    pub fn up_to(&self, version: &str) -> Result<MigrationSet, TemplateError> {
+        let Some(last) = self
+            .migrations
+            .iter()
+            .position(|m| same_version(&m.version, version))
+        else {
+            return Err(TemplateError::UnknownMigrationVersion {
+                version: version.to_owned(),
+                known: self.migrations.iter().map(|m| m.version.clone()).collect(),
+            });
+        };
+        let (up_to, after) = self.migrations.split_at(last + 1);
+        Ok(MigrationSet {
+            migrations: up_to.to_vec(),
+            later: after.iter().chain(&self.later).cloned().collect(),
+        })
+    }
+
+    /// The migration of `version` among every file this set was cut from, those after an
+    /// [`up_to`](Self::up_to) cut included.
+    pub fn known(&self, version: &str) -> Option<&Migration> {
+        self.get(version).or_else(|| {
+            self.later
+                .iter()
+                .find(|m| same_version(&m.version, version))
+        })
     }
 }
 
 /// Both templates, loaded once per process and validated before any side effect.
 #[derive(Debug, Clone)]
 pub struct Templates {
-    pub schema: SchemaTemplate,
+    /// The app schema's migrations, applied in order to every client's database.
+    pub migrations: MigrationSet,
     n8n_workflow: Value,
     /// One per module, under the same rules as the main workflow.
     n8n_modules: BTreeMap<Module, Value>,
@@ -109,22 +423,22 @@ pub struct N8nVars<'a> {
 
 impl Templates {
     pub fn built_in() -> Result<Self, TemplateError> {
-        Self::from_texts(BUILT_IN_SCHEMA.to_owned(), BUILT_IN_N8N_WORKFLOW)
+        Self::from_parts(MigrationSet::built_in()?, BUILT_IN_N8N_WORKFLOW)
     }
 
     pub fn load(settings: &TemplateSettings) -> Result<Self, TemplateError> {
-        let schema = match &settings.schema {
-            Some(path) => read("schema", path)?,
-            None => BUILT_IN_SCHEMA.to_owned(),
+        let migrations = match &settings.migrations {
+            Some(dir) => MigrationSet::from_dir(dir)?,
+            None => MigrationSet::built_in()?,
         };
         let workflow = match &settings.n8n_workflow {
             Some(path) => read("n8n_workflow", path)?,
             None => BUILT_IN_N8N_WORKFLOW.to_owned(),
         };
-        Self::from_texts(schema, &workflow)
+        Self::from_parts(migrations, &workflow)
     }
 
-    fn from_texts(schema: String, workflow: &str) -> Result<Self, TemplateError> {
+    fn from_parts(migrations: MigrationSet, workflow: &str) -> Result<Self, TemplateError> {
         let n8n_workflow = workflow_template(workflow)?;
         let mut n8n_modules = BTreeMap::new();
         for module in Module::ALL {
@@ -137,7 +451,7 @@ impl Templates {
             n8n_modules.insert(module, doc);
         }
         Ok(Self {
-            schema: SchemaTemplate::new(schema),
+            migrations,
             n8n_workflow,
             n8n_modules,
         })
@@ -420,7 +734,7 @@ mod tests {
     #[test]
     fn built_in_templates_load_and_render_every_placeholder() {
         let templates = Templates::built_in().unwrap();
-        assert_eq!(templates.schema.checksum.len(), 64);
+        assert_eq!(templates.migrations.latest().checksum.len(), 64);
         let doc = templates.n8n_workflow(&vars());
         let text = doc.to_string();
         assert!(!text.contains("{{"), "unsubstituted placeholder in {text}");
@@ -477,10 +791,10 @@ mod tests {
 
     #[test]
     fn unknown_placeholders_and_missing_webhooks_are_refused() {
-        let err = Templates::from_texts(String::new(), r#"{"name":"{{clientname}}","nodes":[]}"#)
+        let err = with_workflow(r#"{"name":"{{clientname}}","nodes":[]}"#)
             .unwrap_err();
         assert!(err.to_string().contains("{{clientname}}"), "{err}");
-        let err = Templates::from_texts(String::new(), r#"{"name":"x","nodes":[]}"#).unwrap_err();
+        let err = with_workflow(r#"{"name":"x","nodes":[]}"#).unwrap_err();
         assert!(matches!(err, TemplateError::NoWebhookNode));
     }
 
@@ -523,7 +837,7 @@ mod tests {
             "client-{{slug}}/content",
             "{{ webhookPath }}",
         ] {
-            let err = Templates::from_texts(String::new(), &template(path, "{{webhookId}}", "{}"))
+            let err = with_workflow(&template(path, "{{webhookId}}", "{}"))
                 .unwrap_err();
             assert!(matches!(err, TemplateError::WebhookPath { .. }), "{err:?}");
             let text = err.to_string();
@@ -534,9 +848,7 @@ mod tests {
             );
             assert!(text.contains("found by its webhook path"), "{text}");
         }
-        let err = Templates::from_texts(
-            String::new(),
-            &template(
+        let err = with_workflow(&template(
                 "{{webhookPath}}",
                 "3f1c1d7e-0000-4000-8000-000000000001",
                 "{}",
@@ -549,9 +861,7 @@ mod tests {
             "{err}"
         );
         assert!(
-            Templates::from_texts(
-                String::new(),
-                &template("{{webhookPath}}", "{{webhookId}}", "{}")
+            with_workflow(&template("{{webhookPath}}", "{{webhookId}}", "{}")
             )
             .is_ok()
         );
@@ -560,9 +870,7 @@ mod tests {
     #[test]
     fn n8n_expressions_are_left_as_they_are() {
         let body = r#"={{ { "ok": true, "received": $json.body, "at": $now.toISO() } }}"#;
-        let templates = Templates::from_texts(
-            String::new(),
-            &template("{{webhookPath}}", "{{webhookId}}", body),
+        let templates = with_workflow(&template("{{webhookPath}}", "{{webhookId}}", body),
         )
         .unwrap();
         let doc = templates.n8n_workflow(&vars());
@@ -576,9 +884,7 @@ mod tests {
 
     #[test]
     fn a_placeholder_inside_an_n8n_expression_is_refused() {
-        let err = Templates::from_texts(
-            String::new(),
-            &template(
+        let err = with_workflow(&template(
                 "{{webhookPath}}",
                 "{{webhookId}}",
                 r#"={{ $json.body.client === "{{slug}}" }}"#,
@@ -593,9 +899,7 @@ mod tests {
 
     #[test]
     fn a_client_name_cannot_become_an_n8n_expression_nor_break_json() {
-        let templates = Templates::from_texts(
-            String::new(),
-            &template(
+        let templates = with_workflow(&template(
                 "{{webhookPath}}",
                 "{{webhookId}}",
                 r#"{"ok": true, "client": "{{clientName}}"}"#,
@@ -634,11 +938,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn checksum_changes_with_the_schema() {
-        assert_ne!(
-            SchemaTemplate::new("create table a();".into()).checksum,
-            SchemaTemplate::new("create table b();".into()).checksum
-        );
+    /// The built-in migrations with `workflow` as the main workflow template.
+    fn with_workflow(workflow: &str) -> Result<Templates, TemplateError> {
+        Templates::from_parts(MigrationSet::built_in().unwrap(), workflow)
     }
 }

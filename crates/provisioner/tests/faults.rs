@@ -466,10 +466,9 @@ CREATE POLICY notes_select ON public.notes FOR SELECT TO authenticated USING (tr
 
 async fn provision_with_schema(schema: &str, slug_prefix: &str) -> Option<(String, String)> {
     let templates = tempfile::tempdir().unwrap();
-    let path = templates.path().join("schema.sql");
-    std::fs::write(&path, schema).unwrap();
+    std::fs::write(templates.path().join("0001_init.sql"), schema).unwrap();
     let mut settings = support::quick_settings();
-    settings.templates.schema = Some(path);
+    settings.templates.migrations = Some(templates.path().to_owned());
     let world = support::world_with(|_| {}, settings).await?;
     let client = support::client(&support::unique_slug(slug_prefix));
 

@@ -5,23 +5,22 @@
 //! `CREATE DATABASE ... OWNER`, the bootstrap script as superuser; see the top of
 //! `supabase_bootstrap.sql`), then works as the owner role, as the schema step will.
 
-use std::sync::Arc;
-use std::time::Duration;
+mod tenant_support;
 
+use std::sync::Arc;
+
+use provisioner::templates::MigrationSet;
 use provisioner::tenant_db::{
-    CheckName, CheckOptions, CheckReport, Finding, TenantDbError, apply_schema, check_schema,
-    schema_checksum,
+    CheckName, CheckOptions, CheckReport, Finding, MigrationsApplied, TenantDbError,
+    apply_migrations, check_schema, schema_checksum,
 };
 use secrecy::SecretString;
+use tenant_support::{BOOTSTRAP_SQL, Cluster, Project};
 use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
-const BOOTSTRAP_SQL: &str = include_str!(concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../sandbox/sql/supabase_bootstrap.sql"
-));
 const TEMPLATE_SCHEMA: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../templates/schema.sql"
+    "/../../templates/migrations/0001_init.sql"
 ));
 const N8N_TEMPLATE: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -32,137 +31,14 @@ const N8N_SPEC: &str = include_str!(concat!(
     "/../sandbox/specs/n8n-public-api-v1-subset.n8n-2.41.3.json"
 ));
 
-const LOCAL_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-
-/// The PostgreSQL server the tests create their databases on.
-struct Cluster {
-    admin_url: url::Url,
-}
-
-impl Cluster {
-    /// The server from `DATABASE_URL`, else the local one. `None` (test skipped) only when
-    /// neither answers and nobody asked for PostgreSQL to be required.
-    async fn find() -> Option<Self> {
-        let from_env = std::env::var("DATABASE_URL").ok();
-        let raw = from_env.clone().unwrap_or_else(|| LOCAL_URL.to_owned());
-        let admin_url = url::Url::parse(&raw).expect("DATABASE_URL is a URL");
-        let answered = tokio::time::timeout(Duration::from_secs(5), PgConnection::connect(&raw))
-            .await
-            .map(|r| r.is_ok())
-            .unwrap_or(false);
-        if answered {
-            return Some(Self { admin_url });
-        }
-        let required = std::env::var_os("PROVISIONER_TEST_REQUIRE_POSTGRES").is_some()
-            || std::env::var("CI").as_deref() == Ok("true");
-        if from_env.is_some() || required {
-            panic!("PostgreSQL does not answer at DATABASE_URL or {LOCAL_URL}, and it is required");
-        }
-        eprintln!("skipped: no PostgreSQL (DATABASE_URL unset and {LOCAL_URL} does not answer)");
-        None
-    }
-
-    fn url_for(&self, user: &str, password: Option<&str>, database: &str) -> url::Url {
-        let mut url = self.admin_url.clone();
-        url.set_username(user).unwrap();
-        url.set_password(password).unwrap();
-        url.set_path(database);
-        url
-    }
-
-    async fn admin(&self) -> PgConnection {
-        PgConnection::connect(self.admin_url.as_str())
-            .await
-            .unwrap()
-    }
-
-    /// Steps 1 and 2 of the simulator's sequence: the project's owner role and its database.
-    async fn create_project(&self) -> Project {
-        let suffix = uuid::Uuid::new_v4().simple().to_string();
-        let project = Project {
-            database: format!("tenantdb_{}", &suffix[..16]),
-            owner: format!("tenantdb_owner_{}", &suffix[..16]),
-            password: format!("pw-{}", &suffix[16..]),
-        };
-        let mut admin = self.admin().await;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE ROLE \"{}\" LOGIN PASSWORD '{}'",
-            project.owner, project.password
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "CREATE DATABASE \"{}\" OWNER \"{}\"",
-            project.database, project.owner
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        project
-    }
-
-    /// All three steps: a project database ready for the schema step.
-    async fn bootstrapped_project(&self) -> Project {
-        let project = self.create_project().await;
-        project.bootstrap(self).await;
-        project
-    }
-}
-
-struct Project {
-    database: String,
-    owner: String,
-    password: String,
-}
-
-impl Project {
-    /// Step 3: the bootstrap script, as superuser, connected to the project database.
-    async fn bootstrap(&self, cluster: &Cluster) {
-        let mut conn = self.superuser(cluster).await;
-        sqlx::raw_sql(BOOTSTRAP_SQL)
-            .execute(&mut conn)
-            .await
-            .unwrap_or_else(|e| panic!("bootstrap of {} failed: {e}", self.database));
-    }
-
-    /// What the schema step gets: a direct URL as the owner role.
-    fn owner_url(&self, cluster: &Cluster) -> SecretString {
-        SecretString::from(
-            cluster
-                .url_for(&self.owner, Some(&self.password), &self.database)
-                .to_string(),
-        )
-    }
-
-    async fn superuser(&self, cluster: &Cluster) -> PgConnection {
-        let mut url = cluster.admin_url.clone();
-        url.set_path(&self.database);
-        PgConnection::connect(url.as_str()).await.unwrap()
-    }
-
-    async fn owner(&self, cluster: &Cluster) -> PgConnection {
-        let url = cluster.url_for(&self.owner, Some(&self.password), &self.database);
-        PgConnection::connect(url.as_str()).await.unwrap()
-    }
-
-    async fn drop(self, cluster: &Cluster) {
-        let mut admin = cluster.admin().await;
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
-            self.database
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!(
-            "DROP ROLE IF EXISTS \"{}\"",
-            self.owner
-        )))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    }
+/// `sql` given to the tenant as the schema step gives its migrations: a set of one file.
+async fn apply_schema(url: &SecretString, sql: &str) -> Result<MigrationsApplied, TenantDbError> {
+    let set = MigrationSet::from_files(
+        "the test's fixture",
+        [("0001_fixture.sql".to_owned(), sql.as_bytes().to_vec())],
+    )
+    .unwrap_or_else(|e| panic!("the fixture loads: {e}"));
+    apply_migrations(url, &set).await
 }
 
 async fn public_tables(conn: &mut PgConnection) -> Vec<String> {
@@ -208,8 +84,11 @@ async fn the_template_applies_and_passes_every_check() {
     let url = project.owner_url(&cluster);
 
     let applied = apply_schema(&url, TEMPLATE_SCHEMA).await.unwrap();
-    assert!(!applied.already_applied);
-    assert_eq!(applied.checksum, schema_checksum(TEMPLATE_SCHEMA));
+    assert_eq!(applied.applied_now, vec!["0001".to_owned()]);
+    assert_eq!(
+        MigrationSet::built_in().unwrap().latest().checksum,
+        schema_checksum(TEMPLATE_SCHEMA)
+    );
 
     let report = check_schema(&url, &CheckOptions::default()).await.unwrap();
     assert!(report.passed, "template failed its checks:\n{report}");
@@ -378,196 +257,6 @@ async fn the_template_keeps_organisations_apart() {
         .await;
     assert!(anon.unwrap_err().to_string().contains("permission denied"));
     drop(tx);
-    project.drop(&cluster).await;
-}
-
-#[tokio::test]
-async fn a_second_apply_is_a_no_op_and_the_version_is_private() {
-    let Some(cluster) = Cluster::find().await else {
-        return;
-    };
-    let project = cluster.bootstrapped_project().await;
-    let url = project.owner_url(&cluster);
-    let schema = "CREATE TABLE public.things (id bigint PRIMARY KEY);
-                  ALTER TABLE public.things ENABLE ROW LEVEL SECURITY;";
-
-    let first = apply_schema(&url, schema).await.unwrap();
-    let second = apply_schema(&url, schema).await.unwrap();
-    assert!(!first.already_applied);
-    assert!(second.already_applied);
-    assert_eq!(first.checksum, second.checksum);
-
-    let mut owner = project.owner(&cluster).await;
-    let versions: Vec<String> =
-        sqlx::query_scalar("SELECT checksum FROM provisioner.schema_versions")
-            .fetch_all(&mut owner)
-            .await
-            .unwrap();
-    assert_eq!(versions, vec![first.checksum.clone()]);
-
-    for role in ["anon", "authenticated"] {
-        let mut tx = owner.begin().await.unwrap();
-        sqlx::raw_sql(AssertSqlSafe(format!("SET LOCAL ROLE {role}")))
-            .execute(&mut *tx)
-            .await
-            .unwrap();
-        let read = sqlx::raw_sql("SELECT * FROM provisioner.schema_versions")
-            .execute(&mut *tx)
-            .await;
-        let message = read
-            .expect_err("the API roles cannot read the version table")
-            .to_string();
-        assert!(message.contains("permission denied"), "{role}: {message}");
-    }
-    project.drop(&cluster).await;
-}
-
-#[tokio::test]
-async fn a_different_schema_on_an_applied_database_is_refused() {
-    let Some(cluster) = Cluster::find().await else {
-        return;
-    };
-    let project = cluster.bootstrapped_project().await;
-    let url = project.owner_url(&cluster);
-    apply_schema(&url, "CREATE TABLE public.v1 (id int);")
-        .await
-        .unwrap();
-    let err = apply_schema(&url, "CREATE TABLE public.v2 (id int);")
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(err, TenantDbError::DifferentVersionApplied { .. }),
-        "{err}"
-    );
-    let mut owner = project.owner(&cluster).await;
-    assert_eq!(public_tables(&mut owner).await, vec!["v1".to_owned()]);
-    project.drop(&cluster).await;
-}
-
-#[tokio::test]
-async fn a_broken_schema_leaves_nothing_behind() {
-    let Some(cluster) = Cluster::find().await else {
-        return;
-    };
-    let project = cluster.bootstrapped_project().await;
-    let url = project.owner_url(&cluster);
-    let broken = "CREATE TABLE public.first_half (id bigint PRIMARY KEY);\n\
-                  CREATE INDEX first_half_id ON public.first_half (id);\n\
-                  INSERT INTO public.first_half VALUES (1);\n\
-                  SELECT * FROM public.no_such_table;\n\
-                  CREATE TABLE public.second_half (id bigint PRIMARY KEY);\n";
-
-    let err = apply_schema(&url, broken).await.unwrap_err();
-    match &err {
-        TenantDbError::SchemaFailed {
-            message,
-            line,
-            code,
-            ..
-        } => {
-            assert!(message.contains("no_such_table"), "{message}");
-            assert_eq!(*line, Some(4));
-            assert_eq!(code.as_deref(), Some("42P01"));
-        }
-        other => panic!("expected SchemaFailed, got {other}"),
-    }
-    assert!(err.to_string().contains("at line 4"), "{err}");
-
-    let mut owner = project.owner(&cluster).await;
-    assert!(public_tables(&mut owner).await.is_empty());
-    let version_table: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('provisioner.schema_versions')::text")
-            .fetch_one(&mut owner)
-            .await
-            .unwrap();
-    assert_eq!(
-        version_table, None,
-        "no version recorded for a failed schema"
-    );
-
-    // And the real schema still applies afterwards.
-    assert!(
-        !apply_schema(&url, TEMPLATE_SCHEMA)
-            .await
-            .unwrap()
-            .already_applied
-    );
-    project.drop(&cluster).await;
-}
-
-#[tokio::test]
-async fn a_schema_that_commits_midway_is_refused_and_nothing_of_it_exists() {
-    let Some(cluster) = Cluster::find().await else {
-        return;
-    };
-    let project = cluster.bootstrapped_project().await;
-    let url = project.owner_url(&cluster);
-    let err = apply_schema(
-        &url,
-        "CREATE TABLE public.early (id int);\nCOMMIT;\nCREATE TABLE public.late (id int);",
-    )
-    .await
-    .unwrap_err();
-    match &err {
-        TenantDbError::SchemaRefused { statements } => {
-            assert_eq!(statements.len(), 1, "{err}");
-            assert_eq!(
-                (statements[0].line, statements[0].statement.as_str()),
-                (2, "COMMIT")
-            );
-        }
-        other => panic!("expected SchemaRefused, got {other}"),
-    }
-    assert!(err.to_string().contains("line 2: `COMMIT`"), "{err}");
-    assert!(!err.is_retryable());
-
-    let mut owner = project.owner(&cluster).await;
-    assert!(public_tables(&mut owner).await.is_empty());
-    let version_table: Option<String> =
-        sqlx::query_scalar("SELECT to_regclass('provisioner.schema_versions')::text")
-            .fetch_one(&mut owner)
-            .await
-            .unwrap();
-    assert_eq!(
-        version_table, None,
-        "nothing was sent, not even the version table"
-    );
-    project.drop(&cluster).await;
-}
-
-#[tokio::test]
-async fn role_changes_and_statements_that_cannot_run_in_a_transaction_are_refused() {
-    let Some(cluster) = Cluster::find().await else {
-        return;
-    };
-    let project = cluster.bootstrapped_project().await;
-    let url = project.owner_url(&cluster);
-    let script = "CREATE TABLE public.t (id int);\n\
-                  SET SESSION AUTHORIZATION DEFAULT;\n\
-                  CREATE INDEX CONCURRENTLY t_id ON public.t (id);\n\
-                  SAVEPOINT half;\n\
-                  RESET ROLE;\n\
-                  -- 'COMMIT;' in a comment and in a string is not a statement\n\
-                  COMMENT ON TABLE public.t IS 'COMMIT;';\n";
-    let err = apply_schema(&url, script).await.unwrap_err();
-    let TenantDbError::SchemaRefused { statements } = &err else {
-        panic!("expected SchemaRefused, got {err}");
-    };
-    let refused: Vec<(usize, &str)> = statements
-        .iter()
-        .map(|s| (s.line, s.statement.as_str()))
-        .collect();
-    assert_eq!(
-        refused,
-        vec![
-            (2, "SET SESSION AUTHORIZATION DEFAULT"),
-            (3, "CREATE INDEX CONCURRENTLY t_id ON public.t (id)"),
-            (4, "SAVEPOINT half"),
-            (5, "RESET ROLE"),
-        ]
-    );
-    let mut owner = project.owner(&cluster).await;
-    assert!(public_tables(&mut owner).await.is_empty());
     project.drop(&cluster).await;
 }
 

@@ -15,6 +15,7 @@ use provisioner::client::Client;
 use provisioner::config::{AdoptedDatabase, Settings};
 use provisioner::record::ResourceRecord;
 use provisioner::steps::{database_schema, supabase_project};
+use provisioner::templates::MigrationSet;
 use provisioner::tenant_db::{self, SqlEndpoint, TenantDbError};
 use saga::{RunEvent, RunStatus};
 use sandbox::Provider;
@@ -300,15 +301,19 @@ async fn an_adopted_project_is_given_its_schema_through_the_sql_endpoint() {
     // The schema and its version are really there; the old password still works (nothing
     // was changed) and the probe left nothing behind.
     let schema_checksum = output["checksum"].as_str().unwrap().to_owned();
+    assert_eq!(output["version"], "0001");
+    assert_eq!(output["appliedNow"], serde_json::json!(["0001"]));
     let (_, current) = log_in(&world, &project_ref, &old_password).await.unwrap();
     assert_eq!(current, format!("sandbox_{project_ref}"));
     let mut conn = admin_connection(&project_ref).await;
-    let recorded: Vec<String> =
-        sqlx::query_scalar("SELECT checksum FROM provisioner.schema_versions")
-            .fetch_all(&mut conn)
-            .await
-            .unwrap();
-    assert_eq!(recorded, vec![schema_checksum.clone()]);
+    let recorded: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.version, c.checksum FROM supabase_migrations.schema_migrations m \
+         JOIN provisioner.migration_checksums c USING (version)",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(recorded, vec![("0001".to_owned(), schema_checksum.clone())]);
     let synthetic_rows: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM public.organisations) + (SELECT count(*) FROM public.members) \
          + (SELECT count(*) FROM public.profiles)",
@@ -333,50 +338,69 @@ async fn an_adopted_project_is_given_its_schema_through_the_sql_endpoint() {
     );
     let _ = conn.close().await;
 
-    // Through the endpoint again: the version is found, nothing is applied twice; another
-    // script is refused as a migration; a script failing half-way keeps nothing of itself.
+    // Through the endpoint again: the version is found, nothing is applied twice; an edited
+    // applied file is refused as drift; a failing second file keeps nothing of itself and
+    // leaves the first applied.
     let endpoint = SqlEndpoint::new(world.app.stack.supabase.clone(), &project_ref);
-    let schema = &world.app.stack.templates.schema.sql;
-    let again = tenant_db::apply_schema_over_endpoint(&endpoint, schema)
+    let set = &world.app.stack.templates.migrations;
+    let again = tenant_db::apply_migrations_over_endpoint(&endpoint, set)
         .await
         .unwrap();
-    assert!(again.already_applied);
-    assert_eq!(again.checksum, schema_checksum);
-    let other =
-        tenant_db::apply_schema_over_endpoint(&endpoint, "CREATE TABLE public.other (id int);")
-            .await
-            .unwrap_err();
-    assert!(
-        matches!(other, TenantDbError::DifferentVersionApplied { .. }),
-        "{other}"
-    );
-    let mut conn = admin_connection(&project_ref).await;
-    sqlx::raw_sql("DROP SCHEMA provisioner CASCADE")
-        .execute(&mut conn)
-        .await
-        .unwrap();
-    let broken =
-        "CREATE TABLE public.half_made (id int);\nINSERT INTO public.missing VALUES (1);\n";
-    let failed = tenant_db::apply_schema_over_endpoint(&endpoint, broken)
+    assert!(again.applied_now.is_empty(), "{again:?}");
+    assert_eq!(again.already_applied, vec!["0001".to_owned()]);
+    let edited = MigrationSet::from_files(
+        "test",
+        [(
+            "0001_init.sql".to_owned(),
+            b"CREATE TABLE public.other (id int);".to_vec(),
+        )],
+    )
+    .unwrap();
+    let other = tenant_db::apply_migrations_over_endpoint(&endpoint, &edited)
         .await
         .unwrap_err();
     assert!(
-        matches!(failed, TenantDbError::SchemaFailed { .. }),
-        "{failed}"
+        matches!(other, TenantDbError::MigrationDrift { .. }),
+        "{other}"
+    );
+    let first = &set.migrations()[0];
+    let with_broken = MigrationSet::from_files(
+        "test",
+        [
+            (first.file_name.clone(), first.sql.as_bytes().to_vec()),
+            (
+                "0002_broken.sql".to_owned(),
+                b"CREATE TABLE public.half_made (id int);\nINSERT INTO public.missing VALUES (1);\n"
+                    .to_vec(),
+            ),
+        ],
+    )
+    .unwrap();
+    let failed = tenant_db::apply_migrations_over_endpoint(&endpoint, &with_broken)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&failed, TenantDbError::MigrationFailed { file_name, line: Some(2), code: Some(code), .. }
+            if file_name == "0002_broken.sql" && code == "42P01"),
+        "{failed:?}"
     );
     assert!(failed.to_string().contains("missing"), "{failed}");
-    let (half_made, version_table): (bool, bool) = sqlx::query_as(
+    assert!(
+        failed.to_string().contains("INSERT INTO public.missing"),
+        "{failed}"
+    );
+    let (half_made, versions): (bool, Vec<String>) = sqlx::query_as(
         "SELECT to_regclass('public.half_made') IS NOT NULL, \
-                to_regclass('provisioner.schema_versions') IS NOT NULL",
+                (SELECT array_agg(version ORDER BY version) FROM supabase_migrations.schema_migrations)",
     )
     .fetch_one(&mut conn)
     .await
     .unwrap();
     assert!(
         !half_made,
-        "the failed script's first statement was rolled back"
+        "the failed file's first statement was rolled back"
     );
-    assert!(!version_table, "not even the version table was kept");
+    assert_eq!(versions, vec!["0001".to_owned()], "the first file stays applied");
     let _ = conn.close().await;
     finish(world).await;
 }
@@ -506,10 +530,15 @@ async fn the_checks_through_the_sql_endpoint_report_what_a_connection_reports() 
         .await
         .unwrap();
     let endpoint = SqlEndpoint::new(stack.supabase.clone(), &project_ref);
-    let applied = tenant_db::apply_schema_over_endpoint(&endpoint, RECURSING_SCHEMA)
+    let fixture = MigrationSet::from_files(
+        "test",
+        [("0001_recursing.sql".to_owned(), RECURSING_SCHEMA.as_bytes().to_vec())],
+    )
+    .unwrap();
+    let applied = tenant_db::apply_migrations_over_endpoint(&endpoint, &fixture)
         .await
         .unwrap();
-    assert!(!applied.already_applied);
+    assert_eq!(applied.applied_now, vec!["0001".to_owned()]);
 
     let options = tenant_db::CheckOptions::default();
     let over_endpoint = tenant_db::check_schema_over_endpoint(&endpoint, &options)

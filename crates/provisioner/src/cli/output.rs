@@ -61,13 +61,18 @@ pub fn human(record: &ResourceRecord) -> String {
         );
     }
     if let Some(d) = &record.database {
+        let version = match &d.version {
+            Some(version) => format!("{version} ({})", &d.checksum[..12.min(d.checksum.len())]),
+            None => d.checksum[..12.min(d.checksum.len())].to_owned(),
+        };
         out += &format!(
-            "  schema     version {}{}\n",
-            &d.checksum[..12.min(d.checksum.len())],
+            "  schema     version {version}{}\n",
             if d.already_applied {
-                " (already applied)"
+                " (already applied)".to_owned()
+            } else if d.applied_now.is_empty() {
+                String::new()
             } else {
-                ""
+                format!(" (applied now: {})", d.applied_now.join(", "))
             }
         );
         for c in &d.checks {

@@ -27,7 +27,8 @@ use crate::steps::auth_urls;
 use crate::steps::supabase_project::{self, SupabaseProject};
 use crate::steps::vercel_domain;
 use crate::steps::vercel_project::{STACK_ENV, branding_env};
-use crate::tenant_db::{self, CheckOptions};
+use crate::templates::MigrationSet;
+use crate::tenant_db::{self, CheckOptions, TenantMigrationState};
 
 /// Journal pages read by `--all`.
 const PAGE: u32 = 200;
@@ -194,31 +195,6 @@ async fn supabase_items(
             return items;
         }
     }
-    let expected = tenant_db::schema_checksum(&stack.templates.schema.sql);
-    match &record.database {
-        Some(db) if db.checksum == expected => items.push(item(
-            client,
-            "schema version",
-            true,
-            expected[..12.min(expected.len())].to_owned(),
-        )),
-        Some(db) => items.push(item(
-            client,
-            "schema version",
-            false,
-            format!(
-                "applied {} but the schema template is now {}; provision again to apply it",
-                &db.checksum[..12.min(db.checksum.len())],
-                &expected[..12.min(expected.len())]
-            ),
-        )),
-        None => items.push(item(
-            client,
-            "schema version",
-            false,
-            "the record has no schema",
-        )),
-    }
     let project: SupabaseProject = match app.engine.output(run_id, supabase_project::NAME).await {
         Ok(p) => p,
         Err(e) => {
@@ -251,6 +227,12 @@ async fn supabase_items(
         }
     };
     let url = route.url;
+    items.push(schema_version_item(
+        client,
+        &stack.templates.migrations,
+        record,
+        tenant_db::migration_state(&url, &stack.templates.migrations).await,
+    ));
     let settings = &stack.settings.schema_checks;
     let options = CheckOptions {
         exposed_schemas: settings.exposed_schemas.clone(),
@@ -268,6 +250,65 @@ async fn supabase_items(
         ),
     });
     items
+}
+
+/// The client's schema version against the latest migration: read from the database itself
+/// (applied versions, pending ones, drift); when the database cannot be read, from the record.
+fn schema_version_item(
+    client: &str,
+    set: &MigrationSet,
+    record: &ResourceRecord,
+    live: Result<TenantMigrationState, tenant_db::TenantDbError>,
+) -> Item {
+    const WHAT: &str = "schema version";
+    let latest = set.latest_version();
+    let state = match live {
+        Ok(state) => state,
+        Err(e) => {
+            let recorded = record.database.as_ref().and_then(|d| d.version.clone());
+            return item(
+                client,
+                WHAT,
+                false,
+                format!(
+                    "cannot read the database's migration history ({e}); the record says {}, \
+                     the latest is {latest}",
+                    recorded.as_deref().unwrap_or("no version")
+                ),
+            );
+        }
+    };
+    if !state.drift.is_empty() {
+        return item(
+            client,
+            WHAT,
+            false,
+            format!(
+                "the migration history differs from the files: {}",
+                state
+                    .drift
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ),
+        );
+    }
+    match (state.version(), state.pending.is_empty()) {
+        (Some(version), true) => item(client, WHAT, true, format!("{version} (the latest)")),
+        (version, _) => item(
+            client,
+            WHAT,
+            false,
+            format!(
+                "at {}, behind the latest {latest}: {} pending ({}); apply them with \
+                 `provisioner migrate apply --client-id {client}`",
+                version.unwrap_or("no version"),
+                state.pending.len(),
+                state.pending.join(", ")
+            ),
+        ),
+    }
 }
 
 async fn github_items(app: &App, client: &str, record: &ResourceRecord) -> Vec<Item> {

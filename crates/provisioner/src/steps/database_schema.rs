@@ -1,7 +1,8 @@
-//! `database_schema`: the app's schema applied to the client's project database in one
-//! transaction, its version (checksum) recorded there so a repeat does nothing, then checked
-//! as the Data API will meet it (see [`tenant_db::check_schema`]). A failed check fails the
-//! run, which removes the project.
+//! `database_schema`: the app schema's migrations applied to the client's project database in
+//! version order, each file once (see [`tenant_db::apply_migrations`]): a new client gets all
+//! of them, an adopted or earlier client is brought to the latest the same way. Then the schema
+//! is checked as the Data API will meet it (see [`tenant_db::check_schema`]). A failed check
+//! fails the run, which removes the project (an adopted one is left alone).
 //!
 //! The step's error is one line per root cause, and carries the whole report as its detail
 //! (`StepError::detail`); its output on success carries the report too, warnings included.
@@ -11,8 +12,8 @@
 //! derived password. An adopted project whose database refuses that password (one another
 //! pipeline made) is handled as `supabase.adopted_database` says, never guessed:
 //! - `refuse` (the default): a permanent error naming the two other choices;
-//! - `sql_api`: the schema is applied and checked through the Management API's SQL endpoint,
-//!   with the same guarantees (see [`tenant_db::apply_schema_over_endpoint`]);
+//! - `sql_api`: the migrations are applied and the schema checked through the Management API's
+//!   SQL endpoint, with the same guarantees (see [`tenant_db::apply_migrations_over_endpoint`]);
 //! - `reset_password`: the project's database password is set to the derived one
 //!   (`PATCH /v1/projects/{ref}/database/password`) and the attempt ends with a retryable
 //!   error saying so, which the journal keeps (no password in it); the next attempt logs in.
@@ -21,6 +22,11 @@
 //! permanent error.
 //!
 //! No undo of its own: the schema goes with the project.
+//!
+//! [`tenant_access`] is that route and those rules on their own, for whatever else needs to
+//! reach a client's database (a fleet migration rollout): it logs in once to learn whether the
+//! password is accepted, and answers a [`TenantAccess`] to read the migration state, apply
+//! migrations and check the schema through.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -35,15 +41,27 @@ use super::supabase_project::{self, SupabaseProject};
 use crate::client::Client;
 use crate::config::AdoptedDatabase;
 use crate::stack::{DatabaseRouteError, Stack};
-use crate::tenant_db::{self, CheckOptions, CheckReport, RouteKind, SqlEndpoint, TenantDbError};
+use crate::templates::MigrationSet;
+use crate::tenant_db::{
+    self, CheckOptions, CheckReport, MigrationsApplied, RouteKind, SqlEndpoint, TenantDbError,
+    TenantMigrationState,
+};
 
 pub const NAME: &str = "database_schema";
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DatabaseSchema {
+    /// SHA-256 of the latest applied migration file.
     pub checksum: String,
+    /// True when every migration was applied already and nothing ran.
     pub already_applied: bool,
+    /// The highest applied migration version; absent in records made before migrations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The versions this run applied, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub applied_now: Vec<String>,
     pub checks: CheckReport,
     /// How the database was reached; absent in records made before it was recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -177,41 +195,24 @@ impl Step for DatabaseSchemaStep {
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<DatabaseSchema, StepError> {
         let project: SupabaseProject = ctx.output(supabase_project::NAME)?;
-        let password = SecretString::from(project.db_password.expose().clone());
-        let route = self
-            .stack
-            .database_route(&project.project_ref, &project.db_host, &password)
-            .await
-            .map_err(route_failure)?;
-        let schema = &self.stack.templates.schema;
-        let options = self.check_options();
-        let applied = match tenant_db::apply_schema(&route.url, &schema.sql).await {
-            Ok(applied) => applied,
-            Err(err) if password_refused(&err) && !project.adopted => {
-                return Err(own_project_refused(&project));
-            }
-            Err(err) if password_refused(&err) => {
-                return match self.stack.settings.supabase.adopted_database {
-                    AdoptedDatabase::Refuse => Err(adopted_refused(&project)),
-                    AdoptedDatabase::SqlApi => self.over_sql_endpoint(&project, &options).await,
-                    AdoptedDatabase::ResetPassword => {
-                        Err(self.reset_password(&project, &password).await)
-                    }
-                };
-            }
-            Err(err) => return Err(failure(err)),
-        };
-        let checks = tenant_db::check_schema(&route.url, &options)
+        let access = tenant_access(&self.stack, &project).await?;
+        let set = &self.stack.templates.migrations;
+        let applied = access.apply(set).await.map_err(failure)?;
+        let checks = access
+            .check(&self.check_options())
             .await
             .map_err(failure)?;
         if !checks.passed {
             return Err(checks_failed(&project.name, &checks));
         }
+        let latest = set.get(&applied.version).map(|m| m.checksum.clone());
         Ok(DatabaseSchema {
-            checksum: applied.checksum,
-            already_applied: applied.already_applied,
+            checksum: latest.unwrap_or_default(),
+            already_applied: applied.applied_now.is_empty(),
+            version: Some(applied.version),
+            applied_now: applied.applied_now,
             checks,
-            access: Some(route.kind.into()),
+            access: Some(access.kind()),
         })
     }
 
@@ -234,74 +235,127 @@ impl DatabaseSchemaStep {
         }
     }
 
-    /// The schema applied and checked through the SQL endpoint: no password involved.
-    async fn over_sql_endpoint(
-        &self,
-        project: &SupabaseProject,
-        options: &CheckOptions,
-    ) -> Result<DatabaseSchema, StepError> {
-        let endpoint = SqlEndpoint::new(self.stack.supabase.clone(), &project.project_ref);
-        let schema = &self.stack.templates.schema;
-        let applied = tenant_db::apply_schema_over_endpoint(&endpoint, &schema.sql)
-            .await
-            .map_err(failure)?;
-        let checks = tenant_db::check_schema_over_endpoint(&endpoint, options)
-            .await
-            .map_err(failure)?;
-        if !checks.passed {
-            return Err(checks_failed(&project.name, &checks));
+}
+
+/// How a client's database is reached: logged in by [`Stack::database_route`], or through the
+/// Management API's SQL endpoint when an adopted project's password is not ours and
+/// `supabase.adopted_database = "sql_api"`.
+#[derive(Debug, Clone)]
+pub enum TenantAccess {
+    Connection { url: SecretString, kind: RouteKind },
+    SqlApi(SqlEndpoint),
+}
+
+/// The way to `project`'s database, by the same route and `supabase.adopted_database` rules as
+/// the step (see the module's documentation): logs in once to learn whether the derived
+/// password is accepted. With `reset_password`, the password is reset and the answer is the
+/// step's retryable error saying so; the next call logs in.
+pub async fn tenant_access(
+    stack: &Stack,
+    project: &SupabaseProject,
+) -> Result<TenantAccess, StepError> {
+    let password = SecretString::from(project.db_password.expose().clone());
+    let route = stack
+        .database_route(&project.project_ref, &project.db_host, &password)
+        .await
+        .map_err(route_failure)?;
+    match tenant_db::try_login(&route.url).await {
+        Ok(()) => Ok(TenantAccess::Connection {
+            url: route.url,
+            kind: route.kind,
+        }),
+        Err(err) if password_refused(&err) && !project.adopted => {
+            Err(own_project_refused(project))
         }
-        Ok(DatabaseSchema {
-            checksum: applied.checksum,
-            already_applied: applied.already_applied,
-            checks,
-            access: Some(DatabaseAccess::SqlApi),
-        })
+        Err(err) if password_refused(&err) => match stack.settings.supabase.adopted_database {
+            AdoptedDatabase::Refuse => Err(adopted_refused(project)),
+            AdoptedDatabase::SqlApi => Ok(TenantAccess::SqlApi(SqlEndpoint::new(
+                stack.supabase.clone(),
+                &project.project_ref,
+            ))),
+            AdoptedDatabase::ResetPassword => Err(reset_password(stack, project, &password).await),
+        },
+        Err(err) => Err(failure(err)),
+    }
+}
+
+impl TenantAccess {
+    /// How the database is reached, as the step's output records it.
+    pub fn kind(&self) -> DatabaseAccess {
+        match self {
+            Self::Connection { kind, .. } => (*kind).into(),
+            Self::SqlApi(_) => DatabaseAccess::SqlApi,
+        }
     }
 
-    /// Sets the adopted project's database password to the derived one, and ends the attempt
-    /// with a retryable error that says so: the journal keeps it as the attempt's failure
-    /// (with the project and time as detail, never the password), and the next attempt logs
-    /// in with the derived password.
-    async fn reset_password(
-        &self,
-        project: &SupabaseProject,
-        password: &SecretString,
-    ) -> StepError {
-        let project_ref = &project.project_ref;
-        if let Err(e) = self
-            .stack
-            .supabase
-            .update_database_password(project_ref, password)
-            .await
-        {
-            return provider_failure(
-                &format!("reset the database password of adopted Supabase project {project_ref}"),
-                e,
-            );
+    /// [`tenant_db::migration_state`] (or its endpoint twin): reads only.
+    pub async fn state(&self, set: &MigrationSet) -> Result<TenantMigrationState, TenantDbError> {
+        match self {
+            Self::Connection { url, .. } => tenant_db::migration_state(url, set).await,
+            Self::SqlApi(endpoint) => tenant_db::migration_state_over_endpoint(endpoint, set).await,
         }
-        tracing::info!(
-            project = %project.name,
-            project_ref = %project_ref,
-            "reset the database password of an adopted project to the derived one"
-        );
-        StepError::retry_after(
-            Duration::from_secs(2),
-            format!(
-                "reset the database password of adopted Supabase project {} ({project_ref}) to \
-                 the provisioner's derived one, as supabase.adopted_database = \"reset_password\" \
-                 allows; logging in again",
-                project.name
-            ),
-        )
-        .with_detail(serde_json::json!({
-            "passwordReset": {
-                "projectRef": project_ref,
-                "project": project.name,
-                "at": chrono::Utc::now().to_rfc3339(),
-            }
-        }))
     }
+
+    /// [`tenant_db::apply_migrations`] (or its endpoint twin).
+    pub async fn apply(&self, set: &MigrationSet) -> Result<MigrationsApplied, TenantDbError> {
+        match self {
+            Self::Connection { url, .. } => tenant_db::apply_migrations(url, set).await,
+            Self::SqlApi(endpoint) => {
+                tenant_db::apply_migrations_over_endpoint(endpoint, set).await
+            }
+        }
+    }
+
+    /// [`tenant_db::check_schema`] (or its endpoint twin).
+    pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport, TenantDbError> {
+        match self {
+            Self::Connection { url, .. } => tenant_db::check_schema(url, options).await,
+            Self::SqlApi(endpoint) => tenant_db::check_schema_over_endpoint(endpoint, options).await,
+        }
+    }
+}
+
+/// Sets the adopted project's database password to the derived one, and ends the attempt with a
+/// retryable error that says so: the journal keeps it as the attempt's failure (with the
+/// project and time as detail, never the password), and the next attempt logs in with the
+/// derived password.
+async fn reset_password(
+    stack: &Stack,
+    project: &SupabaseProject,
+    password: &SecretString,
+) -> StepError {
+    let project_ref = &project.project_ref;
+    if let Err(e) = stack
+        .supabase
+        .update_database_password(project_ref, password)
+        .await
+    {
+        return provider_failure(
+            &format!("reset the database password of adopted Supabase project {project_ref}"),
+            e,
+        );
+    }
+    tracing::info!(
+        project = %project.name,
+        project_ref = %project_ref,
+        "reset the database password of an adopted project to the derived one"
+    );
+    StepError::retry_after(
+        Duration::from_secs(2),
+        format!(
+            "reset the database password of adopted Supabase project {} ({project_ref}) to \
+             the provisioner's derived one, as supabase.adopted_database = \"reset_password\" \
+             allows; logging in again",
+            project.name
+        ),
+    )
+    .with_detail(serde_json::json!({
+        "passwordReset": {
+            "projectRef": project_ref,
+            "project": project.name,
+            "at": chrono::Utc::now().to_rfc3339(),
+        }
+    }))
 }
 
 #[cfg(test)]

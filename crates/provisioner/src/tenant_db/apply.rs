@@ -15,7 +15,7 @@ use super::{TenantDbError, schema_checksum};
 const APPLY_TIMEOUT: Duration = Duration::from_secs(300);
 /// Serialises concurrent applies to one tenant database (any fixed key; advisory keys are per
 /// database). The bytes spell "schemaver".
-const APPLY_ADVISORY_LOCK_KEY: i64 = 0x7363_6865_6d61_7665;
+pub(super) const APPLY_ADVISORY_LOCK_KEY: i64 = 0x7363_6865_6d61_7665;
 
 const VERSION_TABLE_SQL: &str = include_str!("../../sql/tenant_schema/version_table.sql");
 const LOCK_SQL: &str = include_str!("../../sql/tenant_schema/lock.sql");

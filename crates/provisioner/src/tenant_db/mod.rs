@@ -28,10 +28,11 @@
 mod apply;
 mod catalog;
 mod checks;
+mod migrations;
 mod probe;
 mod report;
 mod route;
-mod screening;
+pub(crate) mod screening;
 mod secrets;
 mod sql_endpoint;
 mod target;
@@ -41,10 +42,14 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 pub use apply::{Applied, apply_schema, apply_schema_over_endpoint};
+pub use migrations::{
+    AppliedMigration, MigrationDrift, MigrationsApplied, TenantMigrationState, apply_migrations,
+    apply_migrations_over_endpoint, migration_state, migration_state_over_endpoint,
+};
 pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema, check_schema_over_endpoint};
 pub use report::{CheckName, CheckOutcome, CheckReport, Finding, Severity};
 pub use route::{DatabaseRoute, RouteError, RouteKind, session_pooler, template_route};
-pub use screening::RefusedStatement;
+pub use screening::{NO_TRANSACTION_MARKER, RefusedStatement};
 pub use secrets::looks_secret;
 pub use sql_endpoint::SqlEndpoint;
 
@@ -112,6 +117,42 @@ pub enum TenantDbError {
     DifferentVersionApplied { applied: String, wanted: String },
 
     #[error(
+        "migration {file_name} (version {version}) failed{}: `{statement}`: {message}{}{}{}; {}",
+        line.map(|l| format!(" at line {l}")).unwrap_or_default(),
+        code.as_ref().map(|c| format!(" (SQLSTATE {c})")).unwrap_or_default(),
+        detail.as_ref().map(|d| format!("; detail: {d}")).unwrap_or_default(),
+        hint.as_ref().map(|h| format!("; hint: {h}")).unwrap_or_default(),
+        if *outside_transaction {
+            "it ran outside a transaction, so what it did before failing may remain (a failed \
+             CREATE INDEX CONCURRENTLY leaves an invalid index: drop it before trying again); \
+             earlier files stay applied"
+        } else {
+            "nothing of this file was kept; earlier files stay applied"
+        }
+    )]
+    MigrationFailed {
+        version: String,
+        file_name: String,
+        /// The failing statement's first line, shortened, the password scrubbed.
+        statement: String,
+        /// Line of the file the error points at (or where the failing statement starts).
+        line: Option<usize>,
+        message: String,
+        code: Option<String>,
+        detail: Option<String>,
+        hint: Option<String>,
+        /// The file ran outside a transaction (marked `-- provisioner:no-transaction`).
+        outside_transaction: bool,
+    },
+
+    #[error(
+        "the migrations were not applied, nothing was run: the database's migration history \
+         differs from the migration files: {}",
+        drift.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    )]
+    MigrationDrift { drift: Vec<MigrationDrift> },
+
+    #[error(
         "the connecting role cannot act as {role}: {message}; connect as the project's owner \
          role (a member of anon, authenticated and service_role) or a superuser"
     )]
@@ -163,9 +204,20 @@ impl TenantDbError {
             | Self::SchemaUnparsable { .. }
             | Self::SchemaEndsTransaction
             | Self::DifferentVersionApplied { .. }
+            | Self::MigrationFailed { .. }
+            | Self::MigrationDrift { .. }
             | Self::CannotActAs { .. } => false,
         }
     }
+}
+
+/// Logs in to the database at `db_url` and out again: whether the route and its password are
+/// accepted (a refused password is [`TenantDbError::Connect`] with SQLSTATE `28P01`).
+pub async fn try_login(db_url: &secrecy::SecretString) -> Result<(), TenantDbError> {
+    let conn = target::Target::parse(db_url)?.connect().await?;
+    // Closing politely only saves the server a log line; the login already answered.
+    let _ = sqlx::Connection::close(conn).await;
+    Ok(())
 }
 
 /// SQLSTATE classes that describe the moment, not the request: 08 connection exception,
@@ -175,7 +227,12 @@ const TRANSIENT_SQLSTATE_CLASSES: &[&str] = &["08", "40", "53", "57"];
 
 /// The schema's version: SHA-256 of the script's bytes, lowercase hex.
 pub fn schema_checksum(schema_sql: &str) -> String {
-    hex::encode(Sha256::digest(schema_sql.as_bytes()))
+    schema_checksum_of_bytes(schema_sql.as_bytes())
+}
+
+/// [`schema_checksum`] of a file's bytes, before they are known to be UTF-8.
+pub fn schema_checksum_of_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }
 
 /// `"name"`, with embedded quotes doubled: an identifier for SQL or a `search_path` value.

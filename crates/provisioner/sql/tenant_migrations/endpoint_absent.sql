@@ -1,0 +1,2 @@
+-- What a history table that does not exist holds.
+'[]'::jsonb
