@@ -109,7 +109,8 @@ async fn plan_and_apply_over_http_with_field_level_refusals() {
         let answer = api.post("/v1/migrations", &body).await;
         assert_eq!(answer.status, 422, "{body}: {}", answer.text);
         assert_eq!(field_names(&answer.body), [field], "{}", answer.text);
-        assert!(answer.text.contains(rule), "{rule}: {}", answer.text);
+        let message = answer.body["fields"][0]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(rule), "{rule}: {}", answer.text);
     }
     let unknown = api
         .post("/v1/migrations", &json!({"action": "plan", "clientIds": ["nobody-here"]}))

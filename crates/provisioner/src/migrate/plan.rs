@@ -6,7 +6,7 @@ use futures::StreamExt;
 use serde::Serialize;
 
 use super::selection::{self, Tenant};
-use super::tenant::{self, TenantFailure};
+use super::tenant::{self, DriftView, TenantFailure};
 use super::{MigrateError, Options};
 use crate::app::App;
 use crate::stack::Stack;
@@ -23,7 +23,7 @@ pub struct TenantPlan {
     pub version: Option<String>,
     /// The files a rollout to the target would apply, in order.
     pub pending: Vec<String>,
-    pub drift: Vec<MigrationDrift>,
+    pub drift: Vec<DriftView>,
     /// `apply`, `nothing`, `refuse` (drift) or `unknown` (the database could not be read).
     pub action: &'static str,
     /// The action in words.
@@ -110,7 +110,8 @@ async fn tenant_plan(
         }
     };
     plan.version = state.version().map(str::to_owned);
-    plan.drift.clone_from(&state.drift);
+    plan.drift = state.drift.iter().map(DriftView::from).collect();
+    let described = describe_drift(&state.drift);
     plan.pending = state
         .pending
         .iter()
@@ -127,7 +128,7 @@ async fn tenant_plan(
             "refuse",
             format!(
                 "apply would refuse this tenant: {}",
-                describe_drift(&plan.drift)
+                described
             ),
         )
     } else if plan.pending.is_empty() {

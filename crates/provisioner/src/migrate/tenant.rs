@@ -34,7 +34,47 @@ pub struct TenantFailure {
     pub code: Option<String>,
     /// Edited or unknown applied versions that made the tenant refuse the migration.
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub drift: Vec<MigrationDrift>,
+    pub drift: Vec<DriftView>,
+}
+
+/// A drift finding as the plan and the rollout report it (camelCase, like the rest of the
+/// API's JSON).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase", tag = "kind")]
+pub enum DriftView {
+    /// An applied file whose text changed since it was applied.
+    #[serde(rename_all = "camelCase")]
+    Edited { version: String, file_name: String },
+    /// A version applied in the database that no migration file has.
+    #[serde(rename_all = "camelCase")]
+    Unknown {
+        version: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        name: Option<String>,
+    },
+    /// A schema applied before migrations existed that is not the first migration.
+    #[serde(rename_all = "camelCase")]
+    UnrecognisedLegacySchema { checksum: String },
+}
+
+impl From<&MigrationDrift> for DriftView {
+    fn from(drift: &MigrationDrift) -> Self {
+        match drift {
+            MigrationDrift::Edited { version, file_name } => Self::Edited {
+                version: version.clone(),
+                file_name: file_name.clone(),
+            },
+            MigrationDrift::Unknown { version, name } => Self::Unknown {
+                version: version.clone(),
+                name: name.clone(),
+            },
+            MigrationDrift::UnrecognisedLegacySchema { checksum } => {
+                Self::UnrecognisedLegacySchema {
+                    checksum: checksum.clone(),
+                }
+            }
+        }
+    }
 }
 
 impl TenantFailure {
@@ -67,7 +107,7 @@ impl TenantFailure {
                 failure.code = code.clone();
             }
             TenantDbError::MigrationDrift { drift } => {
-                failure.drift.clone_from(drift);
+                failure.drift = drift.iter().map(DriftView::from).collect();
             }
             _ => {}
         }

@@ -177,11 +177,49 @@ impl Fleet {
         command
     }
 
+    /// Runs the command to its end (at most 100 s; on timeout, what it wrote to stderr is
+    /// in the panic).
     pub async fn run(&self, args: &[&str]) -> Output {
-        tokio::time::timeout(Duration::from_secs(300), self.command(args).output())
-            .await
-            .unwrap_or_else(|_| panic!("`provisioner {}` did not end", args.join(" ")))
-            .unwrap()
+        use tokio::io::AsyncReadExt;
+        println!("running provisioner {}", args.join(" "));
+        let mut child = self.command(args).spawn().unwrap();
+        let mut stdout = child.stdout.take().unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let err_text = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let err_sink = std::sync::Arc::clone(&err_text);
+        let err_task = tokio::spawn(async move {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                err_sink.lock().unwrap().extend_from_slice(&chunk[..n]);
+            }
+        });
+        let out_task = tokio::spawn(async move {
+            let mut out = Vec::new();
+            let _ = stdout.read_to_end(&mut out).await;
+            out
+        });
+        let status = match tokio::time::timeout(Duration::from_secs(100), child.wait()).await {
+            Ok(status) => status.unwrap(),
+            Err(_) => {
+                let _ = child.start_kill();
+                panic!(
+                    "`provisioner {}` did not end; its stderr:\n{}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&err_text.lock().unwrap())
+                );
+            }
+        };
+        let _ = err_task.await;
+        let stdout = out_task.await.unwrap();
+        let stderr = err_text.lock().unwrap().clone();
+        Output {
+            status,
+            stdout,
+            stderr,
+        }
     }
 
     /// Runs, checks the exit code, and returns (stdout, stderr).
