@@ -124,7 +124,10 @@ async fn main() {
     let v2 = dir.path().join("migrations-2");
     for (path, files) in [
         (&v1, vec![("0001_init.sql", INIT)]),
-        (&v2, vec![("0001_init.sql", INIT), ("0002_labels.sql", LABELS)]),
+        (
+            &v2,
+            vec![("0001_init.sql", INIT), ("0002_labels.sql", LABELS)],
+        ),
     ] {
         std::fs::create_dir_all(path).unwrap();
         for (name, text) in files {

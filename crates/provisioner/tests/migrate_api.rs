@@ -69,7 +69,9 @@ async fn plan_and_apply_over_http_with_field_level_refusals() {
     let mut settings = support::quick_settings();
     settings.templates.migrations = Some(migrations);
     let config = support::config_for(&sandbox, settings);
-    let journal = open_sqlite(&dir.path().join("journal.sqlite")).await.unwrap();
+    let journal = open_sqlite(&dir.path().join("journal.sqlite"))
+        .await
+        .unwrap();
     let app = App::start(&config, journal, &secret_key, support::fast_options())
         .await
         .unwrap();
@@ -86,8 +88,14 @@ async fn plan_and_apply_over_http_with_field_level_refusals() {
     for (body, field) in [
         (json!({"action": "apply", "all": true, "bogus": 1}), "bogus"),
         (json!({"action": "apply", "all": "yes"}), "all"),
-        (json!({"action": "apply", "clientIds": "mig-api-a"}), "clientIds"),
-        (json!({"action": "apply", "all": true, "concurrency": "8"}), "concurrency"),
+        (
+            json!({"action": "apply", "clientIds": "mig-api-a"}),
+            "clientIds",
+        ),
+        (
+            json!({"action": "apply", "all": true, "concurrency": "8"}),
+            "concurrency",
+        ),
         (json!({"action": 1, "all": true}), "action"),
     ] {
         let answer = api.post("/v1/migrations", &body).await;
@@ -97,28 +105,69 @@ async fn plan_and_apply_over_http_with_field_level_refusals() {
     // Rules: 422 naming the field and the rule.
     for (body, field, rule) in [
         (json!({"all": true}), "action", "is required"),
-        (json!({"action": "migrate", "all": true}), "action", "\"plan\" or \"apply\""),
-        (json!({"action": "apply"}), "all", "all, or one or more client ids"),
-        (json!({"action": "apply", "all": true, "clientIds": ["mig-api-a"]}), "all", "not both"),
-        (json!({"action": "apply", "all": true, "waves": "rest,1"}), "waves", "may only be the last item"),
-        (json!({"action": "apply", "all": true, "waves": "1,1,1,1,1,1,1,1,1"}), "waves", "more than the 8"),
-        (json!({"action": "apply", "all": true, "concurrency": 0}), "concurrency", "from 1 to 64"),
-        (json!({"action": "apply", "all": true, "to": "0009"}), "to", "0009"),
-        (json!({"action": "plan", "all": true, "waves": "rest"}), "waves", "option of \"apply\""),
+        (
+            json!({"action": "migrate", "all": true}),
+            "action",
+            "\"plan\" or \"apply\"",
+        ),
+        (
+            json!({"action": "apply"}),
+            "all",
+            "all, or one or more client ids",
+        ),
+        (
+            json!({"action": "apply", "all": true, "clientIds": ["mig-api-a"]}),
+            "all",
+            "not both",
+        ),
+        (
+            json!({"action": "apply", "all": true, "waves": "rest,1"}),
+            "waves",
+            "may only be the last item",
+        ),
+        (
+            json!({"action": "apply", "all": true, "waves": "1,1,1,1,1,1,1,1,1"}),
+            "waves",
+            "more than the 8",
+        ),
+        (
+            json!({"action": "apply", "all": true, "concurrency": 0}),
+            "concurrency",
+            "from 1 to 64",
+        ),
+        (
+            json!({"action": "apply", "all": true, "to": "0009"}),
+            "to",
+            "0009",
+        ),
+        (
+            json!({"action": "plan", "all": true, "waves": "rest"}),
+            "waves",
+            "option of \"apply\"",
+        ),
     ] {
         let answer = api.post("/v1/migrations", &body).await;
         assert_eq!(answer.status, 422, "{body}: {}", answer.text);
         assert_eq!(field_names(&answer.body), [field], "{}", answer.text);
-        let message = answer.body["fields"][0]["message"].as_str().unwrap_or_default();
+        let message = answer.body["fields"][0]["message"]
+            .as_str()
+            .unwrap_or_default();
         assert!(message.contains(rule), "{rule}: {}", answer.text);
     }
     let unknown = api
-        .post("/v1/migrations", &json!({"action": "plan", "clientIds": ["nobody-here"]}))
+        .post(
+            "/v1/migrations",
+            &json!({"action": "plan", "clientIds": ["nobody-here"]}),
+        )
         .await;
     assert_eq!(unknown.status, 404, "{}", unknown.text);
     assert!(unknown.text.contains("nobody-here"), "{}", unknown.text);
     let anonymous = api
-        .send(api.http.post(api.url("/v1/migrations")).json(&json!({"action": "plan", "all": true})))
+        .send(
+            api.http
+                .post(api.url("/v1/migrations"))
+                .json(&json!({"action": "plan", "all": true})),
+        )
         .await;
     assert_eq!(anonymous.status, 401);
 

@@ -25,7 +25,14 @@ async fn a_rollout_killed_mid_wave_resumes_and_runs_no_file_twice() {
         ("0003_label_kinds.sql", LABEL_KINDS),
     ]);
     let args = [
-        "migrate", "apply", "--all", "--waves", "1,rest", "--concurrency", "2", "--json",
+        "migrate",
+        "apply",
+        "--all",
+        "--waves",
+        "1,rest",
+        "--concurrency",
+        "2",
+        "--json",
     ];
     let mut child = fleet.command(&args).spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -62,7 +69,10 @@ async fn a_rollout_killed_mid_wave_resumes_and_runs_no_file_twice() {
     // The same command again: the run is resumed (once the killed process's lease ends).
     let report = fleet.json(0, &args).await;
     assert_eq!(report["status"], "succeeded", "{report}");
-    assert!(report["failures"].as_array().unwrap().is_empty(), "{report}");
+    assert!(
+        report["failures"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
     for (client, project) in &fleet.tenants {
         assert_eq!(
             fleet.versions(project).await,
@@ -85,6 +95,10 @@ async fn a_rollout_killed_mid_wave_resumes_and_runs_no_file_twice() {
             .trim(),
     )
     .unwrap();
-    assert_eq!(listed.as_array().unwrap().len(), 1, "one rollout, resumed: {listed}");
+    assert_eq!(
+        listed.as_array().unwrap().len(),
+        1,
+        "one rollout, resumed: {listed}"
+    );
     assert_eq!(listed[0]["id"], report["runId"]);
 }

@@ -40,7 +40,9 @@ async fn halt_fix_and_resume(
         .execute(&bad_ref, "CREATE TABLE public.labels (id int)")
         .await;
 
-    let plan = fleet.json(0, &["migrate", "plan", "--all", "--to", "0003", "--json"]).await;
+    let plan = fleet
+        .json(0, &["migrate", "plan", "--all", "--to", "0003", "--json"])
+        .await;
     assert_eq!(plan["target"], "0003");
     assert_eq!(plan["tenants"].as_array().unwrap().len(), tenants);
     for t in plan["tenants"].as_array().unwrap() {
@@ -49,7 +51,15 @@ async fn halt_fix_and_resume(
     }
 
     let args = [
-        "migrate", "apply", "--all", "--to", "0003", "--waves", waves, "--concurrency", "4",
+        "migrate",
+        "apply",
+        "--all",
+        "--to",
+        "0003",
+        "--waves",
+        waves,
+        "--concurrency",
+        "4",
         "--json",
     ];
     let (stdout, stderr) = fleet.expect(1, &args).await;
@@ -63,7 +73,13 @@ async fn halt_fix_and_resume(
     assert_eq!(failure["clientId"], bad_client.as_str());
     assert_eq!(failure["version"], "0002");
     assert_eq!(failure["fileName"], "0002_labels.sql");
-    assert!(failure["statement"].as_str().unwrap().contains("CREATE TABLE public.labels"), "{failure}");
+    assert!(
+        failure["statement"]
+            .as_str()
+            .unwrap()
+            .contains("CREATE TABLE public.labels"),
+        "{failure}"
+    );
     assert_eq!(failure["code"], "42P07", "{failure}");
     let reason = report["reason"].as_str().unwrap();
     for part in [bad_client.as_str(), "0002_labels.sql", "already exists"] {
@@ -71,7 +87,11 @@ async fn halt_fix_and_resume(
     }
     assert!(stderr.contains(&bad_client), "{stderr}");
     assert_eq!(report["waves"][wave]["state"], "failed", "{report}");
-    assert_eq!(report["waves"][wave]["migrated"], members.len() - 1, "{report}");
+    assert_eq!(
+        report["waves"][wave]["migrated"],
+        members.len() - 1,
+        "{report}"
+    );
     for later in wave + 1..report["waves"].as_array().unwrap().len() {
         assert_eq!(report["waves"][later]["state"], "pending", "{report}");
     }
@@ -102,14 +122,20 @@ async fn halt_fix_and_resume(
     let (_, busy) = fleet
         .expect(2, &["migrate", "apply", "--all", "--to", "0002"])
         .await;
-    assert!(busy.contains(&run_id) && busy.contains("target version"), "{busy}");
+    assert!(
+        busy.contains(&run_id) && busy.contains("target version"),
+        "{busy}"
+    );
 
     // The fix, then the same command again: the same run resumes and finishes.
     fleet.execute(&bad_ref, "DROP TABLE public.labels").await;
     let report = fleet.json(0, &args).await;
     assert_eq!(report["runId"], run_id.as_str(), "{report}");
     assert_eq!(report["status"], "succeeded", "{report}");
-    assert!(report["failures"].as_array().unwrap().is_empty(), "{report}");
+    assert!(
+        report["failures"].as_array().unwrap().is_empty(),
+        "{report}"
+    );
     let waves = report["waves"].as_array().unwrap();
     // The resumed wave found its migrated tenants at the target and migrated the fixed one.
     assert_eq!(waves[wave]["migrated"], 1, "{report}");
@@ -129,7 +155,17 @@ async fn halt_fix_and_resume(
     let again = fleet
         .json(
             0,
-            &["migrate", "apply", "--client-id", first, "--client-id", last, "--waves", "rest", "--json"],
+            &[
+                "migrate",
+                "apply",
+                "--client-id",
+                first,
+                "--client-id",
+                last,
+                "--waves",
+                "rest",
+                "--json",
+            ],
         )
         .await;
     assert_ne!(again["runId"], run_id.as_str());
@@ -160,7 +196,10 @@ async fn an_edited_applied_file_is_reported_by_plan_and_refused_by_apply() {
     };
     fleet.migrations(&three_versions()[..2]);
     let report = fleet
-        .json(0, &["migrate", "apply", "--all", "--waves", "rest", "--json"])
+        .json(
+            0,
+            &["migrate", "apply", "--all", "--waves", "rest", "--json"],
+        )
         .await;
     assert_eq!(report["status"], "succeeded", "{report}");
     // Someone edits 0002 after it was applied, and adds 0003.
@@ -179,11 +218,17 @@ async fn an_edited_applied_file_is_reported_by_plan_and_refused_by_apply() {
         assert_eq!(t["drift"][0]["fileName"], "0002_labels.sql", "{t}");
     }
     let (table, stderr) = fleet.expect(1, &["migrate", "plan", "--all"]).await;
-    assert!(table.contains("0002_labels.sql (version 0002) was edited"), "{table}");
+    assert!(
+        table.contains("0002_labels.sql (version 0002) was edited"),
+        "{table}"
+    );
     assert!(stderr.contains("drift"), "{stderr}");
 
     let refused = fleet
-        .json(1, &["migrate", "apply", "--all", "--waves", "1,rest", "--json"])
+        .json(
+            1,
+            &["migrate", "apply", "--all", "--waves", "1,rest", "--json"],
+        )
         .await;
     assert_eq!(refused["status"], "needs_attention", "{refused}");
     // The canary refused, and so the rollout stopped there.
@@ -193,6 +238,10 @@ async fn an_edited_applied_file_is_reported_by_plan_and_refused_by_apply() {
     assert_eq!(refused["waves"].as_array().unwrap().len(), 2);
     assert_eq!(refused["waves"][1]["state"], "pending", "{refused}");
     for (client, project) in &fleet.tenants {
-        assert_eq!(fleet.versions(project).await, ALL[..2], "{client}: 0003 never ran");
+        assert_eq!(
+            fleet.versions(project).await,
+            ALL[..2],
+            "{client}: 0003 never ran"
+        );
     }
 }

@@ -143,7 +143,10 @@ fn read(body: &Map<String, Value>) -> Result<(bool, Options), ApiError> {
         Some("apply") => true,
         Some("plan") => false,
         Some(other) => {
-            rules.push(field("action", format!("{other:?} is not an action; use \"plan\" or \"apply\"")));
+            rules.push(field(
+                "action",
+                format!("{other:?} is not an action; use \"plan\" or \"apply\""),
+            ));
             false
         }
         None => {
@@ -157,7 +160,10 @@ fn read(body: &Map<String, Value>) -> Result<(bool, Options), ApiError> {
             ("continueOnError", body.contains_key("continueOnError")),
         ] {
             if given {
-                rules.push(field(name, "is an option of \"apply\"; a plan runs no waves"));
+                rules.push(field(
+                    name,
+                    "is an option of \"apply\"; a plan runs no waves",
+                ));
             }
         }
     }

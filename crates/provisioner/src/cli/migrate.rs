@@ -158,7 +158,9 @@ async fn apply_command(args: ApplyArgs, config: Option<PathBuf>) -> Result<(), C
     options.waves = args.waves.clone();
     options.continue_on_error = args.continue_on_error;
     let app = open_app(config, !args.detach).await?;
-    let started = migrate::start(&app, &options, None).await.map_err(cli_error);
+    let started = migrate::start(&app, &options, None)
+        .await
+        .map_err(cli_error);
     if args.detach {
         app.shutdown(Duration::from_secs(1)).await;
         return print_started(&started?, args.json);
@@ -179,8 +181,7 @@ async fn apply_command(args: ApplyArgs, config: Option<PathBuf>) -> Result<(), C
     app.shutdown(Duration::from_secs(10)).await;
     let report = RolloutReport::from_run(&view?);
     if args.json {
-        let line =
-            serde_json::to_string(&report).map_err(|e| CliError::internal(e.to_string()))?;
+        let line = serde_json::to_string(&report).map_err(|e| CliError::internal(e.to_string()))?;
         write_stdout(&format!("{line}\n"));
     } else {
         eprint!("{}", report.human());

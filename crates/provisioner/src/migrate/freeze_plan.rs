@@ -69,7 +69,11 @@ impl ForwardStep for FreezePlanStep {
             .map_err(|e| StepError::permanent(format!("the rollout's target: {e}")))?;
         let spec = WaveSpec::parse(&request.waves)
             .map_err(|e| StepError::permanent(format!("the rollout's waves: {e}")))?;
-        let ids: Vec<String> = rollout.tenants.iter().map(|t| t.client_id.clone()).collect();
+        let ids: Vec<String> = rollout
+            .tenants
+            .iter()
+            .map(|t| t.client_id.clone())
+            .collect();
         Ok(FrozenPlan {
             target: request.to.clone(),
             files: set

@@ -94,9 +94,7 @@ pub enum MigrateError {
         client_ids.join(", ")
     )]
     NotProvisioned { client_ids: Vec<String> },
-    #[error(
-        "no provisioned client in this journal: there is no tenant database to migrate"
-    )]
+    #[error("no provisioned client in this journal: there is no tenant database to migrate")]
     NoTenants,
     #[error("the record of client {client_id} cannot be read: {message}")]
     Record { client_id: String, message: String },
@@ -164,7 +162,11 @@ pub fn selection(options: &Options) -> Result<Selection, MigrateError> {
     match (options.all, options.client_ids.is_empty()) {
         (true, true) => Ok(Selection::All),
         (false, false) => Ok(Selection::ClientIds(
-            options.client_ids.iter().map(|c| c.trim().to_owned()).collect(),
+            options
+                .client_ids
+                .iter()
+                .map(|c| c.trim().to_owned())
+                .collect(),
         )),
         (true, false) => Err(MigrateError::Invalid {
             field: "all",
@@ -209,7 +211,12 @@ pub fn concurrency(requested: Option<usize>) -> Result<usize, MigrateError> {
 pub fn request(stack: &Stack, options: &Options) -> Result<RolloutRequest, MigrateError> {
     let selection = selection(options)?;
     let to = target(stack, options.to.as_deref())?;
-    let waves = options.waves.as_deref().unwrap_or(DEFAULT_WAVES).trim().to_owned();
+    let waves = options
+        .waves
+        .as_deref()
+        .unwrap_or(DEFAULT_WAVES)
+        .trim()
+        .to_owned();
     WaveSpec::parse(&waves).map_err(|e| MigrateError::Invalid {
         field: "waves",
         message: e.to_string(),
@@ -362,7 +369,12 @@ mod tests {
             client_ids: vec!["acme".into()],
             ..Options::default()
         };
-        assert!(selection(&both).unwrap_err().to_string().starts_with("all: give either"));
+        assert!(
+            selection(&both)
+                .unwrap_err()
+                .to_string()
+                .starts_with("all: give either")
+        );
         assert!(selection(&Options::default()).is_err());
         let some = Options {
             client_ids: vec![" acme ".into()],

@@ -126,10 +126,7 @@ async fn tenant_plan(
     (plan.action, plan.detail) = if !plan.drift.is_empty() {
         (
             "refuse",
-            format!(
-                "apply would refuse this tenant: {}",
-                described
-            ),
+            format!("apply would refuse this tenant: {}", described),
         )
     } else if plan.pending.is_empty() {
         ("nothing", format!("at {} already", target.latest_version()))

@@ -91,13 +91,15 @@ pub async fn resolve(app: &App, selection: &Selection) -> Result<Vec<Tenant>, Mi
         Selection::ClientIds(ids) => {
             let mut unknown = Vec::new();
             for id in ids {
-                let slug = ClientSlug::parse(id.trim()).map_err(|message| {
-                    MigrateError::Invalid {
+                let slug =
+                    ClientSlug::parse(id.trim()).map_err(|message| MigrateError::Invalid {
                         field: "clientIds",
                         message: format!("{id:?}: {message}"),
-                    }
-                })?;
-                if tenants.iter().any(|t: &Tenant| t.client_id == slug.as_str()) {
+                    })?;
+                if tenants
+                    .iter()
+                    .any(|t: &Tenant| t.client_id == slug.as_str())
+                {
                     continue;
                 }
                 match provisioned(app, &slug).await? {
@@ -106,7 +108,9 @@ pub async fn resolve(app: &App, selection: &Selection) -> Result<Vec<Tenant>, Mi
                 }
             }
             if !unknown.is_empty() {
-                return Err(MigrateError::NotProvisioned { client_ids: unknown });
+                return Err(MigrateError::NotProvisioned {
+                    client_ids: unknown,
+                });
             }
         }
         Selection::All => {

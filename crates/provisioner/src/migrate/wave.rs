@@ -90,7 +90,12 @@ impl WaveStep {
 }
 
 /// The permanent failures as one paragraph per tenant, after a line saying what happened.
-fn halted(wave: usize, waves: usize, outcome: &WaveOutcome, failures: &[&TenantFailure]) -> StepError {
+fn halted(
+    wave: usize,
+    waves: usize,
+    outcome: &WaveOutcome,
+    failures: &[&TenantFailure],
+) -> StepError {
     let migrated = outcome.tenants.len() - failures.len();
     let mut message = format!(
         "wave {wave} of {waves} halted the rollout: {} of its {} tenants failed ({migrated} migrated; tenants already migrated stay migrated and later waves did not start). Fix the cause and run `provisioner migrate apply` again with the same options to resume this rollout:",

@@ -156,7 +156,9 @@ mod tests {
         assert!(error("1,ten").contains("item 2 (`ten`)"));
         let many = error("1,1,1,1,1,1,1,1,rest");
         assert!(
-            many.contains(&format!("has 9 waves (counting the final `rest`), more than the {MAX_WAVES}")),
+            many.contains(&format!(
+                "has 9 waves (counting the final `rest`), more than the {MAX_WAVES}"
+            )),
             "{many}"
         );
         assert!(WaveSpec::parse("1,1,1,1,1,1,1,rest").is_ok());

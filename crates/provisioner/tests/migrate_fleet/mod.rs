@@ -18,12 +18,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use provisioner::app::{App, open_sqlite};
 use provisioner::config::Config;
 use saga::{RunStatus, SealingKey};
 use sandbox::Sandbox;
 use secrecy::SecretString;
-use futures::StreamExt;
 use sqlx::{Connection, PgConnection};
 
 /// The first migration: the app's schema as the project ships it.
