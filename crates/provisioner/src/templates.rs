@@ -167,12 +167,7 @@ pub struct Migration {
 
 impl Migration {
     /// Parses and screens one file. `file_name` must already follow the naming rule.
-    fn new(
-        file_name: &str,
-        version: &str,
-        name: &str,
-        bytes: Vec<u8>,
-    ) -> Result<Self, TemplateError> {
+    fn new(file_name: &str, version: &str, name: &str, bytes: Vec<u8>) -> Result<Self, TemplateError> {
         let checksum = crate::tenant_db::schema_checksum_of_bytes(&bytes);
         let sql = String::from_utf8(bytes).map_err(|e| TemplateError::MigrationNotUtf8 {
             file_name: file_name.to_owned(),
@@ -796,7 +791,8 @@ mod tests {
 
     #[test]
     fn unknown_placeholders_and_missing_webhooks_are_refused() {
-        let err = with_workflow(r#"{"name":"{{clientname}}","nodes":[]}"#).unwrap_err();
+        let err = with_workflow(r#"{"name":"{{clientname}}","nodes":[]}"#)
+            .unwrap_err();
         assert!(err.to_string().contains("{{clientname}}"), "{err}");
         let err = with_workflow(r#"{"name":"x","nodes":[]}"#).unwrap_err();
         assert!(matches!(err, TemplateError::NoWebhookNode));
@@ -841,7 +837,8 @@ mod tests {
             "client-{{slug}}/content",
             "{{ webhookPath }}",
         ] {
-            let err = with_workflow(&template(path, "{{webhookId}}", "{}")).unwrap_err();
+            let err = with_workflow(&template(path, "{{webhookId}}", "{}"))
+                .unwrap_err();
             assert!(matches!(err, TemplateError::WebhookPath { .. }), "{err:?}");
             let text = err.to_string();
             assert!(text.contains("\"Incoming\""), "{text}");
@@ -852,23 +849,30 @@ mod tests {
             assert!(text.contains("found by its webhook path"), "{text}");
         }
         let err = with_workflow(&template(
-            "{{webhookPath}}",
-            "3f1c1d7e-0000-4000-8000-000000000001",
-            "{}",
-        ))
+                "{{webhookPath}}",
+                "3f1c1d7e-0000-4000-8000-000000000001",
+                "{}",
+            ),
+        )
         .unwrap_err();
         assert!(
             err.to_string()
                 .contains("webhook node \"Incoming\" has webhookId \"3f1c1d7e"),
             "{err}"
         );
-        assert!(with_workflow(&template("{{webhookPath}}", "{{webhookId}}", "{}")).is_ok());
+        assert!(
+            with_workflow(&template("{{webhookPath}}", "{{webhookId}}", "{}")
+            )
+            .is_ok()
+        );
     }
 
     #[test]
     fn n8n_expressions_are_left_as_they_are() {
         let body = r#"={{ { "ok": true, "received": $json.body, "at": $now.toISO() } }}"#;
-        let templates = with_workflow(&template("{{webhookPath}}", "{{webhookId}}", body)).unwrap();
+        let templates = with_workflow(&template("{{webhookPath}}", "{{webhookId}}", body),
+        )
+        .unwrap();
         let doc = templates.n8n_workflow(&vars());
         let respond = &doc["nodes"][1]["parameters"];
         assert_eq!(respond["responseBody"], body);
@@ -881,10 +885,11 @@ mod tests {
     #[test]
     fn a_placeholder_inside_an_n8n_expression_is_refused() {
         let err = with_workflow(&template(
-            "{{webhookPath}}",
-            "{{webhookId}}",
-            r#"={{ $json.body.client === "{{slug}}" }}"#,
-        ))
+                "{{webhookPath}}",
+                "{{webhookId}}",
+                r#"={{ $json.body.client === "{{slug}}" }}"#,
+            ),
+        )
         .unwrap_err();
         assert!(
             matches!(err, TemplateError::PlaceholderInExpression(_)),
@@ -895,10 +900,11 @@ mod tests {
     #[test]
     fn a_client_name_cannot_become_an_n8n_expression_nor_break_json() {
         let templates = with_workflow(&template(
-            "{{webhookPath}}",
-            "{{webhookId}}",
-            r#"{"ok": true, "client": "{{clientName}}"}"#,
-        ))
+                "{{webhookPath}}",
+                "{{webhookId}}",
+                r#"{"ok": true, "client": "{{clientName}}"}"#,
+            ),
+        )
         .unwrap();
         let hostile = r#"={{ $env.N8N_API_KEY }} "quoted" \back\slash }}{{"#;
         let doc = templates.n8n_workflow(&N8nVars {

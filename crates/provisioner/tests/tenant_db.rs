@@ -15,8 +15,8 @@ use provisioner::tenant_db::{
     apply_migrations, check_schema, schema_checksum,
 };
 use secrecy::SecretString;
-use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 use tenant_support::{BOOTSTRAP_SQL, Cluster, Project};
+use sqlx::{AssertSqlSafe, Connection, PgConnection, Row};
 
 const TEMPLATE_SCHEMA: &str = include_str!(concat!(
     env!("CARGO_MANIFEST_DIR"),

@@ -79,11 +79,7 @@ fn a_directory_loads_in_version_order_and_ignores_what_is_not_a_migration() {
     ]);
     std::fs::create_dir(dir.path().join("0004_a_directory.sql")).unwrap();
     let set = MigrationSet::from_dir(dir.path()).unwrap();
-    let versions: Vec<&str> = set
-        .migrations()
-        .iter()
-        .map(|m| m.version.as_str())
-        .collect();
+    let versions: Vec<&str> = set.migrations().iter().map(|m| m.version.as_str()).collect();
     assert_eq!(versions, vec!["0001", "2", "0010"], "gaps are allowed");
     assert_eq!(set.latest_version(), "0010");
     assert_eq!(set.migrations()[1].name, "beta-table");
@@ -104,20 +100,14 @@ fn a_directory_loads_in_version_order_and_ignores_what_is_not_a_migration() {
         set.migrations()[0].checksum,
         tenant_db::schema_checksum(FIRST)
     );
-    assert_eq!(
-        set.get("10").map(|m| m.file_name.as_str()),
-        Some("0010_note.sql")
-    );
+    assert_eq!(set.get("10").map(|m| m.file_name.as_str()), Some("0010_note.sql"));
     assert_eq!(set.get("0002").map(|m| m.name.as_str()), Some("beta-table"));
     assert!(set.get("3").is_none());
 
     let cut = set.up_to("2").unwrap();
     assert_eq!(cut.latest_version(), "2");
     assert_eq!(cut.migrations().len(), 2);
-    assert!(
-        cut.get("10").is_none(),
-        "a cut set does not apply what comes after"
-    );
+    assert!(cut.get("10").is_none(), "a cut set does not apply what comes after");
     let err = set.up_to("0007").unwrap_err();
     assert!(
         matches!(&err, TemplateError::UnknownMigrationVersion { version, known }
@@ -245,10 +235,7 @@ fn bad_directories_and_files_are_refused_naming_the_file_and_the_rule() {
         let names: Vec<&str> = files.iter().map(|(n, _)| *n).collect();
         let message = load_error(&files).to_string();
         for part in expected {
-            assert!(
-                message.contains(part),
-                "{names:?}: {part:?} not in: {message}"
-            );
+            assert!(message.contains(part), "{names:?}: {part:?} not in: {message}");
         }
     }
     let missing = MigrationSet::from_dir(std::path::Path::new("/nonexistent/migrations"))
@@ -289,7 +276,10 @@ async fn migrations_apply_in_order_once_and_are_recorded_as_the_supabase_cli_rec
     assert_eq!(applied.applied_now, strings(&["0001", "0002", "0010"]));
     assert!(applied.already_applied.is_empty());
     assert_eq!(applied.version, "0010");
-    assert_eq!(public_tables(&mut owner).await, strings(&["alpha", "beta"]));
+    assert_eq!(
+        public_tables(&mut owner).await,
+        strings(&["alpha", "beta"])
+    );
 
     // The CLI's table: exactly its columns and types, one row per file.
     let columns: Vec<(String, String, String)> = sqlx::query_as(
@@ -331,13 +321,7 @@ async fn migrations_apply_in_order_once_and_are_recorded_as_the_supabase_cli_rec
     let expected: Vec<(String, Option<String>, Vec<String>)> = set
         .migrations()
         .iter()
-        .map(|m| {
-            (
-                m.version.clone(),
-                Some(m.name.clone()),
-                m.statements.clone(),
-            )
-        })
+        .map(|m| (m.version.clone(), Some(m.name.clone()), m.statements.clone()))
         .collect();
     assert_eq!(history, expected);
     assert_eq!(history[1].2.len(), 3, "the second file's three statements");
@@ -363,9 +347,7 @@ async fn migrations_apply_in_order_once_and_are_recorded_as_the_supabase_cli_rec
         let read = sqlx::raw_sql("SELECT * FROM provisioner.migration_checksums")
             .execute(&mut *tx)
             .await;
-        let message = read
-            .expect_err("the API roles cannot read our checksums")
-            .to_string();
+        let message = read.expect_err("the API roles cannot read our checksums").to_string();
         assert!(message.contains("permission denied"), "{role}: {message}");
     }
 
@@ -374,10 +356,7 @@ async fn migrations_apply_in_order_once_and_are_recorded_as_the_supabase_cli_rec
     assert!(again.applied_now.is_empty(), "{again:?}");
     assert_eq!(again.already_applied, strings(&["0001", "0002", "0010"]));
     let state = migration_state(&url, &set).await.unwrap();
-    assert!(
-        state.pending.is_empty() && state.drift.is_empty(),
-        "{state:?}"
-    );
+    assert!(state.pending.is_empty() && state.drift.is_empty(), "{state:?}");
     assert_eq!(state.version(), Some("0010"));
     assert_eq!(
         state.applied[0],
@@ -558,10 +537,7 @@ async fn an_edited_applied_file_is_reported_and_refused_and_an_unknown_version_i
 
     // 0001 edited after it was applied, and a new 0003.
     let edited = set_of(&[
-        (
-            "0001_alpha.sql",
-            "CREATE TABLE public.alpha (id bigint PRIMARY KEY);\n",
-        ),
+        ("0001_alpha.sql", "CREATE TABLE public.alpha (id bigint PRIMARY KEY);\n"),
         ("0002_beta.sql", SECOND),
         ("0003_gamma.sql", "CREATE TABLE public.gamma (id int);\n"),
     ]);
@@ -605,18 +581,13 @@ async fn an_edited_applied_file_is_reported_and_refused_and_an_unknown_version_i
     );
     let err = apply_migrations(&url, &fewer).await.unwrap_err();
     assert!(
-        err.to_string().contains(
-            "version 0002 (beta) is applied in the database but no migration file has it"
-        ),
+        err.to_string().contains("version 0002 (beta) is applied in the database but no migration file has it"),
         "{err}"
     );
     // Cut with --to below what the tenant has: ahead, not unknown, and nothing to do.
     let cut = set.up_to("1").unwrap();
     let state = migration_state(&url, &cut).await.unwrap();
-    assert!(
-        state.drift.is_empty() && state.pending.is_empty(),
-        "{state:?}"
-    );
+    assert!(state.drift.is_empty() && state.pending.is_empty(), "{state:?}");
     let applied = apply_migrations(&url, &cut).await.unwrap();
     assert!(applied.applied_now.is_empty());
     assert_eq!(applied.version, "0002");
@@ -691,10 +662,7 @@ async fn a_tenant_provisioned_before_migrations_has_0001_recorded_without_runnin
     );
     assert_eq!(history[0].2, first.statements);
     let state = migration_state(&url, &set).await.unwrap();
-    assert_eq!(
-        state.applied[0].checksum.as_deref(),
-        Some(first.checksum.as_str())
-    );
+    assert_eq!(state.applied[0].checksum.as_deref(), Some(first.checksum.as_str()));
 
     // An old-way tenant given some other schema file is drift, refused.
     let other = cluster.bootstrapped_project().await;
@@ -887,10 +855,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
         .await
         .unwrap();
     provision_the_old_way(&mut admin, &first.sql).await;
-    sqlx::raw_sql("RESET ROLE")
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::raw_sql("RESET ROLE").execute(&mut admin).await.unwrap();
     let set = MigrationSet::from_files(
         "test",
         [
@@ -933,11 +898,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
             .iter()
             .map(|(v, n, _)| (v.as_str(), n.as_deref()))
             .collect::<Vec<_>>(),
-        vec![
-            ("0001", Some("init")),
-            ("0002", Some("later_notes")),
-            ("0003", Some("index"))
-        ]
+        vec![("0001", Some("init")), ("0002", Some("later_notes")), ("0003", Some("index"))]
     );
     assert_eq!(history[1].2, set.migrations()[1].statements);
     let valid: Option<bool> = sqlx::query_scalar(
@@ -956,8 +917,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
         .collect();
     files.push((
         "0004_broken.sql".to_owned(),
-        b"CREATE TABLE public.half (id int);\nINSERT INTO public.later_notes VALUES (1);\n"
-            .to_vec(),
+        b"CREATE TABLE public.half (id int);\nINSERT INTO public.later_notes VALUES (1);\n".to_vec(),
     ));
     let broken = MigrationSet::from_files("test", files.clone()).unwrap();
     let err = tenant_db::apply_migrations_over_endpoint(&endpoint, &broken)
@@ -993,10 +953,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
     let err = tenant_db::apply_migrations_over_endpoint(&endpoint, &edited)
         .await
         .unwrap_err();
-    assert!(
-        matches!(err, TenantDbError::MigrationDrift { .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, TenantDbError::MigrationDrift { .. }), "{err:?}");
     let _ = admin.close().await;
     sandbox.shutdown().await;
 }

@@ -400,11 +400,7 @@ async fn an_adopted_project_is_given_its_schema_through_the_sql_endpoint() {
         !half_made,
         "the failed file's first statement was rolled back"
     );
-    assert_eq!(
-        versions,
-        vec!["0001".to_owned()],
-        "the first file stays applied"
-    );
+    assert_eq!(versions, vec!["0001".to_owned()], "the first file stays applied");
     let _ = conn.close().await;
     finish(world).await;
 }
@@ -536,10 +532,7 @@ async fn the_checks_through_the_sql_endpoint_report_what_a_connection_reports() 
     let endpoint = SqlEndpoint::new(stack.supabase.clone(), &project_ref);
     let fixture = MigrationSet::from_files(
         "test",
-        [(
-            "0001_recursing.sql".to_owned(),
-            RECURSING_SCHEMA.as_bytes().to_vec(),
-        )],
+        [("0001_recursing.sql".to_owned(), RECURSING_SCHEMA.as_bytes().to_vec())],
     )
     .unwrap();
     let applied = tenant_db::apply_migrations_over_endpoint(&endpoint, &fixture)

@@ -198,7 +198,10 @@ impl Step for DatabaseSchemaStep {
         let access = tenant_access(&self.stack, &project).await?;
         let set = &self.stack.templates.migrations;
         let applied = access.apply(set).await.map_err(failure)?;
-        let checks = access.check(&self.check_options()).await.map_err(failure)?;
+        let checks = access
+            .check(&self.check_options())
+            .await
+            .map_err(failure)?;
         if !checks.passed {
             return Err(checks_failed(&project.name, &checks));
         }
@@ -231,6 +234,7 @@ impl DatabaseSchemaStep {
             allow_authenticated_secret_columns: settings.allow_authenticated_secret_columns.clone(),
         }
     }
+
 }
 
 /// How a client's database is reached: logged in by [`Stack::database_route`], or through the
@@ -260,7 +264,9 @@ pub async fn tenant_access(
             url: route.url,
             kind: route.kind,
         }),
-        Err(err) if password_refused(&err) && !project.adopted => Err(own_project_refused(project)),
+        Err(err) if password_refused(&err) && !project.adopted => {
+            Err(own_project_refused(project))
+        }
         Err(err) if password_refused(&err) => match stack.settings.supabase.adopted_database {
             AdoptedDatabase::Refuse => Err(adopted_refused(project)),
             AdoptedDatabase::SqlApi => Ok(TenantAccess::SqlApi(SqlEndpoint::new(
@@ -304,9 +310,7 @@ impl TenantAccess {
     pub async fn check(&self, options: &CheckOptions) -> Result<CheckReport, TenantDbError> {
         match self {
             Self::Connection { url, .. } => tenant_db::check_schema(url, options).await,
-            Self::SqlApi(endpoint) => {
-                tenant_db::check_schema_over_endpoint(endpoint, options).await
-            }
+            Self::SqlApi(endpoint) => tenant_db::check_schema_over_endpoint(endpoint, options).await,
         }
     }
 }

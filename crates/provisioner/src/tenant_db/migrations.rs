@@ -750,10 +750,7 @@ async fn history_over_endpoint(endpoint: &SqlEndpoint) -> Result<History, Tenant
             "__CHECKSUMS__",
             &fragment(present("checksums"), ENDPOINT_CHECKSUMS_SQL),
         )
-        .replace(
-            "__LEGACY__",
-            &fragment(present("legacy"), ENDPOINT_LEGACY_SQL),
-        );
+        .replace("__LEGACY__", &fragment(present("legacy"), ENDPOINT_LEGACY_SQL));
     let rows = endpoint.rows(&query, &[], during).await?;
     let malformed = || TenantDbError::Endpoint {
         during,
@@ -870,27 +867,24 @@ async fn run_outside_transaction_over_endpoint(
             }
         },
     }
-    endpoint
-        .send(&migration.sql, &[])
-        .await
-        .map_err(|failure| {
-            if failure.retryable {
-                failure.into_error("applying a migration")
-            } else {
-                let mut error = endpoint_migration_error(migration, failure.message, failure.code);
-                if let TenantDbError::MigrationFailed {
-                    statement, line, ..
-                } = &mut error
-                    && let Some(only) = screening::split(&migration.sql)
-                        .ok()
-                        .and_then(|s| s.into_iter().next())
-                {
-                    *statement = shortened(&only.text);
-                    *line = Some(only.line);
-                }
-                error
+    endpoint.send(&migration.sql, &[]).await.map_err(|failure| {
+        if failure.retryable {
+            failure.into_error("applying a migration")
+        } else {
+            let mut error = endpoint_migration_error(migration, failure.message, failure.code);
+            if let TenantDbError::MigrationFailed {
+                statement, line, ..
+            } = &mut error
+                && let Some(only) = screening::split(&migration.sql)
+                    .ok()
+                    .and_then(|s| s.into_iter().next())
+            {
+                *statement = shortened(&only.text);
+                *line = Some(only.line);
             }
-        })?;
+            error
+        }
+    })?;
     apply_file_over_endpoint(endpoint, migration, false).await?;
     Ok(true)
 }
@@ -918,21 +912,14 @@ async fn claim_over_endpoint(
     let statement = without_comment_lines(CLAIM_IN_ONE_STATEMENT_SQL)
         .replace("__BODY_TAG__", &body_tag)
         .replace("__LOCK_KEY__", &APPLY_ADVISORY_LOCK_KEY.to_string())
-        .replace(
-            "__STALE_SECONDS__",
-            &CLAIM_STALE_AFTER.as_secs().to_string(),
-        )
+        .replace("__STALE_SECONDS__", &CLAIM_STALE_AFTER.as_secs().to_string())
         .replace("__VERSION__", &quote_literal(&migration.version))
         .replace(
             "__BOOKKEEPING__",
             &dollar_quote(BOOKKEEPING_TABLES_SQL, "bookkeeping"),
         );
     let rows = endpoint
-        .rows(
-            &statement,
-            &[],
-            "claiming a migration that runs outside a transaction",
-        )
+        .rows(&statement, &[], "claiming a migration that runs outside a transaction")
         .await?;
     if rows
         .first()

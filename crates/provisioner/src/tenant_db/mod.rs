@@ -42,11 +42,11 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 
 pub use apply::{Applied, apply_schema, apply_schema_over_endpoint};
-pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema, check_schema_over_endpoint};
 pub use migrations::{
     AppliedMigration, MigrationDrift, MigrationsApplied, TenantMigrationState, apply_migrations,
     apply_migrations_over_endpoint, migration_state, migration_state_over_endpoint,
 };
+pub use checks::{CheckOptions, DEFAULT_EXPOSED_SCHEMAS, check_schema, check_schema_over_endpoint};
 pub use report::{CheckName, CheckOutcome, CheckReport, Finding, Severity};
 pub use route::{DatabaseRoute, RouteError, RouteKind, session_pooler, template_route};
 pub use screening::{NO_TRANSACTION_MARKER, RefusedStatement};

@@ -198,26 +198,22 @@ fn concern(node: &NodeEnum) -> Option<Concern> {
             let kind = VariableSetKind::try_from(set.kind).unwrap_or(VariableSetKind::Undefined);
             let name = set.name.to_ascii_lowercase();
             if kind == VariableSetKind::VarResetAll {
-                Never(format!(
-                    "RESET ALL resets the session's role: {CHANGES_ROLE}"
-                ))
+                Never(format!("RESET ALL resets the session's role: {CHANGES_ROLE}"))
             } else if name == "session_authorization" || name == "role" {
-                Never(format!(
-                    "it changes the role the script runs as: {CHANGES_ROLE}"
-                ))
+                Never(format!("it changes the role the script runs as: {CHANGES_ROLE}"))
             } else {
                 return None;
             }
         }
-        NodeEnum::DiscardStmt(_) => Never(format!(
-            "DISCARD resets the session's role and state: {CHANGES_ROLE}"
-        )),
-        NodeEnum::IndexStmt(index) if index.concurrent => Outside(format!(
-            "CREATE INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"
-        )),
-        NodeEnum::DropStmt(drop) if drop.concurrent => Outside(format!(
-            "DROP INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"
-        )),
+        NodeEnum::DiscardStmt(_) => {
+            Never(format!("DISCARD resets the session's role and state: {CHANGES_ROLE}"))
+        }
+        NodeEnum::IndexStmt(index) if index.concurrent => {
+            Outside(format!("CREATE INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"))
+        }
+        NodeEnum::DropStmt(drop) if drop.concurrent => {
+            Outside(format!("DROP INDEX CONCURRENTLY: {OUTSIDE_TRANSACTION}; or drop CONCURRENTLY"))
+        }
         NodeEnum::ReindexStmt(reindex) => {
             let kind =
                 ReindexObjectType::try_from(reindex.kind).unwrap_or(ReindexObjectType::Undefined);
@@ -254,11 +250,13 @@ fn concern(node: &NodeEnum) -> Option<Concern> {
         | NodeEnum::DropSubscriptionStmt(_) => {
             Outside(format!("subscriptions: {OUTSIDE_TRANSACTION}"))
         }
-        NodeEnum::CopyStmt(copy) if copy.filename.is_empty() && !copy.is_program => Never(
-            "COPY FROM STDIN / TO STDOUT needs a client that streams the data (psql), \
+        NodeEnum::CopyStmt(copy) if copy.filename.is_empty() && !copy.is_program => {
+            Never(
+                "COPY FROM STDIN / TO STDOUT needs a client that streams the data (psql), \
                  which the step is not; write the rows as INSERT statements"
-                .to_owned(),
-        ),
+                    .to_owned(),
+            )
+        }
         _ => return None,
     };
     Some(reason)

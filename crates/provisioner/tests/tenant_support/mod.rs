@@ -144,3 +144,4 @@ impl Project {
         .unwrap();
     }
 }
+
