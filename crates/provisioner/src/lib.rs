@@ -12,6 +12,7 @@ pub mod event_feed;
 pub mod local_postgres;
 pub mod logging;
 pub mod manifest;
+pub mod migrate;
 pub mod notify;
 pub mod outcome;
 pub mod progress;

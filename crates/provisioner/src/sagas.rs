@@ -142,9 +142,11 @@ fn deprovision_v1(stack: &Arc<Stack>) -> Result<SagaDefinition, DefinitionError>
         .build()
 }
 
-/// Both sagas, as the engine needs them to start new runs and finish old ones.
+/// Every saga (provision, deprovision and the fleet's migration rollouts, see
+/// [`crate::migrate`]), as the engine needs them to start new runs and finish old ones.
 pub fn registry(stack: &Arc<Stack>) -> Result<Registry, DefinitionError> {
     Registry::new()
+        .with(crate::migrate::definition(stack)?)?
         .with(provision_v1(stack)?)?
         .with(provision(stack)?)?
         .with(deprovision_v1(stack)?)?

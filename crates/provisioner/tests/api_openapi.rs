@@ -11,7 +11,7 @@ use serde_json::Value;
 
 /// Every route `provisioner serve` answers (README, issue), by method and path, and
 /// whether it needs a token.
-const SERVED: [(&str, &str, bool); 17] = [
+const SERVED: [(&str, &str, bool); 20] = [
     ("post", "/v1/provisionings", true),
     ("get", "/v1/provisionings", true),
     ("get", "/v1/provisionings/{id}", true),
@@ -24,6 +24,9 @@ const SERVED: [(&str, &str, bool); 17] = [
     ("get", "/v1/clients", true),
     ("get", "/v1/clients/{clientId}", true),
     ("delete", "/v1/clients/{clientId}", true),
+    ("post", "/v1/migrations", true),
+    ("get", "/v1/migrations/{id}", true),
+    ("get", "/v1/migrations/{id}/events", true),
     ("post", "/api/provisioning", true),
     ("get", "/healthz", false),
     ("get", "/readyz", false),

@@ -1,4 +1,4 @@
-//! The HTTP API: `/v1` (provisionings, their events and commands, clients), the old
+//! The HTTP API: `/v1` (provisionings, their events and commands, clients, migrations), the old
 //! pipeline's `POST /api/provisioning`, and `/openapi.json`.
 //!
 //! A server builds it with [`router`] from an [`ApiState`]:
@@ -21,6 +21,7 @@ pub mod events;
 pub mod health;
 pub mod legacy;
 pub mod metrics;
+pub mod migrations;
 pub mod openapi;
 pub mod provisionings;
 

@@ -11,7 +11,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{ApiState, clients, events, health, legacy, metrics, provisionings};
+use super::{ApiState, clients, events, health, legacy, metrics, migrations, provisionings};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,6 +23,7 @@ use super::{ApiState, clients, events, health, legacy, metrics, provisionings};
     tags(
         (name = "provisionings", description = "Runs: start, look, follow, command"),
         (name = "clients", description = "A client's stack and its teardown"),
+        (name = "migrations", description = "The tenant databases' schema migrations: plan, and rollouts in waves"),
         (name = "legacy", description = "The old pipeline's request and answers"),
         (name = "service", description = "Health, readiness and metrics, for load balancers and monitoring; no token needed"),
         (name = "meta", description = "This document"),
@@ -55,6 +56,9 @@ pub fn authenticated() -> OpenApiRouter<ApiState> {
         .routes(routes!(provisionings::abandon))
         .routes(routes!(clients::list))
         .routes(routes!(clients::get_one, clients::delete))
+        .routes(routes!(migrations::create))
+        .routes(routes!(migrations::get_one))
+        .routes(routes!(migrations::stream))
         .routes(routes!(legacy::provision))
 }
 

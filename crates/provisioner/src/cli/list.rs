@@ -20,8 +20,8 @@ pub struct ListArgs {
     /// compensated, needs_attention, abandoned.
     #[arg(long, value_parser = parse_status)]
     pub status: Option<RunStatus>,
-    /// Only runs of this saga: provision or deprovision.
-    #[arg(long, value_parser = [sagas::PROVISION, sagas::DEPROVISION])]
+    /// Only runs of this saga: provision, deprovision or migration_rollout.
+    #[arg(long, value_parser = [sagas::PROVISION, sagas::DEPROVISION, crate::migrate::SAGA])]
     pub saga: Option<String>,
     /// Only the runs of this client (its provisionings and teardowns).
     #[arg(long = "client-id")]

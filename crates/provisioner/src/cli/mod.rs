@@ -9,6 +9,7 @@ mod deprovision;
 pub mod doctor;
 mod follow;
 mod list;
+mod migrate;
 mod output;
 mod plan;
 mod provision;
@@ -74,6 +75,9 @@ pub enum Command {
     Sweep(sweep::SweepArgs),
     /// Print the shell completion script for bash, zsh or fish.
     Completions(completions::CompletionsArgs),
+    /// Move the tenant databases to a migration version: plan (read-only) or apply (a
+    /// rollout in waves, resumable).
+    Migrate(migrate::MigrateArgs),
     /// List the journal's runs, by state, saga or client.
     List(list::ListArgs),
     /// Follow a run live until it succeeds, is compensated, needs attention or is abandoned.
@@ -202,6 +206,7 @@ pub async fn run(cli: Cli) -> Result<(), CliError> {
         Command::Completions(args) => completions::run(args),
         Command::Verify(args) => verify::run(args, cli.config).await,
         Command::Sweep(args) => sweep::run(args, cli.config).await,
+        Command::Migrate(args) => migrate::run(args, cli.config).await,
         Command::List(args) => list::run(args, cli.config).await,
         Command::Watch(args) => watch::run(args, cli.config).await,
         Command::Resume(args) => control::run(control::Control::Resume, args, cli.config).await,
