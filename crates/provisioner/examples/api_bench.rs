@@ -10,10 +10,12 @@
 //! no database is created per request. Finally it fills a journal with `--memory-runs` runs,
 //! starts `serve` on it and reports its resident memory.
 //!
-//! Each POST line also carries, from `serve`'s `/metrics`, the journal commit latency of the
-//! phase (run creations and worker writes, as histogram bucket bounds: "at most"), and every
-//! line the machine's 1-minute load average, so a slow figure can be told apart from a busy
-//! machine or a slow journal.
+//! Each line also carries, in `server_le_ms`, what `serve` measured during the phase (from
+//! its `/metrics`, as histogram bucket bounds: "at most"): the request in the server, each of
+//! its stages (auth, rate limit, body, validation, the start and the read back), the journal's
+//! pool waits and reads and, for POST, its commits; and every line the machine's 1-minute load
+//! average, so a slow figure can be told apart from a busy machine, a slow stage or a slow
+//! journal. `--no-workers` starts `serve --no-workers`, to measure the API alone.
 //!
 //! Build the binary first: `cargo build --release -p provisioner --examples --bins`, then
 //! `target/release/examples/api_bench`.
@@ -67,6 +69,10 @@ struct Args {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     database_url: String,
+    /// Start `serve --no-workers` for the latency runs: the API alone, with nothing driving
+    /// the runs it creates.
+    #[arg(long)]
+    no_workers: bool,
     /// Runs in the journal when measuring serve's memory (0 skips the measurement).
     #[arg(long, default_value_t = 10_000)]
     memory_runs: u32,
@@ -198,15 +204,20 @@ impl World {
 /// Cumulative counts of one histogram series in `/metrics`: (upper bound in seconds, count).
 type Buckets = Vec<(f64, f64)>;
 
-/// The `saga_journal_commit_seconds` buckets of `writer` in a Prometheus text page.
-fn commit_buckets(page: &str, writer: &str) -> Buckets {
-    let prefix = "saga_journal_commit_seconds_bucket{";
+/// The buckets of histogram `metric` whose labels include every one of `labels`, in a
+/// Prometheus text page.
+fn buckets(page: &str, metric: &str, labels: &[(&str, &str)]) -> Buckets {
+    let prefix = format!("{metric}_bucket{{");
+    let wanted: Vec<String> = labels.iter().map(|(k, v)| format!("{k}=\"{v}\"")).collect();
     let mut buckets: Buckets = page
         .lines()
-        .filter_map(|line| line.strip_prefix(prefix))
-        .filter(|rest| rest.contains(&format!("writer=\"{writer}\"")))
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
         .filter_map(|rest| {
             let (labels, count) = rest.split_once("} ")?;
+            let fields: Vec<&str> = labels.split(',').collect();
+            if !wanted.iter().all(|w| fields.contains(&w.as_str())) {
+                return None;
+            }
             let le = labels.split("le=\"").nth(1)?.split('"').next()?;
             let le = if le == "+Inf" {
                 f64::INFINITY
@@ -220,9 +231,9 @@ fn commit_buckets(page: &str, writer: &str) -> Buckets {
     buckets
 }
 
-/// The smallest bucket bound (ms) holding at least `p` of the commits made between two
-/// scrapes: the server-side commit latency, to tell it from everything else.
-fn commit_quantile_ms(before: &Buckets, after: &Buckets, p: f64) -> Option<f64> {
+/// The smallest bucket bound (ms) holding at least `p` of the samples recorded between two
+/// scrapes: a server-side latency, to tell it from everything else.
+fn quantile_ms(before: &Buckets, after: &Buckets, p: f64) -> Option<f64> {
     let delta: Vec<(f64, f64)> = after
         .iter()
         .map(|(le, n)| {
@@ -241,6 +252,120 @@ fn commit_quantile_ms(before: &Buckets, after: &Buckets, p: f64) -> Option<f64> 
         .iter()
         .find(|(_, n)| *n >= p * total)
         .map(|(le, _)| le * 1000.0)
+}
+
+/// What the server measured of a phase, between two scrapes of its `/metrics`: for each
+/// histogram series named by `series` (a JSON key, the metric, its labels), `[p50, p99]` as
+/// bucket bounds in ms ("at most"; null when nothing was recorded).
+fn server_side(
+    before: &str,
+    after: &str,
+    series: &[(&str, &str, Vec<(&str, &str)>)],
+) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (key, metric, labels) in series {
+        let (b, a) = (
+            buckets(before, metric, labels),
+            buckets(after, metric, labels),
+        );
+        // Beyond the last finite bound, JSON has no number: say so in words.
+        let bound = |p| match quantile_ms(&b, &a, p) {
+            Some(ms) if ms.is_finite() => json!(ms),
+            Some(_) => json!("above the last bucket"),
+            None => serde_json::Value::Null,
+        };
+        out.insert((*key).to_owned(), json!([bound(0.5), bound(0.99)]));
+    }
+    serde_json::Value::Object(out)
+}
+
+/// The histograms of a POST phase: the request in the server, each of its stages, and the
+/// journal's pool waits, reads and commits.
+fn post_series() -> Vec<(
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+)> {
+    let route = ("route", "/v1/provisionings");
+    let mut series = vec![(
+        "request",
+        "api_request_seconds",
+        vec![route, ("method", "POST")],
+    )];
+    for stage in [
+        "auth",
+        "rate_limit",
+        "body",
+        "validate",
+        "start",
+        "read_back",
+    ] {
+        series.push((stage, "api_stage_seconds", vec![route, ("stage", stage)]));
+    }
+    series.extend(journal_series());
+    series.push((
+        "commit_create",
+        "saga_journal_commit_seconds",
+        vec![("writer", "create")],
+    ));
+    series.push((
+        "commit_worker",
+        "saga_journal_commit_seconds",
+        vec![("writer", "worker")],
+    ));
+    series
+}
+
+fn get_series() -> Vec<(
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+)> {
+    let route = ("route", "/v1/provisionings/{id}");
+    let mut series = vec![(
+        "request",
+        "api_request_seconds",
+        vec![route, ("method", "GET")],
+    )];
+    for stage in ["auth", "rate_limit", "read"] {
+        series.push((stage, "api_stage_seconds", vec![route, ("stage", stage)]));
+    }
+    series.extend(journal_series());
+    series
+}
+
+fn journal_series() -> Vec<(
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+)> {
+    vec![
+        (
+            "pool_wait_read",
+            "saga_journal_pool_wait_seconds",
+            vec![("user", "read")],
+        ),
+        (
+            "pool_wait_writer",
+            "saga_journal_pool_wait_seconds",
+            vec![("user", "writer")],
+        ),
+        (
+            "read_run_by_key",
+            "saga_journal_read_seconds",
+            vec![("query", "run_by_key")],
+        ),
+        (
+            "read_run",
+            "saga_journal_read_seconds",
+            vec![("query", "run")],
+        ),
+        (
+            "read_events_since",
+            "saga_journal_read_seconds",
+            vec![("query", "events_since")],
+        ),
+    ]
 }
 
 async fn scrape(http: &reqwest::Client, base: &str) -> String {
@@ -306,7 +431,10 @@ where
     (latencies, errors, count as f64 / sent_for.max(f64::EPSILON))
 }
 
+// One JSON line's fields, each its own argument: a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 fn report(
+    workers: bool,
     journal: JournalKind,
     op: &str,
     rate: u32,
@@ -318,6 +446,7 @@ fn report(
     let mut line = json!({
         "bench": "api",
         "journal": format!("{journal:?}").to_lowercase(),
+        "workers": workers,
         "op": op,
         "target_rate": rate,
         "achieved_rate": (achieved * 10.0).round() / 10.0,
@@ -336,7 +465,12 @@ fn report(
 
 async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
     let world = World::new(args, kind, binary).await?;
-    let server = world.serve(&[]).await?;
+    let extra: &[&str] = if args.no_workers {
+        &["--no-workers"]
+    } else {
+        &[]
+    };
+    let server = world.serve(extra).await?;
     let http = reqwest::Client::builder().build()?;
     let base: Arc<str> = server.base.clone().into();
     for &rate in &args.rates {
@@ -380,28 +514,16 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
         })
         .await;
         let after = scrape(&http, &base).await;
-        let mut server = serde_json::Map::new();
-        // Server-side journal commits during the phase (bucket bounds, so "at most").
-        for (writer, name) in [("create", "create"), ("worker", "worker")] {
-            let (b, a) = (
-                commit_buckets(&before, writer),
-                commit_buckets(&after, writer),
-            );
-            for (p, label) in [(0.5, "p50"), (0.99, "p99")] {
-                server.insert(
-                    format!("journal_{name}_commit_{label}_le_ms"),
-                    json!(commit_quantile_ms(&b, &a, p)),
-                );
-            }
-        }
+        let server = json!({"server_le_ms": server_side(&before, &after, &post_series())});
         report(
+            !args.no_workers,
             kind,
             "POST /v1/provisionings",
             rate,
             &latencies,
             errors,
             achieved,
-            serde_json::Value::Object(server),
+            server,
         );
 
         let known: Vec<String> = ids
@@ -415,6 +537,7 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
             bail!("no POST succeeded at {rate}/s; is the API served by this binary?");
         }
         let known = Arc::new(known);
+        let before = scrape(&http, &base).await;
         let (latencies, errors, achieved) = at_rate(rate, count, |i| {
             let http = http.clone();
             let url = format!("{base}/v1/provisionings/{}", known[i % known.len()]);
@@ -426,14 +549,16 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
             }
         })
         .await;
+        let after = scrape(&http, &base).await;
         report(
+            !args.no_workers,
             kind,
             "GET /v1/provisionings/{id}",
             rate,
             &latencies,
             errors,
             achieved,
-            json!({}),
+            json!({"server_le_ms": server_side(&before, &after, &get_series())}),
         );
     }
     world.stop(server).await

@@ -136,6 +136,23 @@ async fn get(base: &str, path: &str) -> (u16, String) {
     (response.status().as_u16(), response.text().await.unwrap())
 }
 
+/// The sample count of the histogram series `name` whose labels include all of `labels`, in a
+/// Prometheus text page (0 when there is no such series).
+fn histogram_count(page: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let prefix = format!("{name}_count{{");
+    page.lines()
+        .filter_map(|line| line.strip_prefix(prefix.as_str()))
+        .filter_map(|rest| rest.split_once("} "))
+        .filter(|(found, _)| {
+            let found: Vec<&str> = found.split(',').collect();
+            labels
+                .iter()
+                .all(|(k, v)| found.contains(&format!("{k}=\"{v}\"").as_str()))
+        })
+        .filter_map(|(_, count)| count.trim().parse::<f64>().ok())
+        .sum()
+}
+
 /// Most runs each worker of the shared-journal test drives at once.
 const MAX_RUNS: usize = 5;
 const MAX_RUNS_STR: &str = "5";
@@ -226,8 +243,29 @@ async fn serve_reports_health_and_metrics_and_hands_its_run_back_on_sigterm() {
     // A step or two in: the Supabase project waits for readiness, polled every few seconds.
     tokio::time::sleep(Duration::from_millis(1500)).await;
 
+    let response = reqwest::Client::new()
+        .get(format!("{base}/v1/provisionings/{run}"))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 200);
+
     let (status, metrics) = get(&base, "/metrics").await;
     assert_eq!(status, 200);
+    let route = ("route", "/v1/provisionings/{id}");
+    assert_eq!(
+        histogram_count(&metrics, "api_request_seconds", &[route, ("method", "GET")]),
+        1.0,
+        "{metrics}"
+    );
+    for stage in ["auth", "rate_limit", "read"] {
+        assert_eq!(
+            histogram_count(&metrics, "api_stage_seconds", &[route, ("stage", stage)]),
+            1.0,
+            "stage {stage}: {metrics}"
+        );
+    }
     for name in [
         "saga_runs_entered_total{saga=\"provision\",state=\"running\"}",
         "saga_step_duration_seconds_bucket",
@@ -338,6 +376,45 @@ async fn two_workers_share_a_postgres_journal_and_one_killed_outright_loses_noth
         assert_eq!(response.status().as_u16(), 202);
         let body: serde_json::Value = response.json().await.unwrap();
         runs.push(body["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
+    }
+    // Where those requests' time went: every stage of each, and the journal's reads and pool
+    // waits behind them, are in the API process's metrics.
+    let (_, metrics) = get(&api, "/metrics").await;
+    let route = ("route", "/v1/provisionings");
+    assert_eq!(
+        histogram_count(
+            &metrics,
+            "api_request_seconds",
+            &[route, ("method", "POST")]
+        ),
+        20.0,
+        "{metrics}"
+    );
+    for stage in [
+        "auth",
+        "rate_limit",
+        "body",
+        "validate",
+        "start",
+        "read_back",
+    ] {
+        assert_eq!(
+            histogram_count(&metrics, "api_stage_seconds", &[route, ("stage", stage)]),
+            20.0,
+            "stage {stage}: {metrics}"
+        );
+    }
+    for (name, labels) in [
+        ("saga_journal_read_seconds", ("query", "run_by_key")),
+        ("saga_journal_read_seconds", ("query", "run")),
+        ("saga_journal_read_seconds", ("query", "events_since")),
+        ("saga_journal_pool_wait_seconds", ("user", "read")),
+        ("saga_journal_pool_wait_seconds", ("user", "writer")),
+    ] {
+        assert!(
+            histogram_count(&metrics, name, &[labels]) >= 20.0,
+            "{name} {labels:?}: {metrics}"
+        );
     }
     // Kill worker A once both hold runs mid-way; neither ever holds more than its cap.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);

@@ -688,6 +688,14 @@ impl Engine {
         self.view(row).await
     }
 
+    /// [`Engine::status`] and the input the run was started with, from the same read of the
+    /// run (one query fewer than asking for both).
+    pub async fn status_and_input(&self, run_id: Uuid) -> Result<(RunView, Value), EngineError> {
+        let row = self.row(run_id).await?;
+        let input = row.input.clone();
+        Ok((self.view(row).await?, input))
+    }
+
     async fn view(&self, row: RunRow) -> Result<RunView, EngineError> {
         let state = self.state(&row).await?;
         let definition = self.inner.registry.get(&row.saga, row.version);

@@ -38,3 +38,15 @@ pub(crate) fn journal_commit(writer: &'static str, took: Duration) {
     metrics::histogram!("saga_journal_commit_seconds", "writer" => writer)
         .record(took.as_secs_f64());
 }
+
+/// How long a journal query waited for a pooled connection (`user`: "read" or "writer"), apart
+/// from the query itself: a pool too small for its callers shows here, not as a slow query.
+pub(crate) fn journal_pool_wait(user: &'static str, took: Duration) {
+    metrics::histogram!("saga_journal_pool_wait_seconds", "user" => user)
+        .record(took.as_secs_f64());
+}
+
+/// One journal read (`query` names it), from asking for a connection to the decoded rows.
+pub(crate) fn journal_read(query: &'static str, took: Duration) {
+    metrics::histogram!("saga_journal_read_seconds", "query" => query).record(took.as_secs_f64());
+}

@@ -295,19 +295,26 @@ impl Authenticator {
         }
     }
 
-    /// The admin principal behind `headers`' `Authorization`, or why there is none.
+    /// The admin principal behind `headers`' `Authorization`, or why there is none:
+    /// [`Self::identify`], then [`Self::admit`].
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let principal = self.identify(headers).await?;
-        self.rate_limit
-            .check(&principal)
-            .map_err(|retry_after| AuthError::RateLimited {
-                principal: principal.name.clone(),
-                retry_after,
-            })?;
+        self.admit(&principal)?;
         Ok(principal)
     }
 
-    async fn identify(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+    /// Whether `principal` is within its rate limit now; counts the request if so.
+    pub fn admit(&self, principal: &Principal) -> Result<(), AuthError> {
+        self.rate_limit
+            .check(principal)
+            .map_err(|retry_after| AuthError::RateLimited {
+                principal: principal.name.clone(),
+                retry_after,
+            })
+    }
+
+    /// The admin principal behind `headers`' `Authorization`, without the rate limit.
+    pub async fn identify(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
         let mut values = headers.get_all(header::AUTHORIZATION).iter();
         let Some(value) = values.next() else {
             return Err(AuthError::Missing);

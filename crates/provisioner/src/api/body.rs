@@ -19,6 +19,16 @@ impl<S: Send + Sync> FromRequest<S> for JsonObject {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let route = super::latency::route_of(&req);
+        let started = std::time::Instant::now();
+        let body = Self::read(req, state).await;
+        super::latency::stage(&route, "body", started.elapsed());
+        body
+    }
+}
+
+impl JsonObject {
+    async fn read<S: Send + Sync>(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(

@@ -19,6 +19,7 @@ pub mod cors;
 pub mod error;
 pub mod events;
 pub mod health;
+pub mod latency;
 pub mod legacy;
 pub mod metrics;
 pub mod migrations;
@@ -94,7 +95,17 @@ impl ApiState {
 
 /// Lets a request in only with a principal, which handlers then read as an extension.
 async fn authenticate(State(state): State<ApiState>, mut req: Request, next: Next) -> Response {
-    match state.auth.authenticate(req.headers()).await {
+    let route = latency::route_of(&req);
+    let admitted = match latency::timed(&route, "auth", state.auth.identify(req.headers())).await {
+        Ok(principal) => {
+            let started = std::time::Instant::now();
+            let admitted = state.auth.admit(&principal).map(|()| principal);
+            latency::stage(&route, "rate_limit", started.elapsed());
+            admitted
+        }
+        Err(e) => Err(e),
+    };
+    match admitted {
         Ok(principal) => {
             req.extensions_mut().insert(principal);
             next.run(req).await
@@ -155,7 +166,8 @@ pub fn router(state: ApiState) -> Router {
         .merge(public)
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
-        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES));
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(latency::record));
     // Outermost, so that preflights never meet authentication and every answer (refusals
     // included) is marked for the browser.
     let router = match cors {

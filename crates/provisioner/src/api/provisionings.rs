@@ -16,10 +16,10 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::ApiState;
 use super::auth::Principal;
 use super::body::{self, JsonObject};
 use super::error::{ApiError, ErrorBody};
+use super::{ApiState, latency};
 use crate::app::{App, AppError};
 use crate::client::{Client, ClientSlug, FieldError};
 use crate::outcome::Outcome;
@@ -226,11 +226,8 @@ pub fn summary(run: RunSummary) -> ProvisioningSummary {
 
 /// The run `id` in full: state, steps, record, metadata and history.
 pub async fn view(app: &App, id: Uuid) -> Result<ProvisioningView, ApiError> {
-    let run = app.engine.status(id).await?;
-    let metadata = app
-        .run_input(id)
-        .await?
-        .and_then(|input| input.get("metadata").cloned());
+    let (run, input) = app.engine.status_and_input(id).await?;
+    let metadata = input.get("metadata").cloned();
     let record = serde_json::to_value(App::record(&run)).unwrap_or(Value::Null);
     let client_id = client_of(&run.idempotency_key);
     let steps = run
@@ -372,9 +369,14 @@ pub async fn create(
     Extension(principal): Extension<Principal>,
     JsonObject(body): JsonObject,
 ) -> Result<Response, ApiError> {
+    const ROUTE: &str = "/v1/provisionings";
+    let validating = std::time::Instant::now();
     let client = body::client(&body, &[])?;
-    let (status, id) = start(&state, &client, &principal.name).await?;
-    Ok(run_response(status, view(&state.app, id).await?))
+    latency::stage(ROUTE, "validate", validating.elapsed());
+    let (status, id) =
+        latency::timed(ROUTE, "start", start(&state, &client, &principal.name)).await?;
+    let view = latency::timed(ROUTE, "read_back", view(&state.app, id)).await?;
+    Ok(run_response(status, view))
 }
 
 #[utoipa::path(
@@ -393,7 +395,9 @@ pub async fn get_one(
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<ProvisioningView>, ApiError> {
     let id = body::path_param(id, "id", Outcome::NotFound)?;
-    Ok(Json(view(&state.app, parse_id(&id)?).await?))
+    let id = parse_id(&id)?;
+    let view = latency::timed("/v1/provisionings/{id}", "read", view(&state.app, id)).await?;
+    Ok(Json(view))
 }
 
 pub const DEFAULT_PAGE: u32 = 50;

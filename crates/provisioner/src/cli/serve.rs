@@ -64,6 +64,14 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
         ))
     })?;
     let mut app = open_app(config, workers).await?;
+    // Before listening: the first requests find the journal's connections open.
+    match app.engine.journal().warm_up().await {
+        Ok(_) => {}
+        Err(e) => tracing::warn!(
+            error = %e,
+            "the journal's connections could not all be opened ahead; they open on first use"
+        ),
+    }
     let metrics = crate::api::metrics::install().map_err(|e| CliError::internal(e.to_string()))?;
     let readiness = Readiness::new(app.engine.clone(), workers);
     let listener = bind(args.listen).await?;

@@ -300,6 +300,14 @@ pub trait Journal: Send + Sync + fmt::Debug + 'static {
     fn outbox(&self) -> Option<&dyn Outbox> {
         None
     }
+
+    /// Opens now what the journal would otherwise open on first use (a PostgreSQL journal's
+    /// pooled connections and their prepared reads), so that a long-running process's first
+    /// requests do not wait for it. Returns how many connections are open; journals with
+    /// nothing to open return 0.
+    async fn warm_up(&self) -> Result<usize, JournalError> {
+        Ok(0)
+    }
 }
 
 pub(crate) fn decode_event(

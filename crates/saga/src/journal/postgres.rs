@@ -2,11 +2,12 @@
 //! `FOR UPDATE SKIP LOCKED` so workers never wait on each other's rows; writes are batched
 //! per process by group commit, and fenced per run by lease generation.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Connection, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp, unexpected};
@@ -68,6 +69,12 @@ mod sql {
 /// Commit loops per process: while one batch commits, the next gathers and commits beside it.
 const WRITERS: usize = 4;
 
+/// Connections per process: the commit loops' and the readers' (API requests, step lookups).
+const MAX_CONNECTIONS: u32 = 12;
+
+/// A pooled connection idle for longer than this is checked before it is used again.
+const IDLE_CHECK_AFTER: Duration = Duration::from_secs(1);
+
 #[derive(Debug, Clone)]
 pub struct PostgresJournal {
     pool: PgPool,
@@ -78,8 +85,22 @@ impl PostgresJournal {
     /// Connects to `url` and migrates the journal tables (safe with concurrent callers).
     pub async fn connect(url: &str) -> Result<Self, JournalError> {
         let pool = PgPoolOptions::new()
-            .max_connections(12)
+            .max_connections(MAX_CONNECTIONS)
             .acquire_timeout(Duration::from_secs(30))
+            // sqlx checks every connection it hands out with a round trip, by default. One
+            // back in the pool for less than IDLE_CHECK_AFTER was checked when it came back
+            // (sqlx does that on release), so only longer-idle ones, which the server or the
+            // network may have dropped meanwhile, are checked again: a busy process saves a
+            // round trip per query, on a request's path.
+            .test_before_acquire(false)
+            .before_acquire(|connection, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= IDLE_CHECK_AFTER {
+                        connection.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         Self::from_pool(pool).await
@@ -102,6 +123,14 @@ impl PostgresJournal {
     /// Transactions this journal has committed (each may hold many runs' writes).
     pub fn commits(&self) -> u64 {
         self.committer.commits()
+    }
+
+    /// A pooled connection for one read, the wait for it measured apart from the query.
+    async fn reader(&self) -> Result<PoolConnection<Postgres>, JournalError> {
+        let waiting = Instant::now();
+        let connection = self.pool.acquire().await?;
+        crate::measure::journal_pool_wait("read", waiting.elapsed());
+        Ok(connection)
     }
 }
 
@@ -458,7 +487,10 @@ impl PostgresWriter {
         ops: &[WriteOp],
         order: &[usize],
     ) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
+        let waiting = Instant::now();
         let mut tx = self.pool.begin().await?;
+        // Includes the BEGIN round trip, which is small beside a wait for a connection.
+        crate::measure::journal_pool_wait("writer", waiting.elapsed());
         let mut outcomes: Vec<Option<Result<WriteDone, JournalError>>> =
             ops.iter().map(|_| None).collect();
         for &i in order {
@@ -545,19 +577,25 @@ impl Journal for PostgresJournal {
     }
 
     async fn run(&self, run_id: Uuid) -> Result<Option<RunRow>, JournalError> {
+        let started = Instant::now();
         let row = sqlx::query(sql::SELECT_RUN)
             .bind(run_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
-        row.as_ref().map(run_row).transpose()
+        let row = row.as_ref().map(run_row).transpose();
+        crate::measure::journal_read("run", started.elapsed());
+        row
     }
 
     async fn run_by_key(&self, key: &str) -> Result<Option<RunRow>, JournalError> {
+        let started = Instant::now();
         let row = sqlx::query(sql::SELECT_RUN_BY_KEY)
             .bind(key)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.reader().await?)
             .await?;
-        row.as_ref().map(run_row).transpose()
+        let row = row.as_ref().map(run_row).transpose();
+        crate::measure::journal_read("run_by_key", started.elapsed());
+        row
     }
 
     async fn events_since(
@@ -565,17 +603,21 @@ impl Journal for PostgresJournal {
         run_id: Uuid,
         after_seq: i64,
     ) -> Result<Vec<EventRecord>, JournalError> {
+        let started = Instant::now();
         let rows = sqlx::query(sql::EVENTS_SINCE)
             .bind(run_id)
             .bind(after_seq)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.reader().await?)
             .await?;
-        rows.iter()
+        let events = rows
+            .iter()
             .map(|r| {
                 let body: String = r.try_get(2)?;
                 decode_event(run_id, r.try_get(0)?, r.try_get(1)?, &body)
             })
-            .collect()
+            .collect();
+        crate::measure::journal_read("events_since", started.elapsed());
+        events
     }
 
     async fn list(&self, filter: &RunFilter) -> Result<Vec<RunRow>, JournalError> {
@@ -602,6 +644,35 @@ impl Journal for PostgresJournal {
 
     fn outbox(&self) -> Option<&dyn Outbox> {
         Some(self)
+    }
+
+    /// Opening a connection costs a process fork on the server, and TLS when it is on: tens of
+    /// milliseconds, more on a busy machine, which the request that finds the pool short would
+    /// otherwise wait for. So every connection the pool may hold is opened here, at once, and
+    /// each prepares the reads a request makes. The pool keeps them while they are in use and
+    /// closes them after its idle timeout (sqlx's ten minutes), as before.
+    async fn warm_up(&self) -> Result<usize, JournalError> {
+        let size = self.pool.options().get_max_connections() as usize;
+        // Held together, so the pool must open a new connection for each.
+        let connections =
+            futures::future::try_join_all((0..size).map(|_| self.pool.acquire())).await?;
+        for mut connection in connections {
+            // Keys and ids no run has: each statement is parsed and cached, nothing is read.
+            sqlx::query(sql::SELECT_RUN)
+                .bind(Uuid::nil())
+                .fetch_optional(&mut *connection)
+                .await?;
+            sqlx::query(sql::SELECT_RUN_BY_KEY)
+                .bind("")
+                .fetch_optional(&mut *connection)
+                .await?;
+            sqlx::query(sql::EVENTS_SINCE)
+                .bind(Uuid::nil())
+                .bind(0_i64)
+                .fetch_all(&mut *connection)
+                .await?;
+        }
+        Ok(size)
     }
 }
 
