@@ -23,7 +23,7 @@ pub use error::{Provider, ProviderError};
 pub use github::{GithubClient, GithubConfig};
 pub use http_policy::HttpPolicy;
 pub use n8n::{N8nApiFlavour, N8nClient, N8nConfig};
-pub use rate_budget::{RateBudget, RateBudgetConfig};
+pub use rate_budget::{RateBudget, RateBudgetConfig, WindowLimit};
 pub use secrecy::SecretString;
 pub use supabase::{Readiness, ReadinessOutcome, SupabaseClient, SupabaseConfig};
 pub use url::Url;
