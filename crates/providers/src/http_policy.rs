@@ -12,7 +12,7 @@ use url::Url;
 
 use crate::classification::{self, TransientClientErrors};
 use crate::error::{Provider, ProviderError};
-use crate::rate_budget::{self, RateBudget, RateBudgetConfig};
+use crate::rate_budget::{self, Endpoint, RateBudget, RateBudgetConfig};
 use crate::rate_limit_headers::RateLimitSignal;
 
 /// Timeouts applied to every call.
@@ -347,8 +347,12 @@ impl Transport {
         }
 
         let provider = self.provider.name();
+        let endpoint = match &call.target {
+            Target::Path(segments) => Endpoint::for_path(self.provider, call.operation, segments),
+            Target::Absolute(_) => Endpoint::new(call.operation),
+        };
         let waiting = tokio::time::Instant::now();
-        let permit = self.budget.acquire().await;
+        let permit = self.budget.acquire(&endpoint).await;
         let waited = waiting.elapsed();
         // Below a millisecond the budget had a token ready: not a wait worth counting.
         if waited >= Duration::from_millis(1) {
@@ -422,9 +426,17 @@ impl Transport {
                 });
             }
         };
+        let signal = RateLimitSignal::parse(self.provider, &headers, SystemTime::now());
+        let rate_limited = classification::is_rate_limited(self.provider, status.as_u16(), &signal);
+        // Learned before the slot frees, so the next request already knows what this answer
+        // said about the window.
+        permit.observe(
+            &signal,
+            crate::rate_limit_headers::announced_limit(&headers),
+            rate_limited,
+        );
         drop(permit);
 
-        let signal = RateLimitSignal::parse(self.provider, &headers, SystemTime::now());
         tracing::debug!(
             provider = self.provider.name(),
             operation = call.operation,
@@ -433,12 +445,9 @@ impl Transport {
             remaining = signal.remaining,
             "provider call answered"
         );
-        if classification::is_rate_limited(self.provider, status.as_u16(), &signal) {
+        if rate_limited {
             metrics::counter!("provider_rate_limited_total", "provider" => self.provider.name())
                 .increment(1);
-            self.budget.pause_for(signal.wait());
-        } else if let (true, Some(reset)) = (signal.exhausted(), signal.reset_in) {
-            self.budget.pause_for(Some(reset));
         }
         if status.is_success() {
             return Ok(Reply { headers, body });

@@ -85,6 +85,11 @@ impl RateLimitSignal {
     }
 }
 
+/// The requests a window allows, as `X-RateLimit-Limit` announces it (Supabase, GitHub).
+pub fn announced_limit(headers: &HeaderMap) -> Option<u64> {
+    header_str(headers, "x-ratelimit-limit").and_then(|v| v.trim().parse().ok())
+}
+
 fn header_str<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

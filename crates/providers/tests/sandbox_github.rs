@@ -99,7 +99,8 @@ async fn happy_path_generate_wait_for_branch_find_delete() {
 
 #[tokio::test]
 async fn organization_listing_follows_link_pages() {
-    let h = Harness::start_without_databases(|_| {}).await;
+    // 205 generations at once: volume, not GitHub's limits on content creation.
+    let h = Harness::start_without_databases(|c| c.rate_limits = false).await;
     let (template_owner, template_name) = h.template();
     let org = h.github_org();
     let generates = (0..205).map(|i| {

@@ -4,9 +4,14 @@
 //! with the simulators as slow as the seed's figures scaled down a hundredfold, and compares
 //! the wall time with the DAG's critical path and with the sum of the steps.
 //!
-//! `... -- --mode batch --clients 100` provisions that many clients at once and counts the
-//! Supabase Management API calls per client (the API allows 120 a minute per endpoint), and
-//! every provider's calls per client and by endpoint.
+//! `... -- --mode batch --clients 100 [--latency seed|none] [--fifo]` provisions one client
+//! alone (its wall time is the critical path), then that many at once against the simulators
+//! with the providers' published rate limits on (Supabase 120/min per endpoint and scope,
+//! GitHub 5,000/h and 80/min + 500/h creations; Vercel publishes none). It prints one line per
+//! provider (calls per client, rate-limited answers, calls by endpoint) and one for the batch:
+//! wall time, the bound (the largest of calls ÷ allowed rate over the published limits and the
+//! critical path), their ratio, and when the last project and deployment creations went out.
+//! `--fifo` serves waiting requests in arrival order, to measure what the priority order buys.
 //!
 //! Needs PostgreSQL for the simulated Supabase projects (DATABASE_URL or 127.0.0.1:5432).
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)] // a benchmark prints its figures and stops on any error
@@ -42,6 +47,19 @@ struct Args {
     /// Clients provisioned at once in batch mode.
     #[arg(long, default_value_t = 100)]
     clients: usize,
+    /// Batch mode: the simulators' latency and timelines (`seed`: the seed's figures a
+    /// hundredfold faster; `none`: the test preset).
+    #[arg(long, value_enum, default_value = "seed")]
+    latency: Latency,
+    /// Batch mode: serve waiting requests in arrival order instead of by priority.
+    #[arg(long)]
+    fifo: bool,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Latency {
+    Seed,
+    None,
 }
 
 fn client(slug: &str) -> Client {
@@ -56,10 +74,22 @@ fn client(slug: &str) -> Client {
     .unwrap()
 }
 
-async fn app_for(sandbox: &Sandbox, dir: &std::path::Path, readiness: Duration) -> App {
+/// `long_waits`: a batch waits its turn in the rate budgets inside its steps, so the steps'
+/// time limits are raised to two hours (GitHub allows 500 repository generations an hour).
+async fn app_for(
+    sandbox: &Sandbox,
+    dir: &std::path::Path,
+    readiness: Duration,
+    long_waits: bool,
+) -> App {
     let env: HashMap<String, String> = sandbox.env_exports().into_iter().collect();
     let mut config = Config::load(None, &|k| env.get(k).cloned()).unwrap();
     config.settings = Settings::default();
+    if long_waits {
+        config.settings.supabase.ready_timeout_secs = 7200;
+        config.settings.github.branch_timeout_secs = 7200;
+        config.settings.vercel.deploy_timeout_secs = 7200;
+    }
     config.settings.vercel.wait_for_ready = true;
     // The client's domain, so that the domain step does its real work.
     config.settings.vercel.domain = Some("clients.bench.example".into());
@@ -101,7 +131,7 @@ async fn single(postgres_url: String) {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let app = app_for(&sandbox, dir.path(), Duration::from_millis(100)).await;
+    let app = app_for(&sandbox, dir.path(), Duration::from_millis(100), false).await;
     // Every module on: six more workflows, to see that n8n_modules stays off the critical path.
     let mut client = client("bench-single");
     client.modules = Some(provisioner::client::Modules {
@@ -156,65 +186,224 @@ async fn single(postgres_url: String) {
     sandbox.shutdown().await;
 }
 
-async fn batch(postgres_url: String, clients: usize) {
-    let sandbox = Sandbox::start(SandboxConfig::for_tests(postgres_url))
-        .await
-        .unwrap();
+/// The limits the providers publish (API-CONTRACTS §1.6, §2.3) and that the sandbox enforces
+/// in batch mode, as (what is counted, requests, window in seconds).
+const SUPABASE_PER_ENDPOINT: (u32, f64) = (120, 60.0);
+const GITHUB_PRIMARY: (u32, f64) = (5000, 3600.0);
+const GITHUB_CREATIONS_MINUTE: (u32, f64) = (80, 60.0);
+const GITHUB_CREATIONS_HOUR: (u32, f64) = (500, 3600.0);
+
+/// The scope Supabase counts a call against (§1.6), as the sandbox does: the project or the
+/// organization in the path, the organization for a create, else the user.
+fn supabase_scope(r: &sandbox::LoggedRequest) -> String {
+    let segments: Vec<&str> = r.path.split('/').collect();
+    let endpoint = r.endpoint.as_str();
+    let path = endpoint.split_once(' ').map(|(_, p)| p).unwrap_or("");
+    if path.starts_with("/v1/projects/{ref}") || path.starts_with("/v1/organizations/{slug}") {
+        segments.get(3).copied().unwrap_or("").to_owned()
+    } else if endpoint == "POST /v1/projects" {
+        "organization".to_owned()
+    } else {
+        "user".to_owned()
+    }
+}
+
+/// What the providers refused for rate: 429s, and GitHub's 403s that say so.
+fn rate_limited(r: &sandbox::LoggedRequest) -> bool {
+    r.status == 429
+        || (r.status == 403
+            && r.response_body
+                .as_ref()
+                .and_then(|b| b.get("message"))
+                .and_then(|m| m.as_str())
+                .is_some_and(|m| m.contains("rate limit")))
+}
+
+/// Starts every client at once, waits for all, and reports per provider and in sum.
+async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: bool) {
+    let mut config = match latency {
+        Latency::Seed => SandboxConfig {
+            postgres_admin_url: postgres_url,
+            ..SandboxConfig::default()
+        },
+        Latency::None => SandboxConfig::for_tests(postgres_url),
+    };
+    // Every limit the providers publish, on (Vercel publishes none: §3.6).
+    config.rate_limits = true;
+    config.supabase_rate_limit_per_minute = SUPABASE_PER_ENDPOINT.0;
+    config.github_rate_limit_per_hour = GITHUB_PRIMARY.0;
+    config.github_creations_per_minute = GITHUB_CREATIONS_MINUTE.0;
+    config.github_creations_per_hour = GITHUB_CREATIONS_HOUR.0;
+    config.vercel_rate_limit_per_minute = None;
+    let sandbox = Sandbox::start(config).await.unwrap();
+    let env: HashMap<String, String> = sandbox.env_exports().into_iter().collect();
+    // With `--fifo`, the budgets this process shares (one per credential, the first
+    // configuration wins) serve requests in arrival order: what the priority order is worth.
+    let _held: Vec<_> = if fifo {
+        [
+            (
+                providers::Provider::Supabase,
+                "SUPABASE_API_URL",
+                "SUPABASE_MANAGEMENT_TOKEN",
+            ),
+            (
+                providers::Provider::Github,
+                "GITHUB_API_URL",
+                "GITHUB_TOKEN",
+            ),
+            (
+                providers::Provider::Vercel,
+                "VERCEL_API_URL",
+                "VERCEL_TOKEN",
+            ),
+            (providers::Provider::N8n, "N8N_HOST", "N8N_API_KEY"),
+        ]
+        .into_iter()
+        .map(|(provider, url, token)| {
+            let origin = providers::Url::parse(&env[url])
+                .unwrap()
+                .origin()
+                .ascii_serialization();
+            providers::rate_budget::shared_budget(
+                provider,
+                &origin,
+                &SecretString::from(env[token].clone()),
+                providers::RateBudgetConfig {
+                    by_priority: false,
+                    ..providers::RateBudgetConfig::default_for(provider)
+                },
+            )
+        })
+        .collect()
+    } else {
+        Vec::new()
+    };
     let dir = tempfile::tempdir().unwrap();
-    // Supabase's own CLI polls readiness every 5 s; a short interval here only makes the
-    // batch finish sooner, the coalescing is the same.
-    let app = app_for(&sandbox, dir.path(), Duration::from_millis(500)).await;
+    // Supabase's own CLI polls readiness every 5 s; a shorter interval only makes the batch
+    // finish sooner, the coalescing is the same.
+    let app = app_for(&sandbox, dir.path(), Duration::from_millis(500), true).await;
+
+    // One client alone first: its wall time is the critical path no batch can beat.
+    let t0 = Instant::now();
+    let lone = app.provision(&client("bench-lone")).await.unwrap().run_id;
+    assert_eq!(app.wait(lone).await.unwrap().status, RunStatus::Succeeded);
+    let critical_path = t0.elapsed().as_secs_f64();
+    let before = sandbox.request_log().len();
+
     let slugs: Vec<String> = (0..clients).map(|i| format!("bench-{i:03}")).collect();
     let t0 = Instant::now();
+    let started_at = chrono::Utc::now();
     let mut runs = Vec::new();
     for slug in &slugs {
         runs.push(app.provision(&client(slug)).await.unwrap().run_id);
     }
     let mut succeeded = 0;
+    let mut finished = Vec::new();
     for run in &runs {
-        if app.wait(*run).await.unwrap().status == RunStatus::Succeeded {
+        let view = app.wait(*run).await.unwrap();
+        if view.status == RunStatus::Succeeded {
             succeeded += 1;
         }
+        finished.push(t0.elapsed().as_secs_f64());
     }
     let wall = t0.elapsed().as_secs_f64();
-    let log = sandbox.request_log();
-    let supabase: Vec<_> = log
-        .iter()
-        .filter(|r| r.provider == Provider::Supabase)
-        .collect();
-    let mut by_endpoint: HashMap<&str, usize> = HashMap::new();
-    for r in &supabase {
-        *by_endpoint.entry(r.endpoint.as_str()).or_default() += 1;
-    }
-    let rate_limited = supabase.iter().filter(|r| r.status == 429).count();
-    // Every provider's calls per client, and each one's by endpoint.
-    let mut per_provider: HashMap<String, f64> = HashMap::new();
-    let mut by_provider_endpoint: HashMap<String, HashMap<&str, usize>> = HashMap::new();
-    for r in &log {
-        let provider = format!("{:?}", r.provider).to_lowercase();
-        *per_provider.entry(provider.clone()).or_default() += 1.0 / clients as f64;
-        *by_provider_endpoint
-            .entry(provider)
-            .or_default()
-            .entry(r.endpoint.as_str())
+    let log: Vec<_> = sandbox.request_log().into_iter().skip(before).collect();
+    let since = |r: &sandbox::LoggedRequest| (r.at - started_at).num_milliseconds() as f64 / 1000.0;
+
+    // calls ÷ allowed rate, for every limit a provider publishes.
+    let mut bounds: Vec<(String, f64)> = Vec::new();
+    let mut per_scope: HashMap<(String, String), usize> = HashMap::new();
+    for r in log.iter().filter(|r| r.provider == Provider::Supabase) {
+        *per_scope
+            .entry((r.endpoint.clone(), supabase_scope(r)))
             .or_default() += 1;
     }
+    if let Some(((endpoint, scope), calls)) = per_scope.iter().max_by_key(|(_, calls)| **calls) {
+        bounds.push((
+            format!("supabase {endpoint} [{scope}] at 120/min"),
+            *calls as f64 * SUPABASE_PER_ENDPOINT.1 / f64::from(SUPABASE_PER_ENDPOINT.0),
+        ));
+    }
+    let github: Vec<_> = log
+        .iter()
+        .filter(|r| r.provider == Provider::Github)
+        .collect();
+    let creations = github.iter().filter(|r| r.method == "POST").count() as f64;
+    for (what, calls, (limit, window)) in [
+        (
+            "github all calls at 5000/h",
+            github.len() as f64,
+            GITHUB_PRIMARY,
+        ),
+        (
+            "github creations at 80/min",
+            creations,
+            GITHUB_CREATIONS_MINUTE,
+        ),
+        (
+            "github creations at 500/h",
+            creations,
+            GITHUB_CREATIONS_HOUR,
+        ),
+    ] {
+        bounds.push((what.to_owned(), calls * window / f64::from(limit)));
+    }
+    bounds.push(("critical path (one client alone)".to_owned(), critical_path));
+    let (bound_by, bound) =
+        bounds.iter().cloned().fold(
+            (String::new(), 0.0),
+            |best, b| if b.1 > best.1 { b } else { best },
+        );
+
+    for provider in [
+        Provider::Supabase,
+        Provider::Github,
+        Provider::Vercel,
+        Provider::N8n,
+    ] {
+        let calls: Vec<_> = log.iter().filter(|r| r.provider == provider).collect();
+        let mut by_endpoint: HashMap<&str, usize> = HashMap::new();
+        for r in &calls {
+            *by_endpoint.entry(r.endpoint.as_str()).or_default() += 1;
+        }
+        println!(
+            "{}",
+            json!({
+                "mode": "batch", "clients": clients, "provider": format!("{provider:?}").to_lowercase(),
+                "calls": calls.len(), "calls_per_client": calls.len() as f64 / clients as f64,
+                "rate_limited": calls.iter().filter(|r| rate_limited(r)).count(),
+                "calls_by_endpoint": by_endpoint,
+            })
+        );
+    }
+    // When the long poles went out: the order's effect.
+    let starts = |endpoint: &str| -> Vec<f64> {
+        log.iter()
+            .filter(|r| r.endpoint == endpoint)
+            .map(since)
+            .collect()
+    };
+    let last = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+    let creates = starts("POST /v1/projects");
+    let deployments = starts("POST /v13/deployments");
+    finished.sort_by(f64::total_cmp);
     println!(
         "{}",
         json!({
-            "mode": "batch", "clients": clients, "succeeded": succeeded, "wall_s": wall,
-            "supabase_calls": supabase.len(),
-            "supabase_calls_per_client": supabase.len() as f64 / clients as f64,
-            "supabase_429s": rate_limited, "supabase_calls_by_endpoint": by_endpoint,
-            "calls_per_client": per_provider, "calls_by_endpoint": by_provider_endpoint,
+            "mode": "batch", "clients": clients, "succeeded": succeeded,
+            "latency": match latency { Latency::Seed => "seed", Latency::None => "none" },
+            "order": if fifo { "fifo" } else { "priority" },
+            "wall_s": wall, "bound_s": bound, "bound_by": bound_by,
+            "wall_over_bound": wall / bound,
+            "bounds_s": bounds.iter().map(|(what, s)| (what.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
+            "critical_path_s": critical_path,
+            "last_project_create_s": last(&creates), "last_deployment_create_s": last(&deployments),
+            "median_client_done_s": finished.get(finished.len() / 2).copied().unwrap_or(0.0),
+            "rate_limited": log.iter().filter(|r| rate_limited(r)).count(),
         })
     );
-    for slug in &slugs {
-        let slug = provisioner::client::ClientSlug::parse(slug).unwrap();
-        let down = app.deprovision(&slug).await.unwrap();
-        app.wait(down.run_id).await.unwrap();
-    }
     app.shutdown(Duration::from_secs(5)).await;
+    // The sandbox drops the projects' databases and roles it made; nothing else outlives it.
     sandbox.shutdown().await;
 }
 
@@ -224,6 +413,6 @@ async fn main() {
     let postgres = LocalPostgres::find().await.unwrap();
     match args.mode {
         Mode::Single => single(postgres.url.clone()).await,
-        Mode::Batch => batch(postgres.url.clone(), args.clients).await,
+        Mode::Batch => batch(postgres.url.clone(), args.clients, args.latency, args.fifo).await,
     }
 }

@@ -104,10 +104,27 @@ pub struct Settings {
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RateBudgetSettings {
+    /// The provider-wide bucket, across all endpoints.
     pub requests_per_second: f64,
     pub burst: u32,
     pub max_concurrent: usize,
+    /// Each endpoint's own window (× project or organization for Supabase); unset: the
+    /// provider's default (Supabase 115, GitHub 850 reads, Vercel 100).
+    #[serde(default)]
+    pub per_endpoint_per_minute: Option<u32>,
+    /// All endpoints together in an hour (GitHub's primary limit; default 4900).
+    #[serde(default)]
+    pub per_hour: Option<u32>,
+    /// Creating calls (`POST`) together, a minute's and an hour's (GitHub's content-creation
+    /// limits; defaults 75 and 480).
+    #[serde(default)]
+    pub creates_per_minute: Option<u32>,
+    #[serde(default)]
+    pub creates_per_hour: Option<u32>,
 }
+
+/// Every window key of `[rate_budgets.*]`: from one request to a hundred thousand.
+pub const WINDOW_REQUESTS_RANGE: std::ops::RangeInclusive<u32> = 1..=100_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -1061,6 +1078,22 @@ impl Settings {
                     MAX_CONCURRENT_RANGE.end()
                 ));
             }
+            for (key, value) in [
+                ("per_endpoint_per_minute", budget.per_endpoint_per_minute),
+                ("per_hour", budget.per_hour),
+                ("creates_per_minute", budget.creates_per_minute),
+                ("creates_per_hour", budget.creates_per_hour),
+            ] {
+                if let Some(value) = value
+                    && !WINDOW_REQUESTS_RANGE.contains(&value)
+                {
+                    problems.push(format!(
+                        "rate_budgets.{provider}.{key}: {value} is out of range; use a whole number from {} to {}",
+                        WINDOW_REQUESTS_RANGE.start(),
+                        WINDOW_REQUESTS_RANGE.end()
+                    ));
+                }
+            }
         }
         if let Some(url) = &self.journal.url
             && !(url.starts_with("sqlite:")
@@ -1545,6 +1578,37 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.problems.len(), 2, "{err}");
         assert!(err.problems[0].contains("rate_budgets.heroku: not a provider"));
+    }
+
+    #[test]
+    fn rate_budget_windows_are_optional_and_checked_naming_the_key() {
+        let ok = Settings::from_toml(
+            "[rate_budgets.github]\nrequests_per_second = 50.0\nburst = 100\nmax_concurrent = 20\nper_endpoint_per_minute = 600\nper_hour = 4000\ncreates_per_minute = 60\ncreates_per_hour = 400\n",
+        )
+        .unwrap();
+        let github = ok.rate_budgets["github"];
+        assert_eq!(
+            (
+                github.per_endpoint_per_minute,
+                github.per_hour,
+                github.creates_per_minute,
+                github.creates_per_hour
+            ),
+            (Some(600), Some(4000), Some(60), Some(400))
+        );
+        let err = Settings::from_toml(
+            "[rate_budgets.supabase]\nrequests_per_second = 1.0\nburst = 1\nmax_concurrent = 1\nper_endpoint_per_minute = 0\ncreates_per_hour = 100001\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.problems.len(), 2, "{err}");
+        assert_eq!(
+            err.problems[0],
+            "rate_budgets.supabase.per_endpoint_per_minute: 0 is out of range; use a whole number from 1 to 100000"
+        );
+        assert!(
+            err.problems[1].starts_with("rate_budgets.supabase.creates_per_hour: 100001"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -82,12 +82,39 @@ impl Stack {
             .rate_budgets
             .get(provider)
         {
-            Some(b) => providers::RateBudgetConfig {
-                requests_per_second: b.requests_per_second,
-                burst: b.burst,
-                max_concurrent: b.max_concurrent,
-                ..default
-            },
+            Some(b) => {
+                let window = |set: Option<u32>,
+                              default: Option<providers::WindowLimit>,
+                              per: fn(u32) -> providers::WindowLimit| {
+                    set.map(per).or(default)
+                };
+                providers::RateBudgetConfig {
+                    requests_per_second: b.requests_per_second,
+                    burst: b.burst,
+                    max_concurrent: b.max_concurrent,
+                    per_endpoint: window(
+                        b.per_endpoint_per_minute,
+                        default.per_endpoint,
+                        providers::WindowLimit::per_minute,
+                    ),
+                    overall: window(
+                        b.per_hour,
+                        default.overall,
+                        providers::WindowLimit::per_hour,
+                    ),
+                    creates: window(
+                        b.creates_per_minute,
+                        default.creates,
+                        providers::WindowLimit::per_minute,
+                    ),
+                    creates_long: window(
+                        b.creates_per_hour,
+                        default.creates_long,
+                        providers::WindowLimit::per_hour,
+                    ),
+                    ..default
+                }
+            }
             None => default,
         };
         let url = |name: &'static str, value: &str| {

@@ -142,3 +142,59 @@ fn creates(sandbox: &sandbox::Sandbox) -> usize {
         + sandbox.calls(Provider::Vercel, "POST /v11/projects")
         + sandbox.calls(Provider::N8n, "POST /api/v1/workflows")
 }
+
+/// A batch whose budgets match the providers' limits gets no rate-limited answer: the sandbox
+/// allows three repository generations a minute (GitHub's creation limit, lowered to keep the
+/// test short), the GitHub budget is told the same, and five clients start at once. The two
+/// generations over the limit wait for the next window instead of earning a 403.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_within_the_providers_limits_gets_no_rate_limited_answer() {
+    let mut settings = support::test_settings();
+    settings.github.branch_timeout_secs = 120;
+    settings.rate_budgets.insert(
+        "github".to_owned(),
+        provisioner::config::RateBudgetSettings {
+            requests_per_second: 50.0,
+            burst: 100,
+            max_concurrent: 10,
+            per_endpoint_per_minute: None,
+            per_hour: None,
+            creates_per_minute: Some(3),
+            creates_per_hour: None,
+        },
+    );
+    let Some(world) = support::world_with(|c| c.github_creations_per_minute = 3, settings).await
+    else {
+        return;
+    };
+    let prefix = support::unique_slug("rl");
+    let clients: Vec<_> = (0..5)
+        .map(|i| support::client(&format!("{prefix}-{i}")))
+        .collect();
+    let mut runs = Vec::new();
+    for client in &clients {
+        runs.push(world.app.provision(client).await.unwrap().run_id);
+    }
+    for run in runs {
+        let view = world.app.wait(run).await.unwrap();
+        assert_eq!(view.status, RunStatus::Succeeded, "{view:?}");
+    }
+    let log = world.sandbox.request_log();
+    let refused: Vec<_> = log
+        .iter()
+        .filter(|r| r.status == 429 || (r.provider == Provider::Github && r.status == 403))
+        .map(|r| format!("{} {}", r.status, r.endpoint))
+        .collect();
+    assert!(refused.is_empty(), "rate-limited answers: {refused:?}");
+    let generations: Vec<_> = log
+        .iter()
+        .filter(|r| r.endpoint == "POST /repos/{template_owner}/{template_repo}/generate")
+        .map(|r| r.at)
+        .collect();
+    assert_eq!(generations.len(), 5);
+    // The limit was reached: the last two went out a window after the first.
+    let spread = (generations[4] - generations[0]).to_std().unwrap();
+    assert!(spread >= std::time::Duration::from_secs(60), "{spread:?}");
+    world.app.shutdown(std::time::Duration::from_secs(5)).await;
+    world.sandbox.shutdown().await;
+}

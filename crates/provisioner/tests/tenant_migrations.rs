@@ -863,7 +863,7 @@ async fn through_the_sql_endpoint_migrations_keep_the_same_guarantees() {
         .unwrap();
     let project_ref = project.project_ref;
     stack
-        .readiness
+        .supabase_projects
         .wait(
             &stack.env.supabase_org_slug,
             &project_ref,

@@ -160,14 +160,27 @@ pub struct SandboxConfig {
     pub supabase_ready_after: Duration,
     /// How long the api-keys endpoint still answers 4xx once a project is ACTIVE_HEALTHY.
     pub supabase_api_keys_settle: Duration,
+    /// Whether the simulators enforce their rate limits and send the headers announcing them
+    /// (Supabase's and GitHub's `X-RateLimit-*`, Vercel's when it has a limit). Off only for
+    /// tests that exercise volume, not the limits.
+    pub rate_limits: bool,
     /// Requests per minute per token × scope × endpoint before Supabase answers 429.
     pub supabase_rate_limit_per_minute: u32,
     /// How long a generated repository stays empty (its default branch answers 404).
     pub github_empty_for: Duration,
     /// Requests per hour per token before GitHub answers 403 (primary rate limit).
     pub github_rate_limit_per_hour: u32,
+    /// GitHub's secondary limits on content-creating requests (repository generation), per
+    /// token: a minute's and an hour's, answered 403 with `retry-after` (80 and 500 on GitHub's
+    /// REST rate-limit page, API-CONTRACTS §2.3).
+    pub github_creations_per_minute: u32,
+    pub github_creations_per_hour: u32,
     /// The token's classic OAuth scopes, sent as `X-OAuth-Scopes` on every answer.
     pub github_token_scopes: String,
+    /// Requests per minute per token × endpoint before Vercel answers 429 with `Retry-After`;
+    /// `None`: no limit. Vercel publishes no per-endpoint figures (API-CONTRACTS §3.6), so
+    /// whoever sets one says which figure they assume.
+    pub vercel_rate_limit_per_minute: Option<u32>,
     /// QUEUED → BUILDING → READY takes this long.
     pub vercel_build_time: Duration,
     pub n8n_version: N8nVersion,
@@ -184,9 +197,13 @@ impl Default for SandboxConfig {
             supabase_databases: true,
             supabase_ready_after: Duration::from_millis(1350),
             supabase_api_keys_settle: Duration::from_millis(100),
+            rate_limits: true,
             supabase_rate_limit_per_minute: 120,
             github_empty_for: Duration::from_millis(300),
             github_rate_limit_per_hour: 5000,
+            github_creations_per_minute: 80,
+            github_creations_per_hour: 500,
+            vercel_rate_limit_per_minute: None,
             github_token_scopes: "repo, delete_repo".to_owned(),
             vercel_build_time: Duration::from_millis(600),
             n8n_version: N8nVersion::V2,

@@ -2,7 +2,7 @@
 //! empty for a while after generation (the default branch answers 404), fetched, listed per
 //! organization with `Link` paging, deleted; `x-ratelimit-*` headers and 401 bodies as GitHub's.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,11 +17,14 @@ use serde_json::{Value, json};
 
 use crate::config::SandboxConfig;
 use crate::listener::{Tap, json};
+use crate::rate_limit::FixedWindows;
 use crate::world::Shared;
 use crate::{Provider, SandboxUrls};
 
 const DOCS: &str = "https://docs.github.com/rest";
 const RATE_WINDOW: Duration = Duration::from_secs(3600);
+/// The shorter of the two windows of the content-creation limits.
+const CREATION_MINUTE: Duration = Duration::from_secs(60);
 /// The login the sandbox's token belongs to.
 const USER_LOGIN: &str = "sandbox-bot";
 
@@ -30,14 +33,10 @@ pub(crate) struct State {
     base_url: String,
     repos: BTreeMap<(String, String), Repo>,
     next_id: i64,
-    rate_windows: HashMap<String, RateWindow>,
-}
-
-#[derive(Debug)]
-struct RateWindow {
-    started: Instant,
-    started_epoch: i64,
-    count: u32,
+    /// The primary limit's windows, per token.
+    rate_windows: FixedWindows<String>,
+    /// The secondary limits on content-creating requests, per token and window length.
+    creation_windows: FixedWindows<(String, u64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -97,7 +96,8 @@ impl State {
             base_url: urls.github.clone(),
             repos,
             next_id: 100_000_001,
-            rate_windows: HashMap::new(),
+            rate_windows: FixedWindows::default(),
+            creation_windows: FixedWindows::default(),
         }
     }
 
@@ -203,46 +203,72 @@ async fn gate(AxumState(shared): AxumState<Arc<Shared>>, request: Request, next:
     };
     let limit = shared.config.github_rate_limit_per_hour;
     let now = Instant::now();
-    let (used, reset_epoch) = {
+    // Content-creating: the only POST the simulator serves is repository generation.
+    let creating = request.method() == axum::http::Method::POST;
+    let (primary, creation_wait) = if shared.config.rate_limits {
         let mut world = shared.world();
-        let window = world
+        let primary = world
             .github
             .rate_windows
-            .entry(token)
-            .or_insert_with(|| RateWindow {
-                started: now,
-                started_epoch: chrono::Utc::now().timestamp(),
-                count: 0,
-            });
-        if now.duration_since(window.started) >= RATE_WINDOW {
-            window.started = now;
-            window.started_epoch = chrono::Utc::now().timestamp();
-            window.count = 0;
+            .count(token.clone(), RATE_WINDOW, now);
+        let mut wait = None;
+        if creating {
+            for (length, creation_limit) in [
+                (CREATION_MINUTE, shared.config.github_creations_per_minute),
+                (RATE_WINDOW, shared.config.github_creations_per_hour),
+            ] {
+                let counted = world.github.creation_windows.count(
+                    (token.clone(), length.as_secs()),
+                    length,
+                    now,
+                );
+                if counted.over(creation_limit) {
+                    wait = wait.max(Some(counted.resets_in_secs()));
+                }
+            }
         }
-        window.count = window.count.saturating_add(1);
-        (
-            window.count,
-            window.started_epoch + RATE_WINDOW.as_secs() as i64,
-        )
+        (Some(primary), wait)
+    } else {
+        (None, None)
     };
-    let mut response = if used > limit {
-        error(
+    let mut response = match (primary, creation_wait) {
+        (Some(primary), _) if primary.over(limit) => error(
             StatusCode::FORBIDDEN,
             "API rate limit exceeded for user ID 1. If you reach out to GitHub Support for help, please include the request ID.",
             Some("https://docs.github.com/rest/overview/rate-limits-for-the-rest-api"),
-        )
-    } else {
-        next.run(request).await
+        ),
+        (_, Some(wait)) => {
+            let mut response = error(
+                StatusCode::FORBIDDEN,
+                "You have exceeded a secondary rate limit on content creation. Wait before you try again.",
+                Some(
+                    "https://docs.github.com/rest/overview/rate-limits-for-the-rest-api#about-secondary-rate-limits",
+                ),
+            );
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(wait.max(1)));
+            response
+        }
+        _ => next.run(request).await,
     };
     let headers = response.headers_mut();
-    headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
-    headers.insert(
-        "x-ratelimit-remaining",
-        HeaderValue::from(limit.saturating_sub(used)),
-    );
-    headers.insert("x-ratelimit-reset", HeaderValue::from(reset_epoch));
-    headers.insert("x-ratelimit-used", HeaderValue::from(used.min(limit)));
-    headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    if let Some(primary) = primary {
+        headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+        headers.insert(
+            "x-ratelimit-remaining",
+            HeaderValue::from(limit.saturating_sub(primary.count)),
+        );
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from(primary.resets_at_epoch),
+        );
+        headers.insert(
+            "x-ratelimit-used",
+            HeaderValue::from(primary.count.min(limit)),
+        );
+        headers.insert("x-ratelimit-resource", HeaderValue::from_static("core"));
+    }
     if let Ok(scopes) = HeaderValue::from_str(&shared.config.github_token_scopes) {
         headers.insert("x-oauth-scopes", scopes);
     }

@@ -21,6 +21,7 @@ mod listener;
 mod n8n;
 mod pooler;
 mod project_db;
+mod rate_limit;
 pub mod request_log;
 mod supabase;
 mod vercel;

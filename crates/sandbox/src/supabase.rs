@@ -4,7 +4,7 @@
 
 mod auth_config;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,7 @@ use crate::Provider;
 use crate::config::random_lowercase;
 use crate::listener::{ProjectFate, Tap, endpoint_name, json};
 use crate::project_db::ProjectDbError;
+use crate::rate_limit::FixedWindows;
 use crate::world::Shared;
 
 /// Region codes of the create body's enum (and of available-regions).
@@ -69,13 +70,7 @@ pub(crate) struct State {
     /// Each project's auth settings, made on first use ([`auth_config`]).
     auth_configs: BTreeMap<String, serde_json::Map<String, Value>>,
     next_numeric_id: i64,
-    rate_windows: HashMap<(String, String, String), RateWindow>,
-}
-
-#[derive(Debug)]
-struct RateWindow {
-    started: Instant,
-    count: u32,
+    rate_windows: FixedWindows<(String, String, String)>,
 }
 
 #[derive(Debug, Clone)]
@@ -247,39 +242,33 @@ async fn gate(AxumState(shared): AxumState<Arc<Shared>>, request: Request, next:
     let request = Request::from_parts(parts, Body::from(bytes));
 
     let limit = shared.config.supabase_rate_limit_per_minute;
-    let now = Instant::now();
-    let (count, reset) = {
-        let mut world = shared.world();
-        let window = world
-            .supabase
-            .rate_windows
-            .entry((token, scope, endpoint))
-            .or_insert(RateWindow {
-                started: now,
-                count: 0,
-            });
-        if now.duration_since(window.started) >= RATE_WINDOW {
-            window.started = now;
-            window.count = 0;
+    let counted = shared.config.rate_limits.then(|| {
+        shared.world().supabase.rate_windows.count(
+            (token, scope, endpoint),
+            RATE_WINDOW,
+            Instant::now(),
+        )
+    });
+    let mut response = match counted {
+        Some(counted) if counted.over(limit) => {
+            error(StatusCode::TOO_MANY_REQUESTS, "Too many requests")
         }
-        window.count = window.count.saturating_add(1);
-        let left = RATE_WINDOW.saturating_sub(now.duration_since(window.started));
-        (window.count, left.as_secs_f64().ceil() as u64)
-    };
-    let mut response = if count > limit {
-        error(StatusCode::TOO_MANY_REQUESTS, "Too many requests")
-    } else {
-        next.run(request).await
+        _ => next.run(request).await,
     };
     let headers = response.headers_mut();
     // An injected 429 already says "nothing left"; keep its figures.
-    if !headers.contains_key("x-ratelimit-remaining") {
+    if let Some(counted) = counted
+        && !headers.contains_key("x-ratelimit-remaining")
+    {
         headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
         headers.insert(
             "x-ratelimit-remaining",
-            HeaderValue::from(limit.saturating_sub(count)),
+            HeaderValue::from(limit.saturating_sub(counted.count)),
         );
-        headers.insert("x-ratelimit-reset", HeaderValue::from(reset));
+        headers.insert(
+            "x-ratelimit-reset",
+            HeaderValue::from(counted.resets_in_secs()),
+        );
     }
     if let Ok(value) = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()) {
         headers.insert("x-gotrue-id", value);

@@ -12,7 +12,7 @@ use std::time::Instant;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, Request, State as AxumState};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -61,6 +61,8 @@ pub(crate) struct State {
     deployments: BTreeMap<String, Deployment>,
     pub(crate) domains: domains::Domains,
     pub(crate) edge: edge::Edge,
+    /// Requests per endpoint, when a limit is configured.
+    rate_windows: crate::rate_limit::FixedWindows<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -290,8 +292,56 @@ async fn gate(AxumState(shared): AxumState<Arc<Shared>>, request: Request, next:
     {
         return error(StatusCode::FORBIDDEN, "forbidden", "Not authorized");
     }
-    next.run(request).await
+    let Some(limit) = shared
+        .config
+        .vercel_rate_limit_per_minute
+        .filter(|_| shared.config.rate_limits)
+    else {
+        return next.run(request).await;
+    };
+    // One window per endpoint: the token is the sandbox's only one.
+    let template = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|matched| matched.as_str().to_owned())
+        .unwrap_or_default();
+    let endpoint = crate::listener::endpoint_name(request.method().as_str(), &template);
+    let counted =
+        shared
+            .world()
+            .vercel
+            .rate_windows
+            .count(endpoint, RATE_WINDOW, std::time::Instant::now());
+    let mut response = if counted.over(limit) {
+        error(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            "Rate limit exceeded",
+        )
+    } else {
+        next.run(request).await
+    };
+    let headers = response.headers_mut();
+    headers.insert("x-ratelimit-limit", HeaderValue::from(limit));
+    headers.insert(
+        "x-ratelimit-remaining",
+        HeaderValue::from(limit.saturating_sub(counted.count)),
+    );
+    headers.insert(
+        "x-ratelimit-reset",
+        HeaderValue::from(counted.resets_at_epoch),
+    );
+    if counted.over(limit) {
+        headers.insert(
+            header::RETRY_AFTER,
+            HeaderValue::from(counted.resets_in_secs().max(1)),
+        );
+    }
+    response
 }
+
+/// Vercel's rate-limit window as the simulator counts it.
+const RATE_WINDOW: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn valid_project_name(name: &str) -> bool {
     !name.is_empty()

@@ -434,3 +434,62 @@ async fn primary_rate_limit_answers_403_with_zero_remaining() {
     assert_eq!(limited.headers()["x-ratelimit-remaining"], "0");
     sandbox.shutdown().await;
 }
+
+#[tokio::test]
+async fn content_creation_limits_answer_403_with_retry_after() {
+    let sandbox =
+        support::start_without_databases(|config| config.github_creations_per_minute = 2).await;
+    for name in ["client-one", "client-two"] {
+        assert_eq!(generate(&sandbox, name).await.status(), StatusCode::CREATED);
+    }
+    let limited = generate(&sandbox, "client-three").await;
+    assert_eq!(limited.status(), StatusCode::FORBIDDEN);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    // A secondary limit: the primary one is not spent.
+    assert_ne!(limited.headers()["x-ratelimit-remaining"], "0");
+    let body: Value = limited.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("secondary rate limit"),
+        "{body}"
+    );
+    // Reads are not content creation.
+    let path = format!("/repos/{}", sandbox.credentials().github_template_repo);
+    let read = request(&sandbox, reqwest::Method::GET, &path)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(read.status(), StatusCode::OK);
+    let generated = sandbox
+        .inventory()
+        .await
+        .github_repos
+        .iter()
+        .filter(|r| r.full_name.contains("/client-"))
+        .count();
+    assert_eq!(generated, 2);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_rate_limits_off_nothing_is_refused_or_announced() {
+    let sandbox = support::start_without_databases(|config| {
+        config.rate_limits = false;
+        config.github_rate_limit_per_hour = 1;
+        config.github_creations_per_minute = 1;
+    })
+    .await;
+    for name in ["client-one", "client-two"] {
+        let response = generate(&sandbox, name).await;
+        assert_eq!(response.status(), StatusCode::CREATED);
+        assert!(!response.headers().contains_key("x-ratelimit-remaining"));
+    }
+    sandbox.shutdown().await;
+}

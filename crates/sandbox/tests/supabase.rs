@@ -413,6 +413,21 @@ async fn rate_limit_answers_429_with_headers() {
 }
 
 #[tokio::test]
+async fn with_rate_limits_off_supabase_refuses_and_announces_nothing() {
+    let sandbox = support::start_without_databases(|config| {
+        config.rate_limits = false;
+        config.supabase_rate_limit_per_minute = 1;
+    })
+    .await;
+    for _ in 0..3 {
+        let response = get(&sandbox, "/v1/projects").await;
+        assert_eq!(response.status(), StatusCode::OK);
+        assert!(!response.headers().contains_key("x-ratelimit-remaining"));
+    }
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
 async fn stuck_and_failed_projects() {
     let sandbox = support::start_without_databases(|_| {}).await;
     sandbox.faults().add(

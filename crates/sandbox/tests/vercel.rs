@@ -351,3 +351,51 @@ async fn a_domain_body_is_validated_like_vercel_does() {
         5
     );
 }
+
+#[tokio::test]
+async fn a_configured_limit_answers_429_with_retry_after_per_endpoint() {
+    let sandbox = support::start_without_databases(|config| {
+        config.vercel_rate_limit_per_minute = Some(2);
+    })
+    .await;
+    for _ in 0..2 {
+        let missing = vercel(&sandbox, reqwest::Method::GET, "/v9/projects/nope")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+        assert_eq!(missing.headers()["x-ratelimit-limit"], "2");
+    }
+    let limited = vercel(&sandbox, reqwest::Method::GET, "/v9/projects/other")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(limited.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    let body: Value = limited.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_requests");
+    // Another endpoint counts on its own.
+    let listed = vercel(&sandbox, reqwest::Method::GET, "/v10/projects")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    sandbox.shutdown().await;
+}
+
+#[tokio::test]
+async fn without_a_configured_limit_vercel_announces_none() {
+    let sandbox = support::start_without_databases(|_| {}).await;
+    let listed = vercel(&sandbox, reqwest::Method::GET, "/v10/projects")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.status(), StatusCode::OK);
+    assert!(!listed.headers().contains_key("x-ratelimit-limit"));
+    sandbox.shutdown().await;
+}

@@ -8,6 +8,7 @@ use std::convert::Infallible;
 
 use axum::Extension;
 use axum::Json;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, Sse};
@@ -20,7 +21,7 @@ use uuid::Uuid;
 
 use super::ApiState;
 use super::auth::Principal;
-use super::body::{JsonObject, unknown_fields};
+use super::body::{self, JsonObject, unknown_fields};
 use super::error::{ApiError, ErrorBody};
 use super::events;
 use super::provisionings::{ProvisioningView, parse_id, view};
@@ -265,8 +266,9 @@ pub async fn create(
 )]
 pub async fn get_one(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<MigrationView>, ApiError> {
+    let id = body::path_param(id, "id", Outcome::NotFound)?;
     Ok(Json(migration_view(&state, parse_id(&id)?).await?))
 }
 
@@ -287,13 +289,14 @@ pub async fn get_one(
 )]
 pub async fn stream(
     State(state): State<ApiState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let id = body::path_param(id, "id", Outcome::NotFound)?;
     let run_id = parse_id(&id)?;
     let run = state.app.engine.status(run_id).await?;
     if run.saga != migrate::SAGA {
         return Err(not_a_rollout(run_id));
     }
-    events::stream(State(state), Path(id), headers).await
+    events::stream(State(state), Ok(Path(id)), headers).await
 }
