@@ -53,6 +53,9 @@ async fn concurrent_lookups_are_answered_by_one_listing() {
     h.finish().await;
 }
 
+/// The gate a held listing waits at: taken (and awaited) by the first listing only.
+type Gate = Arc<Mutex<Option<oneshot::Receiver<()>>>>;
+
 /// The first listing reads the provider's answer, then is held in flight until the test
 /// releases it; later listings go straight through.
 fn held_first_listing(
@@ -60,7 +63,7 @@ fn held_first_listing(
 ) -> (
     SharedListing<providers::supabase::Project>,
     oneshot::Sender<()>,
-    Arc<Mutex<Option<oneshot::Receiver<()>>>>,
+    Gate,
 ) {
     let (release, held) = oneshot::channel::<()>();
     let held = Arc::new(Mutex::new(Some(held)));

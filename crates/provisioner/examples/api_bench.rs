@@ -254,14 +254,17 @@ fn quantile_ms(before: &Buckets, after: &Buckets, p: f64) -> Option<f64> {
         .map(|(le, _)| le * 1000.0)
 }
 
+/// A histogram series to read: (JSON key, metric, label pairs).
+type Series = (
+    &'static str,
+    &'static str,
+    Vec<(&'static str, &'static str)>,
+);
+
 /// What the server measured of a phase, between two scrapes of its `/metrics`: for each
 /// histogram series named by `series` (a JSON key, the metric, its labels), `[p50, p99]` as
 /// bucket bounds in ms ("at most"; null when nothing was recorded).
-fn server_side(
-    before: &str,
-    after: &str,
-    series: &[(&str, &str, Vec<(&str, &str)>)],
-) -> serde_json::Value {
+fn server_side(before: &str, after: &str, series: &[Series]) -> serde_json::Value {
     let mut out = serde_json::Map::new();
     for (key, metric, labels) in series {
         let (b, a) = (
@@ -281,11 +284,7 @@ fn server_side(
 
 /// The histograms of a POST phase: the request in the server, each of its stages, and the
 /// journal's pool waits, reads and commits.
-fn post_series() -> Vec<(
-    &'static str,
-    &'static str,
-    Vec<(&'static str, &'static str)>,
-)> {
+fn post_series() -> Vec<Series> {
     let route = ("route", "/v1/provisionings");
     let mut series = vec![(
         "request",
@@ -316,11 +315,7 @@ fn post_series() -> Vec<(
     series
 }
 
-fn get_series() -> Vec<(
-    &'static str,
-    &'static str,
-    Vec<(&'static str, &'static str)>,
-)> {
+fn get_series() -> Vec<Series> {
     let route = ("route", "/v1/provisionings/{id}");
     let mut series = vec![(
         "request",
@@ -334,11 +329,7 @@ fn get_series() -> Vec<(
     series
 }
 
-fn journal_series() -> Vec<(
-    &'static str,
-    &'static str,
-    Vec<(&'static str, &'static str)>,
-)> {
+fn journal_series() -> Vec<Series> {
     vec![
         (
             "pool_wait_read",

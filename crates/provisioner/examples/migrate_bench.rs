@@ -89,6 +89,10 @@ async fn app_for(
                 requests_per_second: 1000.0,
                 burst: 10_000,
                 max_concurrent: 256,
+                per_endpoint_per_minute: None,
+                per_hour: None,
+                creates_per_minute: None,
+                creates_per_hour: None,
             },
         );
     }

@@ -144,9 +144,12 @@ fn the_built_in_schema_is_migration_0001_byte_for_byte_as_the_old_schema_file() 
     assert!(!first.outside_transaction);
 }
 
+/// A directory's files (name, bytes) and the words its refusal must hold.
+type RefusedCase = (Vec<(&'static str, &'static [u8])>, &'static [&'static str]);
+
 #[test]
 fn bad_directories_and_files_are_refused_naming_the_file_and_the_rule() {
-    let cases: Vec<(Vec<(&str, &[u8])>, &[&str])> = vec![
+    let cases: Vec<RefusedCase> = vec![
         (vec![], &["holds no migration", "NNNN_name.sql"]),
         (
             vec![("README.md", b"x")],

@@ -250,8 +250,12 @@ impl DatabaseSchemaStep {
 /// `supabase.adopted_database = "sql_api"`.
 #[derive(Debug, Clone)]
 pub enum TenantAccess {
-    Connection { url: SecretString, kind: RouteKind },
-    SqlApi(SqlEndpoint),
+    Connection {
+        url: SecretString,
+        kind: RouteKind,
+    },
+    /// Boxed: the endpoint holds a whole Supabase client, a connection a URL.
+    SqlApi(Box<SqlEndpoint>),
 }
 
 /// The way to `project`'s database, by the same route and `supabase.adopted_database` rules as
@@ -275,10 +279,10 @@ pub async fn tenant_access(
         Err(err) if password_refused(&err) && !project.adopted => Err(own_project_refused(project)),
         Err(err) if password_refused(&err) => match stack.settings.supabase.adopted_database {
             AdoptedDatabase::Refuse => Err(adopted_refused(project)),
-            AdoptedDatabase::SqlApi => Ok(TenantAccess::SqlApi(SqlEndpoint::new(
+            AdoptedDatabase::SqlApi => Ok(TenantAccess::SqlApi(Box::new(SqlEndpoint::new(
                 stack.supabase.clone(),
                 &project.project_ref,
-            ))),
+            )))),
             AdoptedDatabase::ResetPassword => Err(reset_password(stack, project, &password).await),
         },
         Err(err) => Err(failure(err)),

@@ -292,7 +292,7 @@ impl History {
             .iter()
             .any(|row| same_version(&row.version, &first.version));
         if !first_recorded && let Some(last) = self.legacy.last() {
-            if self.legacy.iter().any(|c| *c == first.checksum) {
+            if self.legacy.contains(&first.checksum) {
                 applied.push(AppliedMigration {
                     version: first.version.clone(),
                     name: Some(first.name.clone()),

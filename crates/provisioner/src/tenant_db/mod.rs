@@ -29,6 +29,12 @@
 //! [`SecretString`](secrecy::SecretString), never logged, and scrubbed from every error
 //! message (`target`).
 
+// A failed migration's error carries the file, the statement and PostgreSQL's whole answer,
+// which makes `TenantDbError` larger than clippy's default for `Err`. It is built once per
+// failed tenant operation, never in a hot loop, and matched field by field by its callers;
+// boxing it would cost clarity for no measurable gain.
+#![allow(clippy::result_large_err)]
+
 mod catalog;
 mod checks;
 mod migrations;
