@@ -248,7 +248,8 @@ async fn a_failed_listing_fails_every_waiter_and_a_429_is_received_once() {
 #[tokio::test]
 async fn github_lookups_list_the_org_only_while_more_wait_than_it_has_pages() {
     const REPOS: usize = 120; // two pages of 100
-    let h = Harness::start_without_databases(|_| {}).await;
+    // 120 generations in a row: volume, not GitHub's limits on content creation.
+    let h = Harness::start_without_databases(|c| c.rate_limits = false).await;
     let (owner, template) = h.template();
     let org = h.github_org();
     for i in 0..REPOS {

@@ -30,9 +30,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
+use futures::StreamExt;
 
 pub use error::ApiError;
 
@@ -143,6 +146,32 @@ pub fn service_router(
     health::routes(readiness)
         .merge(metrics::routes(metrics))
         .method_not_allowed_fallback(wrong_method)
+        .layer(middleware::from_fn(drain_unread_body))
+}
+
+/// How much of a GET or HEAD request's body is read and dropped before the handler answers.
+const DRAIN_LIMIT_BYTES: usize = 1024 * 1024;
+
+/// A GET or HEAD handler never reads the request body, and the server closes a connection
+/// whose request body was left unread. Closing a socket with unread bytes in it resets the
+/// connection, which cuts off an answer still on its way out (a long `/metrics` page, say).
+/// So a body sent with one is read and dropped first, up to [`DRAIN_LIMIT_BYTES`]; beyond
+/// that the connection is closed as before.
+async fn drain_unread_body(request: Request, next: Next) -> Response {
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let mut stream = body.into_data_stream();
+    let mut read = 0usize;
+    while read <= DRAIN_LIMIT_BYTES {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len(),
+            // The client stopped sending or the body ended: nothing is left to drain.
+            Some(Err(_)) | None => break,
+        }
+    }
+    next.run(Request::from_parts(parts, Body::empty())).await
 }
 
 /// Everything `provisioner serve` answers, all of it in `/openapi.json`: the API's routes
@@ -167,6 +196,7 @@ pub fn router(state: ApiState) -> Router {
         .fallback(no_route)
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(middleware::from_fn(drain_unread_body))
         .layer(middleware::from_fn(latency::record));
     // Outermost, so that preflights never meet authentication and every answer (refusals
     // included) is marked for the browser.
