@@ -13,7 +13,8 @@
 //! Each line also carries, in `server_le_ms`, what `serve` measured during the phase (from
 //! its `/metrics`, as histogram bucket bounds: "at most"): the request in the server, each of
 //! its stages (auth, rate limit, body, validation, the start and the read back), the journal's
-//! pool waits and reads and, for POST, its commits; and every line the machine's 1-minute load
+//! pool waits (the workers' lane and the API's interactive lane apart) and reads and, for
+//! POST, its commits; and every line the machine's 1-minute load
 //! average, so a slow figure can be told apart from a busy machine, a slow stage or a slow
 //! journal. `--no-workers` starts `serve --no-workers`, to measure the API alone.
 //!
@@ -340,6 +341,16 @@ fn journal_series() -> Vec<Series> {
             "pool_wait_writer",
             "saga_journal_pool_wait_seconds",
             vec![("user", "writer")],
+        ),
+        (
+            "pool_wait_interactive_read",
+            "saga_journal_pool_wait_seconds",
+            vec![("user", "interactive_read")],
+        ),
+        (
+            "pool_wait_interactive_writer",
+            "saga_journal_pool_wait_seconds",
+            vec![("user", "interactive_writer")],
         ),
         (
             "read_run_by_key",

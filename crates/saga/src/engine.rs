@@ -54,11 +54,15 @@ pub enum EngineError {
 }
 
 /// What [`Engine::start`] did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Started {
     pub run_id: Uuid,
     /// False when the key already had a run (with the same input), which is returned instead.
     pub created: bool,
+    /// A new run as it was committed (built from what was written, no read): what an API
+    /// answers its creation with, without asking the journal again. `None` for an existing run.
+    #[serde(skip)]
+    pub first_view: Option<Arc<RunView>>,
 }
 
 /// A run as operators and APIs see it. Secret output fields stay sealed and redacted.
@@ -469,6 +473,17 @@ impl Engine {
                     idempotency_key: row.idempotency_key.clone(),
                 }];
                 all.extend(events);
+                let records: Vec<EventRecord> = (1..)
+                    .zip(&all)
+                    .map(|(seq, event)| EventRecord {
+                        run_id: row.id,
+                        seq,
+                        at_ms: now,
+                        event: event.clone(),
+                    })
+                    .collect();
+                let state = RunState::fold(Some(definition.as_ref()), &records);
+                let first_view = Arc::new(view_of(Some(&definition), row.clone(), state));
                 inner.publish(row.id, 1, now, all);
                 match driver {
                     Some(driver) => worker::adopt_new_run(inner, &row, driver),
@@ -477,6 +492,7 @@ impl Engine {
                 Ok(Started {
                     run_id: row.id,
                     created: true,
+                    first_view: Some(first_view),
                 })
             }
             CreateOutcome::Existing(row) => {
@@ -495,6 +511,7 @@ impl Engine {
                 Ok(Started {
                     run_id: row.id,
                     created: false,
+                    first_view: None,
                 })
             }
         }
@@ -699,59 +716,7 @@ impl Engine {
     async fn view(&self, row: RunRow) -> Result<RunView, EngineError> {
         let state = self.state(&row).await?;
         let definition = self.inner.registry.get(&row.saga, row.version);
-        let steps = state
-            .steps
-            .iter()
-            .map(|(name, s)| {
-                let mut output = s.output.clone();
-                if let Some(v) = output.as_mut() {
-                    redact_sealed(v);
-                }
-                StepView {
-                    name: name.clone(),
-                    dependencies: definition
-                        .and_then(|d| d.step(name))
-                        .map(|n| n.dependencies.to_vec())
-                        .unwrap_or_default(),
-                    phase: s.phase,
-                    attempt: s.attempt,
-                    undo_attempt: s.undo_attempt,
-                    next_attempt_at: s.retry_at.map(time),
-                    last_error: s.last_error.clone(),
-                    last_error_detail: s.last_error_detail.clone(),
-                    undo_error: s.undo_error.clone(),
-                    undo_error_detail: s.undo_error_detail.clone(),
-                    output,
-                }
-            })
-            .collect();
-        Ok(RunView {
-            id: row.id,
-            saga: row.saga,
-            version: row.version,
-            idempotency_key: row.idempotency_key,
-            status: state.status,
-            created_at: time(row.created_at_ms),
-            updated_at: time(row.updated_at_ms),
-            last_seq: state.last_seq,
-            steps,
-            pause_requested: state.pause_requested,
-            cancel_requested: state.cancel_requested,
-            compensation_reason: state.compensation_reason,
-            needs_attention: state.needs_attention,
-            environment: row.environment,
-            attention_reason: state.attention_reason,
-            abandoned_reason: state.abandoned_reason,
-            requests: state
-                .requests
-                .into_iter()
-                .map(|r| RequestView {
-                    action: r.action,
-                    actor: r.actor,
-                    at: time(r.at_ms),
-                })
-                .collect(),
-        })
+        Ok(view_of(definition, row, state))
     }
 
     /// The unsealed output of `step` (needs the sealing key if it holds secrets).
@@ -877,4 +842,61 @@ pub(crate) fn settles(event: &RunEvent) -> bool {
             | RunEvent::RunPaused
             | RunEvent::RunAbandoned { .. }
     )
+}
+
+/// What operators and APIs are shown of `row` in `state`: secret outputs redacted.
+fn view_of(definition: Option<&Arc<SagaDefinition>>, row: RunRow, state: RunState) -> RunView {
+    let steps = state
+        .steps
+        .iter()
+        .map(|(name, s)| {
+            let mut output = s.output.clone();
+            if let Some(v) = output.as_mut() {
+                redact_sealed(v);
+            }
+            StepView {
+                name: name.clone(),
+                dependencies: definition
+                    .and_then(|d| d.step(name))
+                    .map(|n| n.dependencies.to_vec())
+                    .unwrap_or_default(),
+                phase: s.phase,
+                attempt: s.attempt,
+                undo_attempt: s.undo_attempt,
+                next_attempt_at: s.retry_at.map(time),
+                last_error: s.last_error.clone(),
+                last_error_detail: s.last_error_detail.clone(),
+                undo_error: s.undo_error.clone(),
+                undo_error_detail: s.undo_error_detail.clone(),
+                output,
+            }
+        })
+        .collect();
+    RunView {
+        id: row.id,
+        saga: row.saga,
+        version: row.version,
+        idempotency_key: row.idempotency_key,
+        status: state.status,
+        created_at: time(row.created_at_ms),
+        updated_at: time(row.updated_at_ms),
+        last_seq: state.last_seq,
+        steps,
+        pause_requested: state.pause_requested,
+        cancel_requested: state.cancel_requested,
+        compensation_reason: state.compensation_reason,
+        needs_attention: state.needs_attention,
+        environment: row.environment,
+        attention_reason: state.attention_reason,
+        abandoned_reason: state.abandoned_reason,
+        requests: state
+            .requests
+            .into_iter()
+            .map(|r| RequestView {
+                action: r.action,
+                actor: r.actor,
+                at: time(r.at_ms),
+            })
+            .collect(),
+    }
 }

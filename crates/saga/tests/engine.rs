@@ -862,3 +862,71 @@ async fn a_step_keeps_its_action_error_and_its_undo_error_apart() {
         j.cleanup().await;
     }
 }
+
+/// An API answers a new run with `Started::first_view`, built from what was written, without
+/// reading the journal again: it must be exactly what a read right after the commit shows,
+/// both for a queued run and for one this process claimed and started at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_runs_first_view_is_what_a_read_after_its_commit_shows() {
+    for j in both().await {
+        let world = Arc::new(MemoryWorld::default());
+        let gate = Gate::new();
+        let def = chain(
+            "chain",
+            1,
+            Scripted::new("a", &world).gated(&gate),
+            Scripted::new("b", &world),
+        );
+        let e = engine(&j, vec![def]);
+        let queued = e
+            .start_by(
+                "chain",
+                "first-view-queued",
+                &input("q"),
+                Some("ops@agency"),
+            )
+            .await
+            .unwrap();
+        let first = queued
+            .first_view
+            .clone()
+            .expect("a new run has a first view");
+        assert_eq!(first.status, RunStatus::Queued, "{}", j.label);
+        assert_eq!(
+            *first,
+            e.status(queued.run_id).await.unwrap(),
+            "{}",
+            j.label
+        );
+        assert_eq!(first.requests.len(), 1, "{}: who asked is shown", j.label);
+
+        let w = e.run_workers();
+        let claimed = e
+            .start("chain", "first-view-claimed", &input("c"))
+            .await
+            .unwrap();
+        gate.entered.notified().await;
+        let first = claimed
+            .first_view
+            .clone()
+            .expect("a new run has a first view");
+        assert_eq!(phase(&first, "a"), StepPhase::Running, "{}", j.label);
+        assert_eq!(
+            *first,
+            e.status(claimed.run_id).await.unwrap(),
+            "{}",
+            j.label
+        );
+
+        // The same key again is the existing run: read, never a first view.
+        let again = e
+            .start("chain", "first-view-claimed", &input("c"))
+            .await
+            .unwrap();
+        assert!(!again.created && again.first_view.is_none(), "{}", j.label);
+        gate.open();
+        settle(&e, claimed.run_id).await;
+        w.shutdown(Duration::from_secs(5)).await;
+        j.cleanup().await;
+    }
+}

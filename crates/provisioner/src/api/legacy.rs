@@ -164,7 +164,7 @@ async fn run(
         body.insert("metadata".into(), json!({ "integrations": integrations }));
     }
     let client = body::client(&body, &[])?;
-    let (_, run_id) = provisionings::start(state, &client, &principal.name).await?;
+    let (_, run_id, _) = provisionings::start(state, &client, &principal.name).await?;
     let settled = tokio::time::timeout(state.options.legacy_wait, state.app.wait(run_id)).await;
     let status_url = format!("/v1/provisionings/{run_id}");
     let accepted = |message: String| {

@@ -174,6 +174,13 @@ async fn drain_unread_body(request: Request, next: Next) -> Response {
     next.run(Request::from_parts(parts, Body::empty())).await
 }
 
+/// A request has a person (or the admin app) waiting on it, so its journal calls take the
+/// journal's interactive lane: connections and commit loops of their own, never queued
+/// behind the workers' batches in the same process.
+async fn interactive_lane(request: Request, next: Next) -> Response {
+    saga::journal::interactive(next.run(request)).await
+}
+
 /// Everything `provisioner serve` answers, all of it in `/openapi.json`: the API's routes
 /// and the service routes.
 pub fn server_router(
@@ -197,6 +204,7 @@ pub fn router(state: ApiState) -> Router {
         .method_not_allowed_fallback(wrong_method)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(drain_unread_body))
+        .layer(middleware::from_fn(interactive_lane))
         .layer(middleware::from_fn(latency::record));
     // Outermost, so that preflights never meet authentication and every answer (refusals
     // included) is marked for the browser.

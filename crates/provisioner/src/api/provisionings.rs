@@ -2,6 +2,7 @@
 //! them. Every mutating call records the caller (see [`Principal`]) in the run's history.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use axum::Extension;
 use axum::Json;
@@ -227,8 +228,13 @@ pub fn summary(run: RunSummary) -> ProvisioningSummary {
 /// The run `id` in full: state, steps, record, metadata and history.
 pub async fn view(app: &App, id: Uuid) -> Result<ProvisioningView, ApiError> {
     let (run, input) = app.engine.status_and_input(id).await?;
+    Ok(view_of(&run, &input))
+}
+
+/// `run` as the API shows it; `input` is what the run was started with.
+pub fn view_of(run: &RunView, input: &Value) -> ProvisioningView {
     let metadata = input.get("metadata").cloned();
-    let record = serde_json::to_value(App::record(&run)).unwrap_or(Value::Null);
+    let record = serde_json::to_value(App::record(run)).unwrap_or(Value::Null);
     let client_id = client_of(&run.idempotency_key);
     let steps = run
         .steps
@@ -243,7 +249,7 @@ pub async fn view(app: &App, id: Uuid) -> Result<ProvisioningView, ApiError> {
             attempts: s.attempt,
             undo_attempts: s.undo_attempt,
             next_attempt_at: s.next_attempt_at,
-            wait_reason: wait_reason(&run, s),
+            wait_reason: wait_reason(run, s),
             last_error: s.last_error.as_ref().map(|m| StepErrorView {
                 message: m.clone(),
                 detail: s.last_error_detail.clone(),
@@ -254,7 +260,7 @@ pub async fn view(app: &App, id: Uuid) -> Result<ProvisioningView, ApiError> {
             }),
         })
         .collect();
-    Ok(ProvisioningView {
+    ProvisioningView {
         links: RunLinks::new(run.id, client_id.as_deref()),
         id: run.id,
         saga: run.saga.clone(),
@@ -281,7 +287,7 @@ pub async fn view(app: &App, id: Uuid) -> Result<ProvisioningView, ApiError> {
                 at: r.at,
             })
             .collect(),
-    })
+    }
 }
 
 /// A run answered with `status`, and a `Location` for a new one.
@@ -307,16 +313,18 @@ pub fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     })
 }
 
-/// Starts the client's provision run (202), or answers with the one it has (200); 409 when
-/// that run was asked for with other parameters, naming them.
+/// Starts the client's provision run (202, with the new run as committed), or answers with
+/// the one it has (200); 409 when that run was asked for with other parameters, naming them.
 pub async fn start(
     state: &ApiState,
     client: &Client,
     actor: &str,
-) -> Result<(StatusCode, Uuid), ApiError> {
+) -> Result<(StatusCode, Uuid, Option<Arc<RunView>>), ApiError> {
     match state.app.provision_by(client, Some(actor)).await {
-        Ok(started) if started.created => Ok((StatusCode::ACCEPTED, started.run_id)),
-        Ok(started) => Ok((StatusCode::OK, started.run_id)),
+        Ok(started) if started.created => {
+            Ok((StatusCode::ACCEPTED, started.run_id, started.first_view))
+        }
+        Ok(started) => Ok((StatusCode::OK, started.run_id, None)),
         Err(AppError::Engine(EngineError::KeyConflict { run_id, .. })) => {
             let existing: Option<Client> = state
                 .app
@@ -328,7 +336,7 @@ pub async fn start(
                 .unwrap_or_default();
             if differing.is_empty() {
                 // Only `metadata` differs, which is not a parameter: the same stack.
-                return Ok((StatusCode::OK, run_id));
+                return Ok((StatusCode::OK, run_id, None));
             }
             Err(ApiError::fields(
                 Outcome::Conflict,
@@ -373,9 +381,17 @@ pub async fn create(
     let validating = std::time::Instant::now();
     let client = body::client(&body, &[])?;
     latency::stage(ROUTE, "validate", validating.elapsed());
-    let (status, id) =
+    let (status, id, first_view) =
         latency::timed(ROUTE, "start", start(&state, &client, &principal.name)).await?;
-    let view = latency::timed(ROUTE, "read_back", view(&state.app, id)).await?;
+    // A new run is answered as it was committed, with the input it was started with; an
+    // existing one is read back, as it is now.
+    let view = match first_view {
+        Some(run) => {
+            let input = serde_json::to_value(&client).unwrap_or(Value::Null);
+            view_of(&run, &input)
+        }
+        None => latency::timed(ROUTE, "read_back", view(&state.app, id)).await?,
+    };
     Ok(run_response(status, view))
 }
 

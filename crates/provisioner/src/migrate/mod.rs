@@ -316,6 +316,7 @@ pub async fn start(
         return Ok(Started {
             run_id: run.id,
             created: false,
+            first_view: None,
         });
     }
     let tenants = selection::resolve(app, &request.selection).await?;

@@ -9,6 +9,7 @@
 //! [`PostgresJournal`] (several worker processes). Their SQL lives in `sql/<backend>/`.
 
 mod group_commit;
+mod lane;
 mod outbox;
 mod postgres;
 mod sqlite;
@@ -22,11 +23,12 @@ use uuid::Uuid;
 
 use crate::event::{EventRecord, RunEvent, RunStatus};
 
+pub use lane::interactive;
 pub use outbox::{
     Delivery, DeliveryLease, DeliveryOutcome, DeliveryState, Outbox, OutboxEntry, Settlement,
     settled_status,
 };
-pub use postgres::PostgresJournal;
+pub use postgres::{INTERACTIVE_APPLICATION_NAME, PostgresJournal};
 pub use sqlite::SqliteJournal;
 
 #[derive(Debug, Clone, thiserror::Error)]

@@ -11,6 +11,7 @@ use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp, unexpected};
+use super::lane;
 use super::outbox::{attempt_count, group_entries, settlements};
 use super::{
     Append, AppendReceipt, Claim, Command, CreateOutcome, Delivery, DeliveryLease, DeliveryOutcome,
@@ -69,13 +70,26 @@ mod sql {
 /// Commit loops per process: while one batch commits, the next gathers and commits beside it.
 const WRITERS: usize = 4;
 
-/// Connections per process: the commit loops' and the readers' (API requests, step lookups).
+/// Connections per process: the commit loops' and the readers' (step lookups, the CLI).
 const MAX_CONNECTIONS: u32 = 12;
+
+/// The interactive lane's commit loops and connections (its readers have the rest), apart
+/// from the workers' so an API request never waits behind their batches. Opened only when
+/// a request first needs one (or by `warm_up`): worker processes never open them.
+const INTERACTIVE_WRITERS: usize = 2;
+const INTERACTIVE_CONNECTIONS: u32 = 4;
+/// The interactive lane's connections are named so on the server (`pg_stat_activity`).
+pub const INTERACTIVE_APPLICATION_NAME: &str = "saga journal, interactive lane";
+
+/// Callers wait this long for a pooled connection before the call fails.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct PostgresJournal {
     pool: PgPool,
     committer: GroupCommitter,
+    interactive_pool: PgPool,
+    interactive_committer: GroupCommitter,
 }
 
 impl PostgresJournal {
@@ -83,7 +97,7 @@ impl PostgresJournal {
     pub async fn connect(url: &str) -> Result<Self, JournalError> {
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(30))
+            .acquire_timeout(ACQUIRE_TIMEOUT)
             // sqlx checks every connection it hands out with a round trip (the default, kept):
             // skipping the check for recently used ones handed dead connections out after the
             // journal's server restarted, and a batch took the failed read as the run's end.
@@ -94,13 +108,35 @@ impl PostgresJournal {
 
     pub async fn from_pool(pool: PgPool) -> Result<Self, JournalError> {
         migrate(&pool).await?;
+        // Same server and settings as `pool` (which also decides whether connections are
+        // checked before use); connections open on first use.
+        let interactive_pool = PgPoolOptions::new()
+            .max_connections(INTERACTIVE_CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(pool.options().get_test_before_acquire())
+            .connect_lazy_with(
+                pool.connect_options()
+                    .as_ref()
+                    .clone()
+                    .application_name(INTERACTIVE_APPLICATION_NAME),
+            );
+        let writers = |pool: &PgPool, count: usize, user: &'static str| {
+            (0..count)
+                .map(|_| PostgresWriter {
+                    pool: pool.clone(),
+                    user,
+                })
+                .collect()
+        };
         Ok(Self {
-            committer: GroupCommitter::spawn(
-                (0..WRITERS)
-                    .map(|_| PostgresWriter { pool: pool.clone() })
-                    .collect(),
-            ),
+            committer: GroupCommitter::spawn(writers(&pool, WRITERS, "writer")),
+            interactive_committer: GroupCommitter::spawn(writers(
+                &interactive_pool,
+                INTERACTIVE_WRITERS,
+                "interactive_writer",
+            )),
             pool,
+            interactive_pool,
         })
     }
 }
@@ -108,14 +144,37 @@ impl PostgresJournal {
 impl PostgresJournal {
     /// Transactions this journal has committed (each may hold many runs' writes).
     pub fn commits(&self) -> u64 {
-        self.committer.commits()
+        self.committer.commits() + self.interactive_committer.commits()
+    }
+
+    /// The pool of the calling task's lane (see [`super::interactive`]).
+    fn read_pool(&self) -> &PgPool {
+        if lane::is_interactive() {
+            &self.interactive_pool
+        } else {
+            &self.pool
+        }
+    }
+
+    /// The commit loops of the calling task's lane.
+    fn committer(&self) -> &GroupCommitter {
+        if lane::is_interactive() {
+            &self.interactive_committer
+        } else {
+            &self.committer
+        }
     }
 
     /// A pooled connection for one read, the wait for it measured apart from the query.
     async fn reader(&self) -> Result<PoolConnection<Postgres>, JournalError> {
         let waiting = Instant::now();
-        let connection = self.pool.acquire().await?;
-        crate::measure::journal_pool_wait("read", waiting.elapsed());
+        let connection = self.read_pool().acquire().await?;
+        let user = if lane::is_interactive() {
+            "interactive_read"
+        } else {
+            "read"
+        };
+        crate::measure::journal_pool_wait(user, waiting.elapsed());
         Ok(connection)
     }
 }
@@ -182,6 +241,8 @@ fn leases(rows: &[PgRow]) -> Result<Vec<Claim>, JournalError> {
 
 struct PostgresWriter {
     pool: PgPool,
+    /// The pool-wait metric's label: which lane's commit loop this is.
+    user: &'static str,
 }
 
 type Tx = Transaction<'static, Postgres>;
@@ -476,7 +537,7 @@ impl PostgresWriter {
         let waiting = Instant::now();
         let mut tx = self.pool.begin().await?;
         // Includes the BEGIN round trip, which is small beside a wait for a connection.
-        crate::measure::journal_pool_wait("writer", waiting.elapsed());
+        crate::measure::journal_pool_wait(self.user, waiting.elapsed());
         let mut outcomes: Vec<Option<Result<WriteDone, JournalError>>> =
             ops.iter().map(|_| None).collect();
         for &i in order {
@@ -515,14 +576,14 @@ impl BatchWriter for PostgresWriter {
 #[async_trait]
 impl Journal for PostgresJournal {
     async fn create_run(&self, run: NewRun) -> Result<CreateOutcome, JournalError> {
-        match self.committer.submit(WriteOp::Create(run)).await? {
+        match self.committer().submit(WriteOp::Create(run)).await? {
             WriteDone::Created(c) => Ok(c),
             other => Err(unexpected(other)),
         }
     }
 
     async fn append(&self, append: Append) -> Result<AppendReceipt, JournalError> {
-        match self.committer.submit(WriteOp::Append(append)).await? {
+        match self.committer().submit(WriteOp::Append(append)).await? {
             WriteDone::Appended(r) => Ok(r),
             other => Err(unexpected(other)),
         }
@@ -539,7 +600,7 @@ impl Journal for PostgresJournal {
             now_ms,
             limit,
         };
-        match self.committer.submit(op).await? {
+        match self.committer().submit(op).await? {
             WriteDone::Leases(l) => Ok(l),
             other => Err(unexpected(other)),
         }
@@ -556,7 +617,7 @@ impl Journal for PostgresJournal {
             held: held.to_vec(),
             now_ms,
         };
-        match self.committer.submit(op).await? {
+        match self.committer().submit(op).await? {
             WriteDone::Leases(l) => Ok(l),
             other => Err(unexpected(other)),
         }
@@ -614,7 +675,7 @@ impl Journal for PostgresJournal {
                 .bind(filter.before)
                 .bind(i64::from(filter.limit))
                 .bind(filter.key_like.as_deref())
-                .fetch_all(&self.pool)
+                .fetch_all(self.read_pool())
                 .await?;
             return rows.iter().map(run_row).collect();
         }
@@ -623,7 +684,7 @@ impl Journal for PostgresJournal {
             .bind(filter.saga.as_deref())
             .bind(filter.after)
             .bind(i64::from(filter.limit))
-            .fetch_all(&self.pool)
+            .fetch_all(self.read_pool())
             .await?;
         rows.iter().map(run_row).collect()
     }
@@ -637,29 +698,38 @@ impl Journal for PostgresJournal {
     /// otherwise wait for. So every connection the pool may hold is opened here, at once, and
     /// each prepares the reads a request makes. The pool keeps them while they are in use and
     /// closes them after its idle timeout (sqlx's ten minutes), as before.
+    /// Both lanes are opened: `serve` warms up because it answers requests.
     async fn warm_up(&self) -> Result<usize, JournalError> {
-        let size = self.pool.options().get_max_connections() as usize;
-        // Held together, so the pool must open a new connection for each.
-        let connections =
-            futures::future::try_join_all((0..size).map(|_| self.pool.acquire())).await?;
-        for mut connection in connections {
-            // Keys and ids no run has: each statement is parsed and cached, nothing is read.
-            sqlx::query(sql::SELECT_RUN)
-                .bind(Uuid::nil())
-                .fetch_optional(&mut *connection)
-                .await?;
-            sqlx::query(sql::SELECT_RUN_BY_KEY)
-                .bind("")
-                .fetch_optional(&mut *connection)
-                .await?;
-            sqlx::query(sql::EVENTS_SINCE)
-                .bind(Uuid::nil())
-                .bind(0_i64)
-                .fetch_all(&mut *connection)
-                .await?;
+        let mut opened = 0;
+        for pool in [&self.pool, &self.interactive_pool] {
+            opened += warm_up_pool(pool).await?;
         }
-        Ok(size)
+        Ok(opened)
     }
+}
+
+/// Opens every connection `pool` may hold and prepares on each the reads a request makes.
+async fn warm_up_pool(pool: &PgPool) -> Result<usize, JournalError> {
+    let size = pool.options().get_max_connections() as usize;
+    // Held together, so the pool must open a new connection for each.
+    let connections = futures::future::try_join_all((0..size).map(|_| pool.acquire())).await?;
+    for mut connection in connections {
+        // Keys and ids no run has: each statement is parsed and cached, nothing is read.
+        sqlx::query(sql::SELECT_RUN)
+            .bind(Uuid::nil())
+            .fetch_optional(&mut *connection)
+            .await?;
+        sqlx::query(sql::SELECT_RUN_BY_KEY)
+            .bind("")
+            .fetch_optional(&mut *connection)
+            .await?;
+        sqlx::query(sql::EVENTS_SINCE)
+            .bind(Uuid::nil())
+            .bind(0_i64)
+            .fetch_all(&mut *connection)
+            .await?;
+    }
+    Ok(size)
 }
 
 #[async_trait]
@@ -670,7 +740,9 @@ impl Outbox for PostgresJournal {
         now_ms: i64,
         limit: u32,
     ) -> Result<Vec<Delivery>, JournalError> {
-        self.committer.claim_deliveries(lease, now_ms, limit).await
+        self.committer()
+            .claim_deliveries(lease, now_ms, limit)
+            .await
     }
 
     async fn finish_delivery(
@@ -680,7 +752,7 @@ impl Outbox for PostgresJournal {
         now_ms: i64,
         outcome: &DeliveryOutcome,
     ) -> Result<bool, JournalError> {
-        self.committer
+        self.committer()
             .finish_delivery(delivery, owner, now_ms, outcome)
             .await
     }
@@ -688,7 +760,7 @@ impl Outbox for PostgresJournal {
     async fn outbox_of_run(&self, run_id: Uuid) -> Result<Vec<OutboxEntry>, JournalError> {
         let rows = sqlx::query(sql::OUTBOX_OF_RUN)
             .bind(run_id)
-            .fetch_all(&self.pool)
+            .fetch_all(self.read_pool())
             .await?;
         let mut joined = Vec::with_capacity(rows.len());
         for r in &rows {
