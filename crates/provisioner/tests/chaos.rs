@@ -337,7 +337,7 @@ async fn failover_a_worker_killed_mid_batch_loses_its_runs_to_the_other_two() {
         "wall_s": kit::secs(began.elapsed()),
         "kills": [{"at_s": kill_at_s, "process": "worker-0", "pid": workers[0].0.pid, "held_runs": orphaned.len()}],
         "takeover": {
-            "lease_s": 15,
+            "lease_s": 8,
             "runs": orphaned.len(),
             "first_s": kit::secs(Duration::from_secs_f64(times.iter().copied().fold(f64::MAX, f64::min))),
             "median_s": kit::secs(Duration::from_secs_f64(takeover_median)),
