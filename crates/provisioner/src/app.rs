@@ -180,7 +180,10 @@ impl Default for AppOptions {
     fn default() -> Self {
         Self {
             readiness_interval: crate::stack::READINESS_INTERVAL,
-            lease: Duration::from_secs(15),
+            // A dead worker's runs are taken over within a lease (renewed every third of it,
+            // so 5.3 to 8 s after the kill, plus a claim poll): under the 10 s the failover
+            // target allows, for one renewal per worker every 2.7 s.
+            lease: Duration::from_secs(8),
             poll_interval: Duration::from_millis(500),
             workers: true,
             max_active_runs: DEFAULT_MAX_ACTIVE_RUNS,

@@ -2,13 +2,16 @@
 //! the CLI's progress display, `watch`, and the API's event stream. It reads the journal by
 //! sequence number, so it sees every transition whichever process wrote it, and it keeps reading
 //! until it has returned the event that stopped the run (stopping at the first quiet moment
-//! would lose a run's last events).
+//! would lose a run's last events). A journal that stops answering for a while (a server
+//! restart) is waited out as [`crate::journal_outage`] says, not taken for the run's end.
 
 use std::time::Duration;
 
 use saga::{Engine, EngineError, EventRecord, RunEvent, RunStatus};
 use tokio::sync::broadcast::{self, error::RecvError};
 use uuid::Uuid;
+
+use crate::journal_outage::{self, Notice, Patience};
 
 /// Where a feed ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,20 +67,44 @@ pub struct EventFeed {
     /// How often the journal is read when no event of this process says something happened
     /// (another process may be driving the run).
     poll: Duration,
+    patience: Patience,
+    notice: Notice,
 }
 
 impl EventFeed {
     /// The feed of `run_id` after sequence number `after_seq` (0 = from the start). Fails if
-    /// the run does not exist.
+    /// the run does not exist. Journal outages are told through `notice` while they are
+    /// waited out.
     pub async fn open(
         engine: &Engine,
         run_id: Uuid,
         after_seq: i64,
         stop_at: StopAt,
+        notice: Notice,
+    ) -> Result<Self, EngineError> {
+        Self::open_with(
+            engine,
+            run_id,
+            after_seq,
+            stop_at,
+            notice,
+            Patience::default(),
+        )
+        .await
+    }
+
+    /// [`EventFeed::open`] with its own patience for journal outages.
+    pub async fn open_with(
+        engine: &Engine,
+        run_id: Uuid,
+        after_seq: i64,
+        stop_at: StopAt,
+        notice: Notice,
+        patience: Patience,
     ) -> Result<Self, EngineError> {
         // Subscribe before reading the status, so nothing falls between the two.
         let wakeups = engine.subscribe();
-        let view = engine.status(run_id).await?;
+        let view = journal_outage::retrying(&patience, notice, || engine.status(run_id)).await?;
         Ok(Self {
             engine: engine.clone(),
             run_id,
@@ -88,7 +115,16 @@ impl EventFeed {
             finished: false,
             wakeups,
             poll: Duration::from_millis(250),
+            patience,
+            notice,
         })
+    }
+
+    /// Waits out later journal outages with `patience` (the one `open_with` was given is
+    /// for opening).
+    pub fn with_patience(mut self, patience: Patience) -> Self {
+        self.patience = patience;
+        self
     }
 
     /// Ends the feed only at a stopping event after `seq`, so a feed replaying a run from the
@@ -110,7 +146,11 @@ impl EventFeed {
             return Ok(None);
         }
         loop {
-            let batch = self.engine.events_since(self.run_id, self.last_seq).await?;
+            let (engine, run_id, after) = (&self.engine, self.run_id, self.last_seq);
+            let batch = journal_outage::retrying(&self.patience, self.notice, || {
+                engine.events_since(run_id, after)
+            })
+            .await?;
             if let Some(last) = batch.last() {
                 self.last_seq = last.seq;
                 if batch

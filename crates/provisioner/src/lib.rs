@@ -9,6 +9,7 @@ pub mod client;
 pub mod config;
 pub mod demo;
 pub mod event_feed;
+pub mod journal_outage;
 pub mod local_postgres;
 pub mod logging;
 pub mod manifest;

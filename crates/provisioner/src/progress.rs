@@ -117,7 +117,7 @@ impl Progress {
         run_id: Uuid,
         follow: Follow,
     ) -> Result<Self, EngineError> {
-        let feed = EventFeed::open(engine, run_id, 0, follow.stop_at)
+        let feed = EventFeed::open(engine, run_id, 0, follow.stop_at, say)
             .await?
             .stopping_only_after(follow.stops_after_seq);
         let mut display = Display::new(&follow);

@@ -53,6 +53,14 @@ pub enum EngineError {
     Journal(#[from] JournalError),
 }
 
+impl EngineError {
+    /// A journal error that may pass if the operation is tried again later (see
+    /// [`JournalError::is_transient`]); every other engine error is lasting.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Journal(e) if e.is_transient())
+    }
+}
+
 /// What [`Engine::start`] did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Started {

@@ -20,7 +20,11 @@ use super::error::{ApiError, ErrorBody};
 use super::provisionings::parse_id;
 use crate::client::FieldError;
 use crate::event_feed::{EventFeed, StopAt};
+use crate::journal_outage::{self, Patience};
 use crate::outcome::Outcome;
+
+/// How long opening an event stream waits for a journal that does not answer.
+const OPEN_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
 
 fn camel(key: &str) -> String {
     let mut out = String::with_capacity(key.len());
@@ -120,7 +124,22 @@ pub async fn stream(
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = parse_id(&super::body::path_param(id, "id", Outcome::NotFound)?)?;
     let after = last_event_id(&headers)?;
-    let feed = EventFeed::open(&state.app.engine, id, after, StopAt::Terminal).await?;
+    // A request is not kept waiting minutes for its answer: opening rides out a blip, and
+    // only the stream, once open (its keep-alives flowing), waits out a longer outage.
+    let opening = Patience {
+        limit: OPEN_PATIENCE,
+        ..Patience::default()
+    };
+    let feed = EventFeed::open_with(
+        &state.app.engine,
+        id,
+        after,
+        StopAt::Terminal,
+        journal_outage::log_notice,
+        opening,
+    )
+    .await?
+    .with_patience(Patience::default());
     let events = stream::unfold(Some(feed), |feed| async move {
         let mut feed = feed?;
         match feed.next().await {

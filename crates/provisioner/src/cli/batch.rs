@@ -20,11 +20,13 @@ use uuid::Uuid;
 
 use super::plan::{self, DEFAULT_CONCURRENCY};
 use super::{CliError, StopSignal, open_app};
-use crate::app::App;
+use crate::app::{App, AppError};
 use crate::client::ClientSlug;
 use crate::event_feed::{EventFeed, StopAt};
+use crate::journal_outage::{Patience, retrying};
 use crate::manifest::{self, Manifest};
 use crate::outcome::{Failure, Outcome};
+use crate::progress::say;
 use crate::record::ResourceRecord;
 
 #[derive(Debug, Args)]
@@ -290,7 +292,7 @@ async fn summarise(
     run_id: Uuid,
     earlier: bool,
 ) -> Result<ClientSummary, Failure> {
-    let view = app.engine.status(run_id).await?;
+    let view = retrying(&Patience::default(), say, || app.engine.status(run_id)).await?;
     let record = ResourceRecord::from_run(&view);
     let status = ClientStatus::of(view.status);
     Ok(ClientSummary {
@@ -310,7 +312,7 @@ async fn summarise(
 }
 
 /// The client's current provision run, if it has one.
-async fn existing_run(app: &App, slug: &ClientSlug) -> Result<Option<(Uuid, RunStatus)>, Failure> {
+async fn existing_run(app: &App, slug: &ClientSlug) -> Result<Option<(Uuid, RunStatus)>, AppError> {
     let key = app.provision_key(slug).await?;
     Ok(app
         .engine
@@ -321,7 +323,9 @@ async fn existing_run(app: &App, slug: &ClientSlug) -> Result<Option<(Uuid, RunS
 
 /// Provisions one client and follows its run until it settles. A run the client already has
 /// is followed as it is (an unfinished one goes on from its journal); only a missing run is
-/// started, and a failed one is run again only with `retry_failed`.
+/// started, and a failed one is run again only with `retry_failed`. A journal outage is
+/// waited out (see [`crate::journal_outage`]): only the journal failing for its whole
+/// patience ends the client as an error.
 async fn provision_one(
     app: &App,
     manifest: &Manifest,
@@ -330,7 +334,9 @@ async fn provision_one(
     started: &Mutex<HashMap<String, Uuid>>,
 ) -> Result<ClientSummary, Failure> {
     let slug = &manifest.client.client_id;
-    let (run_id, after_seq, resumed) = match existing_run(app, slug).await? {
+    let patience = Patience::default();
+    let existing = retrying(&patience, say, || existing_run(app, slug)).await?;
+    let (run_id, after_seq, resumed) = match existing {
         Some((run_id, status)) => {
             let failed = matches!(status, RunStatus::Compensated | RunStatus::NeedsAttention);
             if status.is_settled() && status != RunStatus::Paused && !(failed && retry_failed) {
@@ -338,19 +344,22 @@ async fn provision_one(
             }
             // Events up to here belong to what the run did before (a retried run's history
             // holds the event that stopped it): the feed starts after them.
-            let seen = app.engine.status(run_id).await?.last_seq;
+            let seen = retrying(&patience, say, || app.engine.status(run_id))
+                .await?
+                .last_seq;
             if failed {
                 if status == RunStatus::NeedsAttention {
                     app.engine.retry(run_id).await?;
                 } else {
                     // Runs a compensated run forward again.
-                    app.provision(&manifest.client).await?;
+                    retrying(&patience, say, || app.provision(&manifest.client)).await?;
                 }
             }
             (run_id, seen, true)
         }
         None => {
-            let run = app.provision(&manifest.client).await?;
+            // Keyed by client: starting again after a cut-off answer finds the same run.
+            let run = retrying(&patience, say, || app.provision(&manifest.client)).await?;
             (run.run_id, 0, !run.created)
         }
     };
@@ -362,14 +371,14 @@ async fn provision_one(
         slug.as_str(),
         format!("run {run_id}{}", if resumed { " (resumed)" } else { "" }),
     );
-    let mut feed = EventFeed::open(&app.engine, run_id, after_seq, StopAt::Settled).await?;
+    let mut feed = EventFeed::open(&app.engine, run_id, after_seq, StopAt::Settled, say).await?;
     while let Some(records) = feed.next().await? {
         for record in &records {
             display.event(slug.as_str(), record);
         }
     }
     // The feed has shown the stopping event; the journal's view is read once it is settled.
-    app.engine.wait_for(run_id).await?;
+    retrying(&patience, say, || app.engine.wait_for(run_id)).await?;
     summarise(app, manifest, run_id, false).await
 }
 

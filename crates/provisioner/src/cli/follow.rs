@@ -6,12 +6,14 @@ use uuid::Uuid;
 use super::{CliError, StopSignal};
 use crate::app::App;
 use crate::event_feed::StopAt;
+use crate::journal_outage::{Patience, retrying};
 use crate::outcome::{Failure, Outcome};
-use crate::progress::{Follow, Progress};
+use crate::progress::{Follow, Progress, say};
 
 /// Follows a started run to its end with live progress; Ctrl-C or SIGTERM hands the run back
 /// intact. The run's view is read after the display has shown the event that settled it, so
-/// every transition is on screen before the outcome.
+/// every transition is on screen before the outcome. A journal outage is waited out (see
+/// [`crate::journal_outage`]).
 pub async fn drive(app: &App, run_id: Uuid, title: &str) -> Result<RunView, CliError> {
     follow_until(app, run_id, title, StopAt::Settled, false).await
 }
@@ -25,7 +27,10 @@ pub async fn follow_until(
     json: bool,
 ) -> Result<RunView, CliError> {
     let mut stop = StopSignal::listen();
-    let view = app.engine.status(run_id).await.map_err(CliError::from)?;
+    let patience = Patience::default();
+    let view = retrying(&patience, say, || app.engine.status(run_id))
+        .await
+        .map_err(CliError::from)?;
     let follow = Follow {
         title: title.to_owned(),
         steps: view.steps.iter().map(|s| s.name.clone()).collect(),
@@ -47,5 +52,7 @@ pub async fn follow_until(
             )));
         }
     }
-    app.engine.status(run_id).await.map_err(CliError::from)
+    retrying(&patience, say, || app.engine.status(run_id))
+        .await
+        .map_err(CliError::from)
 }

@@ -57,6 +57,83 @@ pub enum JournalError {
     Unavailable(String),
 }
 
+impl JournalError {
+    /// Whether the same operation may succeed if tried again later, with nothing changed on
+    /// this side: the server restarting or not reachable, a connection cut, the pool's wait
+    /// running out, the database busy or shutting down, its disk full (once space is freed).
+    /// Fencing, missing runs, refused states, corrupt data and a stopped writer are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Database(e) => transient_database(e),
+            Self::Fenced { .. }
+            | Self::CommandPending { .. }
+            | Self::NotFound(_)
+            | Self::WrongState { .. }
+            | Self::Corrupt(_)
+            | Self::Unavailable(_) => false,
+        }
+    }
+
+    /// The journal's storage is full (SQLite's `SQLITE_FULL`, PostgreSQL's `disk_full`):
+    /// writes fail until space is freed, reads still work.
+    pub fn is_disk_full(&self) -> bool {
+        let Self::Database(e) = self else {
+            return false;
+        };
+        let sqlx::Error::Database(db) = e.as_ref() else {
+            return false;
+        };
+        if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+            return sqlite_primary_code(sqlite) == Some(SQLITE_FULL);
+        }
+        db.code().as_deref() == Some(PG_DISK_FULL)
+    }
+}
+
+/// SQLite's primary result codes a retry can get past: busy, locked, full.
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+const SQLITE_FULL: i32 = 13;
+const PG_DISK_FULL: &str = "53100";
+
+/// PostgreSQL's SQLSTATEs a retry can get past: the server shutting down, starting up or
+/// out of connections, serialization conflicts. Class 08 (connection exceptions) is too.
+const PG_TRANSIENT: &[&str] = &[
+    "57P01", // admin_shutdown
+    "57P02", // crash_shutdown
+    "57P03", // cannot_connect_now
+    "53300", // too_many_connections
+    PG_DISK_FULL,
+    "40001", // serialization_failure
+    "40P01", // deadlock_detected
+];
+
+fn sqlite_primary_code(e: &sqlx::sqlite::SqliteError) -> Option<i32> {
+    // The code is SQLite's extended result code; its low byte is the primary one.
+    sqlx::error::DatabaseError::code(e)
+        .and_then(|c| c.parse::<i32>().ok())
+        .map(|c| c & 0xff)
+}
+
+fn transient_database(e: &sqlx::Error) -> bool {
+    match e {
+        // A PostgreSQL connection refused, reset or cut mid-answer (SQLite reports its own
+        // I/O failures as database errors, not as these).
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut => true,
+        sqlx::Error::Database(db) => {
+            if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                return matches!(
+                    sqlite_primary_code(sqlite),
+                    Some(SQLITE_BUSY | SQLITE_LOCKED | SQLITE_FULL)
+                );
+            }
+            db.code()
+                .is_some_and(|code| code.starts_with("08") || PG_TRANSIENT.contains(&&*code))
+        }
+        _ => false,
+    }
+}
+
 impl From<sqlx::Error> for JournalError {
     fn from(e: sqlx::Error) -> Self {
         Self::Database(Arc::new(e))

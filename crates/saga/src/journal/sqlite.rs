@@ -1,16 +1,23 @@
 //! The SQLite journal: the embedded default for one process. WAL with `synchronous = FULL`,
 //! so a committed event survives power loss; one writer connection fed by group commit,
 //! and a small pool of readers that WAL lets run beside it.
+//!
+//! A transaction that fails (a full disk, an I/O error) costs the writer its connection: on
+//! such errors SQLite may already have rolled the whole transaction back itself, after which
+//! sqlx's own rollback fails and it keeps counting the transaction as open, so the next
+//! `BEGIN` it issues is a `SAVEPOINT` and, after one more failure, a `ROLLBACK TO` that leaves
+//! a transaction open for good: writes acknowledged but never committed, invisible to readers
+//! and lost at exit. A fresh connection has no such state.
 
 use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
 };
-use sqlx::{Row, Sqlite, Transaction};
+use sqlx::{Connection, Row, Sqlite, Transaction};
 use uuid::Uuid;
 
 use super::group_commit::{BatchWriter, GroupCommitter, WriteDone, WriteOp, unexpected};
@@ -81,18 +88,18 @@ impl SqliteJournal {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await?;
-        migrate(&writer).await?;
+        let mut writer = SqliteConnection::connect_with(&options).await?;
+        migrate(&mut writer).await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         Ok(Self {
             reader,
-            committer: GroupCommitter::spawn(vec![SqliteWriter { pool: writer }]),
+            committer: GroupCommitter::spawn(vec![SqliteWriter {
+                options,
+                connection: Some(writer),
+            }]),
         })
     }
 }
@@ -104,10 +111,12 @@ impl SqliteJournal {
     }
 }
 
-async fn migrate(pool: &SqlitePool) -> Result<(), JournalError> {
-    sqlx::query(sql::MIGRATIONS_TABLE).execute(pool).await?;
+async fn migrate(connection: &mut SqliteConnection) -> Result<(), JournalError> {
+    sqlx::query(sql::MIGRATIONS_TABLE)
+        .execute(&mut *connection)
+        .await?;
     for &(version, script) in sql::MIGRATIONS {
-        let mut tx = pool.begin().await?;
+        let mut tx = connection.begin().await?;
         let applied: i64 = sqlx::query_scalar(sql::MIGRATION_APPLIED)
             .bind(version)
             .fetch_one(&mut *tx)
@@ -169,14 +178,17 @@ fn leases(rows: &[SqliteRow]) -> Result<Vec<Claim>, JournalError> {
         .collect()
 }
 
+/// The one connection that writes; `None` after a failed transaction until the next batch
+/// opens a fresh one (see the module's comment).
 struct SqliteWriter {
-    pool: SqlitePool,
+    options: SqliteConnectOptions,
+    connection: Option<SqliteConnection>,
 }
 
-type Tx = Transaction<'static, Sqlite>;
+type Tx<'c> = Transaction<'c, Sqlite>;
 
 async fn insert_events(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     run_id: &str,
     first_seq: i64,
     at: i64,
@@ -206,7 +218,7 @@ async fn insert_events(
 }
 
 async fn claim_deliveries(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     lease: &DeliveryLease,
     now_ms: i64,
     limit: u32,
@@ -250,7 +262,7 @@ async fn claim_deliveries(
 }
 
 async fn finish_delivery(
-    tx: &mut Tx,
+    tx: &mut Tx<'_>,
     delivery: &Delivery,
     owner: &str,
     now_ms: i64,
@@ -272,7 +284,7 @@ async fn finish_delivery(
     Ok(recorded.is_some())
 }
 
-async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
+async fn create(tx: &mut Tx<'_>, run: &NewRun) -> Result<WriteDone, JournalError> {
     let id = run.id.to_string();
     let (owner, generation, expires) = match &run.claim {
         Some(l) => (Some(l.worker.clone()), 1_i64, Some(run.now_ms + l.lease_ms)),
@@ -308,7 +320,7 @@ async fn create(tx: &mut Tx, run: &NewRun) -> Result<WriteDone, JournalError> {
     )))
 }
 
-async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
+async fn append(tx: &mut Tx<'_>, a: &Append) -> Result<WriteDone, JournalError> {
     let id = a.run_id.to_string();
     let count = i64::try_from(a.events.len())
         .map_err(|_| JournalError::Corrupt("too many events".into()))?;
@@ -373,7 +385,7 @@ async fn append(tx: &mut Tx, a: &Append) -> Result<WriteDone, JournalError> {
     }))
 }
 
-async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
+async fn apply(tx: &mut Tx<'_>, op: &WriteOp) -> Result<WriteDone, JournalError> {
     match op {
         WriteOp::Create(run) => create(tx, run).await,
         WriteOp::Append(a) => append(tx, a).await,
@@ -429,23 +441,43 @@ async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
     }
 }
 
+async fn write_in_one_transaction(
+    connection: &mut SqliteConnection,
+    ops: &[WriteOp],
+) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
+    let mut tx = connection.begin().await?;
+    let mut outcomes = Vec::with_capacity(ops.len());
+    for op in ops {
+        match apply(&mut tx, op).await {
+            // A failed statement may have left partial work: give up the whole batch.
+            Err(e @ (JournalError::Database(_) | JournalError::Corrupt(_))) => return Err(e),
+            outcome => outcomes.push(outcome),
+        }
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
 #[async_trait]
 impl BatchWriter for SqliteWriter {
     async fn write_batch(
         &mut self,
         ops: &[WriteOp],
     ) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
-        let mut tx = self.pool.begin().await?;
-        let mut outcomes = Vec::with_capacity(ops.len());
-        for op in ops {
-            match apply(&mut tx, op).await {
-                // A failed statement may have left partial work: give up the whole batch.
-                Err(e @ (JournalError::Database(_) | JournalError::Corrupt(_))) => return Err(e),
-                outcome => outcomes.push(outcome),
-            }
+        let connection = match self.connection.take() {
+            Some(connection) => connection,
+            None => SqliteConnection::connect_with(&self.options).await?,
+        };
+        let connection = self.connection.insert(connection);
+        let written = write_in_one_transaction(connection, ops).await;
+        if written.is_err()
+            && let Some(broken) = self.connection.take()
+        {
+            // Closing rolls back whatever SQLite still holds open; an error closing a
+            // connection that is being given up changes nothing for the batch.
+            let _ = broken.close().await;
         }
-        tx.commit().await?;
-        Ok(outcomes)
+        written
     }
 }
 
