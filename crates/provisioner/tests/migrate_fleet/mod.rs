@@ -12,7 +12,7 @@
 )]
 
 #[path = "../support/mod.rs"]
-mod support;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -86,6 +86,13 @@ impl Fleet {
     /// pointed at a migrations directory holding version 1 only (see [`Fleet::migrations`]).
     pub async fn provision(prefix: &str, n: usize) -> Option<Self> {
         let admin_url = support::admin_url().await?;
+        Some(Self::provision_on(&admin_url, prefix, n).await)
+    }
+
+    /// [`Fleet::provision`] with the tenant databases on the PostgreSQL server at
+    /// `admin_url` (e.g. a cluster of the test's own, to stop and start).
+    pub async fn provision_on(admin_url: &str, prefix: &str, n: usize) -> Self {
+        let admin_url = admin_url.to_owned();
         let sandbox = support::sandbox_with(&admin_url, |_| {}).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("provisioner.toml");
@@ -137,7 +144,7 @@ impl Fleet {
             "provisioned {n} tenants in {:.1} s",
             fleet.provisioned_in.as_secs_f64()
         );
-        Some(fleet)
+        fleet
     }
 
     /// Points the configuration at a fresh migrations directory holding `files`.
