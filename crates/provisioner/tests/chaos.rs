@@ -659,12 +659,7 @@ async fn journal_postgres_restarted_mid_batch_runs_wait_and_continue() {
     let Some(admin_url) = support::admin_url().await else {
         return;
     };
-    let Some(cluster) = kit::ThrowawayPostgres::start() else {
-        assert!(
-            !saga::testkit::postgres::postgres_required(),
-            "initdb is needed to start a PostgreSQL cluster of the test's own"
-        );
-        println!("skipping: no initdb to start a PostgreSQL cluster of the test's own");
+    let Some(cluster) = kit::ThrowawayPostgres::start_or_skip() else {
         return;
     };
     let began = Instant::now();
@@ -1063,12 +1058,7 @@ async fn migrations_under_fire_a_rollout_survives_its_tenants_restart_and_its_pr
     if support::admin_url().await.is_none() {
         return;
     }
-    let Some(cluster) = kit::ThrowawayPostgres::start() else {
-        assert!(
-            !saga::testkit::postgres::postgres_required(),
-            "initdb is needed to start a PostgreSQL cluster of the test's own"
-        );
-        println!("skipping: no initdb to start a PostgreSQL cluster of the test's own");
+    let Some(cluster) = kit::ThrowawayPostgres::start_or_skip() else {
         return;
     };
     let full = kit::full_size();

@@ -13,33 +13,9 @@ mod throwaway_postgres;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use migrate_fleet::{Fleet, INIT, LABEL_KINDS, LABELS};
+use migrate_fleet::{ALL, Fleet, assert_names_the_labels_failure, three_versions};
 use serde_json::Value;
 use throwaway_postgres::ThrowawayPostgres;
-
-const ALL: [&str; 3] = ["0001", "0002", "0003"];
-
-fn three_versions() -> [(&'static str, &'static str); 3] {
-    [
-        ("0001_init.sql", INIT),
-        ("0002_labels.sql", LABELS),
-        ("0003_label_kinds.sql", LABEL_KINDS),
-    ]
-}
-
-fn assert_names_the_labels_failure(failure: &Value, client: &str) {
-    assert_eq!(failure["clientId"], client, "{failure}");
-    assert_eq!(failure["version"], "0002", "{failure}");
-    assert_eq!(failure["fileName"], "0002_labels.sql", "{failure}");
-    assert!(
-        failure["statement"]
-            .as_str()
-            .unwrap()
-            .contains("CREATE TABLE public.labels"),
-        "{failure}"
-    );
-    assert_eq!(failure["code"], "42P07", "{failure}");
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn continue_on_error_runs_later_waves_and_reports_the_failures_but_the_canary_halts() {
@@ -237,12 +213,7 @@ async fn an_unreachable_tenant_database_makes_the_wave_run_again_until_it_answer
     if migrate_fleet::support::admin_url().await.is_none() {
         return;
     }
-    let Some(cluster) = ThrowawayPostgres::start() else {
-        assert!(
-            !saga::testkit::postgres::postgres_required(),
-            "initdb is needed to start a PostgreSQL cluster of the test's own"
-        );
-        println!("skipping: no initdb to start a PostgreSQL cluster of the test's own");
+    let Some(cluster) = ThrowawayPostgres::start_or_skip() else {
         return;
     };
     let fleet = Fleet::provision_on(&cluster.url("postgres"), "mig-down", 3).await;

@@ -50,6 +50,24 @@ impl ThrowawayPostgres {
         Some(cluster)
     }
 
+    /// [`ThrowawayPostgres::start`], or `None` after a line saying the test is skipped;
+    /// where PostgreSQL is required (`PROVISIONER_TEST_REQUIRE_POSTGRES`), a missing initdb
+    /// fails the test instead.
+    pub fn start_or_skip() -> Option<ThrowawayPostgres> {
+        let cluster = Self::start();
+        if cluster.is_none() {
+            assert!(
+                !saga::testkit::postgres::postgres_required(),
+                "initdb is needed to start a PostgreSQL cluster of the test's own"
+            );
+            #[allow(clippy::print_stdout)] // the test's own output: why it did nothing
+            {
+                println!("skipping: no initdb to start a PostgreSQL cluster of the test's own");
+            }
+        }
+        cluster
+    }
+
     pub fn url(&self, database: &str) -> String {
         format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
     }
