@@ -9,7 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout)]
 
 mod chaos_support;
-mod support;
+mod migrate_fleet;
+// One copy of the shared test support, the fleet's (`chaos_support` reads it as `crate::support`).
+use migrate_fleet::support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
@@ -656,12 +658,7 @@ async fn journal_postgres_restarted_mid_batch_runs_wait_and_continue() {
     let Some(admin_url) = support::admin_url().await else {
         return;
     };
-    let Some(cluster) = kit::ThrowawayPostgres::start() else {
-        assert!(
-            !saga::testkit::postgres::postgres_required(),
-            "initdb is needed to start a PostgreSQL cluster of the test's own"
-        );
-        println!("skipping: no initdb to start a PostgreSQL cluster of the test's own");
+    let Some(cluster) = kit::ThrowawayPostgres::start_or_skip() else {
         return;
     };
     let began = Instant::now();
@@ -1038,4 +1035,197 @@ async fn a_provider_url_where_nothing_answers_fails_the_preflight_at_once() {
     );
     assert!(sandbox.inventory().await.is_empty());
     sandbox.stop().await;
+}
+
+/// How many of the fleet's tenants record all three versions.
+async fn tenants_at_version_3(fleet: &migrate_fleet::Fleet) -> usize {
+    let mut done = 0;
+    for (_, project) in &fleet.tenants {
+        if fleet.versions(project).await.len() == 3 {
+            done += 1;
+        }
+    }
+    done
+}
+
+/// Migrations under fire: a `migrate apply` whose tenants' PostgreSQL server is stopped
+/// outright (`-m immediate`) in the middle of a wave and started again, then the `apply`
+/// process killed with SIGKILL mid-wave and the same command run again. Every tenant ends
+/// at the target and no migration file ran twice anywhere (version 3 creates a table without
+/// IF NOT EXISTS and inserts a row under a unique key, so a second run would fail it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrations_under_fire_a_rollout_survives_its_tenants_restart_and_its_process_killed() {
+    use migrate_fleet::{Fleet, INIT, LABEL_KINDS, LABELS};
+
+    if support::admin_url().await.is_none() {
+        return;
+    }
+    let Some(cluster) = kit::ThrowawayPostgres::start_or_skip() else {
+        return;
+    };
+    let full = kit::full_size();
+    let (count, concurrency, down) = if full { (100, 8, 5) } else { (12, 2, 3) };
+    let fleet =
+        Fleet::provision_on(&cluster.url("postgres"), &support::unique_slug("m"), count).await;
+    let began = Instant::now();
+    // Each tenant takes half a second, so the restart and the kill land inside a wave.
+    let slow_labels = format!("{LABELS}SELECT pg_sleep(0.5);\n");
+    fleet.migrations(&[
+        ("0001_init.sql", INIT),
+        ("0002_labels.sql", &slow_labels),
+        ("0003_label_kinds.sql", LABEL_KINDS),
+    ]);
+    let concurrency = concurrency.to_string();
+    let args = [
+        "migrate",
+        "apply",
+        "--all",
+        "--waves",
+        "1,2,rest",
+        "--concurrency",
+        &concurrency,
+        "--json",
+    ];
+    let log = fleet.dir.path().join("apply.log");
+    let spawn = || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        fleet
+            .command(&args)
+            .stderr(std::process::Stdio::from(file))
+            .spawn()
+            .unwrap()
+    };
+    let mut apply = spawn();
+    // The restart: once the last wave is under way (the canary and the second wave done).
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        assert!(Instant::now() < deadline, "the rollout never got going");
+        assert!(
+            apply.try_wait().unwrap().is_none(),
+            "the rollout ended before the restart: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let done = tenants_at_version_3(&fleet).await;
+        if done >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let stopped_at = kit::secs(began.elapsed());
+    cluster.stop();
+    tokio::time::sleep(Duration::from_secs(down)).await;
+    let alive_while_down = apply.try_wait().unwrap().is_none();
+    cluster.start_again();
+    let started_at = kit::secs(began.elapsed());
+    // What the stop left (the wave's next attempt comes at least 2 s after its failure).
+    let at_stop = tenants_at_version_3(&fleet).await;
+    // The kill: once the rollout has moved on after the restart, before it is done.
+    let after_restart = loop {
+        assert!(
+            Instant::now() < deadline,
+            "the rollout did not go on after the restart"
+        );
+        assert!(
+            apply.try_wait().unwrap().is_none(),
+            "the rollout ended before the kill: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        let done = tenants_at_version_3(&fleet).await;
+        if done > at_stop {
+            break done;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let killed_at = kit::secs(began.elapsed());
+    apply.start_kill().unwrap(); // SIGKILL
+    let _ = apply.wait().await;
+    let at_kill = tenants_at_version_3(&fleet).await;
+    println!(
+        "{at_stop} of {count} at the target when the server stopped, {after_restart} after the restart, {at_kill} at the kill"
+    );
+
+    // The same command again resumes the rollout once the killed process's lease ends.
+    let mut rerun = spawn();
+    let limit = Duration::from_secs(if full { 600 } else { 180 });
+    let exit = tokio::time::timeout(limit, rerun.wait())
+        .await
+        .expect("the rerun finishes")
+        .unwrap()
+        .code();
+    let mut stdout = String::new();
+    if let Some(mut out) = rerun.stdout.take() {
+        use tokio::io::AsyncReadExt;
+        out.read_to_string(&mut stdout).await.unwrap();
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(stdout.lines().last().unwrap_or("null")).unwrap_or_default();
+    let mut behind = Vec::new();
+    let mut ran_twice = Vec::new();
+    for (client, project) in &fleet.tenants {
+        if fleet.versions(project).await != ["0001", "0002", "0003"] {
+            behind.push(client.clone());
+            continue;
+        }
+        let mut db = fleet.tenant_db(project).await;
+        let (rows,): (i64,) = sqlx::query_as("SELECT count(*) FROM public.label_kinds")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let _ = sqlx::Connection::close(db).await;
+        if rows != 1 {
+            ran_twice.push(client.clone());
+        }
+    }
+    let (listed, _) = fleet
+        .expect(0, &["list", "--saga", "migration_rollout", "--json"])
+        .await;
+    let rollouts = serde_json::from_str::<serde_json::Value>(listed.trim())
+        .unwrap()
+        .as_array()
+        .map_or(0, Vec::len);
+    let succeeded = report["status"] == "succeeded";
+    let passed = exit == Some(0)
+        && succeeded
+        && alive_while_down
+        && behind.is_empty()
+        && ran_twice.is_empty()
+        && rollouts == 1;
+    record(&json!({
+        "scenario": "migrations-under-fire",
+        "title": "Migrations under fire: a rollout's tenant server restarted and its process killed mid-wave",
+        "size": {"tenants": count, "concurrency": concurrency, "down_s": down, "waves": "1,2,rest"},
+        "passed": passed,
+        "wall_s": kit::secs(began.elapsed()),
+        "kills": [
+            {"at_s": stopped_at, "process": "tenants' postgres (pg_ctl stop -m immediate)", "back_at_s": started_at, "tenants_at_target": at_stop},
+            {"at_s": killed_at, "process": "migrate apply (SIGKILL)", "tenants_at_target": at_kill},
+        ],
+        "apply_alive_while_down": alive_while_down,
+        "rerun_exit": exit,
+        "rollout_status": report["status"],
+        "rollouts": rollouts,
+        "tenants_behind": behind.len(),
+        "files_ran_twice": ran_twice.len(),
+        "provisioned_s": kit::secs(fleet.provisioned_in),
+    }));
+    assert!(
+        alive_while_down,
+        "the rollout gave up while its tenants were down: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert_eq!(
+        exit,
+        Some(0),
+        "{stdout}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+    assert!(succeeded, "{report}");
+    assert!(behind.is_empty(), "not at the target: {behind:?}");
+    assert!(ran_twice.is_empty(), "version 3 ran twice in {ran_twice:?}");
+    assert_eq!(rollouts, 1, "one rollout, resumed: {listed}");
+    drop(cluster);
 }

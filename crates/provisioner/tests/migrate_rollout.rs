@@ -7,18 +7,10 @@
 
 mod migrate_fleet;
 
-use migrate_fleet::{Fleet, INIT, LABEL_KINDS, LABELS};
+use migrate_fleet::{
+    ALL, Fleet, INIT, LABEL_KINDS, LABELS, assert_names_the_labels_failure, three_versions,
+};
 use serde_json::Value;
-
-const ALL: [&str; 3] = ["0001", "0002", "0003"];
-
-fn three_versions() -> [(&'static str, &'static str); 3] {
-    [
-        ("0001_init.sql", INIT),
-        ("0002_labels.sql", LABELS),
-        ("0003_label_kinds.sql", LABEL_KINDS),
-    ]
-}
 
 /// The proof of issue 11: `tenants` tenants, waves `waves`, the failure planted in tenant
 /// `failing`, which the waves put in wave `wave` (0-based), the tenants `members`.
@@ -69,18 +61,7 @@ async fn halt_fix_and_resume(
     // The halt names the tenant, the file, the statement and PostgreSQL's error.
     let failures = report["failures"].as_array().unwrap();
     assert_eq!(failures.len(), 1, "{report}");
-    let failure = &failures[0];
-    assert_eq!(failure["clientId"], bad_client.as_str());
-    assert_eq!(failure["version"], "0002");
-    assert_eq!(failure["fileName"], "0002_labels.sql");
-    assert!(
-        failure["statement"]
-            .as_str()
-            .unwrap()
-            .contains("CREATE TABLE public.labels"),
-        "{failure}"
-    );
-    assert_eq!(failure["code"], "42P07", "{failure}");
+    assert_names_the_labels_failure(&failures[0], &bad_client);
     let reason = report["reason"].as_str().unwrap();
     for part in [bad_client.as_str(), "0002_labels.sql", "already exists"] {
         assert!(reason.contains(part), "{part} missing from {reason}");

@@ -14,6 +14,7 @@ use futures::Stream;
 use futures::stream::{self, StreamExt};
 use saga::EventRecord;
 use serde_json::{Map, Value};
+use uuid::Uuid;
 
 use super::ApiState;
 use super::error::{ApiError, ErrorBody};
@@ -122,8 +123,36 @@ pub async fn stream(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    events_of(state, id, &headers, RunsShown::Any).await
+}
+
+/// Which runs an events route streams.
+#[derive(Debug, Clone, Copy)]
+pub enum RunsShown {
+    Any,
+    /// Only runs of this saga; another run is answered with `other(id)` (a 404 that says
+    /// where that run's events are).
+    Saga {
+        name: &'static str,
+        other: fn(Uuid) -> ApiError,
+    },
+}
+
+/// The events of the run the path names, as `stream` serves them, for any route that
+/// streams a run's events.
+pub async fn events_of(
+    state: ApiState,
+    id: Result<Path<String>, PathRejection>,
+    headers: &HeaderMap,
+    shown: RunsShown,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>, ApiError> {
     let id = parse_id(&super::body::path_param(id, "id", Outcome::NotFound)?)?;
-    let after = last_event_id(&headers)?;
+    if let RunsShown::Saga { name, other } = shown
+        && state.app.engine.status(id).await?.saga != name
+    {
+        return Err(other(id));
+    }
+    let after = last_event_id(headers)?;
     // A request is not kept waiting minutes for its answer: opening rides out a blip, and
     // only the stream, once open (its keep-alives flowing), waits out a longer outage.
     let opening = Patience {

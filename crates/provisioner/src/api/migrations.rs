@@ -292,11 +292,9 @@ pub async fn stream(
     id: Result<Path<String>, PathRejection>,
     headers: HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let id = body::path_param(id, "id", Outcome::NotFound)?;
-    let run_id = parse_id(&id)?;
-    let run = state.app.engine.status(run_id).await?;
-    if run.saga != migrate::SAGA {
-        return Err(not_a_rollout(run_id));
-    }
-    events::stream(State(state), Ok(Path(id)), headers).await
+    let shown = events::RunsShown::Saga {
+        name: migrate::SAGA,
+        other: not_a_rollout,
+    };
+    events::events_of(state, id, &headers, shown).await
 }

@@ -74,8 +74,9 @@ pub struct ApplyArgs {
     /// a final `rest`, at most 8 waves; default 1,10%,rest.
     #[arg(long, value_name = "SPEC")]
     pub waves: Option<String>,
-    /// A failed tenant does not halt the rollout: every wave runs and the failures are
-    /// reported at the end (exit 1).
+    /// A failed tenant does not halt the rollout after the first wave (the canary, which
+    /// must fully succeed): every later wave runs, the run ends succeeded and the failures
+    /// are reported at the end (exit 1).
     #[arg(long)]
     pub continue_on_error: bool,
     /// The rollout's report as one JSON object on stdout, as the last line (with --detach:
@@ -197,6 +198,9 @@ async fn apply_command(args: ApplyArgs, config: Option<PathBuf>) -> Result<(), C
         match report.status {
             saga::RunStatus::NeedsAttention =>
                 "; fix the cause and run the same command again to resume it",
+            // --continue-on-error: the run went through every wave and is finished.
+            saga::RunStatus::Succeeded =>
+                "; fix them and run `migrate apply` again: a new rollout skips the tenants at the target",
             _ => "",
         }
     )))

@@ -258,6 +258,79 @@ struct Comparison {
     adopt_legacy: Option<Migration>,
 }
 
+impl Comparison {
+    /// The comparison an apply may go on from: drift refuses it before anything runs.
+    fn refuse_drift(self) -> Result<Self, TenantDbError> {
+        if self.state.drift.is_empty() {
+            Ok(self)
+        } else {
+            Err(TenantDbError::MigrationDrift {
+                drift: self.state.drift,
+            })
+        }
+    }
+
+    /// The files of `set` still to run, in the order they run.
+    fn pending_files<'a>(&'a self, set: &'a MigrationSet) -> impl Iterator<Item = &'a Migration> {
+        self.state
+            .pending
+            .iter()
+            .filter_map(|version| set.get(version))
+    }
+}
+
+/// An apply's bookkeeping, the same whichever way the files reach the database: what was
+/// found applied, what this apply ran, and the highest version applied.
+struct ApplyTally {
+    applied_now: Vec<String>,
+    already_applied: Vec<String>,
+    highest: Option<String>,
+}
+
+impl ApplyTally {
+    fn new(set: &MigrationSet, comparison: &Comparison) -> Self {
+        Self {
+            applied_now: Vec::new(),
+            already_applied: set
+                .migrations()
+                .iter()
+                .filter(|m| !comparison.state.pending.contains(&m.version))
+                .map(|m| m.version.clone())
+                .collect(),
+            highest: comparison.state.version().map(str::to_owned),
+        }
+    }
+
+    /// A pending file is done: `ran` when this apply ran it, else another applier had.
+    fn count(&mut self, migration: &Migration, ran: bool) {
+        if ran {
+            self.applied_now.push(migration.version.clone());
+        } else {
+            self.already_applied.push(migration.version.clone());
+        }
+        if self
+            .highest
+            .as_deref()
+            .is_none_or(|h| compare_versions(h, &migration.version).is_lt())
+        {
+            self.highest = Some(migration.version.clone());
+        }
+    }
+
+    fn finish(mut self, set: &MigrationSet) -> MigrationsApplied {
+        self.already_applied.sort_by(|a, b| compare_versions(a, b));
+        MigrationsApplied {
+            applied_now: self.applied_now,
+            already_applied: self.already_applied,
+            // A set is never empty, so after a successful apply its first version at least
+            // is applied; the fallback is never taken.
+            version: self
+                .highest
+                .unwrap_or_else(|| set.latest_version().to_owned()),
+        }
+    }
+}
+
 impl History {
     fn compare(&self, set: &MigrationSet) -> Comparison {
         let mut applied = Vec::new();
@@ -400,19 +473,11 @@ async fn apply_locked(
             .await
             .map_err(db("committing the migration history tables"))?;
     }
-    let history = read_history(conn, target).await?;
-    let comparison = history.compare(set);
-    if !comparison.state.drift.is_empty() {
-        return Err(TenantDbError::MigrationDrift {
-            drift: comparison.state.drift,
-        });
-    }
-    let mut already_applied: Vec<String> = set
-        .migrations()
-        .iter()
-        .filter(|m| !comparison.state.pending.contains(&m.version))
-        .map(|m| m.version.clone())
-        .collect();
+    let comparison = read_history(conn, target)
+        .await?
+        .compare(set)
+        .refuse_drift()?;
+    let mut tally = ApplyTally::new(set, &comparison);
     if let Some(first) = &comparison.adopt_legacy {
         // Recorded as applied without running: the legacy tenant was given this very file.
         let mut tx = conn
@@ -431,42 +496,20 @@ async fn apply_locked(
             .await
             .map_err(db("committing the legacy adoption"))?;
     }
-    let mut applied_now = Vec::new();
-    let mut highest = comparison.state.version().map(str::to_owned);
-    for version in &comparison.state.pending {
-        let Some(migration) = set.get(version) else {
-            continue;
-        };
+    for migration in comparison.pending_files(set) {
         let ran = if migration.outside_transaction {
             run_outside_transaction(conn, target, migration).await?
         } else {
             run_in_transaction(conn, target, migration).await?
         };
-        if ran {
-            applied_now.push(migration.version.clone());
-        } else {
-            already_applied.push(migration.version.clone());
-        }
-        if highest
-            .as_deref()
-            .is_none_or(|h| compare_versions(h, &migration.version).is_lt())
-        {
-            highest = Some(migration.version.clone());
-        }
+        tally.count(migration, ran);
     }
     sqlx::query_scalar::<_, bool>(SESSION_UNLOCK_SQL)
         .bind(APPLY_ADVISORY_LOCK_KEY)
         .fetch_one(&mut *conn)
         .await
         .map_err(db("releasing the migration lock"))?;
-    already_applied.sort_by(|a, b| compare_versions(a, b));
-    Ok(MigrationsApplied {
-        applied_now,
-        already_applied,
-        // A set is never empty, so after a successful apply its first version at least is
-        // applied; the fallback is never taken.
-        version: highest.unwrap_or_else(|| set.latest_version().to_owned()),
-    })
+    Ok(tally.finish(set))
 }
 
 async fn is_recorded(
@@ -675,52 +718,23 @@ pub async fn apply_migrations_over_endpoint(
     endpoint: &SqlEndpoint,
     set: &MigrationSet,
 ) -> Result<MigrationsApplied, TenantDbError> {
-    let comparison = history_over_endpoint(endpoint).await?.compare(set);
-    if !comparison.state.drift.is_empty() {
-        return Err(TenantDbError::MigrationDrift {
-            drift: comparison.state.drift,
-        });
-    }
-    let mut already_applied: Vec<String> = set
-        .migrations()
-        .iter()
-        .filter(|m| !comparison.state.pending.contains(&m.version))
-        .map(|m| m.version.clone())
-        .collect();
+    let comparison = history_over_endpoint(endpoint)
+        .await?
+        .compare(set)
+        .refuse_drift()?;
+    let mut tally = ApplyTally::new(set, &comparison);
     if let Some(first) = &comparison.adopt_legacy {
         apply_file_over_endpoint(endpoint, first, false).await?;
     }
-    let mut applied_now = Vec::new();
-    let mut highest = comparison.state.version().map(str::to_owned);
-    for version in &comparison.state.pending {
-        let Some(migration) = set.get(version) else {
-            continue;
-        };
+    for migration in comparison.pending_files(set) {
         let ran = if migration.outside_transaction {
             run_outside_transaction_over_endpoint(endpoint, migration).await?
         } else {
             apply_file_over_endpoint(endpoint, migration, true).await?
         };
-        if ran {
-            applied_now.push(migration.version.clone());
-        } else {
-            already_applied.push(migration.version.clone());
-        }
-        if highest
-            .as_deref()
-            .is_none_or(|h| compare_versions(h, &migration.version).is_lt())
-        {
-            highest = Some(migration.version.clone());
-        }
+        tally.count(migration, ran);
     }
-    already_applied.sort_by(|a, b| compare_versions(a, b));
-    Ok(MigrationsApplied {
-        applied_now,
-        already_applied,
-        // A set is never empty, so after a successful apply its first version at least is
-        // applied; the fallback is never taken.
-        version: highest.unwrap_or_else(|| set.latest_version().to_owned()),
-    })
+    Ok(tally.finish(set))
 }
 
 async fn history_over_endpoint(endpoint: &SqlEndpoint) -> Result<History, TenantDbError> {

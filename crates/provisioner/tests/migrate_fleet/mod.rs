@@ -12,7 +12,7 @@
 )]
 
 #[path = "../support/mod.rs"]
-mod support;
+pub mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
@@ -55,6 +55,18 @@ REVOKE ALL ON public.label_kinds FROM anon;
 INSERT INTO public.label_kinds (code) VALUES ('default');
 ";
 
+/// Every version of [`three_versions`], as a tenant at the last one records them.
+pub const ALL: [&str; 3] = ["0001", "0002", "0003"];
+
+/// The three migration files: the app's schema, then [`LABELS`], then [`LABEL_KINDS`].
+pub fn three_versions() -> [(&'static str, &'static str); 3] {
+    [
+        ("0001_init.sql", INIT),
+        ("0002_labels.sql", LABELS),
+        ("0003_label_kinds.sql", LABEL_KINDS),
+    ]
+}
+
 pub struct Fleet {
     pub sandbox: Sandbox,
     pub dir: tempfile::TempDir,
@@ -86,6 +98,13 @@ impl Fleet {
     /// pointed at a migrations directory holding version 1 only (see [`Fleet::migrations`]).
     pub async fn provision(prefix: &str, n: usize) -> Option<Self> {
         let admin_url = support::admin_url().await?;
+        Some(Self::provision_on(&admin_url, prefix, n).await)
+    }
+
+    /// [`Fleet::provision`] with the tenant databases on the PostgreSQL server at
+    /// `admin_url` (e.g. a cluster of the test's own, to stop and start).
+    pub async fn provision_on(admin_url: &str, prefix: &str, n: usize) -> Self {
+        let admin_url = admin_url.to_owned();
         let sandbox = support::sandbox_with(&admin_url, |_| {}).await;
         let dir = tempfile::tempdir().unwrap();
         let config = dir.path().join("provisioner.toml");
@@ -137,7 +156,7 @@ impl Fleet {
             "provisioned {n} tenants in {:.1} s",
             fleet.provisioned_in.as_secs_f64()
         );
-        Some(fleet)
+        fleet
     }
 
     /// Points the configuration at a fresh migrations directory holding `files`.
@@ -272,4 +291,20 @@ impl Fleet {
         sqlx::raw_sql(sql).execute(&mut db).await.unwrap();
         let _ = db.close().await;
     }
+}
+
+/// A rollout report's failure as a tenant with a hand-made `public.labels` leaves it: the
+/// tenant, version 2's file, the statement that failed and PostgreSQL's SQLSTATE.
+pub fn assert_names_the_labels_failure(failure: &serde_json::Value, client: &str) {
+    assert_eq!(failure["clientId"], client, "{failure}");
+    assert_eq!(failure["version"], "0002", "{failure}");
+    assert_eq!(failure["fileName"], "0002_labels.sql", "{failure}");
+    assert!(
+        failure["statement"]
+            .as_str()
+            .unwrap()
+            .contains("CREATE TABLE public.labels"),
+        "{failure}"
+    );
+    assert_eq!(failure["code"], "42P07", "{failure}");
 }
