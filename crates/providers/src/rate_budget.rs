@@ -189,6 +189,96 @@ impl RateBudgetConfig {
     }
 }
 
+impl RateBudgetConfig {
+    /// The windows a request to `endpoint` counts in.
+    fn keys_for(&self, endpoint: &Endpoint) -> Vec<WindowKey> {
+        let creating = endpoint.operation.starts_with("POST ");
+        let mut keys = Vec::new();
+        if self.endpoint_window(endpoint.operation).is_some() {
+            keys.push(WindowKey::Endpoint(endpoint.clone()));
+        }
+        if self.overall.is_some() {
+            keys.push(WindowKey::Overall);
+        }
+        if creating && self.creates.is_some() {
+            keys.push(WindowKey::Creates);
+        }
+        if creating && self.creates_long.is_some() {
+            keys.push(WindowKey::CreatesLong);
+        }
+        keys
+    }
+
+    fn limit_of(&self, key: &WindowKey) -> Option<WindowLimit> {
+        match key {
+            WindowKey::Endpoint(endpoint) => self.endpoint_window(endpoint.operation),
+            WindowKey::Overall => self.overall,
+            WindowKey::Creates => self.creates,
+            WindowKey::CreatesLong => self.creates_long,
+        }
+    }
+
+    /// Every window of this configuration that `calls` count in, with how many of them do,
+    /// and the provider-wide bucket's steady rate as one more (all calls, one second's worth
+    /// of tokens a second). Sorted by [`WindowLoad::seconds`], the largest first.
+    pub fn window_loads(&self, calls: impl IntoIterator<Item = Endpoint>) -> Vec<WindowLoad> {
+        let mut counted: HashMap<WindowKey, u64> = HashMap::new();
+        let mut all = 0_u64;
+        for endpoint in calls {
+            all += 1;
+            for key in self.keys_for(&endpoint) {
+                *counted.entry(key).or_default() += 1;
+            }
+        }
+        let mut loads: Vec<WindowLoad> = counted
+            .into_iter()
+            .filter_map(|(key, calls)| {
+                let limit = self.limit_of(&key)?;
+                Some(WindowLoad {
+                    window: key.describe(limit),
+                    calls,
+                    per_second: limit.per_second(),
+                })
+            })
+            .collect();
+        if all > 0 && self.requests_per_second.is_finite() && self.requests_per_second > 0.0 {
+            loads.push(WindowLoad {
+                window: format!(
+                    "all calls at {}/s (the provider-wide bucket)",
+                    self.requests_per_second
+                ),
+                calls: all,
+                per_second: self.requests_per_second,
+            });
+        }
+        loads.sort_by(|a, b| {
+            b.seconds()
+                .total_cmp(&a.seconds())
+                .then_with(|| a.window.cmp(&b.window))
+        });
+        loads
+    }
+}
+
+/// How many of a batch's calls one window counts, and so how long the window's allowed rate
+/// needs for them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WindowLoad {
+    /// What the window counts, e.g. `GET /v1/projects [user] at 120/60s`.
+    pub window: String,
+    pub calls: u64,
+    /// The window's allowance ÷ its length.
+    pub per_second: f64,
+}
+
+impl WindowLoad {
+    /// (calls ÷ allowance) × window length, i.e. calls ÷ the window's allowed rate, in
+    /// seconds: how long the calls take at the rate the window allows.
+    pub fn seconds(&self) -> f64 {
+        self.calls as f64 / self.per_second.max(f64::MIN_POSITIVE)
+    }
+}
+
 fn is_read(operation: &str) -> bool {
     operation.starts_with("GET ") || operation.starts_with("HEAD ")
 }
@@ -485,6 +575,23 @@ enum WindowKind {
 }
 
 impl WindowKey {
+    /// What the window counts, for people: `GET /v1/projects [user] at 115/60s`.
+    fn describe(&self, limit: WindowLimit) -> String {
+        let what = match self {
+            WindowKey::Endpoint(Endpoint {
+                operation,
+                scope: Some(scope),
+            }) => format!("{operation} [{scope}]"),
+            WindowKey::Endpoint(Endpoint {
+                operation,
+                scope: None,
+            }) => (*operation).to_owned(),
+            WindowKey::Overall => "all calls".to_owned(),
+            WindowKey::Creates | WindowKey::CreatesLong => "creating calls (POST)".to_owned(),
+        };
+        format!("{what} at {}/{}s", limit.requests, limit.window.as_secs())
+    }
+
     fn kind(&self) -> WindowKind {
         match self {
             WindowKey::Endpoint(_) => WindowKind::Endpoint,
@@ -579,31 +686,11 @@ impl RateBudget {
     }
 
     fn keys_for(&self, endpoint: &Endpoint) -> Vec<WindowKey> {
-        let config = &self.config;
-        let creating = endpoint.operation.starts_with("POST ");
-        let mut keys = Vec::new();
-        if config.endpoint_window(endpoint.operation).is_some() {
-            keys.push(WindowKey::Endpoint(endpoint.clone()));
-        }
-        if config.overall.is_some() {
-            keys.push(WindowKey::Overall);
-        }
-        if creating && config.creates.is_some() {
-            keys.push(WindowKey::Creates);
-        }
-        if creating && config.creates_long.is_some() {
-            keys.push(WindowKey::CreatesLong);
-        }
-        keys
+        self.config.keys_for(endpoint)
     }
 
     fn limit_of(&self, key: &WindowKey) -> Option<WindowLimit> {
-        match key {
-            WindowKey::Endpoint(endpoint) => self.config.endpoint_window(endpoint.operation),
-            WindowKey::Overall => self.config.overall,
-            WindowKey::Creates => self.config.creates,
-            WindowKey::CreatesLong => self.config.creates_long,
-        }
+        self.config.limit_of(key)
     }
 
     fn window<'s>(&self, state: &'s mut State, key: &WindowKey) -> Option<&'s mut Window> {

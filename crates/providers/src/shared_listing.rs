@@ -6,7 +6,9 @@
 //! each listing to every waiter it was made for.
 //!
 //! The rule that makes a shared answer safe: a waiter is answered only by a listing that
-//! started after it asked (or after the moment it names, if later). A resource its run
+//! started after it asked (and, unless it takes earlier answers, after the moment it names,
+//! if later; a poll names when it wants its next answer at the latest and takes any listing
+//! made for someone else before that, [`SharedListing::by`]). A resource its run
 //! created before asking is therefore in the answer, so "absent" is never stale; a waiter
 //! that arrives while a listing is in flight joins the next one. Listings run one at a time,
 //! at least `interval` apart from start to start.
@@ -44,8 +46,19 @@ pub struct Listing<T> {
 type Answer<T> = Result<Arc<Listing<T>>, ProviderError>;
 
 struct Waiter<T> {
+    /// No listing is started for this waiter before this instant.
     not_before: Instant,
+    /// When it asked; with `takes_earlier`, any listing started since answers it.
+    asked: Instant,
+    takes_earlier: bool,
     sender: oneshot::Sender<Answer<T>>,
+}
+
+impl<T> Waiter<T> {
+    /// Whether a listing started at `started` answers this waiter.
+    fn answered_by(&self, started: Instant) -> bool {
+        self.not_before <= started || (self.takes_earlier && self.asked <= started)
+    }
 }
 
 struct State<T> {
@@ -148,11 +161,33 @@ impl<T: Send + Sync + 'static> SharedListing<T> {
         &self,
         not_before: Instant,
     ) -> Result<Arc<Listing<T>>, ProviderError> {
-        let not_before = not_before.max(Instant::now());
+        self.wait_for(not_before, false).await
+    }
+
+    /// A listing that started after this call, at `due` or sooner: no listing is started for
+    /// this caller before `due`, but one started earlier for another waiter (after this call)
+    /// answers it too. For polls, which want an answer about every so often and gain from
+    /// sharing any listing made meanwhile.
+    pub async fn by(&self, due: Instant) -> Result<Arc<Listing<T>>, ProviderError> {
+        self.wait_for(due, true).await
+    }
+
+    async fn wait_for(
+        &self,
+        not_before: Instant,
+        takes_earlier: bool,
+    ) -> Result<Arc<Listing<T>>, ProviderError> {
+        let asked = Instant::now();
+        let not_before = not_before.max(asked);
         let (sender, receiver) = oneshot::channel();
         let start_driver = {
             let mut state = self.shared.lock();
-            state.waiters.push(Waiter { not_before, sender });
+            state.waiters.push(Waiter {
+                not_before,
+                asked,
+                takes_earlier,
+                sender,
+            });
             match state.driver {
                 Some(_) => None,
                 None => {
@@ -229,7 +264,7 @@ async fn drive<T: Send + Sync + 'static>(shared: Arc<Shared<T>>, id: u64) {
             state.last_start = Some(started);
             let (batch, later): (Vec<_>, Vec<_>) = std::mem::take(&mut state.waiters)
                 .into_iter()
-                .partition(|w| w.not_before <= started);
+                .partition(|w| w.answered_by(started));
             state.waiters = later;
             (started, batch)
         };
@@ -244,5 +279,72 @@ async fn drive<T: Send + Sync + 'static>(shared: Arc<Shared<T>>, id: u64) {
             // A waiter that gave up meanwhile simply does not hear the answer.
             let _ = waiter.sender.send(answer.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    const INTERVAL: Duration = Duration::from_millis(500);
+
+    /// A listing that answers with its own number, after `takes`.
+    fn numbered(takes: Duration) -> SharedListing<u64> {
+        let made = Arc::new(AtomicU64::new(0));
+        SharedListing::new(Provider::Supabase, INTERVAL, move || {
+            let number = made.fetch_add(1, Ordering::Relaxed) + 1;
+            async move {
+                tokio::time::sleep(takes).await;
+                Ok(vec![number])
+            }
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_alone_gets_its_listing_at_its_due_time() {
+        let listing = numbered(Duration::ZERO);
+        let asked = Instant::now();
+        let answer = listing.by(asked + Duration::from_secs(3)).await.unwrap();
+        assert_eq!(answer.started, asked + Duration::from_secs(3));
+        assert_eq!(listing.listings(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_takes_a_listing_made_for_a_lookup_before_its_due_time() {
+        let listing = numbered(Duration::ZERO);
+        let asked = Instant::now();
+        let poll = tokio::spawn({
+            let listing = listing.clone();
+            async move { listing.by(asked + Duration::from_secs(10)).await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let lookup = listing.fresh().await.unwrap();
+        let poll = poll.await.unwrap().unwrap();
+        assert_eq!(poll.items, lookup.items, "one listing answered both");
+        assert_eq!(poll.started, asked + Duration::from_secs(1));
+        assert_eq!(listing.listings(), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_poll_never_takes_a_listing_that_started_before_it_asked() {
+        let listing = numbered(Duration::from_secs(1));
+        let t0 = Instant::now();
+        let lookup = tokio::spawn({
+            let listing = listing.clone();
+            async move { listing.fresh().await }
+        });
+        // The lookup's listing is in flight when the poll asks.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let poll = listing.by(t0 + Duration::from_millis(200)).await.unwrap();
+        let lookup = lookup.await.unwrap().unwrap();
+        assert_eq!(lookup.started, t0);
+        assert!(
+            poll.started > t0 + Duration::from_millis(100),
+            "{:?}",
+            poll.started - t0
+        );
+        assert_eq!(poll.items, vec![2]);
     }
 }

@@ -394,6 +394,44 @@ async fn readiness_is_coalesced_into_one_listing_per_interval() {
 }
 
 #[tokio::test]
+async fn a_readiness_wait_lists_no_sooner_than_the_fastest_come_up_seen() {
+    const COME_UP: Duration = Duration::from_millis(800);
+    let interval = Duration::from_millis(100);
+    let h = Harness::start_without_databases(|c| c.supabase_ready_after = COME_UP).await;
+    let org = h.org();
+    let readiness = ProjectListing::new(h.supabase.clone(), interval);
+    let create = |name: &str| {
+        let body = bodies::supabase_project(name, &org, "a-strong-db-password");
+        let client = h.supabase.clone();
+        async move { client.create_project(&body).await.unwrap().project_ref }
+    };
+    // Nothing learned yet: the first listing one interval in, then one per interval.
+    assert_eq!(readiness.first_poll_after(), interval);
+    let first = create("client-first").await;
+    let outcome = readiness.wait(&org, &first, Duration::from_secs(20)).await;
+    assert_eq!(outcome.unwrap(), ReadinessOutcome::Ready);
+    let polled_first = readiness.listings();
+    assert!(
+        polled_first >= 4,
+        "{polled_first} listings for an 800 ms come-up"
+    );
+    // Seen coming up and then ready: no project is worth a listing sooner than that.
+    // (Counted from the wait's start, a moment after the sandbox's clock for the project.)
+    let learned = readiness.first_poll_after();
+    assert!(learned >= COME_UP - interval, "{learned:?}");
+
+    let second = create("client-second").await;
+    let outcome = readiness.wait(&org, &second, Duration::from_secs(20)).await;
+    assert_eq!(outcome.unwrap(), ReadinessOutcome::Ready);
+    let polled_second = readiness.listings() - polled_first;
+    assert!(
+        polled_second <= 2,
+        "{polled_second} listings for the second project (the first took {polled_first})"
+    );
+    h.finish().await;
+}
+
+#[tokio::test]
 async fn readiness_tells_stuck_failed_and_ready_apart() {
     let h =
         Harness::start_without_databases(|c| c.supabase_ready_after = Duration::from_millis(100))

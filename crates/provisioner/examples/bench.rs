@@ -9,8 +9,11 @@
 //! with the providers' published rate limits on (Supabase 120/min per endpoint and scope,
 //! GitHub 5,000/h and 80/min + 500/h creations; Vercel publishes none). It prints one line per
 //! provider (calls per client, rate-limited answers, calls by endpoint) and one for the batch:
-//! wall time, the bound (the largest of calls ÷ allowed rate over the published limits and the
-//! critical path), their ratio, and when the last project and deployment creations went out.
+//! wall time; the bound, the largest of the critical path and, over every published window
+//! the batch's calls count in, (calls in the window's scope ÷ its allowance) × its length, with
+//! `bound_by` naming it; their ratio; when the last project and deployment creations went
+//! out; the runs' end states. A last line counts the failed attempts of the runs that did not
+//! succeed, by step and message.
 //! `--fifo` serves waiting requests in arrival order, to measure what the priority order buys.
 //!
 //! Needs PostgreSQL for the simulated Supabase projects (DATABASE_URL or 127.0.0.1:5432).
@@ -186,26 +189,64 @@ async fn single(postgres_url: String) {
     sandbox.shutdown().await;
 }
 
-/// The limits the providers publish (API-CONTRACTS §1.6, §2.3) and that the sandbox enforces
-/// in batch mode, as (what is counted, requests, window in seconds).
-const SUPABASE_PER_ENDPOINT: (u32, f64) = (120, 60.0);
-const GITHUB_PRIMARY: (u32, f64) = (5000, 3600.0);
-const GITHUB_CREATIONS_MINUTE: (u32, f64) = (80, 60.0);
-const GITHUB_CREATIONS_HOUR: (u32, f64) = (500, 3600.0);
+/// The limits the providers publish (API-CONTRACTS §1.6, §2.3), which the sandbox enforces in
+/// batch mode (all but GitHub's per-endpoint points, which it does not simulate).
+const SUPABASE_PER_ENDPOINT_PER_MINUTE: u32 = 120;
+const GITHUB_PER_HOUR: u32 = 5000;
+const GITHUB_CREATIONS_PER_MINUTE: u32 = 80;
+const GITHUB_CREATIONS_PER_HOUR: u32 = 500;
 
-/// The scope Supabase counts a call against (§1.6), as the sandbox does: the project or the
-/// organization in the path, the organization for a create, else the user.
-fn supabase_scope(r: &sandbox::LoggedRequest) -> String {
-    let segments: Vec<&str> = r.path.split('/').collect();
-    let endpoint = r.endpoint.as_str();
-    let path = endpoint.split_once(' ').map(|(_, p)| p).unwrap_or("");
-    if path.starts_with("/v1/projects/{ref}") || path.starts_with("/v1/organizations/{slug}") {
-        segments.get(3).copied().unwrap_or("").to_owned()
-    } else if endpoint == "POST /v1/projects" {
-        "organization".to_owned()
-    } else {
-        "user".to_owned()
+/// The providers' published windows as a budget configuration, for the bound's arithmetic
+/// only (its provider-wide bucket is ours, not the provider's: left out as infinite). Vercel
+/// publishes no figures (§3.6) and self-hosted n8n has no limits (§4.1).
+fn published(provider: providers::Provider) -> providers::RateBudgetConfig {
+    let none = providers::RateBudgetConfig {
+        requests_per_second: f64::INFINITY,
+        ..providers::RateBudgetConfig::unlimited()
+    };
+    match provider {
+        providers::Provider::Supabase => providers::RateBudgetConfig {
+            per_endpoint: Some(providers::WindowLimit::per_minute(
+                SUPABASE_PER_ENDPOINT_PER_MINUTE,
+            )),
+            ..none
+        },
+        providers::Provider::Github => providers::RateBudgetConfig {
+            // 900 points a minute per endpoint, a write 5 of them.
+            per_endpoint: Some(providers::WindowLimit::per_minute(900)),
+            per_endpoint_writes: Some(providers::WindowLimit::per_minute(180)),
+            overall: Some(providers::WindowLimit::per_hour(GITHUB_PER_HOUR)),
+            creates: Some(providers::WindowLimit::per_minute(
+                GITHUB_CREATIONS_PER_MINUTE,
+            )),
+            creates_long: Some(providers::WindowLimit::per_hour(GITHUB_CREATIONS_PER_HOUR)),
+            ..none
+        },
+        providers::Provider::Vercel | providers::Provider::N8n => none,
     }
+}
+
+/// A logged request as the rate budget sees it: its endpoint and, for Supabase, the project
+/// or organization it counts against. Endpoint names are `'static` in the budget; the few
+/// dozen a batch uses are leaked once for the benchmark's life.
+fn as_endpoint(
+    r: &sandbox::LoggedRequest,
+    names: &mut HashMap<String, &'static str>,
+) -> (providers::Provider, providers::rate_budget::Endpoint) {
+    let provider = match r.provider {
+        Provider::Supabase => providers::Provider::Supabase,
+        Provider::Github => providers::Provider::Github,
+        Provider::Vercel => providers::Provider::Vercel,
+        Provider::N8n => providers::Provider::N8n,
+    };
+    let operation: &'static str = names
+        .entry(r.endpoint.clone())
+        .or_insert_with(|| Box::leak(r.endpoint.clone().into_boxed_str()));
+    let segments: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+    (
+        provider,
+        providers::rate_budget::Endpoint::for_path(provider, operation, &segments),
+    )
 }
 
 /// What the providers refused for rate: 429s, and GitHub's 403s that say so.
@@ -219,6 +260,37 @@ fn rate_limited(r: &sandbox::LoggedRequest) -> bool {
                 .is_some_and(|m| m.contains("rate limit")))
 }
 
+/// Failed step attempts and compensation reasons of `runs`, counted by step and message (run
+/// names and refs replaced by `…`, so that one cause is one entry).
+async fn failure_causes(app: &App, runs: &[uuid::Uuid]) -> HashMap<String, usize> {
+    let mut causes: HashMap<String, usize> = HashMap::new();
+    for run in runs {
+        for record in app.engine.events_since(*run, 0).await.unwrap() {
+            let cause = match record.event {
+                RunEvent::StepFailed { step, error, .. } => format!("{step}: {error}"),
+                RunEvent::UndoFailed { step, error, .. } => format!("undo {step}: {error}"),
+                RunEvent::CompensationStarted { reason } => format!("compensation: {reason}"),
+                _ => continue,
+            };
+            let generic: String = cause
+                .split_whitespace()
+                .map(|word| {
+                    if word.contains("bench-")
+                        || word.chars().filter(char::is_ascii_digit).count() > 3
+                    {
+                        "…"
+                    } else {
+                        word
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(" ");
+            *causes.entry(generic).or_default() += 1;
+        }
+    }
+    causes
+}
+
 /// Starts every client at once, waits for all, and reports per provider and in sum.
 async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: bool) {
     let mut config = match latency {
@@ -230,10 +302,10 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
     };
     // Every limit the providers publish, on (Vercel publishes none: §3.6).
     config.rate_limits = true;
-    config.supabase_rate_limit_per_minute = SUPABASE_PER_ENDPOINT.0;
-    config.github_rate_limit_per_hour = GITHUB_PRIMARY.0;
-    config.github_creations_per_minute = GITHUB_CREATIONS_MINUTE.0;
-    config.github_creations_per_hour = GITHUB_CREATIONS_HOUR.0;
+    config.supabase_rate_limit_per_minute = SUPABASE_PER_ENDPOINT_PER_MINUTE;
+    config.github_rate_limit_per_hour = GITHUB_PER_HOUR;
+    config.github_creations_per_minute = GITHUB_CREATIONS_PER_MINUTE;
+    config.github_creations_per_hour = GITHUB_CREATIONS_PER_HOUR;
     config.vercel_rate_limit_per_minute = None;
     let sandbox = Sandbox::start(config).await.unwrap();
     let env: HashMap<String, String> = sandbox.env_exports().into_iter().collect();
@@ -299,61 +371,47 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
     }
     let mut succeeded = 0;
     let mut finished = Vec::new();
+    let mut statuses: HashMap<String, usize> = HashMap::new();
+    let mut unsuccessful = Vec::new();
     for run in &runs {
         let view = app.wait(*run).await.unwrap();
         if view.status == RunStatus::Succeeded {
             succeeded += 1;
+        } else {
+            unsuccessful.push(*run);
         }
+        *statuses.entry(format!("{:?}", view.status)).or_default() += 1;
         finished.push(t0.elapsed().as_secs_f64());
     }
     let wall = t0.elapsed().as_secs_f64();
+    // Why the runs that did not succeed went wrong: every failed attempt, by step and message.
+    let causes = failure_causes(&app, &unsuccessful).await;
     let log: Vec<_> = sandbox.request_log().into_iter().skip(before).collect();
     let since = |r: &sandbox::LoggedRequest| (r.at - started_at).num_milliseconds() as f64 / 1000.0;
 
-    // calls ÷ allowed rate, for every limit a provider publishes.
+    // For every published window the batch's calls count in: calls ÷ the window's allowed
+    // rate; and the critical path. The largest is the bound.
+    let mut names = HashMap::new();
+    let mut by_provider: HashMap<providers::Provider, Vec<providers::rate_budget::Endpoint>> =
+        HashMap::new();
+    for r in &log {
+        let (provider, endpoint) = as_endpoint(r, &mut names);
+        by_provider.entry(provider).or_default().push(endpoint);
+    }
     let mut bounds: Vec<(String, f64)> = Vec::new();
-    let mut per_scope: HashMap<(String, String), usize> = HashMap::new();
-    for r in log.iter().filter(|r| r.provider == Provider::Supabase) {
-        *per_scope
-            .entry((r.endpoint.clone(), supabase_scope(r)))
-            .or_default() += 1;
-    }
-    if let Some(((endpoint, scope), calls)) = per_scope.iter().max_by_key(|(_, calls)| **calls) {
-        bounds.push((
-            format!("supabase {endpoint} [{scope}] at 120/min"),
-            *calls as f64 * SUPABASE_PER_ENDPOINT.1 / f64::from(SUPABASE_PER_ENDPOINT.0),
-        ));
-    }
-    let github: Vec<_> = log
-        .iter()
-        .filter(|r| r.provider == Provider::Github)
-        .collect();
-    let creations = github.iter().filter(|r| r.method == "POST").count() as f64;
-    for (what, calls, (limit, window)) in [
-        (
-            "github all calls at 5000/h",
-            github.len() as f64,
-            GITHUB_PRIMARY,
-        ),
-        (
-            "github creations at 80/min",
-            creations,
-            GITHUB_CREATIONS_MINUTE,
-        ),
-        (
-            "github creations at 500/h",
-            creations,
-            GITHUB_CREATIONS_HOUR,
-        ),
-    ] {
-        bounds.push((what.to_owned(), calls * window / f64::from(limit)));
+    for (provider, calls) in by_provider {
+        // Every window, so the figures show how far each is from binding; the largest few
+        // per provider are enough to read.
+        for load in published(provider).window_loads(calls).into_iter().take(5) {
+            bounds.push((
+                format!("{} {} ({} calls)", provider.name(), load.window, load.calls),
+                load.seconds(),
+            ));
+        }
     }
     bounds.push(("critical path (one client alone)".to_owned(), critical_path));
-    let (bound_by, bound) =
-        bounds.iter().cloned().fold(
-            (String::new(), 0.0),
-            |best, b| if b.1 > best.1 { b } else { best },
-        );
+    bounds.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let (bound_by, bound) = bounds[0].clone();
 
     for provider in [
         Provider::Supabase,
@@ -400,8 +458,15 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
             "last_project_create_s": last(&creates), "last_deployment_create_s": last(&deployments),
             "median_client_done_s": finished.get(finished.len() / 2).copied().unwrap_or(0.0),
             "rate_limited": log.iter().filter(|r| rate_limited(r)).count(),
+            "statuses": statuses,
         })
     );
+    if !causes.is_empty() {
+        println!(
+            "{}",
+            json!({ "mode": "batch", "clients": clients, "failed_attempts": causes })
+        );
+    }
     app.shutdown(Duration::from_secs(5)).await;
     // The sandbox drops the projects' databases and roles it made; nothing else outlives it.
     sandbox.shutdown().await;

@@ -297,6 +297,66 @@ async fn a_recursive_policy_fails_the_authenticated_check() {
     project.drop(&cluster).await;
 }
 
+/// What PostgreSQL answers when its lock table is full (as 100 projects' migrations at once on
+/// one server made it): SQLSTATE 53200, the insufficient-resources class.
+const SHORT_OF_MEMORY: &str = "RAISE EXCEPTION 'out of shared memory' USING ERRCODE = '53200', \
+     HINT = 'You might need to increase max_locks_per_transaction.'";
+
+#[tokio::test]
+async fn a_migration_the_server_had_no_memory_for_is_retried_and_keeps_nothing() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    let error = apply_schema(
+        &url,
+        &format!(
+            "CREATE TABLE public.companies (id int);
+             DO $$ BEGIN {SHORT_OF_MEMORY}; END $$;"
+        ),
+    )
+    .await
+    .expect_err("the migration fails");
+    assert!(
+        matches!(&error, TenantDbError::MigrationFailed { code: Some(code), .. } if code == "53200"),
+        "{error}"
+    );
+    assert!(error.is_retryable(), "{error}");
+    let mut owner = project.owner(&cluster).await;
+    assert!(public_tables(&mut owner).await.is_empty(), "nothing kept");
+    owner.close().await.unwrap();
+    project.drop(&cluster).await;
+}
+
+#[tokio::test]
+async fn a_probe_the_server_had_no_memory_for_is_an_error_to_retry_not_a_failed_check() {
+    let Some(cluster) = Cluster::find().await else {
+        return;
+    };
+    let project = cluster.bootstrapped_project().await;
+    let url = project.owner_url(&cluster);
+    apply_schema(
+        &url,
+        &format!(
+            "CREATE FUNCTION public.short_of_memory() RETURNS boolean LANGUAGE plpgsql AS $$
+             BEGIN {SHORT_OF_MEMORY}; END $$;
+             CREATE TABLE public.notes (id int);
+             ALTER TABLE public.notes ENABLE ROW LEVEL SECURITY;
+             CREATE POLICY notes_select ON public.notes FOR SELECT TO authenticated
+                 USING (public.short_of_memory());"
+        ),
+    )
+    .await
+    .unwrap();
+    let error = check_schema(&url, &CheckOptions::default())
+        .await
+        .expect_err("the probe could not run: no report on the table");
+    assert!(error.is_retryable(), "{error}");
+    assert!(error.to_string().contains("public.notes"), "{error}");
+    project.drop(&cluster).await;
+}
+
 #[tokio::test]
 async fn a_table_authenticated_may_not_select_fails_with_the_grant_to_add() {
     let Some(cluster) = Cluster::find().await else {

@@ -12,7 +12,7 @@
 //! "absent" and make a duplicate. Lookups are only answered by a listing that started after
 //! they asked ([`SharedListing`]), so a project the run created before asking is in it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -75,6 +75,9 @@ fn named<'a>(
 #[derive(Debug, Clone)]
 pub struct ProjectListing {
     listing: SharedListing<Project>,
+    /// The shortest time a project seen coming up took to be seen ready, from the start of
+    /// its wait: no project is worth a listing sooner than that after its wait starts.
+    fastest_come_up: Arc<Mutex<Option<Duration>>>,
 }
 
 impl ProjectListing {
@@ -86,7 +89,26 @@ impl ProjectListing {
         };
         ProjectListing {
             listing: SharedListing::new(Provider::Supabase, interval, list),
+            fastest_come_up: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// How long after its wait starts a project's first listing is due: the fastest come-up
+    /// seen so far, and at least one interval.
+    pub fn first_poll_after(&self) -> Duration {
+        let learned = *self
+            .fastest_come_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        learned.unwrap_or_default().max(self.listing.interval())
+    }
+
+    fn learn_come_up(&self, took: Duration) {
+        let mut fastest = self
+            .fastest_come_up
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *fastest = Some(fastest.map_or(took, |f| f.min(took)));
     }
 
     /// How many driver tasks have been started so far (one per stretch of time with waiters).
@@ -136,14 +158,17 @@ impl ProjectListing {
         project_ref: &str,
         timeout: Duration,
     ) -> Result<ProjectWait, ProviderError> {
-        let deadline = Instant::now() + timeout;
-        // A project being waited on was just created or is coming up: the first listing is
-        // worth making one interval from now, not at once.
-        let mut not_before = Instant::now() + self.listing.interval();
+        let asked = Instant::now();
+        let deadline = asked + timeout;
+        let interval = self.listing.interval();
+        // A project being waited on was just created or is coming up: no listing is made for
+        // it before a project can have come up (what the fastest so far took), then one per
+        // interval. Any listing made meanwhile for another wait or lookup answers it too.
+        let mut due = asked + self.first_poll_after();
+        let mut seen_coming_up = false;
         let mut last: Option<Arc<Listing<Project>>> = None;
         loop {
-            let answer =
-                tokio::time::timeout_at(deadline, self.listing.started_after(not_before)).await;
+            let answer = tokio::time::timeout_at(deadline, self.listing.by(due)).await;
             let listing = match answer {
                 Err(_) => {
                     let last_status = last.as_ref().and_then(|l| {
@@ -164,23 +189,35 @@ impl ProjectListing {
                     // The shared budget already holds back for any wait the provider named,
                     // and the listing's interval spaces the next attempt.
                     tracing::debug!(%error, "project listing failed transiently; waiting for the next");
-                    not_before = Instant::now();
+                    due = Instant::now();
                     continue;
                 }
                 Ok(Err(error)) => return Err(error),
                 Ok(Ok(listing)) => listing,
             };
-            not_before = Instant::now();
+            // An earlier answer than asked for (made for someone else) keeps the due time.
+            due = due.max(listing.started + interval);
             let status = listing
                 .items
                 .iter()
                 .find(|p| p.project_ref == project_ref && p.organization_slug == organization_slug)
                 .map(|p| p.status);
+            let started = listing.started;
             last = Some(listing);
             let outcome = match status {
-                Some(ProjectStatus::ActiveHealthy) => ReadinessOutcome::Ready,
+                Some(ProjectStatus::ActiveHealthy) => {
+                    // Only a project seen coming up tells how long coming up takes (an adopted
+                    // one may have been ready for days).
+                    if seen_coming_up {
+                        self.learn_come_up(started.saturating_duration_since(asked));
+                    }
+                    ReadinessOutcome::Ready
+                }
                 Some(status) if status.is_terminal_failure() => ReadinessOutcome::Failed { status },
-                _ => continue,
+                _ => {
+                    seen_coming_up = true;
+                    continue;
+                }
             };
             return Ok(ProjectWait {
                 outcome,

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use providers::{Provider, RateBudgetConfig};
+use providers::rate_budget::Endpoint;
+use providers::{Provider, RateBudgetConfig, WindowLoad};
 use serde::Serialize;
 
 use super::{CliError, open_app};
@@ -103,12 +104,18 @@ pub struct Plan {
     pub api_calls: BTreeMap<&'static str, u32>,
     /// Mean latency of this plan's own read calls, per provider, in milliseconds.
     pub measured_latency_ms: BTreeMap<&'static str, f64>,
-    /// Requests per second each provider's rate budget allows.
+    /// Requests per second each provider's rate budget allows across all its endpoints (the
+    /// safety net; the windows per endpoint are in `rate_bound_by`).
     pub rate_budget_per_sec: BTreeMap<&'static str, f64>,
     pub concurrency: usize,
     /// All clients at `concurrency`: the slower of the latency-bound waves and the
     /// rate-budget floor.
     pub eta_secs: f64,
+    /// The rate-budget floor: over every window of the providers' budgets the plan's calls
+    /// count in, the longest calls ÷ the window's allowed rate.
+    pub rate_bound_secs: f64,
+    /// The window that sets the floor, e.g. `github creating calls (POST) at 480/3600s`.
+    pub rate_bound_by: Option<String>,
     pub blocked: usize,
 }
 
@@ -119,20 +126,157 @@ const PROVIDERS: [Provider; 4] = [
     Provider::N8n,
 ];
 
-/// The calls each step makes besides polls, as written in its file: (when created, when
-/// adopted). Supabase: lookup, regions (once per process), create, the shared listing that
-/// finds it ready (with its database host), API keys;
-/// GitHub: lookup, generate, branch; Vercel: lookup, create with env or read the marker,
-/// env upsert, deployments list, deploy, deployment state; Vercel domain: lookup, add (only
-/// when created), domain and DNS view read back; n8n (the main workflow and each module's):
-/// lookup, create, activate.
-fn step_calls(step: &str) -> (Provider, u32, u32) {
-    match step {
-        supabase_project::NAME => (Provider::Supabase, 5, 4),
-        github_repo::NAME => (Provider::Github, 3, 2),
-        vercel_project::NAME => (Provider::Vercel, 6, 6),
-        vercel_domain::NAME => (Provider::Vercel, 4, 3),
-        _ => (Provider::N8n, 3, 2),
+/// How the rate budget counts one of a step's calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Counted {
+    /// In the endpoint's own window, once per client.
+    PerClient,
+    /// Once per client, in the window of the client's own Supabase project (§1.6).
+    PerProject,
+    /// A shared listing's call or one made once per process: however many clients wait, it
+    /// is made at most once per listing interval, so it is counted once for the plan.
+    Shared,
+}
+
+use Counted::{PerClient, PerProject, Shared};
+
+/// The calls each step makes besides polls, as written in its file, when it creates and when
+/// it adopts. Supabase: lookup, regions (once per process), create, the shared listing that
+/// finds it ready (with its database host), API keys; GitHub: lookup, generate, branch;
+/// Vercel: lookup, create with env or read the marker, env upsert, deployments list, deploy,
+/// deployment state; Vercel domain: lookup, add (only when created), domain and DNS view read
+/// back; n8n (the main workflow and each module's): lookup in the shared listing, create,
+/// activate.
+fn step_calls(step: &str, action: Action) -> (Provider, &'static [(&'static str, Counted)]) {
+    const SUPABASE_CREATE: &[(&str, Counted)] = &[
+        ("GET /v1/projects", Shared),
+        ("GET /v1/projects/available-regions", Shared),
+        ("POST /v1/projects", PerClient),
+        ("GET /v1/projects", Shared),
+        ("GET /v1/projects/{ref}/api-keys", PerProject),
+    ];
+    const SUPABASE_ADOPT: &[(&str, Counted)] = &[
+        ("GET /v1/projects", Shared),
+        ("GET /v1/projects/available-regions", Shared),
+        ("GET /v1/projects", Shared),
+        ("GET /v1/projects/{ref}/api-keys", PerProject),
+    ];
+    const GITHUB_CREATE: &[(&str, Counted)] = &[
+        ("GET /repos/{owner}/{repo}", PerClient),
+        (
+            "POST /repos/{template_owner}/{template_repo}/generate",
+            PerClient,
+        ),
+        ("GET /repos/{owner}/{repo}/branches/{branch}", PerClient),
+    ];
+    const GITHUB_ADOPT: &[(&str, Counted)] = &[
+        ("GET /repos/{owner}/{repo}", PerClient),
+        ("GET /repos/{owner}/{repo}/branches/{branch}", PerClient),
+    ];
+    const VERCEL_CREATE: &[(&str, Counted)] = &[
+        ("GET /v9/projects/{idOrName}", PerClient),
+        ("POST /v11/projects", PerClient),
+        ("POST /v10/projects/{idOrName}/env", PerClient),
+        ("GET /v6/deployments", PerClient),
+        ("POST /v13/deployments", PerClient),
+        ("GET /v13/deployments/{idOrUrl}", PerClient),
+    ];
+    const VERCEL_ADOPT: &[(&str, Counted)] = &[
+        ("GET /v9/projects/{idOrName}", PerClient),
+        ("GET /v10/projects/{idOrName}/env", PerClient),
+        ("POST /v10/projects/{idOrName}/env", PerClient),
+        ("GET /v6/deployments", PerClient),
+        ("POST /v13/deployments", PerClient),
+        ("GET /v13/deployments/{idOrUrl}", PerClient),
+    ];
+    const DOMAIN_CREATE: &[(&str, Counted)] = &[
+        ("GET /v9/projects/{idOrName}/domains/{domain}", PerClient),
+        ("POST /v10/projects/{idOrName}/domains", PerClient),
+        ("GET /v9/projects/{idOrName}/domains/{domain}", PerClient),
+        ("GET /v6/domains/{domain}/config", PerClient),
+    ];
+    const DOMAIN_ADOPT: &[(&str, Counted)] = &[
+        ("GET /v9/projects/{idOrName}/domains/{domain}", PerClient),
+        ("GET /v9/projects/{idOrName}/domains/{domain}", PerClient),
+        ("GET /v6/domains/{domain}/config", PerClient),
+    ];
+    const N8N_CREATE: &[(&str, Counted)] = &[
+        ("GET /workflows", Shared),
+        ("POST /workflows", PerClient),
+        ("POST /workflows/{id}/activate", PerClient),
+    ];
+    const N8N_ADOPT: &[(&str, Counted)] = &[
+        ("GET /workflows", Shared),
+        ("POST /workflows/{id}/activate", PerClient),
+    ];
+    // The run stops at the lookup.
+    const BLOCKED: usize = 1;
+    let created = matches!(action, Action::Create);
+    let (provider, calls) = match step {
+        supabase_project::NAME if created => (Provider::Supabase, SUPABASE_CREATE),
+        supabase_project::NAME => (Provider::Supabase, SUPABASE_ADOPT),
+        github_repo::NAME if created => (Provider::Github, GITHUB_CREATE),
+        github_repo::NAME => (Provider::Github, GITHUB_ADOPT),
+        vercel_project::NAME if created => (Provider::Vercel, VERCEL_CREATE),
+        vercel_project::NAME => (Provider::Vercel, VERCEL_ADOPT),
+        vercel_domain::NAME if created => (Provider::Vercel, DOMAIN_CREATE),
+        vercel_domain::NAME => (Provider::Vercel, DOMAIN_ADOPT),
+        _ if created => (Provider::N8n, N8N_CREATE),
+        _ => (Provider::N8n, N8N_ADOPT),
+    };
+    match action {
+        Action::Blocked | Action::Unknown => (provider, &calls[..BLOCKED]),
+        Action::Create | Action::Adopt => (provider, calls),
+    }
+}
+
+/// The calls of a whole plan as its provider's rate budget counts them: every client's own,
+/// and each shared call once.
+#[derive(Debug, Default)]
+struct PlannedCalls {
+    calls: BTreeMap<&'static str, Vec<Endpoint>>,
+    shared: std::collections::BTreeSet<(&'static str, &'static str)>,
+}
+
+impl PlannedCalls {
+    fn add(
+        &mut self,
+        provider: Provider,
+        slug: &ClientSlug,
+        operation: &'static str,
+        counted: Counted,
+    ) {
+        let scope = match counted {
+            // The client's project, not yet known by its ref: the slug stands for it.
+            PerProject => Some(slug.to_string()),
+            PerClient => None,
+            Shared => {
+                if !self.shared.insert((provider.name(), operation)) {
+                    return;
+                }
+                None
+            }
+        };
+        self.calls
+            .entry(provider.name())
+            .or_default()
+            .push(Endpoint { operation, scope });
+    }
+
+    /// For each provider, the window of its budget that `calls` need longest in (calls ÷
+    /// the window's allowed rate), if any.
+    fn tightest(
+        &self,
+        budget: impl Fn(Provider) -> RateBudgetConfig,
+    ) -> Vec<(Provider, WindowLoad)> {
+        PROVIDERS
+            .iter()
+            .filter_map(|provider| {
+                let calls = self.calls.get(provider.name())?.clone();
+                let load = budget(*provider).window_loads(calls).into_iter().next()?;
+                Some((*provider, load))
+            })
+            .collect()
     }
 }
 
@@ -465,13 +609,15 @@ async fn plan_modules(
     Ok(plans)
 }
 
-fn budget_rate(stack: &Stack, provider: Provider) -> f64 {
-    stack
-        .settings
-        .rate_budgets
-        .get(provider.name())
-        .map(|b| b.requests_per_second)
-        .unwrap_or_else(|| RateBudgetConfig::default_for(provider).requests_per_second)
+/// The rate budget `stack`'s client of `provider` shares (as configured, first one wins).
+fn budget_of(stack: &Stack, provider: Provider) -> RateBudgetConfig {
+    let budget = match provider {
+        Provider::Supabase => stack.supabase.budget(),
+        Provider::Github => stack.github.budget(),
+        Provider::Vercel => stack.vercel.budget(),
+        Provider::N8n => stack.n8n.budget(),
+    };
+    *budget.config()
 }
 
 /// Plans for `targets`, with the ETA of running them `concurrency` at a time.
@@ -498,19 +644,19 @@ pub async fn plan_clients(
         });
     }
     let mut total: BTreeMap<&'static str, u32> = BTreeMap::new();
-    for client in &mut clients {
+    let mut planned = PlannedCalls::default();
+    for (client, target) in clients.iter_mut().zip(targets) {
+        let slug = &target.slug;
         let mut chain: BTreeMap<&str, f64> = BTreeMap::new();
         for resource in &client.resources {
             if resource.step == database_schema::NAME || resource.action == Action::Unknown {
                 continue;
             }
-            let (provider, created, adopted) = step_calls(resource.step);
-            let calls = match resource.action {
-                Action::Create => created,
-                Action::Adopt => adopted,
-                // The run stops at the lookup.
-                Action::Blocked | Action::Unknown => 1,
-            };
+            let (provider, made) = step_calls(resource.step, resource.action);
+            for (operation, counted) in made {
+                planned.add(provider, slug, operation, *counted);
+            }
+            let calls = u32::try_from(made.len()).unwrap_or(u32::MAX);
             *client.api_calls.entry(provider.name()).or_default() += calls;
             *total.entry(provider.name()).or_default() += calls;
             // The module workflows are made one after another within their step.
@@ -530,25 +676,26 @@ pub async fn plan_clients(
     let concurrency = concurrency.max(1);
     let waves = clients.len().div_ceil(concurrency);
     let slowest = clients.iter().map(|c| c.eta_secs).fold(0.0, f64::max);
-    let rate_floor = PROVIDERS
+    let tightest = planned.tightest(|provider| budget_of(stack, provider));
+    let bound = tightest
         .iter()
-        .map(|p| {
-            f64::from(total.get(p.name()).copied().unwrap_or_default()) / budget_rate(stack, *p)
-        })
-        .fold(0.0, f64::max);
+        .max_by(|a, b| a.1.seconds().total_cmp(&b.1.seconds()));
+    let rate_floor = bound.map_or(0.0, |(_, load)| load.seconds());
     Ok(Plan {
         blocked: clients
             .iter()
             .filter(|c| c.resources.iter().any(|r| r.action == Action::Blocked))
             .count(),
         eta_secs: (waves as f64 * slowest).max(rate_floor),
+        rate_bound_secs: rate_floor,
+        rate_bound_by: bound.map(|(provider, load)| format!("{} {}", provider.name(), load.window)),
         measured_latency_ms: PROVIDERS
             .iter()
             .map(|p| (p.name(), latencies.mean(*p).as_secs_f64() * 1000.0))
             .collect(),
         rate_budget_per_sec: PROVIDERS
             .iter()
-            .map(|p| (p.name(), budget_rate(stack, *p)))
+            .map(|p| (p.name(), budget_of(stack, *p).requests_per_second))
             .collect(),
         api_calls: total,
         concurrency,
@@ -668,4 +815,73 @@ pub async fn run(args: PlanArgs, config: Option<PathBuf>) -> Result<(), CliError
     let plan = plan_clients(&app.stack, &targets, usize::from(args.concurrency)).await;
     app.shutdown(Duration::from_secs(5)).await;
     print(&plan?, args.json)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slug(i: usize) -> ClientSlug {
+        ClientSlug::parse(&format!("client-{i:03}")).expect("a valid slug")
+    }
+
+    /// Every step of `clients` new clients (no modules), as `plan_clients` adds them.
+    fn new_clients(clients: usize) -> PlannedCalls {
+        let mut planned = PlannedCalls::default();
+        for i in 0..clients {
+            for step in [
+                supabase_project::NAME,
+                github_repo::NAME,
+                vercel_project::NAME,
+                vercel_domain::NAME,
+                n8n_workflow::NAME,
+            ] {
+                let (provider, made) = step_calls(step, Action::Create);
+                for (operation, counted) in made {
+                    planned.add(provider, &slug(i), operation, *counted);
+                }
+            }
+        }
+        planned
+    }
+
+    fn seconds_of(tightest: &[(Provider, WindowLoad)], provider: Provider) -> (f64, String) {
+        let (_, load) = tightest
+            .iter()
+            .find(|(p, _)| *p == provider)
+            .expect("the provider has calls");
+        (load.seconds(), load.window.clone())
+    }
+
+    #[test]
+    fn the_eta_floor_is_the_tightest_window_of_each_budget_not_its_overall_rate() {
+        let tightest = new_clients(100).tightest(RateBudgetConfig::default_for);
+        // GitHub: 100 generations in the 480-an-hour creation window, 750 s; at the 50/s of
+        // the provider-wide bucket the 300 calls would take 6 s.
+        let (github, window) = seconds_of(&tightest, Provider::Github);
+        assert!((github - 750.0).abs() < 1e-6, "{github} {window}");
+        assert_eq!(window, "creating calls (POST) at 480/3600s");
+        // Supabase: 100 creations in one 115-a-minute window; the shared listings and the
+        // per-process regions call count once, the API keys in each project's own window.
+        let (supabase, window) = seconds_of(&tightest, Provider::Supabase);
+        assert!(
+            (supabase - 100.0 * 60.0 / 115.0).abs() < 1e-6,
+            "{supabase} {window}"
+        );
+        assert_eq!(window, "POST /v1/projects at 115/60s");
+        // Vercel: each writing endpoint's 100 a minute, 100 calls each.
+        let (vercel, window) = seconds_of(&tightest, Provider::Vercel);
+        assert!((vercel - 60.0).abs() < 1e-6, "{vercel} {window}");
+        // n8n has only the provider-wide bucket: 200 per-client calls and the shared listing.
+        let (n8n, window) = seconds_of(&tightest, Provider::N8n);
+        assert!((n8n - 201.0 / 20.0).abs() < 1e-6, "{n8n} {window}");
+    }
+
+    #[test]
+    fn a_batch_inside_an_hourly_allowance_is_bound_by_its_arithmetic_only() {
+        // Ten generations of 480 an hour: 75 s at that rate, not the hour.
+        let tightest = new_clients(10).tightest(RateBudgetConfig::default_for);
+        let (github, window) = seconds_of(&tightest, Provider::Github);
+        assert!((github - 75.0).abs() < 1e-6, "{github} {window}");
+    }
 }

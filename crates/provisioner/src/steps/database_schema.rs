@@ -154,7 +154,11 @@ fn failure(err: TenantDbError) -> StepError {
         TenantDbError::MigrationDrift { drift } => Some(serde_json::json!({ "drift": drift })),
         _ => None,
     };
-    let error = if err.is_retryable() {
+    let error = if err.is_contention() {
+        // Spread by the policy's jittered backoff: a fixed wait would bring every run that
+        // met the same shortage back at the same moment.
+        StepError::retryable(err.to_string())
+    } else if err.is_retryable() {
         // e.g. a fresh project refusing connections for a moment after ACTIVE_HEALTHY.
         StepError::retry_after(Duration::from_secs(3), err.to_string())
     } else {
@@ -181,6 +185,16 @@ fn checks_failed(project_name: &str, report: &CheckReport) -> StepError {
     }
 }
 
+/// The action's policy: a database server short of memory or connections for many sessions
+/// at once (a batch's migrations) recovers as they finish, so the attempts are many and spread
+/// over about five minutes of jittered, doubling waits.
+const CONTENDED: RetryPolicy = RetryPolicy {
+    timeout: Duration::from_secs(300),
+    max_attempts: 10,
+    backoff_base: Duration::from_secs(2),
+    backoff_cap: Duration::from_secs(60),
+};
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSchemaStep {
     pub stack: Arc<Stack>,
@@ -197,10 +211,7 @@ impl Step for DatabaseSchemaStep {
 
     fn policy(&self) -> StepPolicy {
         StepPolicy {
-            action: RetryPolicy {
-                timeout: Duration::from_secs(300),
-                ..RetryPolicy::default()
-            },
+            action: CONTENDED,
             undo: StepPolicy::default().undo,
         }
     }
@@ -374,6 +385,37 @@ async fn reset_password(
 mod tests {
     use super::*;
     use crate::tenant_db::{CheckName, Finding, Severity};
+
+    #[test]
+    fn a_server_short_of_resources_is_retried_on_jittered_backoff_not_a_fixed_wait() {
+        let short = TenantDbError::Connect {
+            host: "h:5432".into(),
+            database: "d".into(),
+            message: "out of shared memory".into(),
+            code: Some("53200".into()),
+        };
+        assert!(
+            matches!(failure(short), StepError::Retryable { after: None, .. }),
+            "no fixed wait"
+        );
+        let starting = TenantDbError::Connect {
+            host: "h:5432".into(),
+            database: "d".into(),
+            message: "the database system is starting up".into(),
+            code: Some("57P03".into()),
+        };
+        assert!(matches!(
+            failure(starting),
+            StepError::Retryable { after: Some(_), .. }
+        ));
+        // The waits' ceilings add up to minutes, not seconds.
+        let mut ceilings = Duration::ZERO;
+        for failed in 1..CONTENDED.max_attempts {
+            let doubled = CONTENDED.backoff_base * (1 << (failed - 1).min(16));
+            ceilings += doubled.min(CONTENDED.backoff_cap);
+        }
+        assert!(ceilings >= Duration::from_secs(240), "{ceilings:?}");
+    }
 
     fn root(table: &str, also_failing: usize) -> Finding {
         Finding {

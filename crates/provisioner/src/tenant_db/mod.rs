@@ -149,33 +149,52 @@ pub enum TenantDbError {
 impl TenantDbError {
     /// Whether trying again later may succeed: the server unreachable, starting up, out of
     /// resources, or a deadlock. A broken schema, a refused login or a missing database stay
-    /// broken.
+    /// broken. A migration file that failed for the moment (e.g. the server out of shared
+    /// memory for its locks) inside its transaction kept nothing, so it is tried again; one
+    /// that ran outside a transaction may have left half its work, so it is not.
     pub fn is_retryable(&self) -> bool {
         match self {
             Self::Timeout { .. } => true,
-            Self::Connect { code, .. } | Self::Database { code, .. } => match code.as_deref() {
-                None => true,
-                Some(code) => TRANSIENT_SQLSTATE_CLASSES
-                    .iter()
-                    .any(|c| code.starts_with(c)),
-            },
+            Self::Connect { code, .. } | Self::Database { code, .. } => {
+                code.as_deref().is_none_or(is_momentary)
+            }
             Self::Endpoint {
                 retryable, code, ..
-            } => {
-                *retryable
-                    || code.as_deref().is_some_and(|code| {
-                        TRANSIENT_SQLSTATE_CLASSES
-                            .iter()
-                            .any(|c| code.starts_with(c))
-                    })
-            }
+            } => *retryable || code.as_deref().is_some_and(is_momentary),
+            Self::MigrationFailed {
+                code,
+                outside_transaction,
+                ..
+            } => !outside_transaction && code.as_deref().is_some_and(is_momentary),
             Self::InvalidUrl { .. }
             | Self::SchemaEndsTransaction
-            | Self::MigrationFailed { .. }
             | Self::MigrationDrift { .. }
             | Self::CannotActAs { .. } => false,
         }
     }
+}
+
+impl TenantDbError {
+    /// Whether the server was short of something many sessions compete for (class 53:
+    /// memory, its lock table, connections) or two sessions deadlocked (class 40): busy
+    /// sessions all retrying after the same wait would only meet again.
+    pub fn is_contention(&self) -> bool {
+        let code = match self {
+            Self::Connect { code, .. }
+            | Self::Database { code, .. }
+            | Self::Endpoint { code, .. }
+            | Self::MigrationFailed { code, .. } => code.as_deref(),
+            _ => None,
+        };
+        self.is_retryable() && code.is_some_and(|c| c.starts_with("53") || c.starts_with("40"))
+    }
+}
+
+/// Whether `sqlstate` describes the moment, not the request ([`TRANSIENT_SQLSTATE_CLASSES`]).
+pub(crate) fn is_momentary(sqlstate: &str) -> bool {
+    TRANSIENT_SQLSTATE_CLASSES
+        .iter()
+        .any(|class| sqlstate.starts_with(class))
 }
 
 /// Logs in to the database at `db_url` and out again: whether the route and its password are
@@ -287,5 +306,28 @@ mod tests {
         };
         assert!(!broken.is_retryable());
         assert!(!TenantDbError::SchemaEndsTransaction.is_retryable());
+    }
+
+    #[test]
+    fn a_migration_the_server_had_no_resources_for_is_retried_when_nothing_was_kept() {
+        let failed = |code: &str, outside_transaction| TenantDbError::MigrationFailed {
+            version: "0001".into(),
+            file_name: "0001_init.sql".into(),
+            statement: "CREATE TABLE public.companies (".into(),
+            message: "out of shared memory".into(),
+            code: Some(code.into()),
+            line: Some(127),
+            detail: None,
+            hint: Some("You might need to increase max_locks_per_transaction.".into()),
+            outside_transaction,
+        };
+        assert!(
+            failed("53200", false).is_retryable(),
+            "out of shared memory"
+        );
+        assert!(failed("40P01", false).is_retryable(), "deadlock");
+        // Half of a file without a transaction may remain: a person looks first.
+        assert!(!failed("53200", true).is_retryable());
+        assert!(!failed("42P07", false).is_retryable(), "table exists");
     }
 }

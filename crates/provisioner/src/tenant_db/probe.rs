@@ -83,6 +83,12 @@ struct ProbeFailure {
 }
 
 impl ProbeFailure {
+    /// The server could not run the probe for the moment (out of memory, a deadlock, …):
+    /// it says nothing about the table's policies.
+    fn is_momentary(&self) -> bool {
+        self.code.as_deref().is_some_and(super::is_momentary)
+    }
+
     fn is_recursion(&self) -> bool {
         matches!(
             self.code.as_deref(),
@@ -346,9 +352,15 @@ async fn act_as_authenticated(
         .bind(search_path)
         .execute(&mut **savepoint)
         .await
-        .map_err(|e| TenantDbError::CannotActAs {
-            role: "authenticated",
-            message: target.redact(&error_message(&e)),
+        .map_err(|e| match super::sqlstate(&e) {
+            // The server short of resources says nothing about the role's rights.
+            Some(code) if super::is_momentary(&code) => {
+                target.database_error("acting as authenticated", &e)
+            }
+            _ => TenantDbError::CannotActAs {
+                role: "authenticated",
+                message: target.redact(&error_message(&e)),
+            },
         })?;
     Ok(())
 }
@@ -648,6 +660,14 @@ async fn judge(
                     let table = &tables[index];
                     others_row_visible.insert((table.schema.clone(), table.name.clone()));
                 }
+            }
+            Probed::Failed(failure) if failure.is_momentary() => {
+                // Not a finding: the check is made again when the server can run it.
+                return Err(TenantDbError::Database {
+                    during: "reading a table as authenticated",
+                    message: format!("{}: {}", tables[index].qualified(), failure.message),
+                    code: failure.code,
+                });
             }
             Probed::Failed(failure) => {
                 outcomes.insert(index, failure);
