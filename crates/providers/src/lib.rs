@@ -24,7 +24,7 @@ pub use error::{Provider, ProviderError};
 pub use github::{GithubClient, GithubConfig};
 pub use http_policy::HttpPolicy;
 pub use n8n::{N8nApiFlavour, N8nClient, N8nConfig};
-pub use rate_budget::{RateBudget, RateBudgetConfig, WindowLimit, WindowLoad};
+pub use rate_budget::{Allowance, RateBudget, RateBudgetConfig, WindowLimit, WindowLoad};
 pub use secrecy::SecretString;
 pub use shared_listing::SharedListing;
 pub use supabase::{ProjectListing, ReadinessOutcome, SupabaseClient, SupabaseConfig};

@@ -237,7 +237,7 @@ impl RateBudgetConfig {
                 Some(WindowLoad {
                     window: key.describe(limit),
                     calls,
-                    per_second: limit.per_second(),
+                    allowance: Allowance::Window(limit),
                 })
             })
             .collect();
@@ -248,7 +248,10 @@ impl RateBudgetConfig {
                     self.requests_per_second
                 ),
                 calls: all,
-                per_second: self.requests_per_second,
+                allowance: Allowance::Bucket {
+                    burst: self.burst,
+                    per_second: self.requests_per_second,
+                },
             });
         }
         loads.sort_by(|a, b| {
@@ -260,22 +263,51 @@ impl RateBudgetConfig {
     }
 }
 
-/// How many of a batch's calls one window counts, and so how long the window's allowed rate
-/// needs for them.
+/// How many of a batch's calls one window counts, and so how long the window makes them take.
 #[derive(Debug, Clone, PartialEq)]
 pub struct WindowLoad {
     /// What the window counts, e.g. `GET /v1/projects [user] at 120/60s`.
     pub window: String,
     pub calls: u64,
-    /// The window's allowance ÷ its length.
-    pub per_second: f64,
+    pub allowance: Allowance,
+}
+
+/// What a window lets through.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Allowance {
+    /// At most `requests` in any span of `window`.
+    Window(WindowLimit),
+    /// A token bucket: `burst` at once, then `per_second`.
+    Bucket { burst: u32, per_second: f64 },
 }
 
 impl WindowLoad {
-    /// (calls ÷ allowance) × window length, i.e. calls ÷ the window's allowed rate, in
-    /// seconds: how long the calls take at the rate the window allows.
+    /// The shortest time from the first of the calls to the last that the window allows: a
+    /// lower bound on how long they take, whatever the order. N calls under "A in any W" need
+    /// ⌊(N − 1) ÷ A⌋ whole windows, so calls that fit in one allowance cost nothing here (an
+    /// hourly allowance a batch stays inside does not bind it, however long the hour); a
+    /// bucket sends its burst at once and the rest at its rate.
     pub fn seconds(&self) -> f64 {
-        self.calls as f64 / self.per_second.max(f64::MIN_POSITIVE)
+        match self.allowance {
+            Allowance::Window(limit) => {
+                let windows = self.calls.saturating_sub(1) / u64::from(limit.requests.max(1));
+                windows as f64 * limit.window.as_secs_f64()
+            }
+            Allowance::Bucket { burst, per_second } => {
+                self.calls.saturating_sub(u64::from(burst)) as f64
+                    / per_second.max(f64::MIN_POSITIVE)
+            }
+        }
+    }
+
+    /// The calls ÷ the allowed steady rate (allowance ÷ window length): what the calls would
+    /// take at that rate, and no bound when they fit in one allowance.
+    pub fn at_steady_rate(&self) -> f64 {
+        let per_second = match self.allowance {
+            Allowance::Window(limit) => limit.per_second(),
+            Allowance::Bucket { per_second, .. } => per_second,
+        };
+        self.calls as f64 / per_second.max(f64::MIN_POSITIVE)
     }
 }
 
@@ -1006,6 +1038,36 @@ pub fn shared_budget(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn load(calls: u64, allowance: Allowance) -> WindowLoad {
+        WindowLoad {
+            window: String::new(),
+            calls,
+            allowance,
+        }
+    }
+
+    #[test]
+    fn a_window_costs_only_the_whole_windows_its_calls_need_beyond_one_allowance() {
+        let minute = Allowance::Window(WindowLimit::per_minute(80));
+        // 80 fit in one minute's allowance; the 81st waits for the next window.
+        assert_eq!(load(80, minute).seconds(), 0.0);
+        assert_eq!(load(81, minute).seconds(), 60.0);
+        assert_eq!(load(161, minute).seconds(), 120.0);
+        // 100 creations inside an hour's 500 are not bound by the hour at all...
+        let hour = Allowance::Window(WindowLimit::per_hour(500));
+        assert_eq!(load(100, hour).seconds(), 0.0);
+        // ...though at the hour's steady rate they would take 720 s.
+        assert!((load(100, hour).at_steady_rate() - 720.0).abs() < 1e-9);
+        assert_eq!(load(0, hour).seconds(), 0.0);
+        // A bucket sends its burst at once, then the rest at its rate.
+        let bucket = Allowance::Bucket {
+            burst: 10,
+            per_second: 2.0,
+        };
+        assert_eq!(load(10, bucket).seconds(), 0.0);
+        assert_eq!(load(30, bucket).seconds(), 10.0);
+    }
 
     fn config(rate: f64, burst: u32) -> RateBudgetConfig {
         RateBudgetConfig {

@@ -10,8 +10,10 @@
 //! GitHub 5,000/h and 80/min + 500/h creations; Vercel publishes none). It prints one line per
 //! provider (calls per client, rate-limited answers, calls by endpoint) and one for the batch:
 //! wall time; the bound, the largest of the critical path and, over every published window
-//! the batch's calls count in, (calls in the window's scope ÷ its allowance) × its length, with
-//! `bound_by` naming it; their ratio; when the last project and deployment creations went
+//! the batch's calls count in, the shortest time the window lets them go out in (⌊(calls − 1)
+//! ÷ allowance⌋ whole windows; a bucket's calls beyond its burst at its rate), with `bound_by`
+//! naming it; their ratio; `steady_rate_s`, calls ÷ each window's steady rate (the issue's
+//! arithmetic, which is no bound when the calls fit in one allowance); when the last project and deployment creations went
 //! out; the runs' end states. A last line counts the failed attempts of the runs that did not
 //! succeed, by step and message.
 //! `--fifo` serves waiting requests in arrival order, to measure what the priority order buys.
@@ -399,10 +401,17 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
         by_provider.entry(provider).or_default().push(endpoint);
     }
     let mut bounds: Vec<(String, f64)> = Vec::new();
+    // Calls ÷ each window's steady rate: the arithmetic, no lower bound when the
+    // calls fit in one allowance (an hour's 500 creations for 100 clients is 720 s of it).
+    let mut steady: Vec<(String, f64)> = Vec::new();
     for (provider, calls) in by_provider {
         // Every window, so the figures show how far each is from binding; the largest few
         // per provider are enough to read.
         for load in published(provider).window_loads(calls).into_iter().take(5) {
+            steady.push((
+                format!("{} {} ({} calls)", provider.name(), load.window, load.calls),
+                load.at_steady_rate(),
+            ));
             bounds.push((
                 format!("{} {} ({} calls)", provider.name(), load.window, load.calls),
                 load.seconds(),
@@ -454,6 +463,7 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
             "wall_s": wall, "bound_s": bound, "bound_by": bound_by,
             "wall_over_bound": wall / bound,
             "bounds_s": bounds.iter().map(|(what, s)| (what.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
+            "steady_rate_s": steady.iter().map(|(what, s)| (what.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
             "critical_path_s": critical_path,
             "last_project_create_s": last(&creates), "last_deployment_create_s": last(&deployments),
             "median_client_done_s": finished.get(finished.len() / 2).copied().unwrap_or(0.0),

@@ -856,32 +856,29 @@ mod tests {
     #[test]
     fn the_eta_floor_is_the_tightest_window_of_each_budget_not_its_overall_rate() {
         let tightest = new_clients(100).tightest(RateBudgetConfig::default_for);
-        // GitHub: 100 generations in the 480-an-hour creation window, 750 s; at the 50/s of
-        // the provider-wide bucket the 300 calls would take 6 s.
+        // GitHub: 100 generations, 75 a minute: the last waits for a second minute. The
+        // 480-an-hour window holds all of them, so the hour does not bind.
         let (github, window) = seconds_of(&tightest, Provider::Github);
-        assert!((github - 750.0).abs() < 1e-6, "{github} {window}");
-        assert_eq!(window, "creating calls (POST) at 480/3600s");
-        // Supabase: 100 creations in one 115-a-minute window; the shared listings and the
-        // per-process regions call count once, the API keys in each project's own window.
-        let (supabase, window) = seconds_of(&tightest, Provider::Supabase);
-        assert!(
-            (supabase - 100.0 * 60.0 / 115.0).abs() < 1e-6,
-            "{supabase} {window}"
-        );
-        assert_eq!(window, "POST /v1/projects at 115/60s");
-        // Vercel: each writing endpoint's 100 a minute, 100 calls each.
-        let (vercel, window) = seconds_of(&tightest, Provider::Vercel);
-        assert!((vercel - 60.0).abs() < 1e-6, "{vercel} {window}");
-        // n8n has only the provider-wide bucket: 200 per-client calls and the shared listing.
+        assert!((github - 60.0).abs() < 1e-6, "{github} {window}");
+        assert_eq!(window, "creating calls (POST) at 75/60s");
+        // n8n has only the provider-wide bucket: 201 calls (two per client and the shared
+        // listing) at 20/s after its burst.
         let (n8n, window) = seconds_of(&tightest, Provider::N8n);
-        assert!((n8n - 201.0 / 20.0).abs() < 1e-6, "{n8n} {window}");
+        assert!(n8n > 0.0 && n8n < 201.0 / 20.0, "{n8n} {window}");
+        assert!(window.contains("provider-wide bucket"), "{window}");
     }
 
     #[test]
-    fn a_batch_inside_an_hourly_allowance_is_bound_by_its_arithmetic_only() {
-        // Ten generations of 480 an hour: 75 s at that rate, not the hour.
+    fn a_batch_inside_every_allowance_is_not_held_up_by_a_window() {
+        // Ten clients fit in every window's allowance: no window adds a wait; only the
+        // buckets' rates beyond their bursts could.
         let tightest = new_clients(10).tightest(RateBudgetConfig::default_for);
+        for (provider, load) in &tightest {
+            assert_eq!(load.seconds(), 0.0, "{provider:?} {}", load.window);
+        }
+        // Five hundred do not: GitHub's 480 an hour makes the 481st wait the hour.
+        let tightest = new_clients(500).tightest(RateBudgetConfig::default_for);
         let (github, window) = seconds_of(&tightest, Provider::Github);
-        assert!((github - 75.0).abs() < 1e-6, "{github} {window}");
+        assert!((github - 3600.0).abs() < 1e-6, "{github} {window}");
     }
 }
