@@ -76,9 +76,11 @@ impl ThrowawayPostgres {
         self.dir.path().join("data").display().to_string()
     }
 
-    fn pg(&self, program: &str, args: &[&str]) {
+    /// `program` of the server's binaries with `args`, run as `postgres` when we are root
+    /// (the server refuses to run as root).
+    fn pg_output(&self, program: &str, args: &[&str]) -> std::io::Result<std::process::Output> {
         let path = self.bin.join(program);
-        let output = if self.as_postgres {
+        if self.as_postgres {
             std::process::Command::new("runuser")
                 .args(["-u", "postgres", "--"])
                 .arg(&path)
@@ -87,7 +89,10 @@ impl ThrowawayPostgres {
         } else {
             std::process::Command::new(&path).args(args).output()
         }
-        .unwrap();
+    }
+
+    fn pg(&self, program: &str, args: &[&str]) {
+        let output = self.pg_output(program, args).unwrap();
         assert!(
             output.status.success(),
             "{program} {args:?}: {}",
@@ -132,18 +137,8 @@ impl ThrowawayPostgres {
 
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
-        let path = self.bin.join("pg_ctl");
         let data = self.data();
-        let args = ["-D", data.as_str(), "-m", "immediate", "stop"];
-        let _ = if self.as_postgres {
-            std::process::Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&path)
-                .args(args)
-                .output()
-        } else {
-            std::process::Command::new(&path).args(args).output()
-        };
+        let _ = self.pg_output("pg_ctl", &["-D", data.as_str(), "-m", "immediate", "stop"]);
     }
 }
 
