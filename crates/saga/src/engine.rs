@@ -169,6 +169,10 @@ pub(crate) struct Inner {
     /// Graceful shutdown: finish in-flight steps, start nothing new, hand leases back.
     pub(crate) stopping: AtomicBool,
     pub(crate) wakeup: Notify,
+    /// The runtime the workers were started on: every run's task is spawned there, also a
+    /// new run a caller (an API request) starts, so a process that answers people on other
+    /// threads keeps the runs' work off them.
+    pub(crate) runs_on: Mutex<Option<tokio::runtime::Handle>>,
     /// Callers of [`Engine::wait_for`], told when a run this process drives settles.
     pub(crate) waiters: Mutex<HashMap<Uuid, Vec<oneshot::Sender<()>>>>,
 }
@@ -179,6 +183,16 @@ impl Inner {
         self.active
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Where a run's task is spawned: the workers' runtime, or the caller's before any
+    /// worker started.
+    pub(crate) fn runs_on(&self) -> tokio::runtime::Handle {
+        self.runs_on
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+            .unwrap_or_else(tokio::runtime::Handle::current)
     }
 
     fn waiters(&self) -> MutexGuard<'_, HashMap<Uuid, Vec<oneshot::Sender<()>>>> {
@@ -291,6 +305,7 @@ impl EngineBuilder {
                 workers_running: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 wakeup: Notify::new(),
+                runs_on: Mutex::new(None),
                 waiters: Mutex::new(HashMap::new()),
             }),
         }

@@ -930,3 +930,60 @@ async fn a_new_runs_first_view_is_what_a_read_after_its_commit_shows() {
         j.cleanup().await;
     }
 }
+
+/// `serve` answers requests on some threads and drives runs on others; a run a request
+/// starts is taken on at once by this process, and its steps must still run on the workers'
+/// threads, or a thousand runs' work queues in front of the next request.
+#[test]
+fn a_run_started_off_the_workers_runtime_runs_its_steps_on_it() {
+    let runtime = |name: &str| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(name)
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let workers_runtime = runtime("workers-runtime");
+    let callers_runtime = runtime("callers-runtime");
+    callers_runtime.block_on(async {
+        for j in both().await {
+            let world = Arc::new(MemoryWorld::default());
+            let threads = Arc::new(std::sync::Mutex::new(Vec::new()));
+            let def = chain(
+                "chain",
+                1,
+                Scripted::new("a", &world).noting_threads(&threads),
+                Scripted::new("b", &world).noting_threads(&threads),
+            );
+            let e = engine(&j, vec![def]);
+            let for_workers = e.clone();
+            let w = workers_runtime
+                .spawn(async move { for_workers.run_workers() })
+                .await
+                .unwrap();
+            let started = e.start("chain", "off-runtime", &input("x")).await.unwrap();
+            assert!(
+                started
+                    .first_view
+                    .as_ref()
+                    .is_some_and(|v| v.status == RunStatus::Running),
+                "{}: this process took the new run on itself",
+                j.label
+            );
+            assert_eq!(
+                settle(&e, started.run_id).await.status,
+                RunStatus::Succeeded
+            );
+            let threads = threads.lock().unwrap().clone();
+            assert_eq!(threads.len(), 2, "{}: {threads:?}", j.label);
+            assert!(
+                threads.iter().all(|t| t == "workers-runtime"),
+                "{}: steps ran on {threads:?}",
+                j.label
+            );
+            w.shutdown(Duration::from_secs(5)).await;
+        }
+    });
+    workers_runtime.shutdown_background();
+}

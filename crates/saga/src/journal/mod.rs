@@ -311,7 +311,7 @@ pub struct AppendReceipt {
     pub pending: Option<Command>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Claim {
     pub run_id: Uuid,
     pub generation: i64,

@@ -3,6 +3,7 @@
 //! while less than a heartbeat of it is left: its run task stops at once, aborting the
 //! steps in flight, before another worker can take the run over.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -29,6 +30,9 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         let asked_at = now_ms();
         match inner.journal.renew(&inner.lease, &held, asked_at).await {
             Ok(kept) => {
+                // A set: with a thousand runs held, a scan per run would hold the lock below
+                // (which every run's start and end takes) for a million comparisons.
+                let kept: HashSet<Claim> = kept.into_iter().collect();
                 let mut active = inner.active();
                 for claim in &held {
                     let Some(run) = active.get_mut(&claim.run_id) else {

@@ -34,6 +34,11 @@ pub struct Workers {
 pub(crate) fn start(inner: Arc<Inner>) -> Workers {
     inner.stopping.store(false, Ordering::Release);
     inner.workers_running.store(true, Ordering::Release);
+    *inner
+        .runs_on
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) =
+        Some(tokio::runtime::Handle::current());
     let loops = vec![
         tokio::spawn(claim::claim_loop(inner.clone())),
         tokio::spawn(heartbeat::heartbeat_loop(inner.clone())),
@@ -197,7 +202,7 @@ where
     let cleanup = inner.clone();
     // Holding the lock across spawn: the task's own removal waits until it is registered.
     let mut active = inner.active();
-    let handle = tokio::spawn(async move {
+    let handle = inner.runs_on().spawn(async move {
         body.await;
         let mut active = cleanup.active();
         if active

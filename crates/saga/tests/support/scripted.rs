@@ -46,6 +46,8 @@ pub struct Scripted {
     /// Fail every attempt with this, forever.
     pub always: Option<StepError>,
     pub policy: StepPolicy,
+    /// The name of the thread each action attempt ran on, when asked for.
+    pub threads: Option<Arc<Mutex<Vec<String>>>>,
 }
 
 impl Scripted {
@@ -58,7 +60,12 @@ impl Scripted {
             undo_failures: Arc::default(),
             always: None,
             policy: fast_policy(),
+            threads: None,
         }
+    }
+    pub fn noting_threads(mut self, threads: &Arc<Mutex<Vec<String>>>) -> Self {
+        self.threads = Some(threads.clone());
+        self
     }
     pub fn gated(mut self, gate: &Arc<Gate>) -> Self {
         self.gate = Some(gate.clone());
@@ -95,6 +102,13 @@ impl Step for Scripted {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Input>) -> Result<Out, StepError> {
+        if let Some(threads) = &self.threads {
+            let name = std::thread::current()
+                .name()
+                .unwrap_or("unnamed")
+                .to_owned();
+            threads.lock().unwrap().push(name);
+        }
         if let Some(gate) = &self.gate {
             gate.entered.notify_one();
             gate.release.acquire().await.unwrap().forget();
