@@ -21,6 +21,7 @@ pub mod sweep;
 pub mod verify;
 mod watch;
 mod worker;
+mod worker_runtime;
 
 use std::path::PathBuf;
 

@@ -11,6 +11,7 @@ use axum::Router;
 use clap::Args;
 use tokio::net::TcpListener;
 
+use super::worker_runtime::WorkerRuntime;
 use super::{CliError, StopSignal, config_path, env, open_app};
 use crate::api::auth::Authenticator;
 use crate::api::health::Readiness;
@@ -63,7 +64,17 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
                 .join("\n")
         ))
     })?;
-    let mut app = open_app(config, workers).await?;
+    // With its workers, the process runs them on threads of their own below the API's
+    // priority, so a request never waits behind the runs they drive.
+    let worker_runtime = if workers {
+        Some(WorkerRuntime::start()?)
+    } else {
+        None
+    };
+    let mut app = match &worker_runtime {
+        Some(runtime) => runtime.run(open_app(config, true)).await??,
+        None => open_app(config, false).await?,
+    };
     // Before listening: the first requests find the journal's connections open.
     match app.engine.journal().warm_up().await {
         Ok(_) => {}
@@ -83,14 +94,17 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
         ApiOptions::from_settings(&settings),
     );
     let router = crate::api::server_router(state, readiness, metrics);
-    serve_until_stopped(
+    let served = serve_until_stopped(
         listener,
         router,
         (workers, notifier),
         &mut stop,
         Duration::from_secs(args.grace_secs),
     )
-    .await
+    .await;
+    // Only now, the workers stopped: their threads go with it.
+    drop(worker_runtime);
+    served
 }
 
 /// `/healthz`, `/readyz` and `/metrics`, which every long-running command serves.
