@@ -100,6 +100,7 @@ impl Server {
 
 struct World {
     sandbox: Sandbox,
+    _simulators: Simulators,
     dir: tempfile::TempDir,
     journal_url: String,
     secret_key: SecretString,
@@ -107,10 +108,38 @@ struct World {
     database: Option<saga::testkit::postgres::FreshDatabase>,
 }
 
+/// The simulators' runtime; dropped without waiting (an async caller may not block), after
+/// the server that called them has stopped.
+struct Simulators(Option<tokio::runtime::Runtime>);
+
+impl Drop for Simulators {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl World {
     async fn new(args: &Args, kind: JournalKind, binary: &Path) -> Result<World> {
-        let sandbox = Sandbox::start(SandboxConfig::for_tests(args.database_url.clone()))
-            .await
+        // The simulators answer on threads of their own, as the real providers answer from
+        // other machines: their work (listing a thousand repositories every second, say)
+        // must not delay this process's clock or its requests, nor take the API's CPU.
+        let simulators = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("simulators")
+            .enable_all()
+            .on_thread_start(|| {
+                // Their CPU is not the API's on a real deployment: the lowest priority here.
+                #[cfg(target_os = "linux")]
+                let _ = rustix::process::setpriority_process(Some(rustix::thread::gettid()), 19);
+            })
+            .build()?;
+        let sandbox = simulators
+            .spawn(Sandbox::start(SandboxConfig::for_tests(
+                args.database_url.clone(),
+            )))
+            .await?
             .map_err(|e| anyhow!("the simulators did not start: {e}"))?;
         // Runs are claimed and tried, but never create a project (and its database).
         sandbox.faults().add(FaultRule::new(
@@ -148,6 +177,7 @@ impl World {
         let (_, key) = saga::SealingKey::generate();
         Ok(World {
             sandbox,
+            _simulators: Simulators(Some(simulators)),
             dir,
             journal_url,
             secret_key: SecretString::from(key),
