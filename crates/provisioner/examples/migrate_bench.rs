@@ -126,8 +126,8 @@ async fn main() {
         rate_limits: false,
         ..SandboxConfig::for_tests(postgres.url.clone())
     })
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let (_, key) = SealingKey::generate();
     let key = SecretString::from(key);
