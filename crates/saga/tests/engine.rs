@@ -987,3 +987,49 @@ fn a_run_started_off_the_workers_runtime_runs_its_steps_on_it() {
     });
     workers_runtime.shutdown_background();
 }
+
+/// The heartbeat renews a worker's leases a hundred at a time: with more runs held than
+/// that, every one of them must stay held, not only the first batch's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_beyond_one_renewal_batch_all_stay_held() {
+    for j in both().await {
+        let world = Arc::new(MemoryWorld::default());
+        let gate = Gate::new();
+        let def = chain(
+            "chain",
+            1,
+            Scripted::new("a", &world).gated(&gate),
+            Scripted::new("b", &world),
+        );
+        // Its lease is 500 ms, renewed every 166 ms.
+        let e = engine(&j, vec![def]);
+        let w = e.run_workers();
+        let mut runs = Vec::new();
+        for i in 0..250 {
+            let key = format!("held-{i}");
+            runs.push(e.start("chain", &key, &input(&key)).await.unwrap().run_id);
+        }
+        // Six lease periods with every run's first step in flight.
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        gate.open();
+        for &run in &runs {
+            assert_eq!(
+                settle(&e, run).await.status,
+                RunStatus::Succeeded,
+                "{}",
+                j.label
+            );
+            let started = kinds(&e, run)
+                .await
+                .into_iter()
+                .filter(|k| *k == "step_started")
+                .count();
+            assert_eq!(
+                started, 2,
+                "{}: a run whose lease lapsed would have started its first step again",
+                j.label
+            );
+        }
+        w.shutdown(Duration::from_secs(5)).await;
+    }
+}

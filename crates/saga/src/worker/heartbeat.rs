@@ -11,6 +11,9 @@ use crate::clock::now_ms;
 use crate::engine::Inner;
 use crate::journal::Claim;
 
+/// Leases renewed per journal call.
+const RENEW_BATCH: usize = 100;
+
 pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
     let every = Duration::from_millis(u64::try_from(inner.lease.lease_ms / 3).unwrap_or(1).max(1));
     loop {
@@ -28,37 +31,51 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             continue;
         }
         let asked_at = now_ms();
-        match inner.journal.renew(&inner.lease, &held, asked_at).await {
-            Ok(kept) => {
-                // A set: with a thousand runs held, a scan per run would hold the lock below
-                // (which every run's start and end takes) for a million comparisons.
-                let kept: HashSet<Claim> = kept.into_iter().collect();
-                let mut active = inner.active();
-                for claim in &held {
-                    let Some(run) = active.get_mut(&claim.run_id) else {
-                        continue;
-                    };
-                    if run.generation != claim.generation {
-                        continue;
-                    }
-                    if kept.contains(claim) {
-                        run.lease_until = asked_at + inner.lease.lease_ms;
-                    } else {
-                        tracing::warn!(run_id = %claim.run_id, "lease lost; stopping this run here");
-                        run.lost.set();
-                    }
+        // In batches, each its own commit: one statement over a thousand leases writes a
+        // WAL flush long enough for every request's commit behind it to wait on.
+        let mut answered: Vec<Claim> = Vec::with_capacity(held.len());
+        // A set: with a thousand runs held, a scan per run would hold the lock below
+        // (which every run's start and end takes) for a million comparisons.
+        let mut kept: HashSet<Claim> = HashSet::with_capacity(held.len());
+        let mut failed = None;
+        for batch in held.chunks(RENEW_BATCH) {
+            match inner.journal.renew(&inner.lease, batch, asked_at).await {
+                Ok(renewed) => {
+                    answered.extend_from_slice(batch);
+                    kept.extend(renewed);
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    break;
                 }
             }
-            Err(e) => {
-                tracing::warn!(error = %e, "renewing leases failed");
-                // Without a renewal the lease runs out; stop before another worker may start.
-                let now = now_ms();
-                let margin = inner.lease.lease_ms / 3;
-                for (run_id, run) in inner.active().iter() {
-                    if run.lease_until - now <= margin && !run.lost.is_set() {
-                        tracing::warn!(%run_id, "lease about to lapse unrenewed; stopping this run here");
-                        run.lost.set();
-                    }
+        }
+        {
+            let mut active = inner.active();
+            for claim in &answered {
+                let Some(run) = active.get_mut(&claim.run_id) else {
+                    continue;
+                };
+                if run.generation != claim.generation {
+                    continue;
+                }
+                if kept.contains(claim) {
+                    run.lease_until = asked_at + inner.lease.lease_ms;
+                } else {
+                    tracing::warn!(run_id = %claim.run_id, "lease lost; stopping this run here");
+                    run.lost.set();
+                }
+            }
+        }
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "renewing leases failed");
+            // Without a renewal the lease runs out; stop before another worker may start.
+            let now = now_ms();
+            let margin = inner.lease.lease_ms / 3;
+            for (run_id, run) in inner.active().iter() {
+                if run.lease_until - now <= margin && !run.lost.is_set() {
+                    tracing::warn!(%run_id, "lease about to lapse unrenewed; stopping this run here");
+                    run.lost.set();
                 }
             }
         }
