@@ -1001,16 +1001,24 @@ async fn leases_beyond_one_renewal_batch_all_stay_held() {
             Scripted::new("a", &world).gated(&gate),
             Scripted::new("b", &world),
         );
-        // Its lease is 500 ms, renewed every 166 ms.
-        let e = engine(&j, vec![def]);
+        // A lease of 2 s, renewed every 667 ms: long enough that a loaded machine's slow
+        // commit is not a lapse, short enough that the wait below spans several renewals.
+        let mut registry = Registry::new();
+        registry.register(def).unwrap();
+        let e = Engine::builder(j.journal.clone(), registry)
+            .lease(Duration::from_secs(2))
+            .poll_interval(Duration::from_millis(20))
+            .worker_id("worker-test")
+            .sealing_key(key())
+            .build();
         let w = e.run_workers();
         let mut runs = Vec::new();
         for i in 0..250 {
             let key = format!("held-{i}");
             runs.push(e.start("chain", &key, &input(&key)).await.unwrap().run_id);
         }
-        // Six lease periods with every run's first step in flight.
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // Three lease periods (about nine renewals) with every run's first step in flight.
+        tokio::time::sleep(Duration::from_secs(6)).await;
         gate.open();
         for &run in &runs {
             assert_eq!(
