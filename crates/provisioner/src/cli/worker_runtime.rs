@@ -16,6 +16,9 @@ use super::CliError;
 /// of a contended core, while idle API threads leave the workers every cycle.
 pub const WORKER_NICENESS: i32 = 10;
 
+/// The workers' threads' name (the kernel keeps its first 15 bytes: `provisioner-wor`).
+pub const THREAD_NAME: &str = "provisioner-worker";
+
 /// A multi-threaded runtime whose threads run at [`WORKER_NICENESS`] below the caller's.
 #[derive(Debug)]
 pub struct WorkerRuntime {
@@ -25,7 +28,7 @@ pub struct WorkerRuntime {
 impl WorkerRuntime {
     pub fn start() -> Result<Self, CliError> {
         let runtime = Builder::new_multi_thread()
-            .thread_name("provisioner-worker")
+            .thread_name(THREAD_NAME)
             .enable_all()
             .on_thread_start(lower_this_threads_priority)
             .build()
@@ -88,17 +91,19 @@ mod tests {
     async fn work_runs_on_threads_below_the_callers_priority() {
         let callers = nice_of_this_thread();
         let runtime = WorkerRuntime::start().unwrap();
-        let (theirs, spawned) = runtime
+        let (theirs, spawned, name) = runtime
             .run(async {
                 // A task the work spawns runs there too.
                 let spawned = tokio::spawn(async { nice_of_this_thread() }).await.unwrap();
-                (nice_of_this_thread(), spawned)
+                let name = std::thread::current().name().map(str::to_owned);
+                (nice_of_this_thread(), spawned, name)
             })
             .await
             .unwrap();
         let expected = (callers + WORKER_NICENESS).min(19);
         assert_eq!(theirs, expected);
         assert_eq!(spawned, expected);
+        assert_eq!(name.as_deref(), Some(THREAD_NAME));
         assert_eq!(
             nice_of_this_thread(),
             callers,
