@@ -185,6 +185,14 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Records the runtime the workers start on (see [`Inner::runs_on`]).
+    pub(crate) fn run_on(&self, runtime: tokio::runtime::Handle) {
+        *self
+            .runs_on
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(runtime);
+    }
+
     /// Where a run's task is spawned: the workers' runtime, or the caller's before any
     /// worker started.
     pub(crate) fn runs_on(&self) -> tokio::runtime::Handle {

@@ -28,12 +28,22 @@ fn engine_with(
     key: Option<SealingKey>,
     worker: &str,
 ) -> Engine {
+    engine_leased(j, defs, key, worker, Duration::from_millis(500))
+}
+
+fn engine_leased(
+    j: &TestJournal,
+    defs: Vec<SagaDefinition>,
+    key: Option<SealingKey>,
+    worker: &str,
+    lease: Duration,
+) -> Engine {
     let mut registry = Registry::new();
     for d in defs {
         registry.register(d).unwrap();
     }
     let mut b = Engine::builder(j.journal.clone(), registry)
-        .lease(Duration::from_millis(500))
+        .lease(lease)
         .poll_interval(Duration::from_millis(20))
         .worker_id(worker);
     if let Some(k) = key {
@@ -1003,14 +1013,13 @@ async fn leases_beyond_one_renewal_batch_all_stay_held() {
         );
         // A lease of 2 s, renewed every 667 ms: long enough that a loaded machine's slow
         // commit is not a lapse, short enough that the wait below spans several renewals.
-        let mut registry = Registry::new();
-        registry.register(def).unwrap();
-        let e = Engine::builder(j.journal.clone(), registry)
-            .lease(Duration::from_secs(2))
-            .poll_interval(Duration::from_millis(20))
-            .worker_id("worker-test")
-            .sealing_key(key())
-            .build();
+        let e = engine_leased(
+            &j,
+            vec![def],
+            Some(key()),
+            "worker-test",
+            Duration::from_secs(2),
+        );
         let w = e.run_workers();
         let mut runs = Vec::new();
         for i in 0..250 {

@@ -65,7 +65,7 @@ pub async fn run(args: ServeArgs, config: Option<PathBuf>) -> Result<(), CliErro
         ))
     })?;
     // With its workers, the process runs them on threads of their own below the API's
-    // priority, so a request never waits behind the runs they drive.
+    // priority, so a request does not queue behind the runs they drive.
     let worker_runtime = if workers {
         Some(WorkerRuntime::start()?)
     } else {

@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use tokio::runtime::{Builder, Runtime};
+use tokio::runtime::{Builder, Handle, Runtime};
 
 use super::CliError;
 
@@ -22,6 +22,8 @@ pub const THREAD_NAME: &str = "provisioner-worker";
 /// A multi-threaded runtime whose threads run at [`WORKER_NICENESS`] below the caller's.
 #[derive(Debug)]
 pub struct WorkerRuntime {
+    handle: Handle,
+    /// Taken only by `drop`.
     runtime: Option<Runtime>,
 }
 
@@ -34,6 +36,7 @@ impl WorkerRuntime {
             .build()
             .map_err(|e| CliError::internal(format!("cannot start the workers' threads: {e}")))?;
         Ok(Self {
+            handle: runtime.handle().clone(),
             runtime: Some(runtime),
         })
     }
@@ -45,10 +48,7 @@ impl WorkerRuntime {
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
-        let Some(runtime) = &self.runtime else {
-            return Err(CliError::internal("the workers' threads have stopped"));
-        };
-        runtime
+        self.handle
             .spawn(work)
             .await
             .map_err(|e| CliError::internal(format!("the workers' start-up failed: {e}")))

@@ -31,9 +31,10 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             continue;
         }
         let asked_at = now_ms();
-        // In batches, each its own commit: one statement over a thousand leases writes a
-        // WAL flush long enough for every request's commit behind it to wait on.
-        let mut answered: Vec<Claim> = Vec::with_capacity(held.len());
+        // In batches, each its own commit: one statement over a thousand leases makes a
+        // long write that other commits on the journal (an API request's) queue behind.
+        // The journal answered for `held[..answered]`.
+        let mut answered = 0;
         // A set: with a thousand runs held, a scan per run would hold the lock below
         // (which every run's start and end takes) for a million comparisons.
         let mut kept: HashSet<Claim> = HashSet::with_capacity(held.len());
@@ -41,7 +42,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         for batch in held.chunks(RENEW_BATCH) {
             match inner.journal.renew(&inner.lease, batch, asked_at).await {
                 Ok(renewed) => {
-                    answered.extend_from_slice(batch);
+                    answered += batch.len();
                     kept.extend(renewed);
                 }
                 Err(e) => {
@@ -52,7 +53,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         }
         {
             let mut active = inner.active();
-            for claim in &answered {
+            for claim in &held[..answered] {
                 let Some(run) = active.get_mut(&claim.run_id) else {
                     continue;
                 };

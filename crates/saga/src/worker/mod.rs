@@ -34,11 +34,7 @@ pub struct Workers {
 pub(crate) fn start(inner: Arc<Inner>) -> Workers {
     inner.stopping.store(false, Ordering::Release);
     inner.workers_running.store(true, Ordering::Release);
-    *inner
-        .runs_on
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) =
-        Some(tokio::runtime::Handle::current());
+    inner.run_on(tokio::runtime::Handle::current());
     let loops = vec![
         tokio::spawn(claim::claim_loop(inner.clone())),
         tokio::spawn(heartbeat::heartbeat_loop(inner.clone())),
