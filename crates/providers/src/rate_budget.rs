@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::Instant;
 
 use crate::error::Provider;
@@ -649,6 +649,12 @@ fn told_kind(provider: Provider) -> Option<WindowKind> {
 struct Waiter {
     keys: Vec<WindowKey>,
     grant: oneshot::Sender<()>,
+    /// Its task sleeps until its windows or the bucket open; `false` while it only waits for
+    /// a grant (its windows were open when it last looked, so a freed slot grants it).
+    timed: bool,
+    /// Wakes its task to look again: a waiter that was only waiting for a slot has found its
+    /// windows spent by the others since, or the bucket empty, and must sleep until they open.
+    rewake: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -753,6 +759,13 @@ impl RateBudget {
                 return;
             }
             if state.bucket.wait_for_token(&self.config, now).is_some() {
+                // The first in line sleeps until the next token; its grant dispatches the rest.
+                if let Some(waiter) = state.waiters.get_mut(&id)
+                    && !waiter.timed
+                {
+                    waiter.timed = true;
+                    waiter.rewake.notify_one();
+                }
                 return;
             }
             let keys = match state.waiters.get(&id) {
@@ -760,6 +773,13 @@ impl RateBudget {
                 None => continue,
             };
             if self.opens_at(state, &keys, now).is_some() {
+                // Nothing else would wake it when its windows open.
+                if let Some(waiter) = state.waiters.get_mut(&id)
+                    && !waiter.timed
+                {
+                    waiter.timed = true;
+                    waiter.rewake.notify_one();
+                }
                 continue;
             }
             let Some(waiter) = state.waiters.remove(&id) else {
@@ -785,6 +805,7 @@ impl RateBudget {
     pub async fn acquire(self: &Arc<Self>, endpoint: &Endpoint) -> BudgetPermit {
         let keys = self.keys_for(endpoint);
         let (grant, mut granted) = oneshot::channel();
+        let rewake = Arc::new(Notify::new());
         let id = {
             let mut state = self.lock();
             let priority = if self.config.by_priority {
@@ -799,6 +820,8 @@ impl RateBudget {
                 Waiter {
                     keys: keys.clone(),
                     grant,
+                    timed: false,
+                    rewake: Arc::clone(&rewake),
                 },
             );
             id
@@ -824,8 +847,11 @@ impl RateBudget {
                     .bucket
                     .wait_for_token(&self.config, now)
                     .map(|wait| now + wait);
-                windows
-                    .max(token)
+                let opens = windows.max(token);
+                if let Some(waiter) = state.waiters.get_mut(&id) {
+                    waiter.timed = opens.is_some();
+                }
+                opens
                     .unwrap_or(now + MAX_PROVIDER_WAIT)
                     .max(now + Duration::from_millis(1))
             };
@@ -836,6 +862,7 @@ impl RateBudget {
                     }
                 }
                 () = tokio::time::sleep_until(wake) => {}
+                () = rewake.notified() => {}
             }
         }
         waiting.done();
@@ -1470,5 +1497,77 @@ mod tests {
         let _ = gave_up.await;
         drop(slot);
         drop(immediate(&budget, GET_A).await);
+    }
+
+    /// 101 repository generations at once against GitHub's default budget: 75 go in the first
+    /// minute, the rest as the window's first sends expire, none later than the second minute.
+    #[tokio::test(start_paused = true)]
+    async fn creations_beyond_one_minute_s_allowance_go_in_the_next_minute() {
+        let budget = RateBudget::new(
+            Provider::Github,
+            RateBudgetConfig::default_for(Provider::Github),
+        );
+        let t0 = Instant::now();
+        let segments = ["repos", "agency", "template", "generate"];
+        let mut tasks = Vec::new();
+        for _ in 0..101 {
+            let budget = Arc::clone(&budget);
+            tasks.push(tokio::spawn(async move {
+                let endpoint = Endpoint::for_path(
+                    Provider::Github,
+                    "POST /repos/{template_owner}/{template_repo}/generate",
+                    &segments,
+                );
+                let permit = budget.acquire(&endpoint).await;
+                let granted = Instant::now() - t0;
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                drop(permit);
+                granted
+            }));
+        }
+        let mut granted = Vec::new();
+        for task in tasks {
+            granted.push(task.await.unwrap());
+        }
+        granted.sort();
+        // 20 in flight at most, each for 300 ms: the first 75 go within 1.2 s.
+        assert!(granted[74] <= Duration::from_millis(1200), "{granted:?}");
+        assert!(granted[75] >= Duration::from_secs(60), "{granted:?}");
+        assert!(granted[100] <= Duration::from_secs(63), "{granted:?}");
+    }
+
+    /// One request in flight at most and two tokens a second: the requests that waited for the
+    /// slot find the bucket empty when it frees, and go as tokens come, not an hour later.
+    #[tokio::test(start_paused = true)]
+    async fn requests_that_waited_for_a_slot_go_when_the_bucket_refills() {
+        let budget = RateBudget::new(
+            Provider::N8n,
+            RateBudgetConfig {
+                requests_per_second: 2.0,
+                burst: 2,
+                max_concurrent: 1,
+                ..RateBudgetConfig::unlimited()
+            },
+        );
+        let t0 = Instant::now();
+        let mut tasks = Vec::new();
+        for _ in 0..5 {
+            let budget = Arc::clone(&budget);
+            tasks.push(tokio::spawn(async move {
+                let permit = budget.acquire(&Endpoint::new("GET /workflows")).await;
+                let granted = Instant::now() - t0;
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                drop(permit);
+                granted
+            }));
+        }
+        let mut granted = Vec::new();
+        for task in tasks {
+            granted.push(task.await.unwrap());
+        }
+        granted.sort();
+        // Two from the burst, then one every half second.
+        assert!(granted[4] <= Duration::from_secs(2), "{granted:?}");
+        assert!(granted[4] >= Duration::from_millis(1400), "{granted:?}");
     }
 }
