@@ -3,12 +3,14 @@
 //! lookups (and Supabase readiness waits) with one call per interval, the templates and the
 //! settings. Built once per process from a validated [`Config`].
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use hmac::{Hmac, Mac};
 use providers::github::RepositoryLookups;
 use providers::n8n::Workflow;
+use providers::supabase::PoolerConfig;
 use providers::{
     GithubClient, GithubConfig, N8nApiFlavour, N8nClient, N8nConfig, ProjectListing, Provider,
     SharedListing, SupabaseClient, SupabaseConfig, Url, VercelClient, VercelConfig,
@@ -29,6 +31,17 @@ pub const READINESS_INTERVAL: Duration = Duration::from_secs(5);
 /// lookup on an idle process is answered at once; in a batch, lookups that arrive while a
 /// listing is in flight wait at most this long for the next.
 pub const LOOKUP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// How long a project's pooler routes, once read, answer its next database connections. A
+/// schema step that retries (a busy database server) would otherwise read them again on every
+/// attempt; a project's pooler does not move within minutes.
+pub const POOLER_ROUTES_KEPT_FOR: Duration = Duration::from_secs(300);
+
+/// Above this many projects' routes, the expired ones are dropped.
+const POOLER_ROUTES_MAX: usize = 4096;
+
+/// Each project's pooler routes, by ref, with when they were read.
+type PoolerRoutes = HashMap<String, (tokio::time::Instant, Vec<PoolerConfig>)>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StackError {
@@ -64,6 +77,8 @@ pub struct Stack {
     /// Region codes the org may use, fetched once per process (the Management API limits
     /// every endpoint to 120 calls a minute, and a batch would spend them on this).
     offered_regions: Arc<tokio::sync::OnceCell<Vec<String>>>,
+    /// Each project's pooler routes and when they were read, for [`POOLER_ROUTES_KEPT_FOR`].
+    pooler_routes: Arc<Mutex<PoolerRoutes>>,
     /// Derives each project's database password, so a repeat after a crash knows the password
     /// the first attempt gave Supabase.
     password_key: Arc<SecretString>,
@@ -183,6 +198,7 @@ impl Stack {
             env: Arc::new(env.clone()),
             password_key: Arc::new(password_key),
             offered_regions: Arc::new(tokio::sync::OnceCell::new()),
+            pooler_routes: Arc::default(),
         })
     }
 
@@ -233,6 +249,37 @@ impl Stack {
                 password,
             )?);
         }
+        let configs = self.pooler_routes(project_ref).await?;
+        Ok(crate::tenant_db::session_pooler(
+            project_ref,
+            &configs,
+            password,
+        )?)
+    }
+}
+
+impl Stack {
+    /// The project's pooler routes: read from the Management API at most once per
+    /// [`POOLER_ROUTES_KEPT_FOR`].
+    async fn pooler_routes(
+        &self,
+        project_ref: &str,
+    ) -> Result<Vec<PoolerConfig>, DatabaseRouteError> {
+        let now = tokio::time::Instant::now();
+        let kept = |routes: &PoolerRoutes| {
+            routes
+                .get(project_ref)
+                .filter(|(read, _)| now.duration_since(*read) < POOLER_ROUTES_KEPT_FOR)
+                .map(|(_, configs)| configs.clone())
+        };
+        if let Some(configs) = kept(
+            &self
+                .pooler_routes
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        ) {
+            return Ok(configs);
+        }
         let configs = self
             .supabase
             .pooler_config(project_ref)
@@ -241,11 +288,15 @@ impl Stack {
                 project_ref: project_ref.to_owned(),
                 source,
             })?;
-        Ok(crate::tenant_db::session_pooler(
-            project_ref,
-            &configs,
-            password,
-        )?)
+        let mut routes = self
+            .pooler_routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if routes.len() >= POOLER_ROUTES_MAX {
+            routes.retain(|_, (read, _)| now.duration_since(*read) < POOLER_ROUTES_KEPT_FOR);
+        }
+        routes.insert(project_ref.to_owned(), (now, configs.clone()));
+        Ok(configs)
     }
 }
 
