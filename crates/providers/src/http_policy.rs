@@ -352,7 +352,9 @@ impl Transport {
             Target::Absolute(_) => Endpoint::new(call.operation),
         };
         let waiting = tokio::time::Instant::now();
+        let observed = crate::rate_budget::wait_observed();
         let permit = self.budget.acquire(&endpoint).await;
+        drop(observed);
         let waited = waiting.elapsed();
         // Below a millisecond the budget had a token ready: not a wait worth counting.
         if waited >= Duration::from_millis(1) {

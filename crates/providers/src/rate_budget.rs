@@ -988,6 +988,31 @@ impl RateBudget {
     }
 }
 
+/// Told when a request starts waiting its turn in a budget; the wait ends when what it
+/// returned is dropped. A step engine uses it to leave such waits out of an attempt's timeout
+/// (an hour in GitHub's creation window is a turn, not a hang).
+pub trait WaitObserver: Send + Sync {
+    fn waiting(&self) -> Box<dyn Send>;
+}
+
+tokio::task_local! {
+    static WAIT_OBSERVER: Arc<dyn WaitObserver>;
+}
+
+/// Runs `work` with `observer` told of every budget wait of the provider calls it makes on
+/// this task.
+pub async fn observing_waits<F: std::future::Future>(
+    observer: Arc<dyn WaitObserver>,
+    work: F,
+) -> F::Output {
+    WAIT_OBSERVER.scope(observer, work).await
+}
+
+/// What the task's observer (if any) holds while a request waits.
+pub(crate) fn wait_observed() -> Option<Box<dyn Send>> {
+    WAIT_OBSERVER.try_with(|observer| observer.waiting()).ok()
+}
+
 /// A request waiting in the queue; dropping it (the caller gave up) takes it out, and gives
 /// back what it was granted if the grant came in between.
 struct Waiting<'a> {

@@ -592,3 +592,66 @@ async fn n8n_cursor_pages_are_all_read() {
             .contains("x-n8n-api-key: n8n-")
     );
 }
+
+/// Counts the budget waits it is told of and how long they lasted.
+#[derive(Default)]
+struct CountedWaits {
+    waits: std::sync::Mutex<Vec<std::time::Instant>>,
+    total: std::sync::Arc<std::sync::Mutex<Duration>>,
+}
+
+struct EndOfWait {
+    began: std::time::Instant,
+    total: std::sync::Arc<std::sync::Mutex<Duration>>,
+}
+
+impl Drop for EndOfWait {
+    fn drop(&mut self) {
+        *self.total.lock().unwrap() += self.began.elapsed();
+    }
+}
+
+impl providers::rate_budget::WaitObserver for CountedWaits {
+    fn waiting(&self) -> Box<dyn Send> {
+        let began = std::time::Instant::now();
+        self.waits.lock().unwrap().push(began);
+        Box::new(EndOfWait {
+            began,
+            total: std::sync::Arc::clone(&self.total),
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_task_s_observer_is_told_how_long_each_call_waited_in_the_budget() {
+    let project = project_json("abcdefghijklmnopqrst", "p", "ACTIVE_HEALTHY");
+    let server = ScriptedServer::start(vec![
+        Action::json(200, project.clone()),
+        Action::json(200, project.clone()),
+    ])
+    .await;
+    let mut config = SupabaseConfig::new(url(&server), fresh_token("observed"));
+    // One request, then one every 400 ms.
+    config.budget = RateBudgetConfig {
+        requests_per_second: 2.5,
+        burst: 1,
+        ..RateBudgetConfig::unlimited()
+    };
+    let client = SupabaseClient::new(config).unwrap();
+    let observer = std::sync::Arc::new(CountedWaits::default());
+    let total = std::sync::Arc::clone(&observer.total);
+    providers::rate_budget::observing_waits(observer.clone(), async {
+        client.get_project("abcdefghijklmnopqrst").await.unwrap();
+        client.get_project("abcdefghijklmnopqrst").await.unwrap();
+    })
+    .await;
+    assert_eq!(observer.waits.lock().unwrap().len(), 2, "one wait per call");
+    let waited = *total.lock().unwrap();
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_secs(2),
+        "the second call waited for its token: {waited:?}"
+    );
+    // Outside the scope nothing is told.
+    client.get_project("abcdefghijklmnopqrst").await.ok();
+    assert_eq!(observer.waits.lock().unwrap().len(), 2);
+}

@@ -739,7 +739,7 @@ impl Driver {
                         let t = policy.action.timeout;
                         (
                             t,
-                            tokio::time::timeout(t, step.action(&call))
+                            crate::attempt_clock::run_with_timeout(t, step.action(&call))
                                 .await
                                 .map(|r| r.map(Some)),
                         )
@@ -748,7 +748,7 @@ impl Driver {
                         let t = policy.undo.timeout;
                         (
                             t,
-                            tokio::time::timeout(t, step.undo(&call, output))
+                            crate::attempt_clock::run_with_timeout(t, step.undo(&call, output))
                                 .await
                                 .map(|r| r.map(|()| None)),
                         )

@@ -9,6 +9,7 @@
 //!
 //! It knows nothing about providers, HTTP or the product's resources: steps bring those.
 
+pub mod attempt_clock;
 mod backoff;
 mod clock;
 mod definition;

@@ -122,6 +122,7 @@ impl Step for AuthUrlsStep {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<AuthUrlsSet, StepError> {
+        super::budget_waits_untimed(async {
         let stack = &self.stack;
         let supabase: SupabaseProject = ctx.output(supabase_project::NAME)?;
         let vercel: VercelProject = ctx.output(vercel_project::NAME)?;
@@ -170,6 +171,8 @@ impl Step for AuthUrlsStep {
             previous_site_url: before.site_url.filter(|previous| !previous.is_empty()),
             changed: true,
         })
+            })
+        .await
     }
 
     async fn undo(

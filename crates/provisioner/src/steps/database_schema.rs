@@ -217,23 +217,26 @@ impl Step for DatabaseSchemaStep {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<DatabaseSchema, StepError> {
-        let project: SupabaseProject = ctx.output(supabase_project::NAME)?;
-        let access = tenant_access(&self.stack, &project).await?;
-        let set = &self.stack.templates.migrations;
-        let applied = access.apply(set).await.map_err(failure)?;
-        let checks = access.check(&self.check_options()).await.map_err(failure)?;
-        if !checks.passed {
-            return Err(checks_failed(&project.name, &checks));
-        }
-        let latest = set.get(&applied.version).map(|m| m.checksum.clone());
-        Ok(DatabaseSchema {
-            checksum: latest.unwrap_or_default(),
-            already_applied: applied.applied_now.is_empty(),
-            version: Some(applied.version),
-            applied_now: applied.applied_now,
-            checks,
-            access: Some(access.kind()),
+        super::budget_waits_untimed(async {
+            let project: SupabaseProject = ctx.output(supabase_project::NAME)?;
+            let access = tenant_access(&self.stack, &project).await?;
+            let set = &self.stack.templates.migrations;
+            let applied = access.apply(set).await.map_err(failure)?;
+            let checks = access.check(&self.check_options()).await.map_err(failure)?;
+            if !checks.passed {
+                return Err(checks_failed(&project.name, &checks));
+            }
+            let latest = set.get(&applied.version).map(|m| m.checksum.clone());
+            Ok(DatabaseSchema {
+                checksum: latest.unwrap_or_default(),
+                already_applied: applied.applied_now.is_empty(),
+                version: Some(applied.version),
+                applied_now: applied.applied_now,
+                checks,
+                access: Some(access.kind()),
+            })
         })
+        .await
     }
 
     async fn undo(

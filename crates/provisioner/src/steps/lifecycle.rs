@@ -204,11 +204,14 @@ impl<R: ProviderResource> Step for ResourceStep<R> {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<R::Output, StepError> {
-        let found = self
-            .resource
-            .find(&self.stack, &ctx.input().client_id)
-            .await?;
-        self.action_with(ctx, found).await
+        super::budget_waits_untimed(async {
+            let found = self
+                .resource
+                .find(&self.stack, &ctx.input().client_id)
+                .await?;
+            self.action_with(ctx, found).await
+        })
+        .await
     }
 
     async fn undo(
@@ -216,15 +219,18 @@ impl<R: ProviderResource> Step for ResourceStep<R> {
         ctx: &StepContext<'_, Client>,
         output: Option<R::Output>,
     ) -> Result<(), StepError> {
-        let found = match output {
-            Some(_) => Vec::new(),
-            None => {
-                self.resource
-                    .find(&self.stack, &ctx.input().client_id)
-                    .await?
-            }
-        };
-        self.undo_with(ctx, output, found).await
+        super::budget_waits_untimed(async {
+            let found = match output {
+                Some(_) => Vec::new(),
+                None => {
+                    self.resource
+                        .find(&self.stack, &ctx.input().client_id)
+                        .await?
+                }
+            };
+            self.undo_with(ctx, output, found).await
+        })
+        .await
     }
 }
 
@@ -353,7 +359,7 @@ impl<R: ProviderResource> ForwardStep for TeardownStep<R> {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
-        self.remove_all(&ctx.input().client_id).await
+        super::budget_waits_untimed(self.remove_all(&ctx.input().client_id)).await
     }
 }
 

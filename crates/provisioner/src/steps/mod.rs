@@ -20,6 +20,29 @@ use serde::{Deserialize, Serialize};
 
 pub use lifecycle::{ProviderResource, Recorded, ResourceStep, RunMark, TeardownStep};
 
+/// Runs a step's work with the time its provider calls wait their turn in the rate budgets
+/// left out of the attempt's timeout: in a batch bigger than a provider's window (GitHub's
+/// 480 repository generations an hour) the last clients wait longer than any timeout that
+/// still catches a hung call, and they are queued, not hung.
+pub async fn budget_waits_untimed<F: std::future::Future>(work: F) -> F::Output {
+    match saga::attempt_clock::current() {
+        Some(clock) => {
+            providers::rate_budget::observing_waits(std::sync::Arc::new(AttemptPause(clock)), work)
+                .await
+        }
+        None => work.await,
+    }
+}
+
+/// Stops the attempt's clock while a provider call waits in its budget.
+struct AttemptPause(std::sync::Arc<saga::attempt_clock::AttemptClock>);
+
+impl providers::rate_budget::WaitObserver for AttemptPause {
+    fn waiting(&self) -> Box<dyn Send> {
+        Box::new(self.0.pause())
+    }
+}
+
 /// Delays between polls of something the provider finishes asynchronously: short at first
 /// (simulators and fast paths finish in milliseconds), doubling up to `cap`.
 pub fn poll_delays(cap: std::time::Duration) -> impl Iterator<Item = std::time::Duration> {

@@ -126,6 +126,7 @@ impl Step for N8nModulesStep {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<ModuleWorkflows, StepError> {
+        super::budget_waits_untimed(async {
         let client = ctx.input();
         let modules = modules_of(&self.stack, client);
         if modules.is_empty() {
@@ -148,6 +149,8 @@ impl Step for N8nModulesStep {
             workflows,
             note: None,
         })
+            })
+        .await
     }
 
     async fn undo(
@@ -206,13 +209,16 @@ impl ForwardStep for N8nModulesTeardown {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
-        let listing = all_workflows(&self.stack, "the client's module webhooks").await?;
-        let mut removed = Vec::new();
-        for module in Module::ALL {
-            let step = TeardownStep::new(&self.stack, ModuleWorkflow(module));
-            let found = on_path(&listing, &webhook_path(&ctx.input().client_id, module));
-            removed.extend(step.remove_found(found).await?.resources);
-        }
-        Ok(Removed { resources: removed })
+        super::budget_waits_untimed(async {
+            let listing = all_workflows(&self.stack, "the client's module webhooks").await?;
+            let mut removed = Vec::new();
+            for module in Module::ALL {
+                let step = TeardownStep::new(&self.stack, ModuleWorkflow(module));
+                let found = on_path(&listing, &webhook_path(&ctx.input().client_id, module));
+                removed.extend(step.remove_found(found).await?.resources);
+            }
+            Ok(Removed { resources: removed })
+        })
+        .await
     }
 }

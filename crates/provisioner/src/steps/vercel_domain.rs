@@ -338,23 +338,26 @@ impl Step for VercelDomainStep {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<VercelDomain, StepError> {
-        let stack = &self.resource.stack;
-        if stack.settings.vercel.domain.is_none() {
-            let project: VercelProject = ctx.output(vercel_project::NAME)?;
-            return Ok(VercelDomain {
-                domain: None,
-                project_id: Some(project.project_id),
-                verified: false,
-                misconfigured: false,
-                dns_records: Vec::new(),
-                app_url: project.app_url,
-                adopted: false,
-                skipped: Some(
-                    "no [vercel] domain is configured: the app keeps its Vercel URL".to_owned(),
-                ),
-            });
-        }
-        self.resource.action(ctx).await
+        super::budget_waits_untimed(async {
+            let stack = &self.resource.stack;
+            if stack.settings.vercel.domain.is_none() {
+                let project: VercelProject = ctx.output(vercel_project::NAME)?;
+                return Ok(VercelDomain {
+                    domain: None,
+                    project_id: Some(project.project_id),
+                    verified: false,
+                    misconfigured: false,
+                    dns_records: Vec::new(),
+                    app_url: project.app_url,
+                    adopted: false,
+                    skipped: Some(
+                        "no [vercel] domain is configured: the app keeps its Vercel URL".to_owned(),
+                    ),
+                });
+            }
+            self.resource.action(ctx).await
+        })
+        .await
     }
 
     async fn undo(
@@ -413,6 +416,7 @@ impl ForwardStep for VercelDomainTeardown {
     }
 
     async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
+        super::budget_waits_untimed(async {
         let stack = &self.stack;
         let input = ctx.input();
         let candidates = Self::candidates(&stack.settings, input);
@@ -446,6 +450,8 @@ impl ForwardStep for VercelDomainTeardown {
             }
         }
         Ok(Removed { resources: removed })
+            })
+        .await
     }
 }
 
