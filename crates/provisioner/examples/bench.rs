@@ -293,6 +293,50 @@ async fn failure_causes(app: &App, runs: &[uuid::Uuid]) -> HashMap<String, usize
     causes
 }
 
+/// When each step of `runs` first started and when it succeeded, in seconds after `t0_ms`
+/// (the journal's clock), as the median and the largest over the runs: where a batch's wall
+/// time goes.
+async fn step_timeline(app: &App, runs: &[uuid::Uuid], t0_ms: i64) -> serde_json::Value {
+    let mut starts: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut ends: HashMap<String, Vec<f64>> = HashMap::new();
+    let mut took: HashMap<String, Vec<f64>> = HashMap::new();
+    for run in runs {
+        let mut started = HashMap::new();
+        for record in app.engine.events_since(*run, 0).await.unwrap() {
+            let at = (record.at_ms - t0_ms) as f64 / 1000.0;
+            match record.event {
+                RunEvent::StepStarted { step, .. } if !started.contains_key(&step) => {
+                    started.insert(step.clone(), at);
+                    starts.entry(step).or_default().push(at);
+                }
+                RunEvent::StepSucceeded { step, .. } => {
+                    let from = started.get(&step).copied().unwrap_or(at);
+                    took.entry(step.clone()).or_default().push(at - from);
+                    ends.entry(step).or_default().push(at);
+                }
+                _ => {}
+            }
+        }
+    }
+    let summary = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        json!({
+            "median": v.get(v.len() / 2).copied().unwrap_or(0.0),
+            "max": v.last().copied().unwrap_or(0.0),
+        })
+    };
+    let mut out = serde_json::Map::new();
+    for (step, mut s) in starts {
+        let mut e = ends.remove(&step).unwrap_or_default();
+        let mut t = took.remove(&step).unwrap_or_default();
+        out.insert(
+            step,
+            json!({ "started_s": summary(&mut s), "succeeded_s": summary(&mut e), "took_s": summary(&mut t) }),
+        );
+    }
+    serde_json::Value::Object(out)
+}
+
 /// Starts every client at once, waits for all, and reports per provider and in sum.
 async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: bool) {
     let mut config = match latency {
@@ -355,7 +399,7 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
     let dir = tempfile::tempdir().unwrap();
     // Supabase's own CLI polls readiness every 5 s; a shorter interval only makes the batch
     // finish sooner, the coalescing is the same.
-    let app = app_for(&sandbox, dir.path(), Duration::from_millis(500), true).await;
+    let app = app_for(&sandbox, dir.path(), Duration::from_millis(500), false).await;
 
     // One client alone first: its wall time is the critical path no batch can beat.
     let t0 = Instant::now();
@@ -371,6 +415,44 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
     for slug in &slugs {
         runs.push(app.provision(&client(slug)).await.unwrap().run_id);
     }
+    // Every 10 s on stderr: how many runs have each step in each phase, to see where a batch
+    // waits while it runs.
+    let progress = tokio::spawn({
+        let engine = app.engine.clone();
+        let runs = runs.clone();
+        let requests_url = format!("{}/_sandbox/requests", sandbox.urls().control);
+        async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(10)).await;
+                let mut phases: std::collections::BTreeMap<String, usize> = Default::default();
+                for run in &runs {
+                    let Ok(view) = engine.status(*run).await else {
+                        continue;
+                    };
+                    for step in view.steps {
+                        *phases
+                            .entry(format!("{} {:?}", step.name, step.phase))
+                            .or_default() += 1;
+                    }
+                }
+                let Ok(answer) = reqwest::get(&requests_url).await else {
+                    continue;
+                };
+                let log: Vec<sandbox::LoggedRequest> = answer.json().await.unwrap_or_default();
+                let recent: Vec<String> = log
+                    .iter()
+                    .rev()
+                    .take(3)
+                    .map(|r| format!("{} {} {}", r.at.format("%H:%M:%S"), r.endpoint, r.status))
+                    .collect();
+                eprintln!(
+                    "{:.0}s {phases:?} {} requests, last {recent:?}",
+                    t0.elapsed().as_secs_f64(),
+                    log.len()
+                );
+            }
+        }
+    });
     let mut succeeded = 0;
     let mut finished = Vec::new();
     let mut statuses: HashMap<String, usize> = HashMap::new();
@@ -383,11 +465,16 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
             unsuccessful.push(*run);
         }
         *statuses.entry(format!("{:?}", view.status)).or_default() += 1;
-        finished.push(t0.elapsed().as_secs_f64());
+        // When the run ended, not when this loop got to it.
+        finished.push((view.updated_at - started_at).num_milliseconds() as f64 / 1000.0);
     }
     let wall = t0.elapsed().as_secs_f64();
+    progress.abort();
     // Why the runs that did not succeed went wrong: every failed attempt, by step and message.
     let causes = failure_causes(&app, &unsuccessful).await;
+    // Every failed attempt of every run, the ones retried on the way to success included.
+    let retried = failure_causes(&app, &runs).await;
+    let timeline = step_timeline(&app, &runs, started_at.timestamp_millis()).await;
     let log: Vec<_> = sandbox.request_log().into_iter().skip(before).collect();
     let since = |r: &sandbox::LoggedRequest| (r.at - started_at).num_milliseconds() as f64 / 1000.0;
 
@@ -466,11 +553,22 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
             "steady_rate_s": steady.iter().map(|(what, s)| (what.clone(), json!(s))).collect::<serde_json::Map<_, _>>(),
             "critical_path_s": critical_path,
             "last_project_create_s": last(&creates), "last_deployment_create_s": last(&deployments),
+            "listing_times_s": starts("GET /v1/projects"),
             "median_client_done_s": finished.get(finished.len() / 2).copied().unwrap_or(0.0),
             "rate_limited": log.iter().filter(|r| rate_limited(r)).count(),
             "statuses": statuses,
         })
     );
+    println!(
+        "{}",
+        json!({ "mode": "batch", "clients": clients, "steps": timeline })
+    );
+    if !retried.is_empty() {
+        println!(
+            "{}",
+            json!({ "mode": "batch", "clients": clients, "retried_attempts": retried })
+        );
+    }
     if !causes.is_empty() {
         println!(
             "{}",
