@@ -10,6 +10,12 @@
 //! no database is created per request. Finally it fills a journal with `--memory-runs` runs,
 //! starts `serve` on it and reports its resident memory.
 //!
+//! `--inflight-runs N` measures only this: N runs in a PostgreSQL journal driven at once by
+//! one `provisioner worker --max-runs N` (every create answered 429 with an hour's
+//! Retry-After, so the runs' steps wait in the rate budgets, in flight), its resident memory,
+//! and, after it is killed with SIGKILL and another worker started at once, the time until the
+//! new one holds every run.
+//!
 //! Each line also carries, in `server_le_ms`, what `serve` measured during the phase (from
 //! its `/metrics`, as histogram bucket bounds: "at most"): the request in the server, each of
 //! its stages (auth, rate limit, body, validation, the start and the read back), the journal's
@@ -77,6 +83,10 @@ struct Args {
     /// Runs in the journal when measuring serve's memory (0 skips the measurement).
     #[arg(long, default_value_t = 10_000)]
     memory_runs: u32,
+    /// Measure only this: runs one `worker` process drives at once, its memory, and the time
+    /// another takes to recover them all after it is killed (0: the latency and memory runs).
+    #[arg(long, default_value_t = 0)]
+    inflight_runs: u32,
 }
 
 const TOKEN: &str = "bench-token-0123456789abcdef0123456789abcdef";
@@ -88,14 +98,19 @@ struct Server {
 
 impl Server {
     fn rss_kib(&self) -> Result<u64> {
-        let pid = self.child.id().context("serve exited")?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmRSS in /proc/PID/status")
+        status_kib(&self.child, "VmRSS:")
     }
+}
+
+/// A figure of `/proc/PID/status` in KiB (`VmRSS:` resident now, `VmHWM:` its peak).
+fn status_kib(child: &Child, field: &str) -> Result<u64> {
+    let pid = child.id().context("the process exited")?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .with_context(|| format!("no {field} in /proc/PID/status"))
 }
 
 struct World {
@@ -215,6 +230,25 @@ impl World {
             .with_context(|| format!("unexpected first line {line:?}"))?
             .to_owned();
         Ok(Server { child, base })
+    }
+
+    /// `provisioner worker ARGS` on the world's journal and simulators.
+    fn worker(&self, extra: &[&str]) -> Result<Child> {
+        Command::new(&self.binary)
+            .arg("worker")
+            .args(extra)
+            .envs(self.sandbox.env_exports())
+            .env(
+                "PROVISIONER_CONFIG",
+                self.dir.path().join("provisioner.toml"),
+            )
+            .env("PROVISIONER_SECRET_KEY", self.secret_key.expose_secret())
+            .env("PROVISIONER_LOG", "error")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("cannot start {}", self.binary.display()))
     }
 
     async fn stop(self, mut server: Server) -> Result<()> {
@@ -669,6 +703,162 @@ async fn memory(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
     world.stop(server).await
 }
 
+/// How many of the unsettled runs in `journal` are leased, by owner.
+async fn owners(
+    journal: &Arc<dyn saga::Journal>,
+    total: u32,
+) -> Result<std::collections::HashMap<String, usize>> {
+    let rows = journal
+        .list(&saga::RunFilter {
+            limit: total + 1,
+            ..saga::RunFilter::default()
+        })
+        .await?;
+    let mut owners = std::collections::HashMap::new();
+    for row in rows {
+        if let (Some(owner), false) = (row.lease_owner, row.status.is_settled()) {
+            *owners.entry(owner).or_insert(0) += 1;
+        }
+    }
+    Ok(owners)
+}
+
+/// Polls until `done` says yes of the runs' owners, or `limit` passes; the time it took.
+async fn until_owned(
+    journal: &Arc<dyn saga::Journal>,
+    total: u32,
+    limit: Duration,
+    done: impl Fn(&std::collections::HashMap<String, usize>) -> bool,
+) -> Result<Duration> {
+    let began = Instant::now();
+    loop {
+        let held = owners(journal, total).await?;
+        if done(&held) {
+            return Ok(began.elapsed());
+        }
+        if began.elapsed() > limit {
+            bail!("not done after {} s: {held:?}", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// `--inflight-runs` runs in a PostgreSQL journal, driven at once by one `worker` (every
+/// provider's create answered 429 with an hour's Retry-After, so each run's steps wait in the
+/// rate budgets, in flight): that process's resident memory; then it is killed with SIGKILL
+/// and another started at once, as a supervisor would, and the time until it holds every run.
+async fn inflight(args: &Args, binary: &Path) -> Result<()> {
+    let runs = args.inflight_runs;
+    let world = World::new(args, JournalKind::Postgres, binary).await?;
+    for (provider, endpoint) in [
+        (
+            Provider::Github,
+            "POST /repos/{template_owner}/{template_repo}/generate",
+        ),
+        (Provider::N8n, "POST /api/v1/workflows"),
+        (Provider::Vercel, "POST /v11/projects"),
+    ] {
+        world.sandbox.faults().add(FaultRule::new(
+            provider,
+            endpoint,
+            FaultKind::Status {
+                status: 429,
+                message: None,
+                retry_after_secs: Some(3600),
+            },
+        ));
+    }
+    let env: std::collections::HashMap<String, String> =
+        world.sandbox.env_exports().into_iter().collect();
+    let config = provisioner::config::Config::load(None, &|k| env.get(k).cloned())
+        .map_err(|e| anyhow!("{}", e.problems.join("; ")))?;
+    let journal = open_journal(Some(&world.journal_url)).await?;
+    let app = App::start(
+        &config,
+        Arc::clone(&journal),
+        &world.secret_key,
+        AppOptions {
+            workers: false,
+            ..AppOptions::default()
+        },
+    )
+    .await?;
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let filling = Instant::now();
+    for i in 0..runs {
+        let slug = format!("f{}-{i}", &tag[..8]);
+        let client = ClientRecord {
+            client_id: Some(slug.clone()),
+            client_name: Some(format!("Inflight {slug}")),
+            org_email: Some(format!("ops@{slug}.example")),
+            tier: Some("growth".into()),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|e| anyhow!("{e:?}"))?;
+        app.provision(&client).await?;
+    }
+    let fill_secs = filling.elapsed().as_secs_f64();
+    drop(app);
+
+    let max_runs = runs.to_string();
+    let mut first = world.worker(&["--max-runs", &max_runs])?;
+    let limit = Duration::from_secs(600);
+    let claimed = until_owned(&journal, runs, limit, |held| {
+        held.values().sum::<usize>() == runs as usize
+    })
+    .await?;
+    let doomed = owners(&journal, runs)
+        .await?
+        .into_keys()
+        .next()
+        .context("no owner")?;
+    // Every run's first steps have made their calls and wait in the budgets by now.
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let mut samples = Vec::new();
+    for _ in 0..10 {
+        samples.push(status_kib(&first, "VmRSS:")?);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    samples.sort_unstable();
+    let peak = status_kib(&first, "VmHWM:")?;
+    let load = load_average();
+
+    first.start_kill()?;
+    first.wait().await?;
+    let killed = Instant::now();
+    let mut second = world.worker(&["--max-runs", &max_runs])?;
+    let recovered = until_owned(&journal, runs, limit, |held| {
+        !held.contains_key(&doomed) && held.values().sum::<usize>() == runs as usize
+    })
+    .await?;
+    // The poll started with the new worker, just after the kill.
+    let since_kill = killed.elapsed().max(recovered);
+    let second_rss = status_kib(&second, "VmRSS:")?;
+    println!(
+        "{}",
+        json!({
+            "bench": "worker_inflight",
+            "journal": "postgres",
+            "runs_in_flight": runs,
+            "fill_seconds": (fill_secs * 10.0).round() / 10.0,
+            "claimed_all_after_start_s": (claimed.as_secs_f64() * 10.0).round() / 10.0,
+            "rss_mib_median": samples[samples.len() / 2] as f64 / 1024.0,
+            "rss_mib_peak": peak as f64 / 1024.0,
+            "recovered_all_after_kill_s": (since_kill.as_secs_f64() * 10.0).round() / 10.0,
+            "recovering_worker_rss_mib": second_rss as f64 / 1024.0,
+            "lease_s": provisioner::app::AppOptions::default().lease.as_secs(),
+            "load_1m": load,
+        })
+    );
+    second.start_kill()?;
+    second.wait().await?;
+    if let Some(db) = world.database {
+        db.drop_database().await.map_err(|e| anyhow!("{e}"))?;
+    }
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
@@ -688,6 +878,9 @@ async fn main() -> Result<()> {
     }
     if args.rates.contains(&0) {
         bail!("--rates: every rate must be at least 1 request per second");
+    }
+    if args.inflight_runs > 0 {
+        return inflight(&args, &binary).await;
     }
     for &kind in &args.journals {
         latency(&args, kind, &binary).await?;
