@@ -66,9 +66,19 @@ pub(crate) trait BatchWriter: Send + 'static {
 
 type Request = (WriteOp, oneshot::Sender<Result<WriteDone, JournalError>>);
 
+/// The two queues a commit loop takes writes from: lease renewals first, then the rest.
+type Queues = (
+    mpsc::UnboundedReceiver<Request>,
+    mpsc::UnboundedReceiver<Request>,
+);
+
 #[derive(Debug, Clone)]
 pub(crate) struct GroupCommitter {
     requests: mpsc::UnboundedSender<Request>,
+    /// Lease renewals, which go into the next transaction ahead of every queued write: with
+    /// thousands of runs writing, a renewal queued behind them would land after the leases it
+    /// renews had lapsed.
+    renewals: mpsc::UnboundedSender<Request>,
     commits: Arc<AtomicU64>,
 }
 
@@ -77,12 +87,17 @@ impl GroupCommitter {
     /// a run's own writes never overlap, since each waits for the previous one's answer.
     pub(crate) fn spawn<W: BatchWriter>(writers: Vec<W>) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
-        let receiver = Arc::new(Mutex::new(receiver));
+        let (renewals, renewals_receiver) = mpsc::unbounded_channel();
+        let queues = Arc::new(Mutex::new((renewals_receiver, receiver)));
         let commits = Arc::new(AtomicU64::new(0));
         for writer in writers {
-            tokio::spawn(commit_loop(writer, receiver.clone(), commits.clone()));
+            tokio::spawn(commit_loop(writer, queues.clone(), commits.clone()));
         }
-        Self { requests, commits }
+        Self {
+            requests,
+            renewals,
+            commits,
+        }
     }
 
     /// Transactions committed so far.
@@ -92,7 +107,11 @@ impl GroupCommitter {
 
     pub(crate) async fn submit(&self, op: WriteOp) -> Result<WriteDone, JournalError> {
         let (reply, answer) = oneshot::channel();
-        self.requests
+        let queue = match op {
+            WriteOp::Renew { .. } => &self.renewals,
+            _ => &self.requests,
+        };
+        queue
             .send((op, reply))
             .map_err(|_| JournalError::Unavailable("journal writer has stopped".into()))?;
         answer
@@ -146,26 +165,40 @@ pub(crate) fn unexpected(done: WriteDone) -> JournalError {
 
 async fn commit_loop<W: BatchWriter>(
     mut writer: W,
-    receiver: Arc<Mutex<mpsc::UnboundedReceiver<Request>>>,
+    queues: Arc<Mutex<Queues>>,
     commits: Arc<AtomicU64>,
 ) {
     let mut ops = Vec::new();
     let mut replies = Vec::new();
+    let mut renewals_closed = false;
     loop {
         {
-            let mut receiver = receiver.lock().await;
-            let Some((op, reply)) = receiver.recv().await else {
+            let mut queues = queues.lock().await;
+            let (renewals, requests) = &mut *queues;
+            let first = loop {
+                tokio::select! {
+                    biased;
+                    renewal = renewals.recv(), if !renewals_closed => match renewal {
+                        Some(request) => break Some(request),
+                        None => renewals_closed = true,
+                    },
+                    request = requests.recv() => break request,
+                }
+            };
+            let Some((op, reply)) = first else {
                 return;
             };
             ops.push(op);
             replies.push(reply);
-            while ops.len() < MAX_BATCH {
-                match receiver.try_recv() {
-                    Ok((op, reply)) => {
-                        ops.push(op);
-                        replies.push(reply);
+            for queue in [renewals, requests] {
+                while ops.len() < MAX_BATCH {
+                    match queue.try_recv() {
+                        Ok((op, reply)) => {
+                            ops.push(op);
+                            replies.push(reply);
+                        }
+                        Err(_) => break,
                     }
-                    Err(_) => break,
                 }
             }
         }
@@ -185,5 +218,90 @@ async fn commit_loop<W: BatchWriter>(
         }
         ops.clear();
         replies.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex as StdMutex;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Records which kinds of writes each transaction held, taking 20 ms per transaction.
+    struct Recording(Arc<StdMutex<Vec<Vec<&'static str>>>>);
+
+    #[async_trait]
+    impl BatchWriter for Recording {
+        async fn write_batch(
+            &mut self,
+            ops: &[WriteOp],
+        ) -> Result<Vec<Result<WriteDone, JournalError>>, JournalError> {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let kinds = ops
+                .iter()
+                .map(|op| match op {
+                    WriteOp::Renew { .. } => "renew",
+                    _ => "other",
+                })
+                .collect();
+            self.0.lock().unwrap().push(kinds);
+            Ok(ops
+                .iter()
+                .map(|_| Ok(WriteDone::Leases(Vec::new())))
+                .collect())
+        }
+    }
+
+    fn lease() -> LeaseRequest {
+        LeaseRequest {
+            worker: "w".into(),
+            lease_ms: 8_000,
+            environment: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_renewal_goes_into_the_next_transaction_ahead_of_queued_writes() {
+        let batches = Arc::new(StdMutex::new(Vec::new()));
+        let committer = GroupCommitter::spawn(vec![Recording(batches.clone())]);
+        // Four transactions' worth of writes queued before the renewal.
+        let mut queued = Vec::new();
+        for _ in 0..(4 * MAX_BATCH) {
+            let committer = committer.clone();
+            queued.push(tokio::spawn(async move {
+                committer
+                    .submit(WriteOp::Claim {
+                        lease: lease(),
+                        now_ms: 0,
+                        limit: 1,
+                    })
+                    .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        committer
+            .submit(WriteOp::Renew {
+                lease: lease(),
+                held: Vec::new(),
+                now_ms: 0,
+            })
+            .await
+            .unwrap();
+        for write in queued {
+            write.await.unwrap().unwrap();
+        }
+        let batches = batches.lock().unwrap();
+        let with_renewal = batches
+            .iter()
+            .position(|kinds| kinds.contains(&"renew"))
+            .unwrap();
+        // The transaction under way when it came may finish first; the next one takes it.
+        assert!(
+            with_renewal <= 1,
+            "renewal in transaction {with_renewal} of {}",
+            batches.len()
+        );
+        assert!(batches.len() >= 4);
     }
 }

@@ -31,29 +31,44 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
             continue;
         }
         let asked_at = now_ms();
-        // In batches, each its own commit: one statement over a thousand leases makes a
-        // long write that other commits on the journal (an API request's) queue behind.
-        // The journal answered for `held[..answered]`.
-        let mut answered = 0;
+        // In batches of a statement each, so one statement over ten thousand leases does not
+        // make a write that other commits on the journal (an API request's) queue behind;
+        // submitted together, so the journal takes them into its next transaction or two
+        // (ahead of the runs' queued writes) and the round lasts a commit, not one per batch.
+        let inner_ref = &inner;
+        let batches = held.chunks(RENEW_BATCH).map(|batch| async move {
+            (
+                batch,
+                inner_ref
+                    .journal
+                    .renew(&inner_ref.lease, batch, asked_at)
+                    .await,
+            )
+        });
+        let answers = futures::future::join_all(batches).await;
+        tracing::debug!(
+            held = held.len(),
+            took_ms = now_ms() - asked_at,
+            "lease renewal round answered"
+        );
         // A set: with a thousand runs held, a scan per run would hold the lock below
         // (which every run's start and end takes) for a million comparisons.
         let mut kept: HashSet<Claim> = HashSet::with_capacity(held.len());
+        // The claims the journal answered for, renewed or not.
+        let mut answered: Vec<&Claim> = Vec::with_capacity(held.len());
         let mut failed = None;
-        for batch in held.chunks(RENEW_BATCH) {
-            match inner.journal.renew(&inner.lease, batch, asked_at).await {
+        for (batch, answer) in answers {
+            match answer {
                 Ok(renewed) => {
-                    answered += batch.len();
+                    answered.extend(batch);
                     kept.extend(renewed);
                 }
-                Err(e) => {
-                    failed = Some(e);
-                    break;
-                }
+                Err(e) => failed = Some(e),
             }
         }
         {
             let mut active = inner.active();
-            for claim in &held[..answered] {
+            for claim in answered {
                 let Some(run) = active.get_mut(&claim.run_id) else {
                     continue;
                 };
