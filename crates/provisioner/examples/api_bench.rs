@@ -11,10 +11,11 @@
 //! starts `serve` on it and reports its resident memory.
 //!
 //! `--inflight-runs N` measures only this: N runs in a PostgreSQL journal driven at once by
-//! one `provisioner worker --max-runs N` (every create answered 429 with an hour's
-//! Retry-After, so the runs' steps wait in the rate budgets, in flight), its resident memory,
+//! one `provisioner worker --max-runs N` (the simulated projects never come up and the
+//! budgets let 115 projects and 75 repositories a minute go, so every run's steps wait, in
+//! flight), its resident memory,
 //! and, after it is killed with SIGKILL and another worker started at once, the time until the
-//! new one holds every run.
+//! new one holds every run. The workers log at `PROVISIONER_LOG` (default `warn`).
 //!
 //! Each line also carries, in `server_le_ms`, what `serve` measured during the phase (from
 //! its `/metrics`, as histogram bucket bounds: "at most"): the request in the server, each of
@@ -136,7 +137,32 @@ impl Drop for Simulators {
 }
 
 impl World {
+    /// Project creation is answered 429 with an hour's Retry-After: runs are claimed and
+    /// tried, but never create a project (and its database).
     async fn new(args: &Args, kind: JournalKind, binary: &Path) -> Result<World> {
+        let world = Self::with_simulators(
+            kind,
+            binary,
+            SandboxConfig::for_tests(args.database_url.clone()),
+        )
+        .await?;
+        world.sandbox.faults().add(FaultRule::new(
+            Provider::Supabase,
+            "POST /v1/projects",
+            FaultKind::Status {
+                status: 429,
+                message: None,
+                retry_after_secs: Some(3600),
+            },
+        ));
+        Ok(world)
+    }
+
+    async fn with_simulators(
+        kind: JournalKind,
+        binary: &Path,
+        simulated: SandboxConfig,
+    ) -> Result<World> {
         // The simulators answer on threads of their own, as the real providers answer from
         // other machines: their work (listing a thousand repositories every second, say)
         // must not delay this process's clock or its requests, nor take the API's CPU.
@@ -151,21 +177,9 @@ impl World {
             })
             .build()?;
         let sandbox = simulators
-            .spawn(Sandbox::start(SandboxConfig::for_tests(
-                args.database_url.clone(),
-            )))
+            .spawn(Sandbox::start(simulated))
             .await?
             .map_err(|e| anyhow!("the simulators did not start: {e}"))?;
-        // Runs are claimed and tried, but never create a project (and its database).
-        sandbox.faults().add(FaultRule::new(
-            Provider::Supabase,
-            "POST /v1/projects",
-            FaultKind::Status {
-                status: 429,
-                message: None,
-                retry_after_secs: Some(3600),
-            },
-        ));
         let dir = tempfile::tempdir()?;
         let (database, journal_url) = match kind {
             JournalKind::Sqlite => (
@@ -243,7 +257,10 @@ impl World {
                 self.dir.path().join("provisioner.toml"),
             )
             .env("PROVISIONER_SECRET_KEY", self.secret_key.expose_secret())
-            .env("PROVISIONER_LOG", "error")
+            .env(
+                "PROVISIONER_LOG",
+                std::env::var("PROVISIONER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .kill_on_drop(true)
@@ -743,31 +760,25 @@ async fn until_owned(
     }
 }
 
-/// `--inflight-runs` runs in a PostgreSQL journal, driven at once by one `worker` (every
-/// provider's create answered 429 with an hour's Retry-After, so each run's steps wait in the
-/// rate budgets, in flight): that process's resident memory; then it is killed with SIGKILL
+/// `--inflight-runs` runs in a PostgreSQL journal, driven at once by one `worker` (each run's
+/// first steps waiting in the rate budgets or for a project that does not come up, in
+/// flight): that process's resident memory; then it is killed with SIGKILL
 /// and another started at once, as a supervisor would, and the time until it holds every run.
 async fn inflight(args: &Args, binary: &Path) -> Result<()> {
     let runs = args.inflight_runs;
-    let world = World::new(args, JournalKind::Postgres, binary).await?;
-    for (provider, endpoint) in [
-        (
-            Provider::Github,
-            "POST /repos/{template_owner}/{template_repo}/generate",
-        ),
-        (Provider::N8n, "POST /api/v1/workflows"),
-        (Provider::Vercel, "POST /v11/projects"),
-    ] {
-        world.sandbox.faults().add(FaultRule::new(
-            provider,
-            endpoint,
-            FaultKind::Status {
-                status: 429,
-                message: None,
-                retry_after_secs: Some(3600),
-            },
-        ));
-    }
+    // Projects made without databases, and never ready within the bench: a run whose project
+    // was created waits for it to come up; the others wait their turn in the budgets
+    // (Supabase 115 creations a minute, GitHub 75), every one of them in flight.
+    let world = World::with_simulators(
+        JournalKind::Postgres,
+        binary,
+        SandboxConfig {
+            supabase_databases: false,
+            supabase_ready_after: Duration::from_secs(3600),
+            ..SandboxConfig::for_tests(args.database_url.clone())
+        },
+    )
+    .await?;
     let env: std::collections::HashMap<String, String> =
         world.sandbox.env_exports().into_iter().collect();
     let config = provisioner::config::Config::load(None, &|k| env.get(k).cloned())
@@ -816,13 +827,42 @@ async fn inflight(args: &Args, binary: &Path) -> Result<()> {
     // Every run's first steps have made their calls and wait in the budgets by now.
     tokio::time::sleep(Duration::from_secs(20)).await;
     let mut samples = Vec::new();
+    // How many runs the worker held at each sample: a worker that cannot keep its leases
+    // (or parks its runs) would not be measured with all of them in flight.
+    let mut held = Vec::new();
     for _ in 0..10 {
         samples.push(status_kib(&first, "VmRSS:")?);
+        held.push(
+            owners(&journal, runs)
+                .await?
+                .get(&doomed)
+                .copied()
+                .unwrap_or(0),
+        );
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     samples.sort_unstable();
     let peak = status_kib(&first, "VmHWM:")?;
     let load = load_average();
+    let held_at_kill = owners(&journal, runs)
+        .await?
+        .get(&doomed)
+        .copied()
+        .unwrap_or(0);
+    // Leases the worker still names itself on but let lapse (its heartbeat fell behind).
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let lapsed_at_kill = journal
+        .list(&saga::RunFilter {
+            limit: runs + 1,
+            ..saga::RunFilter::default()
+        })
+        .await?
+        .iter()
+        .filter(|row| {
+            row.lease_owner.as_deref() == Some(doomed.as_str())
+                && row.lease_expires_at_ms.is_some_and(|at| at < now_ms)
+        })
+        .count();
 
     first.start_kill()?;
     first.wait().await?;
@@ -845,6 +885,9 @@ async fn inflight(args: &Args, binary: &Path) -> Result<()> {
             "claimed_all_after_start_s": (claimed.as_secs_f64() * 10.0).round() / 10.0,
             "rss_mib_median": samples[samples.len() / 2] as f64 / 1024.0,
             "rss_mib_peak": peak as f64 / 1024.0,
+            "held_while_measured_min": held.iter().copied().min().unwrap_or(0),
+            "held_at_kill": held_at_kill,
+            "leases_lapsed_at_kill": lapsed_at_kill,
             "recovered_all_after_kill_s": (since_kill.as_secs_f64() * 10.0).round() / 10.0,
             "recovering_worker_rss_mib": second_rss as f64 / 1024.0,
             "lease_s": provisioner::app::AppOptions::default().lease.as_secs(),
