@@ -70,7 +70,8 @@ mod sql {
 /// Commit loops per process: while one batch commits, the next gathers and commits beside it.
 const WRITERS: usize = 4;
 
-/// Connections per process: the commit loops' and the readers' (step lookups, the CLI).
+/// Connections per process: the commit loops' (one each, a pool of their own) and the
+/// readers' (recovery, step lookups, the CLI).
 const MAX_CONNECTIONS: u32 = 12;
 
 /// The interactive lane's commit loops and connections (its readers have the rest), apart
@@ -86,7 +87,12 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 #[derive(Debug, Clone)]
 pub struct PostgresJournal {
+    /// The workers' lane's readers.
     pool: PgPool,
+    /// Its commit loops' connections, apart from the readers': a worker that claims ten
+    /// thousand runs reads each back, and a write (a lease renewal) queued behind those reads
+    /// for a connection would land after the leases had lapsed.
+    write_pool: PgPool,
     committer: GroupCommitter,
     interactive_pool: PgPool,
     interactive_committer: GroupCommitter,
@@ -96,7 +102,7 @@ impl PostgresJournal {
     /// Connects to `url` and migrates the journal tables (safe with concurrent callers).
     pub async fn connect(url: &str) -> Result<Self, JournalError> {
         let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
+            .max_connections(MAX_CONNECTIONS - WRITERS as u32)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             // sqlx checks every connection it hands out with a round trip (the default, kept):
             // skipping the check for recently used ones handed dead connections out after the
@@ -120,6 +126,11 @@ impl PostgresJournal {
                     .clone()
                     .application_name(INTERACTIVE_APPLICATION_NAME),
             );
+        let write_pool = PgPoolOptions::new()
+            .max_connections(WRITERS as u32)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(pool.options().get_test_before_acquire())
+            .connect_lazy_with(pool.connect_options().as_ref().clone());
         let writers = |pool: &PgPool, count: usize, user: &'static str| {
             (0..count)
                 .map(|_| PostgresWriter {
@@ -129,7 +140,8 @@ impl PostgresJournal {
                 .collect()
         };
         Ok(Self {
-            committer: GroupCommitter::spawn(writers(&pool, WRITERS, "writer")),
+            committer: GroupCommitter::spawn(writers(&write_pool, WRITERS, "writer")),
+            write_pool,
             interactive_committer: GroupCommitter::spawn(writers(
                 &interactive_pool,
                 INTERACTIVE_WRITERS,
@@ -701,7 +713,7 @@ impl Journal for PostgresJournal {
     /// Both lanes are opened: `serve` warms up because it answers requests.
     async fn warm_up(&self) -> Result<usize, JournalError> {
         let mut opened = 0;
-        for pool in [&self.pool, &self.interactive_pool] {
+        for pool in [&self.pool, &self.write_pool, &self.interactive_pool] {
             opened += warm_up_pool(pool).await?;
         }
         Ok(opened)
