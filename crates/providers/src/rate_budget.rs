@@ -1524,28 +1524,23 @@ mod tests {
         drop(immediate(&budget, GET_A).await);
     }
 
-    /// 101 repository generations at once against GitHub's default budget: 75 go in the first
-    /// minute, the rest as the window's first sends expire, none later than the second minute.
-    #[tokio::test(start_paused = true)]
-    async fn creations_beyond_one_minute_s_allowance_go_in_the_next_minute() {
-        let budget = RateBudget::new(
-            Provider::Github,
-            RateBudgetConfig::default_for(Provider::Github),
-        );
+    /// When each of `count` requests to `endpoint`, all asking at once and each holding its
+    /// permit for `hold`, was granted, from the start, in order.
+    async fn grant_times(
+        budget: &Arc<RateBudget>,
+        endpoint: &Endpoint,
+        count: usize,
+        hold: Duration,
+    ) -> Vec<Duration> {
         let t0 = Instant::now();
-        let segments = ["repos", "agency", "template", "generate"];
         let mut tasks = Vec::new();
-        for _ in 0..101 {
-            let budget = Arc::clone(&budget);
+        for _ in 0..count {
+            let budget = Arc::clone(budget);
+            let endpoint = endpoint.clone();
             tasks.push(tokio::spawn(async move {
-                let endpoint = Endpoint::for_path(
-                    Provider::Github,
-                    "POST /repos/{template_owner}/{template_repo}/generate",
-                    &segments,
-                );
                 let permit = budget.acquire(&endpoint).await;
                 let granted = Instant::now() - t0;
-                tokio::time::sleep(Duration::from_millis(300)).await;
+                tokio::time::sleep(hold).await;
                 drop(permit);
                 granted
             }));
@@ -1555,6 +1550,23 @@ mod tests {
             granted.push(task.await.unwrap());
         }
         granted.sort();
+        granted
+    }
+
+    /// 101 repository generations at once against GitHub's default budget: 75 go in the first
+    /// minute, the rest as the window's first sends expire, none later than the second minute.
+    #[tokio::test(start_paused = true)]
+    async fn creations_beyond_one_minute_s_allowance_go_in_the_next_minute() {
+        let budget = RateBudget::new(
+            Provider::Github,
+            RateBudgetConfig::default_for(Provider::Github),
+        );
+        let endpoint = Endpoint::for_path(
+            Provider::Github,
+            "POST /repos/{template_owner}/{template_repo}/generate",
+            &["repos", "agency", "template", "generate"],
+        );
+        let granted = grant_times(&budget, &endpoint, 101, Duration::from_millis(300)).await;
         // 20 in flight at most, each for 300 ms: the first 75 go within 1.2 s.
         assert!(granted[74] <= Duration::from_millis(1200), "{granted:?}");
         assert!(granted[75] >= Duration::from_secs(60), "{granted:?}");
@@ -1574,23 +1586,8 @@ mod tests {
                 ..RateBudgetConfig::unlimited()
             },
         );
-        let t0 = Instant::now();
-        let mut tasks = Vec::new();
-        for _ in 0..5 {
-            let budget = Arc::clone(&budget);
-            tasks.push(tokio::spawn(async move {
-                let permit = budget.acquire(&Endpoint::new("GET /workflows")).await;
-                let granted = Instant::now() - t0;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                drop(permit);
-                granted
-            }));
-        }
-        let mut granted = Vec::new();
-        for task in tasks {
-            granted.push(task.await.unwrap());
-        }
-        granted.sort();
+        let endpoint = Endpoint::new("GET /workflows");
+        let granted = grant_times(&budget, &endpoint, 5, Duration::from_millis(10)).await;
         // Two from the burst, then one every half second.
         assert!(granted[4] <= Duration::from_secs(2), "{granted:?}");
         assert!(granted[4] >= Duration::from_millis(1400), "{granted:?}");

@@ -246,6 +246,50 @@ impl World {
         Ok(Server { child, base })
     }
 
+    /// Creates `runs` provision runs (clients `{prefix}{tag}-{i}` named `{name} …`) in the
+    /// journal through an App with no workers, whose configuration `settings` may adjust;
+    /// the seconds it took.
+    async fn fill(
+        &self,
+        runs: u32,
+        prefix: &str,
+        name: &str,
+        settings: impl FnOnce(&mut provisioner::config::Config),
+    ) -> Result<f64> {
+        let env: std::collections::HashMap<String, String> =
+            self.sandbox.env_exports().into_iter().collect();
+        let mut config = provisioner::config::Config::load(None, &|k| env.get(k).cloned())
+            .map_err(|e| anyhow!("{}", e.problems.join("; ")))?;
+        settings(&mut config);
+        let journal = open_journal(Some(&self.journal_url)).await?;
+        let app = App::start(
+            &config,
+            journal,
+            &self.secret_key,
+            AppOptions {
+                workers: false,
+                ..AppOptions::default()
+            },
+        )
+        .await?;
+        let tag = uuid::Uuid::new_v4().simple().to_string();
+        let filling = Instant::now();
+        for i in 0..runs {
+            let slug = format!("{prefix}{}-{i}", &tag[..8]);
+            let client = ClientRecord {
+                client_id: Some(slug.clone()),
+                client_name: Some(format!("{name} {slug}")),
+                org_email: Some(format!("ops@{slug}.example")),
+                tier: Some("growth".into()),
+                ..Default::default()
+            }
+            .validate()
+            .map_err(|e| anyhow!("{e:?}"))?;
+            app.provision(&client).await?;
+        }
+        Ok(filling.elapsed().as_secs_f64())
+    }
+
     /// `provisioner worker ARGS` on the world's journal and simulators.
     fn worker(&self, extra: &[&str]) -> Result<Child> {
         Command::new(&self.binary)
@@ -649,39 +693,11 @@ async fn latency(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
 
 async fn memory(args: &Args, kind: JournalKind, binary: &Path) -> Result<()> {
     let world = World::new(args, kind, binary).await?;
-    let env: std::collections::HashMap<String, String> =
-        world.sandbox.env_exports().into_iter().collect();
-    let mut config = provisioner::config::Config::load(None, &|k| env.get(k).cloned())
-        .map_err(|e| anyhow!("{}", e.problems.join("; ")))?;
-    config.settings.vercel.wait_for_ready = false;
-    let journal = open_journal(Some(&world.journal_url)).await?;
-    let app = App::start(
-        &config,
-        journal,
-        &world.secret_key,
-        AppOptions {
-            workers: false,
-            ..AppOptions::default()
-        },
-    )
-    .await?;
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let filling = Instant::now();
-    for i in 0..args.memory_runs {
-        let slug = format!("m{}-{i}", &tag[..8]);
-        let client = ClientRecord {
-            client_id: Some(slug.clone()),
-            client_name: Some(format!("Memory {slug}")),
-            org_email: Some(format!("ops@{slug}.example")),
-            tier: Some("growth".into()),
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| anyhow!("{e:?}"))?;
-        app.provision(&client).await?;
-    }
-    let fill_secs = filling.elapsed().as_secs_f64();
-    drop(app);
+    let fill_secs = world
+        .fill(args.memory_runs, "m", "Memory", |config| {
+            config.settings.vercel.wait_for_ready = false;
+        })
+        .await?;
     let server = world.serve(&[]).await?;
     // Its workers claim runs (up to 1024 at a time) and try their first step.
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -779,38 +795,8 @@ async fn inflight(args: &Args, binary: &Path) -> Result<()> {
         },
     )
     .await?;
-    let env: std::collections::HashMap<String, String> =
-        world.sandbox.env_exports().into_iter().collect();
-    let config = provisioner::config::Config::load(None, &|k| env.get(k).cloned())
-        .map_err(|e| anyhow!("{}", e.problems.join("; ")))?;
+    let fill_secs = world.fill(runs, "f", "Inflight", |_| {}).await?;
     let journal = open_journal(Some(&world.journal_url)).await?;
-    let app = App::start(
-        &config,
-        Arc::clone(&journal),
-        &world.secret_key,
-        AppOptions {
-            workers: false,
-            ..AppOptions::default()
-        },
-    )
-    .await?;
-    let tag = uuid::Uuid::new_v4().simple().to_string();
-    let filling = Instant::now();
-    for i in 0..runs {
-        let slug = format!("f{}-{i}", &tag[..8]);
-        let client = ClientRecord {
-            client_id: Some(slug.clone()),
-            client_name: Some(format!("Inflight {slug}")),
-            org_email: Some(format!("ops@{slug}.example")),
-            tier: Some("growth".into()),
-            ..Default::default()
-        }
-        .validate()
-        .map_err(|e| anyhow!("{e:?}"))?;
-        app.provision(&client).await?;
-    }
-    let fill_secs = filling.elapsed().as_secs_f64();
-    drop(app);
 
     let max_runs = runs.to_string();
     let mut first = world.worker(&["--max-runs", &max_runs])?;

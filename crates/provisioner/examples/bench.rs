@@ -79,22 +79,11 @@ fn client(slug: &str) -> Client {
     .unwrap()
 }
 
-/// `long_waits`: a batch waits its turn in the rate budgets inside its steps, so the steps'
-/// time limits are raised to two hours (GitHub allows 500 repository generations an hour).
-async fn app_for(
-    sandbox: &Sandbox,
-    dir: &std::path::Path,
-    readiness: Duration,
-    long_waits: bool,
-) -> App {
+/// The default step timeouts: a batch's waits in the rate budgets do not count against them.
+async fn app_for(sandbox: &Sandbox, dir: &std::path::Path, readiness: Duration) -> App {
     let env: HashMap<String, String> = sandbox.env_exports().into_iter().collect();
     let mut config = Config::load(None, &|k| env.get(k).cloned()).unwrap();
     config.settings = Settings::default();
-    if long_waits {
-        config.settings.supabase.ready_timeout_secs = 7200;
-        config.settings.github.branch_timeout_secs = 7200;
-        config.settings.vercel.deploy_timeout_secs = 7200;
-    }
     config.settings.vercel.wait_for_ready = true;
     // The client's domain, so that the domain step does its real work.
     config.settings.vercel.domain = Some("clients.bench.example".into());
@@ -136,7 +125,7 @@ async fn single(postgres_url: String) {
     .await
     .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let app = app_for(&sandbox, dir.path(), Duration::from_millis(100), false).await;
+    let app = app_for(&sandbox, dir.path(), Duration::from_millis(100)).await;
     // Every module on: six more workflows, to see that n8n_modules stays off the critical path.
     let mut client = client("bench-single");
     client.modules = Some(provisioner::client::Modules {
@@ -399,7 +388,7 @@ async fn batch(postgres_url: String, clients: usize, latency: Latency, fifo: boo
     let dir = tempfile::tempdir().unwrap();
     // Supabase's own CLI polls readiness every 5 s; a shorter interval only makes the batch
     // finish sooner, the coalescing is the same.
-    let app = app_for(&sandbox, dir.path(), Duration::from_millis(500), false).await;
+    let app = app_for(&sandbox, dir.path(), Duration::from_millis(500)).await;
 
     // One client alone first: its wall time is the critical path no batch can beat.
     let t0 = Instant::now();

@@ -256,9 +256,7 @@ impl Stack {
             password,
         )?)
     }
-}
 
-impl Stack {
     /// The project's pooler routes: read from the Management API at most once per
     /// [`POOLER_ROUTES_KEPT_FOR`].
     async fn pooler_routes(

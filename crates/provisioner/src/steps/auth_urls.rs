@@ -123,55 +123,55 @@ impl Step for AuthUrlsStep {
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<AuthUrlsSet, StepError> {
         super::budget_waits_untimed(async {
-        let stack = &self.stack;
-        let supabase: SupabaseProject = ctx.output(supabase_project::NAME)?;
-        let vercel: VercelProject = ctx.output(vercel_project::NAME)?;
-        let slug = &ctx.input().client_id;
-        let site_url = vercel_domain::app_url(&stack.settings, slug);
-        let ours = allowed_urls(&site_url, &vercel_project::app_url(&vercel.name));
-        let project = &supabase.project_ref;
-        let before = stack
-            .supabase
-            .auth_urls(project)
-            .await
-            .map_err(|e| provider_failure(&format!("read auth config of {project}"), e))?;
-        if differences(&before, &site_url, &ours).is_empty() {
-            return Ok(AuthUrlsSet {
+            let stack = &self.stack;
+            let supabase: SupabaseProject = ctx.output(supabase_project::NAME)?;
+            let vercel: VercelProject = ctx.output(vercel_project::NAME)?;
+            let slug = &ctx.input().client_id;
+            let site_url = vercel_domain::app_url(&stack.settings, slug);
+            let ours = allowed_urls(&site_url, &vercel_project::app_url(&vercel.name));
+            let project = &supabase.project_ref;
+            let before = stack
+                .supabase
+                .auth_urls(project)
+                .await
+                .map_err(|e| provider_failure(&format!("read auth config of {project}"), e))?;
+            if differences(&before, &site_url, &ours).is_empty() {
+                return Ok(AuthUrlsSet {
+                    site_url,
+                    allowed: ours,
+                    previous_site_url: None,
+                    changed: false,
+                });
+            }
+            let existing = before.allowed();
+            let body = UpdateAuthUrls {
+                site_url: site_url.clone(),
+                uri_allow_list: merged_allow_list(&existing, &ours).join(","),
+            };
+            stack
+                .supabase
+                .update_auth_urls(project, &body)
+                .await
+                .map_err(|e| provider_failure(&format!("set auth URLs of {project}"), e))?;
+            let after = stack
+                .supabase
+                .auth_urls(project)
+                .await
+                .map_err(|e| provider_failure(&format!("read auth config of {project} back"), e))?;
+            let wrong = readback_problems(&after, &site_url, &ours, &existing);
+            if !wrong.is_empty() {
+                return Err(StepError::permanent(format!(
+                    "the auth config of {project} reads back wrong after the update: {}; check Authentication > URL Configuration in the Supabase dashboard",
+                    wrong.join("; ")
+                )));
+            }
+            Ok(AuthUrlsSet {
                 site_url,
                 allowed: ours,
-                previous_site_url: None,
-                changed: false,
-            });
-        }
-        let existing = before.allowed();
-        let body = UpdateAuthUrls {
-            site_url: site_url.clone(),
-            uri_allow_list: merged_allow_list(&existing, &ours).join(","),
-        };
-        stack
-            .supabase
-            .update_auth_urls(project, &body)
-            .await
-            .map_err(|e| provider_failure(&format!("set auth URLs of {project}"), e))?;
-        let after = stack
-            .supabase
-            .auth_urls(project)
-            .await
-            .map_err(|e| provider_failure(&format!("read auth config of {project} back"), e))?;
-        let wrong = readback_problems(&after, &site_url, &ours, &existing);
-        if !wrong.is_empty() {
-            return Err(StepError::permanent(format!(
-                "the auth config of {project} reads back wrong after the update: {}; check Authentication > URL Configuration in the Supabase dashboard",
-                wrong.join("; ")
-            )));
-        }
-        Ok(AuthUrlsSet {
-            site_url,
-            allowed: ours,
-            previous_site_url: before.site_url.filter(|previous| !previous.is_empty()),
-            changed: true,
-        })
+                previous_site_url: before.site_url.filter(|previous| !previous.is_empty()),
+                changed: true,
             })
+        })
         .await
     }
 

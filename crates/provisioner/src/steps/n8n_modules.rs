@@ -127,29 +127,29 @@ impl Step for N8nModulesStep {
 
     async fn action(&self, ctx: &StepContext<'_, Client>) -> Result<ModuleWorkflows, StepError> {
         super::budget_waits_untimed(async {
-        let client = ctx.input();
-        let modules = modules_of(&self.stack, client);
-        if modules.is_empty() {
-            return Ok(ModuleWorkflows {
-                workflows: Vec::new(),
-                note: Some(format!(
-                    "no modules: the client's record switches none on and modules.{} in the configuration lists none",
-                    client.tier.as_str()
-                )),
-            });
-        }
-        let listing = all_workflows(&self.stack, "the client's module webhooks").await?;
-        let mut workflows = Vec::with_capacity(modules.len());
-        for module in modules {
-            let found = on_path(&listing, &webhook_path(&client.client_id, module));
-            let workflow = self.workflow(module).action_with(ctx, found).await?;
-            workflows.push(ModuleWorkflowOutput { module, workflow });
-        }
-        Ok(ModuleWorkflows {
-            workflows,
-            note: None,
-        })
+            let client = ctx.input();
+            let modules = modules_of(&self.stack, client);
+            if modules.is_empty() {
+                return Ok(ModuleWorkflows {
+                    workflows: Vec::new(),
+                    note: Some(format!(
+                        "no modules: the client's record switches none on and modules.{} in the configuration lists none",
+                        client.tier.as_str()
+                    )),
+                });
+            }
+            let listing = all_workflows(&self.stack, "the client's module webhooks").await?;
+            let mut workflows = Vec::with_capacity(modules.len());
+            for module in modules {
+                let found = on_path(&listing, &webhook_path(&client.client_id, module));
+                let workflow = self.workflow(module).action_with(ctx, found).await?;
+                workflows.push(ModuleWorkflowOutput { module, workflow });
+            }
+            Ok(ModuleWorkflows {
+                workflows,
+                note: None,
             })
+        })
         .await
     }
 

@@ -417,40 +417,40 @@ impl ForwardStep for VercelDomainTeardown {
 
     async fn action(&self, ctx: &StepContext<'_, Teardown>) -> Result<Removed, StepError> {
         super::budget_waits_untimed(async {
-        let stack = &self.stack;
-        let input = ctx.input();
-        let candidates = Self::candidates(&stack.settings, input);
-        if candidates.is_empty() {
-            tracing::info!(
-                client = %input.client_id,
-                "no domain to remove: no [vercel] domain is configured and the client's provision run recorded none"
-            );
-        }
-        let mut removed = Vec::new();
-        for domain in candidates {
-            for found in find_on_project(stack, &input.client_id, &domain).await? {
-                VercelDomains
-                    .delete(stack, &VercelDomains.id(&found))
-                    .await
-                    .map_err(|e| {
-                        // Keeps the failure's kind: a throttled delete is retried.
-                        let left = VercelDomains.describe(&found);
-                        let message = format!("{e}; still there: {left}");
-                        let error = match e {
-                            StepError::Retryable { after, .. } => StepError::Retryable {
-                                after,
-                                message,
-                                detail: None,
-                            },
-                            StepError::Permanent { .. } => StepError::permanent(message),
-                        };
-                        error.with_detail(serde_json::json!({ "left": [left] }))
-                    })?;
-                removed.push(VercelDomains.describe(&found));
+            let stack = &self.stack;
+            let input = ctx.input();
+            let candidates = Self::candidates(&stack.settings, input);
+            if candidates.is_empty() {
+                tracing::info!(
+                    client = %input.client_id,
+                    "no domain to remove: no [vercel] domain is configured and the client's provision run recorded none"
+                );
             }
-        }
-        Ok(Removed { resources: removed })
-            })
+            let mut removed = Vec::new();
+            for domain in candidates {
+                for found in find_on_project(stack, &input.client_id, &domain).await? {
+                    VercelDomains
+                        .delete(stack, &VercelDomains.id(&found))
+                        .await
+                        .map_err(|e| {
+                            // Keeps the failure's kind: a throttled delete is retried.
+                            let left = VercelDomains.describe(&found);
+                            let message = format!("{e}; still there: {left}");
+                            let error = match e {
+                                StepError::Retryable { after, .. } => StepError::Retryable {
+                                    after,
+                                    message,
+                                    detail: None,
+                                },
+                                StepError::Permanent { .. } => StepError::permanent(message),
+                            };
+                            error.with_detail(serde_json::json!({ "left": [left] }))
+                        })?;
+                    removed.push(VercelDomains.describe(&found));
+                }
+            }
+            Ok(Removed { resources: removed })
+        })
         .await
     }
 }
