@@ -33,8 +33,9 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         let asked_at = now_ms();
         // In batches of a statement each, so one statement over ten thousand leases does not
         // make a write that other commits on the journal (an API request's) queue behind;
-        // submitted together, so the journal takes them into its next transaction or two
-        // (ahead of the runs' queued writes) and the round lasts a commit, not one per batch.
+        // submitted together, so they queue for the journal's next transactions at once
+        // (ahead of the runs' queued writes) rather than one commit after another. With
+        // 10,000 runs held a round still does not keep up (api_bench --inflight-runs).
         let inner_ref = &inner;
         let batches = held.chunks(RENEW_BATCH).map(|batch| async move {
             (
