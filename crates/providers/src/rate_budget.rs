@@ -22,8 +22,9 @@
 //! Budgets live in a process-wide registry keyed by (provider, origin, credential), so every
 //! client instance built with the same token shares one budget.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::hash::{BuildHasher, RandomState};
+use std::ops::Bound::{Excluded, Unbounded};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError, Weak};
 use std::time::Duration;
 
@@ -664,8 +665,60 @@ struct State {
     windows: HashMap<WindowKey, Window>,
     /// Limits the provider announced, lower than ours, for windows not made yet.
     learned: HashMap<WindowKind, u32>,
-    waiters: BTreeMap<(Priority, u64), Waiter>,
+    waiters: HashMap<(Priority, u64), Waiter>,
+    /// The waiters by the set of windows they count in, each set in line order. Requests of
+    /// one set wait for the same windows, so only the first of each can be granted next.
+    groups: HashMap<Vec<WindowKey>, BTreeSet<(Priority, u64)>>,
+    /// The first in line of each set, in line order: all a dispatch pass has to look at, so
+    /// ten thousand requests behind one spent window cost it one look, not ten thousand.
+    heads: BTreeSet<(Priority, u64)>,
     next_seq: u64,
+}
+
+impl State {
+    fn enqueue(&mut self, id: (Priority, u64), waiter: Waiter) {
+        let group = self.groups.entry(waiter.keys.clone()).or_default();
+        let head = group.first().copied();
+        group.insert(id);
+        if head.is_none_or(|head| id < head) {
+            if let Some(head) = head {
+                self.heads.remove(&head);
+                // It may sleep on a timer still; when it wakes it finds itself untimed.
+                if let Some(displaced) = self.waiters.get_mut(&head) {
+                    displaced.timed = false;
+                }
+            }
+            self.heads.insert(id);
+        }
+        self.waiters.insert(id, waiter);
+    }
+
+    /// Takes a waiter out of line; the next of its set, if any, becomes that set's first.
+    fn dequeue(&mut self, id: (Priority, u64)) -> Option<Waiter> {
+        let waiter = self.waiters.remove(&id)?;
+        if let Some(group) = self.groups.get_mut(&waiter.keys) {
+            group.remove(&id);
+            if self.heads.remove(&id)
+                && let Some(next) = group.first()
+            {
+                self.heads.insert(*next);
+            }
+            if group.is_empty() {
+                self.groups.remove(&waiter.keys);
+            }
+        }
+        Some(waiter)
+    }
+
+    /// Puts a waiter on a timer, waking it to set one if it had none.
+    fn time(&mut self, id: (Priority, u64)) {
+        if let Some(waiter) = self.waiters.get_mut(&id)
+            && !waiter.timed
+        {
+            waiter.timed = true;
+            waiter.rewake.notify_one();
+        }
+    }
 }
 
 /// One (provider, origin, credential)'s shared budget.
@@ -709,7 +762,9 @@ impl RateBudget {
                 in_flight: 0,
                 windows: HashMap::new(),
                 learned: HashMap::new(),
-                waiters: BTreeMap::new(),
+                waiters: HashMap::new(),
+                groups: HashMap::new(),
+                heads: BTreeSet::new(),
                 next_seq: 0,
             }),
         })
@@ -751,38 +806,39 @@ impl RateBudget {
     }
 
     /// Grants, in priority order, every waiting request whose windows are open, while slots
-    /// and tokens last.
+    /// and tokens last. It looks only at the first in line of each set of windows: that one
+    /// sleeps on a timer while its windows are spent, the rest of its set wait untimed, and
+    /// its grant names the next. Timing them all would wake thousands at the instant a window
+    /// opens, each running this pass for one grant.
     fn dispatch(&self, state: &mut State, now: Instant) {
-        let order: Vec<(Priority, u64)> = state.waiters.keys().copied().collect();
-        for id in order {
+        let mut after: Option<(Priority, u64)> = None;
+        loop {
+            let next = match after {
+                None => state.heads.first(),
+                Some(after) => state.heads.range((Excluded(after), Unbounded)).next(),
+            };
+            let Some(&id) = next else {
+                return;
+            };
+            after = Some(id);
             if state.in_flight >= self.config.max_concurrent.max(1) {
                 return;
             }
             if state.bucket.wait_for_token(&self.config, now).is_some() {
                 // The first in line sleeps until the next token; its grant dispatches the rest.
-                if let Some(waiter) = state.waiters.get_mut(&id)
-                    && !waiter.timed
-                {
-                    waiter.timed = true;
-                    waiter.rewake.notify_one();
-                }
+                state.time(id);
                 return;
             }
-            let keys = match state.waiters.get(&id) {
-                Some(waiter) => waiter.keys.clone(),
-                None => continue,
+            let Some(keys) = state.waiters.get(&id).map(|waiter| waiter.keys.clone()) else {
+                continue;
             };
             if self.opens_at(state, &keys, now).is_some() {
                 // Nothing else would wake it when its windows open.
-                if let Some(waiter) = state.waiters.get_mut(&id)
-                    && !waiter.timed
-                {
-                    waiter.timed = true;
-                    waiter.rewake.notify_one();
-                }
+                state.time(id);
                 continue;
             }
-            let Some(waiter) = state.waiters.remove(&id) else {
+            // The next of its set becomes a first in line after this one: this pass gets to it.
+            let Some(waiter) = state.dequeue(id) else {
                 continue;
             };
             if waiter.grant.send(()).is_err() {
@@ -815,7 +871,7 @@ impl RateBudget {
             };
             let id = (priority, state.next_seq);
             state.next_seq += 1;
-            state.waiters.insert(
+            state.enqueue(
                 id,
                 Waiter {
                     keys: keys.clone(),
@@ -840,14 +896,20 @@ impl RateBudget {
                 if waiting.granted.try_recv().is_ok() {
                     break;
                 }
-                // Not granted: sleep until this request's windows or the bucket open; a slot
-                // freed by another request's end grants it directly.
-                let windows = self.opens_at(&mut state, &keys, now);
-                let token = state
-                    .bucket
-                    .wait_for_token(&self.config, now)
-                    .map(|wait| now + wait);
-                let opens = windows.max(token);
+                // Not granted. Timed by the pass above: sleep until this request's windows or
+                // the bucket open. Untimed: a slot freed by another request's end grants it
+                // directly, and the one ahead of it for the same windows times it when granted.
+                let timed = state.waiters.get(&id).is_some_and(|waiter| waiter.timed);
+                let opens = if timed {
+                    let windows = self.opens_at(&mut state, &keys, now);
+                    let token = state
+                        .bucket
+                        .wait_for_token(&self.config, now)
+                        .map(|wait| now + wait);
+                    windows.max(token)
+                } else {
+                    None
+                };
                 if let Some(waiter) = state.waiters.get_mut(&id) {
                     waiter.timed = opens.is_some();
                 }
@@ -870,6 +932,12 @@ impl RateBudget {
             budget: Arc::clone(self),
             keys,
         }
+    }
+
+    /// How many waiting requests sleep on a timer (the rest wait to be granted or woken).
+    #[cfg(test)]
+    fn timed_waiters(&self) -> usize {
+        self.lock().waiters.values().filter(|w| w.timed).count()
     }
 
     fn release(&self, keys: &[WindowKey]) {
@@ -1031,9 +1099,16 @@ impl Waiting<'_> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        let removed = self.budget.lock().waiters.remove(&self.id).is_some();
-        if !removed && self.granted.try_recv().is_ok() {
-            self.budget.release(self.keys);
+        let mut state = self.budget.lock();
+        match state.dequeue(self.id) {
+            // It may have been the one on a timer for its windows: the next in line takes over.
+            Some(_) => self.budget.dispatch(&mut state, Instant::now()),
+            None => {
+                drop(state);
+                if self.granted.try_recv().is_ok() {
+                    self.budget.release(self.keys);
+                }
+            }
         }
     }
 }
@@ -1591,5 +1666,75 @@ mod tests {
         // Two from the burst, then one every half second.
         assert!(granted[4] <= Duration::from_secs(2), "{granted:?}");
         assert!(granted[4] >= Duration::from_millis(1400), "{granted:?}");
+    }
+    /// Spawns `count` requests to `operation` and lets each reach its wait.
+    async fn waiting(
+        budget: &Arc<RateBudget>,
+        operation: &'static str,
+        count: usize,
+    ) -> Vec<tokio::task::JoinHandle<Instant>> {
+        let mut tasks = Vec::new();
+        for _ in 0..count {
+            let budget = Arc::clone(budget);
+            tasks.push(tokio::spawn(async move {
+                drop(budget.acquire(&Endpoint::new(operation)).await);
+                Instant::now()
+            }));
+            tokio::task::yield_now().await;
+        }
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+        tasks
+    }
+
+    /// A thousand requests behind one spent window: one sleeps on a timer per set of windows,
+    /// not a thousand (which would all wake when it opens, each passing over all the others),
+    /// and every one of them still goes when the window lets it.
+    #[tokio::test(start_paused = true)]
+    async fn of_many_requests_behind_a_spent_window_only_the_first_sleeps_on_a_timer() {
+        let budget = per_endpoint(100, 1000);
+        let t0 = Instant::now();
+        let mut held = Vec::new();
+        for _ in 0..100 {
+            held.push(immediate(&budget, GET_A).await);
+        }
+        drop(held);
+        let mut tasks = waiting(&budget, GET_A, 1000).await;
+        tasks.extend(waiting(&budget, GET_B, 1).await);
+        // GET_B's window is open: it went at once; GET_A's thousand wait behind one timer.
+        assert_eq!(budget.timed_waiters(), 1);
+        let mut done = Vec::new();
+        for task in tasks {
+            done.push(task.await.unwrap() - t0);
+        }
+        done.sort();
+        assert_eq!(done[0], Duration::ZERO, "{:?}", &done[..3]);
+        // A hundred a minute: the last of the thousand goes in the tenth minute after the
+        // first hundred, not an hour later.
+        let window = Duration::from_secs(60) + ARRIVAL_SLACK;
+        assert_eq!(done[1], window, "{:?}", &done[..3]);
+        assert_eq!(done[1000], window * 10, "{:?}", &done[995..]);
+        assert_eq!(budget.timed_waiters(), 0);
+    }
+
+    /// The one on the timer gives up: the next in line takes the timer over and goes when the
+    /// window opens, not after the hour an untimed waiter sleeps.
+    #[tokio::test(start_paused = true)]
+    async fn when_the_timed_request_gives_up_the_next_one_takes_its_timer_over() {
+        let budget = per_endpoint(1, 16);
+        let t0 = Instant::now();
+        drop(immediate(&budget, GET_A).await);
+        let mut tasks = waiting(&budget, GET_A, 2).await;
+        assert_eq!(budget.timed_waiters(), 1);
+        let second = tasks.pop().unwrap();
+        let first = tasks.pop().unwrap();
+        first.abort();
+        let _ = first.await;
+        assert_eq!(budget.timed_waiters(), 1);
+        assert_eq!(
+            second.await.unwrap() - t0,
+            Duration::from_secs(60) + ARRIVAL_SLACK
+        );
     }
 }
