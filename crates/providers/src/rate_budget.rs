@@ -120,7 +120,11 @@ impl RateBudgetConfig {
             // 5,000/h primary; secondary: ≤100 concurrent, 900 points/min per endpoint (a read
             // 1 point, a write 5), and at most 80 content-creating requests a minute and 500
             // an hour (§2.3, from GitHub's REST rate-limit page). GitHub asks for at least a
-            // minute when it names no reset.
+            // minute when it names no reset. The hour's creations are the published 500, not
+            // fewer: a count under it would hold every batch of 481 to 500 clients back a
+            // whole hour, while the window's arrival slack already covers requests counted
+            // later than they were sent. A token other tools also create with is met by
+            // GitHub's refusal, which pauses the window (`creates_per_hour` lowers it).
             Provider::Github => RateBudgetConfig {
                 requests_per_second: 50.0,
                 burst: 200,
@@ -130,7 +134,7 @@ impl RateBudgetConfig {
                 per_endpoint_writes: Some(WindowLimit::per_minute(170)),
                 overall: Some(WindowLimit::per_hour(4_900)),
                 creates: Some(WindowLimit::per_minute(75)),
-                creates_long: Some(WindowLimit::per_hour(480)),
+                creates_long: Some(WindowLimit::per_hour(500)),
                 by_priority: true,
             },
             // No first-party figures (§3.6): writes at 100 a minute per endpoint is an

@@ -82,8 +82,8 @@ async fn app_for(
     config.settings.templates.migrations = Some(migrations.to_owned());
     // Opens every budget, the windows as well as the provider-wide rates, so the rollout's own
     // concurrency is what is measured; the simulators' creation limits are off too (see
-    // `main`). With a window left at its default (GitHub: 480 creations an hour), setting up
-    // more than about 480 tenants would wait out an hour.
+    // `main`). With a window left at its default (GitHub: 500 creations an hour), setting up
+    // more than 500 tenants would wait out an hour.
     let window = Some(*provisioner::config::WINDOW_REQUESTS_RANGE.end());
     for provider in ["supabase", "github", "vercel", "n8n"] {
         config.settings.rate_budgets.insert(

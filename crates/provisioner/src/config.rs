@@ -116,7 +116,7 @@ pub struct RateBudgetSettings {
     #[serde(default)]
     pub per_hour: Option<u32>,
     /// Creating calls (`POST`) together, a minute's and an hour's (GitHub's content-creation
-    /// limits; defaults 75 and 480).
+    /// limits; defaults 75 and 500).
     #[serde(default)]
     pub creates_per_minute: Option<u32>,
     #[serde(default)]

@@ -114,7 +114,7 @@ pub struct Plan {
     /// The rate-budget floor: over every window of the providers' budgets the plan's calls
     /// count in, the longest calls ÷ the window's allowed rate.
     pub rate_bound_secs: f64,
-    /// The window that sets the floor, e.g. `github creating calls (POST) at 480/3600s`.
+    /// The window that sets the floor, e.g. `github creating calls (POST) at 75/60s`.
     pub rate_bound_by: Option<String>,
     pub blocked: usize,
 }
@@ -857,7 +857,7 @@ mod tests {
     fn the_eta_floor_is_the_tightest_window_of_each_budget_not_its_overall_rate() {
         let tightest = new_clients(100).tightest(RateBudgetConfig::default_for);
         // GitHub: 100 generations, 75 a minute: the last waits for a second minute. The
-        // 480-an-hour window holds all of them, so the hour does not bind.
+        // 500-an-hour window holds all of them, so the hour does not bind.
         let (github, window) = seconds_of(&tightest, Provider::Github);
         assert!((github - 60.0).abs() < 1e-6, "{github} {window}");
         assert_eq!(window, "creating calls (POST) at 75/60s");
@@ -876,8 +876,13 @@ mod tests {
         for (provider, load) in &tightest {
             assert_eq!(load.seconds(), 0.0, "{provider:?} {}", load.window);
         }
-        // Five hundred do not: GitHub's 480 an hour makes the 481st wait the hour.
+        // Five hundred fit in GitHub's 500 an hour, so only its minutes bind: 75 a minute
+        // leaves the last 50 for the seventh minute.
         let tightest = new_clients(500).tightest(RateBudgetConfig::default_for);
+        let (github, window) = seconds_of(&tightest, Provider::Github);
+        assert!((github - 360.0).abs() < 1e-6, "{github} {window}");
+        // The 501st waits for the hour.
+        let tightest = new_clients(501).tightest(RateBudgetConfig::default_for);
         let (github, window) = seconds_of(&tightest, Provider::Github);
         assert!((github - 3600.0).abs() < 1e-6, "{github} {window}");
     }

@@ -22,7 +22,7 @@ pub use lifecycle::{ProviderResource, Recorded, ResourceStep, RunMark, TeardownS
 
 /// Runs a step's work with the time its provider calls wait their turn in the rate budgets
 /// left out of the attempt's timeout: in a batch bigger than a provider's window (GitHub's
-/// 480 repository generations an hour) the last clients wait longer than any timeout that
+/// 500 repository generations an hour) the last clients wait longer than any timeout that
 /// still catches a hung call, and they are queued, not hung.
 pub async fn budget_waits_untimed<F: std::future::Future>(work: F) -> F::Output {
     match saga::attempt_clock::current() {
