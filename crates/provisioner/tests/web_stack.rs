@@ -18,6 +18,7 @@ use sandbox::Provider;
 use serde_json::{Value, json};
 
 const PARENT: &str = "clients.agency.example";
+const GET_AUTH: &str = "GET /v1/projects/{ref}/config/auth";
 const PATCH_AUTH: &str = "PATCH /v1/projects/{ref}/config/auth";
 const ADD_DOMAIN: &str = "POST /v10/projects/{idOrName}/domains";
 const REMOVE_DOMAIN: &str = "DELETE /v9/projects/{idOrName}/domains/{domain}";
@@ -119,6 +120,10 @@ async fn the_client_domain_is_added_reported_adopted_and_removed_with_the_stack(
         auth.allowed,
         vec![format!("{app_url}/**"), format!("{vercel_url}/**")]
     );
+    // One read before the update, and the update's own answer is what gets checked: no
+    // second read.
+    assert_eq!(world.sandbox.calls(Provider::Supabase, GET_AUTH), 1);
+    assert_eq!(world.sandbox.calls(Provider::Supabase, PATCH_AUTH), 1);
     let project_ref = &record.supabase.as_ref().unwrap().project_ref;
     let config = raw_auth_config(&world, project_ref).await;
     assert_eq!(config["site_url"], json!(app_url));
@@ -483,7 +488,7 @@ async fn the_undo_removes_the_domain_this_run_added() {
     // second, its update is refused.
     world.sandbox.faults().add(sandbox::FaultRule::new(
         Provider::Supabase,
-        "GET /v1/projects/{ref}/config/auth",
+        GET_AUTH,
         sandbox::FaultKind::Latency { millis: 1500 },
     ));
     world.sandbox.faults().add(sandbox::FaultRule::new(
