@@ -60,6 +60,7 @@ mod sql {
     pub(super) const EVENTS_SINCE: &str = include_str!("../../sql/postgres/events_since.sql");
     pub(super) const CLAIM: &str = include_str!("../../sql/postgres/claim.sql");
     pub(super) const RENEW: &str = include_str!("../../sql/postgres/renew.sql");
+    pub(super) const LOCK_RUNS: &str = include_str!("../../sql/postgres/lock_runs.sql");
     pub(super) const OUTBOX_INSERT: &str = include_str!("../../sql/postgres/outbox_insert.sql");
     pub(super) const OUTBOX_DUE: &str = include_str!("../../sql/postgres/outbox_due.sql");
     pub(super) const OUTBOX_CLAIM: &str = include_str!("../../sql/postgres/outbox_claim.sql");
@@ -516,8 +517,8 @@ async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
     }
 }
 
-/// Row locks are taken in run order, so two processes' batches cannot wait on each other
-/// in a cycle over the same runs.
+/// The order a batch's writes are applied in. The rows of the runs they write are locked
+/// before any of them, by [`runs_written`].
 fn lock_order(op: &WriteOp) -> (u8, String) {
     match op {
         WriteOp::Create(run) => (0, run.id.to_string()),
@@ -527,6 +528,27 @@ fn lock_order(op: &WriteOp) -> (u8, String) {
         // Last: a delivery claim may wait for another process's claim of the same row.
         WriteOp::ClaimDeliveries { .. } | WriteOp::FinishDelivery { .. } => (3, String::new()),
     }
+}
+
+/// The runs whose rows a batch's appends and renewals write. A transaction locks them all
+/// first, in one statement and in id order: locked as each write came to them, two batches
+/// (of this process's commit loops or of two processes) that both append to some runs and
+/// renew others could each hold a row the other waits for, and PostgreSQL would only break
+/// the cycle after its deadlock timeout, failing one batch whole.
+fn runs_written(ops: &[WriteOp]) -> Vec<Uuid> {
+    let mut runs = Vec::new();
+    for op in ops {
+        match op {
+            WriteOp::Append(append) => runs.push(append.run_id),
+            WriteOp::Renew { held, .. } => runs.extend(held.iter().map(|claim| claim.run_id)),
+            // New rows, rows skipped when locked, and the outbox's own rows.
+            WriteOp::Create(_)
+            | WriteOp::Claim { .. }
+            | WriteOp::ClaimDeliveries { .. }
+            | WriteOp::FinishDelivery { .. } => {}
+        }
+    }
+    runs
 }
 
 /// Deadlock or serialisation failure: the whole batch can simply be tried again.
@@ -550,6 +572,13 @@ impl PostgresWriter {
         let mut tx = self.pool.begin().await?;
         // Includes the BEGIN round trip, which is small beside a wait for a connection.
         crate::measure::journal_pool_wait(self.user, waiting.elapsed());
+        let runs = runs_written(ops);
+        if !runs.is_empty() {
+            sqlx::query(sql::LOCK_RUNS)
+                .bind(&runs)
+                .execute(&mut *tx)
+                .await?;
+        }
         let mut outcomes: Vec<Option<Result<WriteDone, JournalError>>> =
             ops.iter().map(|_| None).collect();
         for &i in order {
@@ -797,5 +826,131 @@ impl Outbox for PostgresJournal {
             ));
         }
         Ok(group_entries(joined))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::testkit::postgres::fresh_database;
+
+    /// Sessions on `database` waiting for a lock.
+    async fn waiting_for_locks(admin: &PgPool, database: &str) -> i64 {
+        sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+        )
+        .bind(database)
+        .fetch_one(admin)
+        .await
+        .unwrap()
+    }
+
+    async fn until_waiting(admin: &PgPool, database: &str, sessions: i64) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while waiting_for_locks(admin, database).await < sessions {
+            assert!(
+                Instant::now() < deadline,
+                "{sessions} sessions never waited"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    fn renew(lease: &LeaseRequest, run: Uuid, now_ms: i64) -> WriteOp {
+        WriteOp::Renew {
+            lease: lease.clone(),
+            held: vec![Claim {
+                run_id: run,
+                generation: 1,
+                took_over: false,
+            }],
+            now_ms,
+        }
+    }
+
+    /// Two batches renew the same two runs in opposite orders while a third session holds
+    /// one of the rows. Locked as each write came to them, the first would hold the other
+    /// row and wait on the second, which would wait on it: PostgreSQL would fail one batch
+    /// as a deadlock. Locked up front in id order, the second waits for the first and both
+    /// commit.
+    #[tokio::test]
+    async fn batches_that_write_the_same_runs_in_opposite_orders_both_commit() {
+        let Some(database) = fresh_database().await.unwrap() else {
+            return;
+        };
+        let journal = PostgresJournal::connect(&database.url).await.unwrap();
+        let lease = LeaseRequest {
+            worker: "w".into(),
+            lease_ms: 60_000,
+            environment: None,
+        };
+        let now = crate::clock::now_ms();
+        let mut runs = Vec::new();
+        for i in 0..2 {
+            let id = Uuid::now_v7();
+            let created = journal
+                .create_run(NewRun {
+                    id,
+                    saga: "s".into(),
+                    version: 1,
+                    idempotency_key: format!("order-{i}"),
+                    input: serde_json::json!({}),
+                    now_ms: now,
+                    claim: Some(lease.clone()),
+                    events: Vec::new(),
+                    status: RunStatus::Queued,
+                    environment: None,
+                })
+                .await
+                .unwrap();
+            let CreateOutcome::Created(row) = created else {
+                panic!("not created: {created:?}");
+            };
+            assert_eq!(row.lease_generation, 1);
+            runs.push(id);
+        }
+        runs.sort();
+        let (low, high) = (runs[0], runs[1]);
+        let admin = PgPool::connect(&database.url).await.unwrap();
+
+        let mut holder = sqlx::PgConnection::connect(&database.url).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+        sqlx::query("SELECT id FROM saga_runs WHERE id = $1 FOR UPDATE")
+            .bind(high)
+            .execute(&mut holder)
+            .await
+            .unwrap();
+
+        let batch = |first: Uuid, second: Uuid| {
+            let writer = PostgresWriter {
+                pool: journal.write_pool.clone(),
+                user: "writer",
+            };
+            let ops = vec![renew(&lease, first, now), renew(&lease, second, now)];
+            tokio::spawn(async move { writer.try_batch(&ops, &[0, 1]).await })
+        };
+        let one = batch(high, low);
+        until_waiting(&admin, &database.name, 1).await;
+        let two = batch(low, high);
+        until_waiting(&admin, &database.name, 2).await;
+        sqlx::query("COMMIT").execute(&mut holder).await.unwrap();
+
+        for outcome in [one.await.unwrap(), two.await.unwrap()] {
+            let outcomes = outcome.expect("the batch committed");
+            for renewed in outcomes {
+                assert!(
+                    matches!(renewed, Ok(WriteDone::Leases(ref l)) if l.len() == 1),
+                    "{renewed:?}"
+                );
+            }
+        }
+        drop(journal);
+        admin.close().await;
+        holder.close().await.unwrap();
+        database.drop_database().await.unwrap();
     }
 }
