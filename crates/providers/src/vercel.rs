@@ -167,7 +167,31 @@ struct ListedEnv {
 struct ProjectPage {
     #[serde(default)]
     projects: Vec<Project>,
+    #[serde(default)]
+    pagination: Option<Pagination>,
 }
+
+/// `next` is a continuation token or a timestamp, by the spec's two variants; either goes
+/// back as `from`. Null on the last page.
+#[derive(Debug, Deserialize)]
+struct Pagination {
+    #[serde(default)]
+    next: Option<serde_json::Value>,
+}
+
+impl Pagination {
+    fn next_from(&self) -> Option<String> {
+        match self.next.as_ref()? {
+            serde_json::Value::String(token) if !token.is_empty() => Some(token.clone()),
+            serde_json::Value::Number(at) => Some(at.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Pages read at most by one listing: ten thousand projects. A listing that would go on
+/// is an error, not a silently short answer (a sweep would miss what it did not read).
+const MAX_PROJECT_PAGES: usize = 100;
 
 #[derive(Debug, Deserialize)]
 struct EnvList {
@@ -385,19 +409,37 @@ impl VercelClient {
         Ok(list.envs.into_iter().map(|e| e.key).collect())
     }
 
-    /// `GET /v10/projects?search=…&limit=100`: the projects whose name contains `search`, up
-    /// to a hundred (one page; enough for a naming-convention scan of one team).
+    /// `GET /v10/projects?search=…&limit=100`, page after page (`from` = the last page's
+    /// `pagination.next`): every project whose name contains `search`.
     pub async fn list_projects(&self, search: &str) -> Result<Vec<Project>, ProviderError> {
         const OP: &str = "GET /v10/projects";
-        let call = Call::new(Method::GET, OP, vec!["v10", "projects"])
-            .query("search", search)
-            .query("limit", "100");
-        let page: ProjectPage = self
-            .transport
-            .execute(call)
-            .await?
-            .json(Provider::Vercel, OP)?;
-        Ok(page.projects)
+        let mut projects = Vec::new();
+        let mut from: Option<String> = None;
+        for _ in 0..MAX_PROJECT_PAGES {
+            let mut call = Call::new(Method::GET, OP, vec!["v10", "projects"])
+                .query("search", search)
+                .query("limit", "100");
+            if let Some(from) = &from {
+                call = call.query("from", from);
+            }
+            let page: ProjectPage = self
+                .transport
+                .execute(call)
+                .await?
+                .json(Provider::Vercel, OP)?;
+            projects.extend(page.projects);
+            match page.pagination.as_ref().and_then(Pagination::next_from) {
+                Some(next) if from.as_ref() != Some(&next) => from = Some(next),
+                _ => return Ok(projects),
+            }
+        }
+        // Every page answered 200; the listing as a whole is what cannot be used.
+        Err(ProviderError::Permanent {
+            status: 200,
+            message: format!(
+                "{OP}: more than {MAX_PROJECT_PAGES} pages of projects match {search:?}; remove projects or list fewer"
+            ),
+        })
     }
 
     /// `GET /v9/projects/{idOrName}`; `NotFound` when absent.

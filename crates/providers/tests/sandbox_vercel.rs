@@ -466,3 +466,31 @@ async fn a_deployment_host_is_served_by_host_header_once_ready() {
     );
     h.finish().await;
 }
+
+/// More matching projects than a page holds: the listing follows `pagination.next` until it
+/// is null and returns each matching project once.
+#[tokio::test]
+async fn a_listing_longer_than_a_page_is_read_to_its_end() {
+    let h = Harness::start_without_databases(|_| {}).await;
+    let http = reqwest::Client::new();
+    let create = |name: String| {
+        http.post(format!("{}/v11/projects", h.sandbox.urls().vercel))
+            .bearer_auth(&h.sandbox.credentials().vercel_token)
+            .json(&serde_json::json!({ "name": name }))
+            .send()
+    };
+    for i in 0..230 {
+        let answer = create(format!("client-page-{i:03}")).await.unwrap();
+        assert_eq!(answer.status().as_u16(), 200);
+    }
+    // Not matched by the search.
+    assert_eq!(create("other".into()).await.unwrap().status().as_u16(), 200);
+    let listed = h.vercel.list_projects("client-page-").await.unwrap();
+    let mut names: Vec<String> = listed.iter().map(|p| p.name.clone()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(listed.len(), 230);
+    assert_eq!(names.len(), 230);
+    // 230 at a hundred a page.
+    assert_eq!(h.sandbox.calls(Provider::Vercel, "GET /v10/projects"), 3);
+}

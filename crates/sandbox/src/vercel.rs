@@ -618,6 +618,22 @@ async fn create_project(AxumState(shared): AxumState<Arc<Shared>>, body: Bytes) 
 struct ListQuery {
     search: Option<String>,
     limit: Option<String>,
+    from: Option<String>,
+}
+
+/// A project's place in the listing order (newest first, ties by id), as the continuation
+/// token `next` carries it: a page taken after a deletion still starts where it should.
+fn list_position(project: &Project) -> (std::cmp::Reverse<i64>, String) {
+    (std::cmp::Reverse(project.created_ms), project.id.clone())
+}
+
+fn list_token(project: &Project) -> String {
+    format!("{}.{}", project.created_ms, project.id)
+}
+
+fn parse_list_token(token: &str) -> Option<(std::cmp::Reverse<i64>, String)> {
+    let (created, id) = token.split_once('.')?;
+    Some((std::cmp::Reverse(created.parse().ok()?), id.to_owned()))
 }
 
 async fn list_projects(
@@ -631,33 +647,42 @@ async fn list_projects(
         .unwrap_or(20)
         .clamp(1, 100);
     let search = query.search.unwrap_or_default();
+    let after = match query.from.as_deref().map(parse_list_token) {
+        None => None,
+        Some(Some(after)) => Some(after),
+        Some(None) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                "Invalid request: `from` is not a continuation token from `pagination.next`.",
+            );
+        }
+    };
     let world = shared.world();
-    let matching: Vec<&Project> = world
+    let mut matching: Vec<&Project> = world
         .vercel
         .projects
         .values()
         .filter(|project| project.name.contains(&search))
+        .filter(|project| {
+            after
+                .as_ref()
+                .is_none_or(|after| list_position(project) > *after)
+        })
         .collect();
-    let page: Vec<Value> = matching
-        .iter()
-        .take(limit)
-        .map(|project| project_json(&shared, project))
-        .collect();
-    // Continuation is not simulated: a page larger than `limit` is refused rather than cut.
-    if matching.len() > limit {
-        return error(
-            StatusCode::NOT_IMPLEMENTED,
-            "not_implemented",
-            "The sandbox does not page project lists; use GET /v9/projects/{idOrName}.",
-        );
-    }
+    matching.sort_by_key(|project| list_position(project));
+    let page: Vec<&Project> = matching.iter().take(limit).copied().collect();
+    let next = match page.last() {
+        Some(last) if matching.len() > limit => json!(list_token(last)),
+        _ => Value::Null,
+    };
     json(
         StatusCode::OK,
         &json!({
-            "projects": page,
+            "projects": page.iter().map(|project| project_json(&shared, project)).collect::<Vec<_>>(),
             // The continuation-token variant: with `prev` as well, a last page (`next: null`)
             // would match both of the spec's `oneOf` alternatives.
-            "pagination": { "count": page.len(), "next": null },
+            "pagination": { "count": page.len(), "next": next },
         }),
     )
 }
