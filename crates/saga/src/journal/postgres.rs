@@ -995,37 +995,4 @@ mod tests {
         holder.close().await.unwrap();
         database.drop_database().await.unwrap();
     }
-    /// The workers' commit loops do not share the caller's threads: a write commits while
-    /// the caller's only thread is blocked (on the runs' threads it would wait for them).
-    #[tokio::test(flavor = "current_thread")]
-    async fn a_write_commits_while_the_callers_thread_is_blocked() {
-        let Some(database) = fresh_database().await.unwrap() else {
-            return;
-        };
-        let journal = PostgresJournal::connect(&database.url).await.unwrap();
-        let before = journal.commits();
-        let mut write = Box::pin(journal.create_run(NewRun {
-            id: Uuid::now_v7(),
-            saga: "s".into(),
-            version: 1,
-            idempotency_key: "blocked".into(),
-            input: serde_json::json!({}),
-            now_ms: crate::clock::now_ms(),
-            claim: None,
-            events: Vec::new(),
-            status: RunStatus::Queued,
-            environment: None,
-        }));
-        // Polled once: the write is queued for the commit loops.
-        assert!(futures::poll!(&mut write).is_pending());
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while journal.commits() == before && Instant::now() < deadline {
-            // Blocks this runtime's one thread: nothing of the caller's runs meanwhile.
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(journal.commits(), before + 1);
-        assert!(matches!(write.await.unwrap(), CreateOutcome::Created(_)));
-        drop(journal);
-        database.drop_database().await.unwrap();
-    }
 }
