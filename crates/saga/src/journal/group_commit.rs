@@ -86,20 +86,12 @@ impl GroupCommitter {
     /// One commit loop per writer. With several, a batch gathers while another commits;
     /// a run's own writes never overlap, since each waits for the previous one's answer.
     pub(crate) fn spawn<W: BatchWriter>(writers: Vec<W>) -> Self {
-        Self::spawn_on(writers, &tokio::runtime::Handle::current())
-    }
-
-    /// [`spawn`](Self::spawn), with the commit loops on `runtime`.
-    pub(crate) fn spawn_on<W: BatchWriter>(
-        writers: Vec<W>,
-        runtime: &tokio::runtime::Handle,
-    ) -> Self {
         let (requests, receiver) = mpsc::unbounded_channel();
         let (renewals, renewals_receiver) = mpsc::unbounded_channel();
         let queues = Arc::new(Mutex::new((renewals_receiver, receiver)));
         let commits = Arc::new(AtomicU64::new(0));
         for writer in writers {
-            runtime.spawn(commit_loop(writer, queues.clone(), commits.clone()));
+            tokio::spawn(commit_loop(writer, queues.clone(), commits.clone()));
         }
         Self {
             requests,

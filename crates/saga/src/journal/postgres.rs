@@ -71,30 +71,6 @@ mod sql {
 /// Commit loops per process: while one batch commits, the next gathers and commits beside it.
 const WRITERS: usize = 4;
 
-/// The thread the workers' commit loops run on. A transaction is a few hundred statements,
-/// each a round trip the loop awaits; on the runtime of the runs, every one of those awaits
-/// queued behind whatever thousands of run tasks had made ready, and with 10,000 runs
-/// starting at once a round of lease renewals took 10 to 25 s to commit, past the leases it
-/// renewed. `None` when no thread could be started: the loops then share the caller's.
-fn commit_runtime() -> Option<tokio::runtime::Handle> {
-    static RUNTIME: std::sync::OnceLock<Option<tokio::runtime::Runtime>> =
-        std::sync::OnceLock::new();
-    RUNTIME
-        .get_or_init(|| {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(1)
-                .thread_name("saga-journal")
-                .enable_all()
-                .build()
-                .inspect_err(|e| {
-                    tracing::warn!(error = %e, "no thread of its own for the journal's commits; they share the runs' threads");
-                })
-                .ok()
-        })
-        .as_ref()
-        .map(|runtime| runtime.handle().clone())
-}
-
 /// Connections per process: the commit loops' (one each, a pool of their own) and the
 /// readers' (recovery, step lookups, the CLI).
 const MAX_CONNECTIONS: u32 = 12;
@@ -165,12 +141,7 @@ impl PostgresJournal {
                 .collect()
         };
         Ok(Self {
-            committer: match commit_runtime() {
-                Some(runtime) => {
-                    GroupCommitter::spawn_on(writers(&write_pool, WRITERS, "writer"), &runtime)
-                }
-                None => GroupCommitter::spawn(writers(&write_pool, WRITERS, "writer")),
-            },
+            committer: GroupCommitter::spawn(writers(&write_pool, WRITERS, "writer")),
             write_pool,
             interactive_committer: GroupCommitter::spawn(writers(
                 &interactive_pool,
@@ -771,22 +742,9 @@ impl Journal for PostgresJournal {
     /// Both lanes are opened: `serve` warms up because it answers requests.
     async fn warm_up(&self) -> Result<usize, JournalError> {
         let mut opened = 0;
-        for pool in [&self.pool, &self.interactive_pool] {
+        for pool in [&self.pool, &self.write_pool, &self.interactive_pool] {
             opened += warm_up_pool(pool).await?;
         }
-        // Opened where the commit loops run, so the connections' I/O is driven there too.
-        let write_pool = self.write_pool.clone();
-        opened += match commit_runtime() {
-            Some(runtime) => runtime
-                .spawn(async move { warm_up_pool(&write_pool).await })
-                .await
-                .map_err(|e| {
-                    JournalError::Unavailable(format!(
-                        "warming the journal's write connections up failed: {e}"
-                    ))
-                })??,
-            None => warm_up_pool(&write_pool).await?,
-        };
         Ok(opened)
     }
 }
