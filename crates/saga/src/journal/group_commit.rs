@@ -29,6 +29,10 @@ pub(crate) enum WriteOp {
         lease: LeaseRequest,
         held: Vec<Claim>,
         now_ms: i64,
+        /// Leave the rows other transactions hold and answer them as busy
+        /// ([`WriteDone::Renewed`]), rather than wait for them. A backend whose writes never
+        /// wait on one another (SQLite's one writer) may ignore it.
+        skip_busy: bool,
     },
     ClaimDeliveries {
         lease: DeliveryLease,
@@ -48,6 +52,11 @@ pub(crate) enum WriteDone {
     Created(CreateOutcome),
     Appended(AppendReceipt),
     Leases(Vec<Claim>),
+    /// A renewal that skipped busy rows: what it renewed, and what it left to try again.
+    Renewed {
+        renewed: Vec<Claim>,
+        busy: Vec<Claim>,
+    },
     Deliveries(Vec<Delivery>),
     /// Whether the delivery's outcome was recorded (false: its lease was lost).
     Finished(bool),
@@ -294,6 +303,7 @@ mod tests {
                 lease: lease(),
                 held: Vec::new(),
                 now_ms: 0,
+                skip_busy: true,
             })
             .await
             .unwrap();

@@ -404,10 +404,12 @@ async fn apply(tx: &mut Tx<'_>, op: &WriteOp) -> Result<WriteDone, JournalError>
                 .await?;
             Ok(WriteDone::Leases(leases(&rows)?))
         }
+        // One writer: no other transaction holds a row, so none is ever busy.
         WriteOp::Renew {
             lease,
             held,
             now_ms,
+            skip_busy: _,
         } => {
             let mut kept = Vec::with_capacity(held.len());
             for claim in held {
@@ -524,6 +526,7 @@ impl Journal for SqliteJournal {
             lease: lease.clone(),
             held: held.to_vec(),
             now_ms,
+            skip_busy: false,
         };
         match self.committer.submit(op).await? {
             WriteDone::Leases(l) => Ok(l),
