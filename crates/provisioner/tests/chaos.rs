@@ -67,9 +67,14 @@ async fn crash_batch_processes_killed_at_random_moments_resume_and_leave_one_sta
     let reader = operator.reader().await;
 
     let mut kill_log = Vec::new();
+    // Batch time so far and the runs it settled: the kills still to come are spread over the
+    // work that is left, so a batch that runs faster than `window` assumed is still
+    // interrupted `kills` times rather than finishing before the last kill.
+    let mut ran_s = 0.0;
+    let mut settled = 0;
     for n in 1..=kills {
         let mut batch = operator.spawn("batch", &args);
-        let wait = rng.random_range(window.clone());
+        let wait = rng.random_range(kill_window(&window, ran_s, settled, count, kills - n + 1));
         tokio::time::sleep(Duration::from_secs_f64(wait)).await;
         assert!(
             !batch.exited(),
@@ -77,7 +82,8 @@ async fn crash_batch_processes_killed_at_random_moments_resume_and_leave_one_sta
             batch.log_text()
         );
         batch.kill().await;
-        let settled = settled_count(&kit::runs_of(&reader, &clients).await);
+        ran_s += wait;
+        settled = settled_count(&kit::runs_of(&reader, &clients).await);
         println!(
             "kill {n}: batch pid {} after {wait:.1} s, {settled} settled",
             batch.pid
@@ -142,6 +148,39 @@ async fn crash_batch_processes_killed_at_random_moments_resume_and_leave_one_sta
     assert_eq!(integrity, "ok");
     assert_eq!(kill_log.len(), kills);
     sandbox.stop().await;
+}
+
+/// Where the next kill falls: within `window`, and, once the batches so far have settled
+/// some runs, no later on average than the remaining work's share per kill still to come
+/// (at the rate seen so far), so the last kill still finds work to interrupt.
+fn kill_window(
+    window: &std::ops::Range<f64>,
+    ran_s: f64,
+    settled: usize,
+    count: usize,
+    kills_left: usize,
+) -> std::ops::Range<f64> {
+    if settled == 0 || ran_s <= 0.0 {
+        return window.clone();
+    }
+    let left_s = (count - settled.min(count)) as f64 * ran_s / settled as f64;
+    // Twice the share: a uniform wait in the range averages one share.
+    let share = 2.0 * left_s / (kills_left + 1) as f64;
+    let end = share.clamp(window.start + 0.5, window.end);
+    window.start..end
+}
+
+#[test]
+fn the_kill_window_shrinks_to_the_work_that_is_left() {
+    let window = 3.0..25.0;
+    assert_eq!(kill_window(&window, 0.0, 0, 200, 20), window);
+    // 100 of 200 settled in 100 s: 100 s left over 10 kills (and the finish): ~18 s each.
+    let w = kill_window(&window, 100.0, 100, 200, 10);
+    assert!((w.end - 2.0 * 100.0 / 11.0).abs() < 1e-9, "{w:?}");
+    // Nearly done: the window keeps a minimum above its start.
+    assert_eq!(kill_window(&window, 100.0, 199, 200, 5).end, 3.5);
+    // Slow going: never past the window's end.
+    assert_eq!(kill_window(&window, 100.0, 1, 200, 20).end, 25.0);
 }
 
 /// The worker id a `worker` process logs when it starts (JSON logs).
@@ -246,8 +285,9 @@ async fn failover_a_worker_killed_mid_batch_loses_its_runs_to_the_other_two() {
         runs.push(body["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap());
     }
 
-    // Mid-batch: the doomed worker holds runs, and so does another one.
-    let doomed_id = workers[0].2.clone();
+    // Mid-batch: the doomed worker holds runs, and so does another one. Which workers claim
+    // first is the scheduler's choice, so the doomed one is picked then: the one holding
+    // the most runs (a fixed one may never claim any before the others finish).
     let owners = |reader: &provisioner::app::App, runs: Vec<uuid::Uuid>| {
         let journal = reader.engine.journal().clone();
         async move {
@@ -260,7 +300,7 @@ async fn failover_a_worker_killed_mid_batch_loses_its_runs_to_the_other_two() {
         }
     };
     let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
+    let doomed = loop {
         let held = owners(&reader, runs.clone()).await;
         let mut per_worker: HashMap<String, usize> = HashMap::new();
         for (owner, status, _) in held.values() {
@@ -268,13 +308,21 @@ async fn failover_a_worker_killed_mid_batch_loses_its_runs_to_the_other_two() {
                 *per_worker.entry(owner.clone()).or_insert(0) += 1;
             }
         }
-        if per_worker.contains_key(&doomed_id) && per_worker.len() >= 2 {
-            break;
+        if per_worker.len() >= 2 {
+            let most = per_worker.iter().max_by_key(|(_, held)| **held);
+            let doomed = most.and_then(|(id, _)| workers.iter().position(|w| &w.2 == id));
+            if let Some(doomed) = doomed {
+                break doomed;
+            }
         }
-        assert!(Instant::now() < deadline, "{per_worker:?}");
+        assert!(
+            Instant::now() < deadline,
+            "two workers never both held runs: {per_worker:?}\n{held:#?}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    workers[0].0.kill().await;
+    };
+    let (mut doomed_process, _, doomed_id) = workers.remove(doomed);
+    doomed_process.kill().await;
     let killed_at = Instant::now();
     let killed_at_ms = chrono::Utc::now().timestamp_millis();
     let kill_at_s = kit::secs(began.elapsed());
@@ -335,7 +383,7 @@ async fn failover_a_worker_killed_mid_batch_loses_its_runs_to_the_other_two() {
     let problems = kit::inventory_problems(&inventory, &views);
     let twice = kit::created_twice(&sandbox.requests().await);
     let mut takeovers = 0.0;
-    for (_, addr, _) in &workers[1..] {
+    for (_, addr, _) in &workers {
         takeovers += takeovers_counted(addr).await;
     }
     let passed = not_succeeded.is_empty()
@@ -348,7 +396,7 @@ async fn failover_a_worker_killed_mid_batch_loses_its_runs_to_the_other_two() {
         "size": {"clients": count, "workers": 3, "max_runs": max_runs, "latency": "seed"},
         "passed": passed,
         "wall_s": kit::secs(began.elapsed()),
-        "kills": [{"at_s": kill_at_s, "process": "worker-0", "pid": workers[0].0.pid, "held_runs": orphaned.len()}],
+        "kills": [{"at_s": kill_at_s, "process": format!("worker-{doomed}"), "pid": doomed_process.pid, "held_runs": orphaned.len()}],
         "takeover": {
             "lease_s": 8,
             "runs": orphaned.len(),
