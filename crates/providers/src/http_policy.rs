@@ -331,21 +331,7 @@ impl Transport {
     /// Sends `call` and returns its answer if it succeeded, else the classified error.
     pub async fn execute(&self, call: Call<'_>) -> Result<Reply, ProviderError> {
         let url = self.url_for(&call)?;
-        let (auth_name, auth_value) = self.credential.header()?;
-        let mut request = self
-            .client
-            .request(call.method.clone(), url)
-            .headers(self.headers.clone())
-            .header(auth_name, auth_value);
-        if let Some(body) = call.body.clone() {
-            request = request
-                .header(
-                    reqwest::header::CONTENT_TYPE,
-                    HeaderValue::from_static("application/json"),
-                )
-                .body(body);
-        }
-
+        let auth = self.credential.header()?;
         let provider = self.provider.name();
         let endpoint = match &call.target {
             Target::Path(segments) => Endpoint::for_path(self.provider, call.operation, segments),
@@ -364,7 +350,24 @@ impl Transport {
                 .record(waited.as_secs_f64());
         }
         let started = tokio::time::Instant::now();
-        let outcome = self.send(call, request, permit, started).await;
+        // The request is built, and the sending future allocated, only once the budget lets
+        // the call go: thousands of calls wait in the budgets at once, and each carried its
+        // built request and the space of a send in flight while it waited.
+        let (auth_name, auth_value) = auth;
+        let mut request = self
+            .client
+            .request(call.method.clone(), url)
+            .headers(self.headers.clone())
+            .header(auth_name, auth_value);
+        if let Some(body) = call.body.clone() {
+            request = request
+                .header(
+                    reqwest::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                )
+                .body(body);
+        }
+        let outcome = Box::pin(self.send(call, request, permit, started)).await;
         let result = match &outcome {
             Ok(_) => "ok",
             Err(ProviderError::Retryable { .. }) => "retryable",

@@ -209,7 +209,10 @@ impl<R: ProviderResource> Step for ResourceStep<R> {
                 .resource
                 .find(&self.stack, &ctx.input().client_id)
                 .await?;
-            self.action_with(ctx, found).await
+            // Boxed: a future is as large as its largest state, and the lookup is where
+            // many runs wait (their listing's turn in the budget); inline, every one of them
+            // carried the space of what follows it.
+            Box::pin(self.action_with(ctx, found)).await
         })
         .await
     }
@@ -256,7 +259,8 @@ impl<R: ProviderResource> ResourceStep<R> {
                     (one, true)
                 }
             }
-            _ => (self.one_of(found, &mark).await?, false),
+            // Boxed, as rare: inline, its found resources sized the state of every create.
+            _ => (Box::pin(self.one_of(found, &mark)).await?, false),
         };
         self.resource.complete(stack, ctx, resource, adopted).await
     }
