@@ -216,6 +216,9 @@ impl Driver {
                 }
                 Err(e) => return Err(e.into()),
             }
+            // Written: the copy is done with. Kept to the end of the round, it doubled the
+            // run's state in memory for as long as the run waited on its steps.
+            drop(before);
             if release.is_some() {
                 return Ok(());
             }
