@@ -511,21 +511,16 @@ async fn apply(tx: &mut Tx, op: &WriteOp) -> Result<WriteDone, JournalError> {
             }
             let mut renewed = Vec::with_capacity(rows.len());
             let mut busy = Vec::new();
-            let generation_of: std::collections::HashMap<Uuid, i64> =
-                held.iter().map(|c| (c.run_id, c.generation)).collect();
             for row in &rows {
-                let run_id: Uuid = row.try_get(0)?;
-                match row.try_get::<Option<i64>, _>(1)? {
-                    Some(generation) => renewed.push(Claim {
-                        run_id,
-                        generation,
-                        took_over: false,
-                    }),
-                    None => busy.extend(generation_of.get(&run_id).map(|&generation| Claim {
-                        run_id,
-                        generation,
-                        took_over: false,
-                    })),
+                let claim = Claim {
+                    run_id: row.try_get(0)?,
+                    generation: row.try_get(1)?,
+                    took_over: false,
+                };
+                if row.try_get::<bool, _>(2)? {
+                    busy.push(claim);
+                } else {
+                    renewed.push(claim);
                 }
             }
             Ok(WriteDone::Renewed { renewed, busy })
@@ -974,15 +969,21 @@ mod tests {
             .unwrap()
     }
 
-    /// While another transaction holds one run's row, a renewal of two runs renews the other
-    /// at once and waits only for the held one. Locking both first, as appends do, it kept
-    /// the free row locked and unrenewed behind the held one: with thousands of runs
-    /// appending, a round of renewals outlasted the lease.
-    #[tokio::test]
-    async fn a_renewal_renews_free_rows_at_once_and_waits_only_for_a_held_one() {
-        let Some(database) = fresh_database().await.unwrap() else {
-            return;
-        };
+    /// Two leased runs in a fresh journal, the row of the higher id held by another
+    /// session's open transaction (`holder`).
+    struct HeldRow {
+        database: crate::testkit::postgres::FreshDatabase,
+        journal: PostgresJournal,
+        lease: LeaseRequest,
+        now: i64,
+        low: Uuid,
+        high: Uuid,
+        admin: PgPool,
+        holder: sqlx::PgConnection,
+    }
+
+    async fn one_of_two_rows_held() -> Option<HeldRow> {
+        let database = fresh_database().await.unwrap()?;
         let journal = PostgresJournal::connect(&database.url).await.unwrap();
         let lease = LeaseRequest {
             worker: "w".into(),
@@ -990,15 +991,46 @@ mod tests {
             environment: None,
         };
         let now = crate::clock::now_ms();
-        let (free, held) = two_leased_runs(&journal, &lease, now).await;
+        let (low, high) = two_leased_runs(&journal, &lease, now).await;
         let admin = PgPool::connect(&database.url).await.unwrap();
         let mut holder = sqlx::PgConnection::connect(&database.url).await.unwrap();
         sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
         sqlx::query("SELECT id FROM saga_runs WHERE id = $1 FOR UPDATE")
-            .bind(held)
+            .bind(high)
             .execute(&mut holder)
             .await
             .unwrap();
+        Some(HeldRow {
+            database,
+            journal,
+            lease,
+            now,
+            low,
+            high,
+            admin,
+            holder,
+        })
+    }
+
+    /// While another transaction holds one run's row, a renewal of two runs renews the other
+    /// at once and waits only for the held one. Locking both first, as appends do, it kept
+    /// the free row locked and unrenewed behind the held one: with thousands of runs
+    /// appending, a round of renewals outlasted the lease.
+    #[tokio::test]
+    async fn a_renewal_renews_free_rows_at_once_and_waits_only_for_a_held_one() {
+        let Some(HeldRow {
+            database,
+            journal,
+            lease,
+            now,
+            low: free,
+            high: held,
+            admin,
+            mut holder,
+        }) = one_of_two_rows_held().await
+        else {
+            return;
+        };
 
         let claims: Vec<Claim> = [free, held]
             .into_iter()
@@ -1039,26 +1071,19 @@ mod tests {
     /// commit.
     #[tokio::test]
     async fn batches_that_write_the_same_runs_in_opposite_orders_both_commit() {
-        let Some(database) = fresh_database().await.unwrap() else {
+        let Some(HeldRow {
+            database,
+            journal,
+            lease,
+            now,
+            low,
+            high,
+            admin,
+            mut holder,
+        }) = one_of_two_rows_held().await
+        else {
             return;
         };
-        let journal = PostgresJournal::connect(&database.url).await.unwrap();
-        let lease = LeaseRequest {
-            worker: "w".into(),
-            lease_ms: 60_000,
-            environment: None,
-        };
-        let now = crate::clock::now_ms();
-        let (low, high) = two_leased_runs(&journal, &lease, now).await;
-        let admin = PgPool::connect(&database.url).await.unwrap();
-
-        let mut holder = sqlx::PgConnection::connect(&database.url).await.unwrap();
-        sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-        sqlx::query("SELECT id FROM saga_runs WHERE id = $1 FOR UPDATE")
-            .bind(high)
-            .execute(&mut holder)
-            .await
-            .unwrap();
 
         let batch = |first: Uuid, second: Uuid| {
             let writer = PostgresWriter {

@@ -35,7 +35,7 @@ pub(super) async fn heartbeat_loop(inner: Arc<Inner>) {
         // make a write that other commits on the journal (an API request's) queue behind;
         // submitted together, so they queue for the journal's next transactions at once
         // (ahead of the runs' queued writes) rather than one commit after another. With
-        // 10,000 runs held a round takes 0.4 to 0.6 s, and 1.2 to 1.8 s while they all start
+        // 10,000 runs held a round takes 0.3 to 0.6 s, and 0.8 to 1.8 s while they all start
         // (api_bench --inflight-runs).
         let inner_ref = &inner;
         let batches = held.chunks(RENEW_BATCH).map(|batch| async move {
