@@ -895,10 +895,10 @@ fn view_of(definition: Option<&Arc<SagaDefinition>>, row: RunRow, state: RunStat
                 attempt: s.attempt,
                 undo_attempt: s.undo_attempt,
                 next_attempt_at: s.retry_at.map(time),
-                last_error: s.last_error.clone(),
-                last_error_detail: s.last_error_detail.clone(),
-                undo_error: s.undo_error.clone(),
-                undo_error_detail: s.undo_error_detail.clone(),
+                last_error: s.last_error.as_ref().map(|f| f.error.clone()),
+                last_error_detail: s.last_error.as_ref().and_then(|f| f.detail.clone()),
+                undo_error: s.undo_error.as_ref().map(|f| f.error.clone()),
+                undo_error_detail: s.undo_error.as_ref().and_then(|f| f.detail.clone()),
                 output,
             }
         })

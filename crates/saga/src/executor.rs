@@ -352,7 +352,11 @@ impl Driver {
                     }
                 }
                 StepPhase::Failed => {
-                    let error = s.last_error.clone().unwrap_or_default();
+                    let error = s
+                        .last_error
+                        .as_ref()
+                        .map(|f| f.error.as_str())
+                        .unwrap_or_default();
                     return self.give_up(now, format!("step `{name}` failed: {error}"));
                 }
                 _ => continue,
@@ -588,8 +592,8 @@ impl Driver {
                             .state
                             .steps
                             .get(n)
-                            .and_then(|s| s.undo_error.clone())
-                            .unwrap_or_else(|| "waiting on a dependent's undo".into());
+                            .and_then(|s| s.undo_error.as_ref())
+                            .map_or("waiting on a dependent's undo", |f| f.error.as_str());
                         format!("{n}: {error}")
                     })
                     .collect::<Vec<_>>()

@@ -33,7 +33,7 @@ pub use engine::{
 pub use event::{EventRecord, RunEvent, RunStatus, UnknownStatus};
 pub use journal::{Journal, JournalError, PostgresJournal, RunFilter, SqliteJournal};
 pub use secret::{SealError, SealingKey, Secret};
-pub use state::{Request, RunState, StepPhase, StepState};
+pub use state::{Request, RunState, StepFailure, StepPhase, StepState};
 pub use step::{
     ErasedStep, ForwardStep, RetryPolicy, Step, StepCall, StepContext, StepError, StepPolicy,
     erase, erase_forward,

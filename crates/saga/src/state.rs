@@ -47,12 +47,27 @@ pub struct StepState {
     /// When the latest action attempt was journaled (ms).
     pub attempt_started_at: Option<i64>,
     /// The action's latest error (kept when the step is then undone: it says why).
-    pub last_error: Option<String>,
-    /// The structured detail of `last_error`, if its step gave one.
-    pub last_error_detail: Option<Value>,
+    pub last_error: Option<Box<StepFailure>>,
     /// The undo's latest error, until an undo succeeds.
-    pub undo_error: Option<String>,
-    pub undo_error_detail: Option<Value>,
+    pub undo_error: Option<Box<StepFailure>>,
+}
+
+/// An attempt's error and its structured detail. Boxed in [`StepState`]: most steps never
+/// fail, and every in-flight run holds one state per step, so the empty case is one word.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepFailure {
+    pub error: String,
+    /// Findings, names: never a secret.
+    pub detail: Option<Value>,
+}
+
+impl StepFailure {
+    fn boxed(error: &str, detail: Option<&Value>) -> Box<Self> {
+        Box::new(Self {
+            error: error.to_owned(),
+            detail: detail.cloned(),
+        })
+    }
 }
 
 impl StepState {
@@ -69,9 +84,7 @@ impl StepState {
             first_attempt_at: None,
             attempt_started_at: None,
             last_error: None,
-            last_error_detail: None,
             undo_error: None,
-            undo_error_detail: None,
         }
     }
 
@@ -177,7 +190,6 @@ impl RunState {
                 s.phase = StepPhase::Succeeded;
                 s.output = Some(output.clone());
                 s.last_error = None;
-                s.last_error_detail = None;
             }
             RunEvent::StepFailed {
                 step,
@@ -193,8 +205,7 @@ impl RunState {
                     StepPhase::Failed
                 };
                 s.retry_at = *retry_at;
-                s.last_error = Some(error.clone());
-                s.last_error_detail = detail.clone();
+                s.last_error = Some(StepFailure::boxed(error, detail.as_ref()));
             }
             RunEvent::CompensationStarted { reason } => {
                 self.status = RunStatus::Compensating;
@@ -212,7 +223,6 @@ impl RunState {
                 // The action's error (if any) stays: it says why the step was undone.
                 s.phase = StepPhase::Undone;
                 s.undo_error = None;
-                s.undo_error_detail = None;
             }
             RunEvent::UndoFailed {
                 step,
@@ -228,8 +238,7 @@ impl RunState {
                     StepPhase::UndoFailed
                 };
                 s.retry_at = *retry_at;
-                s.undo_error = Some(error.clone());
-                s.undo_error_detail = detail.clone();
+                s.undo_error = Some(StepFailure::boxed(error, detail.as_ref()));
             }
             RunEvent::RunSucceeded => self.status = RunStatus::Succeeded,
             RunEvent::RunCompensated => self.status = RunStatus::Compensated,
@@ -327,5 +336,23 @@ impl RunState {
             .filter(|(_, s)| s.needs_undo())
             .map(|(n, _)| n.clone())
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every in-flight run holds one of these per step: at 10,000 runs a byte here is
+    /// about 50 KB of resident memory. Errors are boxed so a step that never failed pays
+    /// one word for each; unboxing them again grows this past the bound.
+    #[test]
+    fn a_step_state_stays_small_because_its_errors_are_boxed() {
+        let size = std::mem::size_of::<StepState>();
+        assert!(size <= 128, "StepState is {size} bytes");
+        assert_eq!(
+            std::mem::size_of::<Option<Box<StepFailure>>>(),
+            std::mem::size_of::<usize>()
+        );
     }
 }
