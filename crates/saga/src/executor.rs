@@ -110,14 +110,25 @@ pub(crate) struct Driver {
     clock: i64,
 }
 
-pub(crate) async fn drive(mut driver: Driver, lost: Arc<LeaseLost>) {
-    let run_id = driver.claim.run_id;
-    match driver.run(&lost).await {
-        Ok(()) => {}
-        Err(DriveError::LeaseLost | DriveError::Journal(JournalError::Fenced { .. })) => {
-            tracing::info!(%run_id, "run taken over by another worker; stopped here");
+/// Not an `async fn`: its arguments would be kept in the future beside the copies its body
+/// moves them into, and a run's task lives as long as the run waits. The driver goes to the
+/// heap once; the future holds a pointer to it.
+pub(crate) fn drive(
+    driver: Driver,
+    lost: Arc<LeaseLost>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut driver = Box::new(driver);
+    async move {
+        let run_id = driver.claim.run_id;
+        match driver.run(&lost).await {
+            Ok(()) => {}
+            Err(DriveError::LeaseLost | DriveError::Journal(JournalError::Fenced { .. })) => {
+                tracing::info!(%run_id, "run taken over by another worker; stopped here");
+            }
+            Err(e) => {
+                tracing::warn!(%run_id, error = %e, "run stopped; it resumes when claimed again")
+            }
         }
-        Err(e) => tracing::warn!(%run_id, error = %e, "run stopped; it resumes when claimed again"),
     }
 }
 

@@ -173,13 +173,17 @@ pub(crate) fn spawn_claimed(inner: &Arc<Inner>, claim: Claim) {
         claim.run_id,
         claim.generation,
         move |lost| async move {
-            match recovery::recover(&for_task, claim).await {
-                Ok(Some(driver)) => executor::drive(driver, lost).await,
-                Ok(None) => {}
+            // Out of the match before it is driven: a match's scrutinee lives to the match's
+            // end, and would keep a second copy of the driver for as long as the run waits.
+            let driver = match recovery::recover(&for_task, claim).await {
+                Ok(Some(driver)) => driver,
+                Ok(None) => return,
                 Err(e) => {
-                    tracing::warn!(run_id = %claim.run_id, error = %e, "could not recover run")
+                    tracing::warn!(run_id = %claim.run_id, error = %e, "could not recover run");
+                    return;
                 }
-            }
+            };
+            executor::drive(driver, lost).await;
         },
     );
 }
@@ -191,10 +195,12 @@ where
 {
     let lost = Arc::new(LeaseLost::default());
     // Everything the run's task logs (recovery, planning, its steps) carries the run id.
-    let body = tracing::Instrument::instrument(
+    // Boxed: awaited inside the task's own future, it would be stored there twice (as the
+    // captured value and as the value being awaited), and every run in flight holds one.
+    let body = Box::pin(tracing::Instrument::instrument(
         task(lost.clone()),
         tracing::info_span!("run", run_id = %run_id),
-    );
+    ));
     let cleanup = inner.clone();
     // Holding the lock across spawn: the task's own removal waits until it is registered.
     let mut active = inner.active();
