@@ -343,16 +343,11 @@ impl RunState {
 mod tests {
     use super::*;
 
-    /// Every in-flight run holds one of these per step: at 10,000 runs a byte here is
-    /// about 50 KB of resident memory. Errors are boxed so a step that never failed pays
-    /// one word for each; unboxing them again grows this past the bound.
+    /// Every in-flight run holds one of these per step, so each byte here is paid once per
+    /// step of every run in flight. Unboxing the errors again (216 bytes) fails this.
     #[test]
     fn a_step_state_stays_small_because_its_errors_are_boxed() {
         let size = std::mem::size_of::<StepState>();
         assert!(size <= 128, "StepState is {size} bytes");
-        assert_eq!(
-            std::mem::size_of::<Option<Box<StepFailure>>>(),
-            std::mem::size_of::<usize>()
-        );
     }
 }
